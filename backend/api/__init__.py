@@ -1,0 +1,1 @@
+"""One blueprint per mart family under /api/v1, plus /health."""

@@ -1,0 +1,39 @@
+"""Application factory: `create_app()` builds the API; gunicorn runs `backend.wsgi:app`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_cors import CORS
+
+from backend import db, errors
+from backend.config import ApiSettings
+
+
+def create_app(settings: ApiSettings | None = None) -> Flask:
+    settings = settings or ApiSettings()
+    app = Flask(__name__)
+    app.config["API_SETTINGS"] = settings
+    app.json.sort_keys = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
+    db.init_app(app, settings)
+    errors.init_app(app)
+
+    from backend.api.facilities import bp as facilities_bp
+    from backend.api.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(facilities_bp)
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app

@@ -1,0 +1,28 @@
+"""API settings from the environment: `DATABASE_URL` plus `API_*` variables (see .env.example)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5433/warehouse",
+        validation_alias=AliasChoices("API_DATABASE_URL", "DATABASE_URL"),
+        description="Warehouse Postgres; the API reads only published marts.",
+    )
+    cors_origins: str = Field("http://localhost:3000", description="Comma-separated origins allowed by CORS.")
+    max_page_size: int = Field(500, ge=1, le=10_000)
+    default_page_size: int = Field(100, ge=1)
+    statement_timeout_ms: int = Field(5_000, ge=100, description="Postgres statement_timeout for API queries.")
+    pool_size: int = 5
+
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url

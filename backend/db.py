@@ -1,0 +1,25 @@
+"""The pooled SQLAlchemy engine, attached to the app. Views run parameterized SQL on published marts."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+from sqlalchemy import Engine, create_engine
+
+from backend.config import ApiSettings
+
+
+def init_app(app: Flask, settings: ApiSettings) -> None:
+    app.extensions["engine"] = create_engine(
+        settings.sqlalchemy_url(),
+        pool_size=settings.pool_size,
+        pool_pre_ping=True,
+        connect_args={
+            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c default_transaction_read_only=on",
+            "application_name": "health-api",
+            "connect_timeout": 5,
+        },
+    )
+
+
+def engine() -> Engine:
+    return current_app.extensions["engine"]

@@ -1,0 +1,143 @@
+"""The `elt` command: prepare the warehouse, ingest drops, inspect the ledger, build marts, make demo data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+
+from elt.config import get_settings
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(no rows)")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(min(widths[c], 60)) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c] if row[c] is not None else "")[:60].ljust(min(widths[c], 60)) for c in columns))
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    from elt.pipeline import prepare
+
+    prepare(get_settings())
+    print("warehouse ready: schemas ops and raw, one raw table per contract")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from elt.pipeline import discover_new_files, ingest_file, prepare
+
+    settings = get_settings()
+    prepare(settings)
+    keys = [args.key] if args.key else discover_new_files(drop_type=args.drop_type, settings=settings)
+    if not keys:
+        print("no files waiting")
+        return 0
+    outcomes = [ingest_file(key, dry_run=args.dry_run, settings=settings) for key in keys]
+    if args.format == "json":
+        print(json.dumps([o.as_dict() for o in outcomes], indent=2, default=str))
+    else:
+        for outcome in outcomes:
+            print(("[dry run] " if args.dry_run else "") + outcome.summary())
+    return 0 if all(o.status in {"loaded", "duplicate"} for o in outcomes) else 1
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    from elt.pipeline import connect
+    from elt.warehouse.ledger import list_files
+
+    with connect(get_settings()) as conn:
+        rows = list_files(conn, status=args.status, limit=args.limit)
+    print(json.dumps(rows, indent=2, default=str)) if args.format == "json" else _print_table(rows)
+    return 0
+
+
+def cmd_rejects(args: argparse.Namespace) -> int:
+    from elt.pipeline import connect
+    from elt.warehouse.ledger import list_rejects
+
+    with connect(get_settings()) as conn:
+        rows = list_rejects(conn, args.file_id, limit=args.limit)
+    print(json.dumps(rows, indent=2, default=str)) if args.format == "json" else _print_table(rows)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from elt.transform import DbtError, build
+
+    try:
+        build(full_refresh=args.full_refresh, select=args.select, settings=get_settings())
+    except DbtError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from elt.demo import generate_medilink_drops
+    from elt.storage.s3 import ObjectStore
+
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    drop = generate_medilink_drops(end_date=end, days=args.days, seed=args.seed)
+    store = ObjectStore(get_settings())
+    store.ensure_bucket()
+    for name, data in sorted(drop.files.items()):
+        store.put(f"medical_records/input/{name}", data, content_type="text/csv")
+    print(f"uploaded {len(drop.files)} Medilink demo files to s3://{store.bucket}/medical_records/input/ "
+          f"({len(drop.bad_rows)} deliberately bad rows)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elt", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init-db", help="create the ops schema and raw tables").set_defaults(func=cmd_init_db)
+
+    ingest = sub.add_parser("ingest", help="load waiting files (all drop types unless narrowed)")
+    ingest.add_argument("--drop-type", help="only this drop type")
+    ingest.add_argument("--key", help="only this object key")
+    ingest.add_argument("--dry-run", action="store_true", help="validate and count, then roll back; move nothing")
+    ingest.add_argument("--format", choices=["text", "json"], default="text")
+    ingest.set_defaults(func=cmd_ingest)
+
+    files = sub.add_parser("files", help="the file ledger, newest first")
+    files.add_argument("--status", help="only files in this state (loaded, rejected, quarantined, ...)")
+    files.add_argument("--limit", type=int, default=50)
+    files.add_argument("--format", choices=["text", "json"], default="text")
+    files.set_defaults(func=cmd_files)
+
+    rejects = sub.add_parser("rejects", help="row-level rejects of one file (values are not shown)")
+    rejects.add_argument("file_id", type=int)
+    rejects.add_argument("--limit", type=int, default=200)
+    rejects.add_argument("--format", choices=["text", "json"], default="text")
+    rejects.set_defaults(func=cmd_rejects)
+
+    build = sub.add_parser("build", help="dbt build: staging, core and analytics marts with their tests")
+    build.add_argument("--full-refresh", action="store_true")
+    build.add_argument("--select", help="dbt selection, e.g. facility_performance+")
+    build.set_defaults(func=cmd_build)
+
+    demo = sub.add_parser("demo", help="upload generated Medilink demo drops to the landing bucket")
+    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

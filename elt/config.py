@@ -1,0 +1,52 @@
+"""One settings object, built once from the environment (and `.env`), passed down explicitly.
+
+No other module reads environment variables: they take a `Settings` argument instead, which keeps every
+step runnable from tests and from Airflow with the same configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Warehouse, object storage and dbt locations. Every field maps to the upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5433/warehouse",
+        description="Warehouse Postgres (libpq URL). ./start.sh points it at the embedded server.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint; unset means AWS S3 with the usual AWS_* credentials."
+    )
+    s3_bucket: str = Field("health-landing", description="Landing bucket that drops arrive in.")
+    aws_default_region: str = "us-east-1"
+    contracts_dir: Path = Field(REPO_ROOT / "elt" / "contracts", description="Drop contracts (*.yml).")
+    dbt_project_dir: Path = Field(REPO_ROOT / "dbt", description="The dbt project.")
+    dbt_target: str = Field("dev", description="dbt target in dbt/profiles.yml.")
+
+    def pg_parts(self) -> dict[str, str]:
+        """Host, port, user, password and database of `database_url`, for tools that want them apart (dbt)."""
+        url = urlsplit(self.database_url)
+        return {
+            "host": url.hostname or "127.0.0.1",
+            "port": str(url.port or 5432),
+            "user": unquote(url.username or "postgres"),
+            "password": unquote(url.password or ""),
+            "dbname": url.path.lstrip("/") or "postgres",
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment read once)."""
+    return Settings()

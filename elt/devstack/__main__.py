@@ -1,0 +1,290 @@
+"""`python -m elt.devstack up`: what ./start.sh runs after installing dependencies.
+
+Starts, on loopback, the embedded Postgres (databases `warehouse` and `airflow`), a local S3 endpoint
+with the landing bucket, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
+the API under gunicorn; uploads demo drops and triggers `medilink_daily` on first start; prints where
+everything is; then supervises until Ctrl-C, when it stops every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.request import urlopen
+
+import psycopg
+
+from elt.config import REPO_ROOT
+from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_process, wait_for
+
+log = logging.getLogger("devstack")
+DAG_ID = "medilink_daily"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    log_file: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    env: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                            cwd=REPO_ROOT, start_new_session=True)
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.data_dir = (REPO_ROOT / _env("DATA_DIR", ".data")).resolve()
+        self.logs = self.data_dir / "logs"
+        self.pg_port = int(_env("PG_PORT", "5433"))
+        self.s3_port = int(_env("S3_PORT", "9000"))
+        self.airflow_port = int(_env("AIRFLOW_PORT", "8080"))
+        self.api_port = int(_env("API_PORT", "5000"))
+        self.bucket = _env("S3_BUCKET", "health-landing")
+        self.postgres: EmbeddedPostgres | None = None
+        self.s3: LocalS3 | None = None
+        self.services: list[Service] = []
+        self.env = dict(os.environ)
+
+    # --- infrastructure -------------------------------------------------------------------------------
+    def start_postgres(self) -> None:
+        if os.environ.get("DATABASE_URL"):
+            url = os.environ["DATABASE_URL"]
+            self.env.setdefault("AIRFLOW_DATABASE_URL", url.rsplit("/", 1)[0] + "/airflow")
+            log.info("using the existing Postgres at DATABASE_URL (embedded server not started)")
+            return
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.pg_port, self.logs / "postgres.log")
+        self.postgres.start()
+        for database in ("warehouse", "airflow"):
+            self.postgres.create_database(database)
+        self.env["DATABASE_URL"] = self.postgres.url("warehouse")
+        self.env["AIRFLOW_DATABASE_URL"] = self.postgres.url("airflow")
+
+    def start_s3(self) -> None:
+        if os.environ.get("S3_ENDPOINT_URL"):
+            log.info("using the S3 endpoint at S3_ENDPOINT_URL (local endpoint not started)")
+            return
+        if os.environ.get("AWS_ACCESS_KEY_ID"):
+            log.info("S3_ENDPOINT_URL is unset and AWS credentials are set: using AWS S3 bucket %s", self.bucket)
+            return
+        self.s3 = LocalS3(self.s3_port, self.logs / "s3.log", persist_dir=self.data_dir / "s3", bucket=self.bucket)
+        self.s3.start()
+        self.env.update(S3_ENDPOINT_URL=self.s3.endpoint_url, AWS_ACCESS_KEY_ID="local",
+                        AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION=_env("AWS_DEFAULT_REGION", "us-east-1"))
+
+    # --- Airflow -------------------------------------------------------------------------------------
+    def airflow_env(self) -> None:
+        home = self.data_dir / "airflow"
+        home.mkdir(parents=True, exist_ok=True)
+        secrets_file = home / "secrets.json"
+        if not secrets_file.exists():
+            secrets_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)}))
+            secrets_file.chmod(0o600)
+        keys = json.loads(secrets_file.read_text())
+        user, password = _env("AIRFLOW_ADMIN_USER", "admin"), _env("AIRFLOW_ADMIN_PASSWORD", "admin")
+        passwords = home / "simple_auth_manager_passwords.json"
+        passwords.write_text(json.dumps({user: password}))
+        passwords.chmod(0o600)
+        meta = self.env["AIRFLOW_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://", 1)
+        base = f"http://localhost:{self.airflow_port}"
+        self.env.update({
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "airflow" / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.airflow_port}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta,
+            "AIRFLOW__API__BASE_URL": base,
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__SECRET_KEY": keys["api"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt"],
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "airflow-tasks"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DO_NOT_TRACK": "1",
+            "SCARF_ANALYTICS": "false",
+            "PYTHONUNBUFFERED": "1",
+        })
+
+    def airflow(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).with_name("airflow")), *args], env=self.env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start_airflow(self) -> None:
+        log.info("migrating the Airflow metadata database (first start takes a minute)")
+        result = self.airflow("db", "migrate")
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        for name, args in [
+            ("airflow-api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.airflow_port), "--workers", "1"]),
+            ("airflow-scheduler", ["scheduler"]),
+            ("airflow-dag-processor", ["dag-processor"]),
+            ("airflow-triggerer", ["triggerer"]),
+        ]:
+            service = Service(name, [airflow, *args], self.logs / f"{name}.log", env=self.env)
+            service.start()
+            self.services.append(service)
+
+    def start_api(self) -> None:
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        service = Service("api", [gunicorn, "--bind", f"127.0.0.1:{self.api_port}", "--workers",
+                                  _env("API_WORKERS", "2"), "--access-logfile", "-", "backend.wsgi:app"],
+                          self.logs / "api.log", env=self.env)
+        service.start()
+        self.services.append(service)
+
+    # --- demo and status ---------------------------------------------------------------------------------
+    def warehouse_has_files(self) -> bool:
+        with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+            if not conn.execute("select to_regclass('ops.file_ledger') is not null").fetchone()[0]:
+                return False
+            return conn.execute("select count(*) from ops.file_ledger").fetchone()[0] > 0
+
+    def load_demo(self) -> None:
+        marker = self.data_dir / "demo-uploaded"
+        if _env("DEMO_DATA", "true").lower() not in {"1", "true", "yes"} or marker.exists() or self.warehouse_has_files():
+            return
+        log.info("uploading generated Medilink demo drops")
+        elt = str(Path(sys.executable).with_name("elt"))
+        subprocess.run([elt, "demo"], env=self.env, check=True)
+        marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        log.info("waiting for Airflow to parse %s, then triggering the first run", DAG_ID)
+        wait_for(lambda: self.airflow("dags", "list", "-o", "plain", timeout=120).stdout.find(DAG_ID) >= 0,
+                 timeout=300, what=f"DAG {DAG_ID} to be parsed", log_file=self.logs / "airflow-dag-processor.log")
+        result = self.airflow("dags", "trigger", DAG_ID)
+        if result.returncode != 0:
+            log.warning("could not trigger %s: %s", DAG_ID, result.stderr[-1000:])
+
+    def last_run(self) -> tuple[str, str] | None:
+        try:
+            with psycopg.connect(self.env["AIRFLOW_DATABASE_URL"], connect_timeout=3) as conn:
+                return conn.execute(
+                    "select run_id, state from dag_run where dag_id = %s order by id desc limit 1", (DAG_ID,)
+                ).fetchone()
+        except psycopg.Error:
+            return None
+
+    def api_health(self) -> dict | None:
+        try:
+            with urlopen(f"http://127.0.0.1:{self.api_port}/health", timeout=3) as response:  # noqa: S310
+                return json.loads(response.read())
+        except Exception:  # noqa: BLE001
+            return None
+
+    def banner(self) -> None:
+        user, password = _env("AIRFLOW_ADMIN_USER", "admin"), _env("AIRFLOW_ADMIN_PASSWORD", "admin")
+        s3 = self.s3.endpoint_url if self.s3 else self.env.get("S3_ENDPOINT_URL", "AWS S3")
+        print(f"""
+==================================================================================================
+ Health warehouse is up (Ctrl-C stops everything)
+
+ Airflow UI    http://localhost:{self.airflow_port}        login {user} / {password}
+ API           http://localhost:{self.api_port}/api/v1/facilities   (health: /health)
+ Postgres      {self.env['DATABASE_URL']}   (Airflow metadata: database airflow)
+ S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/
+ Data          {self.data_dir}   (logs in {self.logs})
+
+ Load drops by hand:   .venv/bin/elt ingest        Inspect:  .venv/bin/elt files
+==================================================================================================
+""", flush=True)
+
+    def supervise(self) -> None:
+        last_state, last_print = None, 0.0
+        while True:
+            for service in self.services:
+                if service.process and service.process.poll() is not None:
+                    if service.restarts >= 3:
+                        raise RuntimeError(f"{service.name} keeps exiting; see {service.log_file}")
+                    service.restarts += 1
+                    log.warning("%s exited (code %s); restarting (%d/3). Log: %s", service.name,
+                                service.process.returncode, service.restarts, service.log_file)
+                    service.start()
+            run = self.last_run()
+            now = time.monotonic()
+            if run != last_state or now - last_print > 300:
+                health = self.api_health() or {}
+                data = health.get("data", {})
+                facilities = data.get("facility_performance", {}).get("rows")
+                run_text = f"{DAG_ID} {run[1]} ({run[0]})" if run else f"{DAG_ID}: no runs yet"
+                print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {data.get('files', {})}; "
+                      f"facilities in marts: {facilities}", flush=True)
+                last_state, last_print = run, now
+            time.sleep(5)
+
+    def check_ports(self) -> None:
+        wanted = [("AIRFLOW_PORT", self.airflow_port), ("API_PORT", self.api_port)]
+        if not os.environ.get("DATABASE_URL"):
+            wanted.append(("PG_PORT", self.pg_port))
+        if not os.environ.get("S3_ENDPOINT_URL") and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            wanted.append(("S3_PORT", self.s3_port))
+        busy = [f"{name}={port}" for name, port in wanted if not port_is_free(port)]
+        if busy:
+            raise RuntimeError(f"port(s) already in use: {', '.join(busy)}. Is another ./start.sh running? "
+                               "Otherwise set free ports in .env.")
+
+    def stop(self) -> None:
+        print("\nstopping: API, Airflow, S3 endpoint, Postgres ...", flush=True)
+        for service in reversed(self.services):
+            stop_process(service.process)
+        if self.s3:
+            self.s3.stop()
+        if self.postgres:
+            self.postgres.stop()
+        print("stopped; data kept in", self.data_dir, flush=True)
+
+
+def up() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    stack = Stack()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.check_ports()
+        stack.start_postgres()
+        stack.start_s3()
+        subprocess.run([str(Path(sys.executable).with_name("elt")), "init-db"], env=stack.env, check=True)
+        stack.airflow_env()
+        stack.start_airflow()
+        stack.start_api()
+        wait_for(lambda: urlopen(f"http://127.0.0.1:{stack.airflow_port}/api/v2/monitor/health", timeout=3),  # noqa: S310
+                 timeout=240, what="Airflow api-server", log_file=stack.logs / "airflow-api-server.log")
+        stack.load_demo()
+        stack.banner()
+        stack.supervise()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - tell the user what failed and where to look, then clean up
+        log.error("start failed: %s", exc)
+        stack.stop()
+        return 1
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "up"
+    if command != "up":
+        sys.exit(f"usage: python -m elt.devstack up (got {command!r})")
+    sys.exit(up())

@@ -1,0 +1,230 @@
+"""Composition only: list -> read -> validate -> load -> archive, for one file at a time.
+
+Every Airflow task and every `elt` command goes through these functions, so a run from the UI, from the
+CLI and from a test behave the same. One file is one transaction: the ledger row's final state and the
+file's rows commit together, and the object is moved (archive or quarantine) only after that commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+
+import psycopg
+
+from elt.config import Settings, get_settings
+from elt.contracts import Contract, load_contracts
+from elt.storage.s3 import ObjectStore, StoredObject
+from elt.warehouse import ledger
+from elt.warehouse.loader import FileRejected, insert_valid_rows, stage_file, write_rejects
+from elt.warehouse.schema import ensure_warehouse
+
+log = logging.getLogger(__name__)
+
+# Names that uploaders use while a file is still being written; never picked up.
+IN_PROGRESS = re.compile(r"(\.tmp|\.part|\.partial|_COPYING_|\.crdownload)$|(^|/)[._][^/]*$")
+
+
+@dataclass
+class FileOutcome:
+    key: str
+    drop_type: str
+    status: str
+    file_id: int | None = None
+    rows_read: int | None = None
+    rows_loaded: int | None = None
+    rows_rejected: int | None = None
+    error: str | None = None
+    moved_to: str | None = None
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        counts = f"read={self.rows_read} loaded={self.rows_loaded} rejected={self.rows_rejected}"
+        tail = f" error={self.error}" if self.error else ""
+        return f"{self.key}: {self.status} (file_id={self.file_id}, {counts}){tail}"
+
+
+def connect(settings: Settings) -> psycopg.Connection:
+    """Autocommit connection: every unit of work opens its own explicit transaction."""
+    return psycopg.connect(settings.database_url, autocommit=True, application_name="elt")
+
+
+def contracts_for(settings: Settings, *, source_system: str | None = None, drop_type: str | None = None) -> dict[str, Contract]:
+    contracts = load_contracts(settings.contracts_dir)
+    if drop_type and drop_type not in contracts:
+        raise ValueError(f"unknown drop type {drop_type!r}; known: {', '.join(sorted(contracts))}")
+    return {
+        name: c for name, c in contracts.items()
+        if (drop_type is None or name == drop_type) and (source_system is None or c.source_system == source_system)
+    }
+
+
+def prepare(settings: Settings | None = None) -> None:
+    """Create the ops schema and raw tables for every contract (idempotent)."""
+    settings = settings or get_settings()
+    with connect(settings) as conn:
+        ensure_warehouse(conn, load_contracts(settings.contracts_dir))
+
+
+def discover_new_files(source_system: str | None = None, *, drop_type: str | None = None,
+                       settings: Settings | None = None) -> list[str]:
+    """Keys waiting in the landing prefixes of the chosen contracts, oldest name first."""
+    settings = settings or get_settings()
+    contracts = contracts_for(settings, source_system=source_system, drop_type=drop_type)
+    store = ObjectStore(settings)
+    keys: list[str] = []
+    for prefix in sorted({c.landing.prefix for c in contracts.values()}):
+        for obj in store.list(prefix):
+            relative = obj.key[len(prefix):]
+            if "/" in relative.rstrip("/") and relative.split("/", 1)[0] in {"archive", "quarantine"}:
+                continue
+            if IN_PROGRESS.search(obj.key) or obj.key.endswith("/"):
+                continue
+            if any(c.matches(obj.key) for c in contracts.values()):
+                keys.append(obj.key)
+            elif drop_type is None:
+                log.warning("%s matches no drop contract under %s; left where it is", obj.key, prefix)
+    log.info("found %d file(s) waiting under %s", len(keys), ", ".join(sorted({c.landing.prefix for c in contracts.values()})))
+    return sorted(keys)
+
+
+def _contract_for_key(contracts: dict[str, Contract], key: str) -> Contract:
+    matching = [c for c in contracts.values() if c.matches(key)]
+    if len(matching) != 1:
+        names = ", ".join(c.drop_type for c in matching) or "none"
+        raise ValueError(f"{key} must match exactly one drop contract (matches: {names})")
+    return matching[0]
+
+
+def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date, date]:
+    """The day a daily drop reports on: a date in its key, else the day it landed (UTC)."""
+    pattern = contract.period.key_date_pattern
+    if pattern:
+        match = re.search(pattern, obj.key[len(contract.landing.prefix):])
+        if match:
+            try:
+                day = date.fromisoformat(match.group(1))
+            except ValueError as exc:
+                raise FileRejected("bad_period", f"the date {match.group(1)!r} in the key is not a real date") from exc
+            return day, day
+    day = obj.last_modified.astimezone(UTC).date()
+    return day, day
+
+
+def _target_key(store: ObjectStore, template: str, contract: Contract, key: str, file_id: int) -> str:
+    folder = template.format(date=datetime.now(UTC))
+    relative = key[len(contract.landing.prefix):]
+    target = folder + relative
+    if store.exists(target):
+        directory, name = posixpath.split(relative)
+        target = folder + posixpath.join(directory, f"{file_id}-{name}")
+    return target
+
+
+def _move(store: ObjectStore, conn: psycopg.Connection, contract: Contract, outcome: FileOutcome, rule: str | None) -> None:
+    if outcome.status in {"loaded", "duplicate"}:
+        target = _target_key(store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
+        store.move(outcome.key, target)
+    else:
+        target = _target_key(store, contract.landing.quarantine_prefix, contract, outcome.key, outcome.file_id)
+        sidecar = {
+            "file_id": outcome.file_id, "drop_type": contract.drop_type, "contract_version": contract.version,
+            "original_key": outcome.key, "status": outcome.status, "rule": rule, "reason": outcome.error,
+            "rows_read": outcome.rows_read, "rows_rejected": outcome.rows_rejected,
+            "quarantined_at": datetime.now(UTC).isoformat(),
+            "next_step": "fix the file and upload it again under the landing prefix; "
+                         f"see `elt rejects {outcome.file_id}` for row-level reasons",
+        }
+        store.put(target + ".error.json", json.dumps(sidecar, indent=2).encode(), content_type="application/json")
+        store.move(outcome.key, target)
+    ledger.set_archived_key(conn, outcome.file_id, target)
+    outcome.moved_to = target
+
+
+def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = None) -> FileOutcome:
+    """Load one landed object exactly once. Never raises for a bad file: it is quarantined with the reason."""
+    settings = settings or get_settings()
+    contract = _contract_for_key(contracts_for(settings), key)
+    store = ObjectStore(settings)
+    obj = store.head(key)
+    if obj is None:
+        return FileOutcome(key, contract.drop_type, "missing", error="object no longer exists (moved by another run?)")
+
+    with connect(settings) as conn:
+        rule = None
+        try:
+            period = reporting_period(contract, obj)
+        except FileRejected as exc:
+            period, rule = (None, None), exc.rule
+            entry = ledger.register(conn, obj, contract, period)
+            outcome = FileOutcome(key, contract.drop_type, "quarantined", entry.file_id, error=exc.message)
+            with conn.transaction():
+                ledger.finish(conn, entry.file_id, "quarantined", error=exc.message)
+        else:
+            entry = ledger.register(conn, obj, contract, period)
+            if entry.status in ledger.FINAL_STATES:
+                # Already decided in an earlier run that died before moving the object: finish the move only.
+                log.info("%s was already %s as file %d; moving it out of the landing prefix", key, entry.status, entry.file_id)
+                outcome = FileOutcome(key, contract.drop_type, entry.status, entry.file_id)
+            else:
+                outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run)
+        if not dry_run:
+            _move(store, conn, contract, outcome, rule)
+    log.info("%s", outcome.summary())
+    return outcome
+
+
+def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key: str, file_id: int,
+          *, dry_run: bool) -> tuple[FileOutcome, str | None]:
+    outcome = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run)
+    try:
+        with conn.transaction():
+            ledger.lock_for_load(conn, file_id)
+            result = stage_file(conn, contract, lambda: store.iter_bytes(key))
+            outcome.rows_read = result.rows_read
+            twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
+            if twin is not None:
+                outcome.status, outcome.error = "duplicate", f"same bytes as file {twin}, already loaded"
+                outcome.rows_loaded = 0
+                ledger.finish(conn, file_id, "duplicate", sha256=result.sha256, rows_read=result.rows_read,
+                              rows_loaded=0, error=outcome.error, duplicate_of=twin)
+            else:
+                write_rejects(conn, contract, file_id, result)
+                share = result.rows_rejected / result.rows_read
+                outcome.rows_rejected = result.rows_rejected
+                if share > contract.max_reject_share:
+                    outcome.status, outcome.rows_loaded = "rejected", 0
+                    outcome.error = (
+                        f"{result.rows_rejected} of {result.rows_read} rows ({share:.0%}) break the contract, more "
+                        f"than the {contract.max_reject_share:.0%} allowed; by rule: {result.rejects_by_rule}"
+                    )
+                    ledger.finish(conn, file_id, "rejected", sha256=result.sha256, rows_read=result.rows_read,
+                                  rows_loaded=0, rows_rejected=result.rows_rejected, error=outcome.error)
+                    return outcome, "reject_share"
+                insert_valid_rows(conn, contract, file_id, result)
+                outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
+                ledger.supersede_older(conn, file_id)
+                ledger.finish(conn, file_id, "loaded", sha256=result.sha256, rows_read=result.rows_read,
+                              rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected)
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    except FileRejected as exc:
+        outcome.status, outcome.error = "quarantined", f"{exc.rule}: {exc.message}"
+        if not dry_run:
+            with conn.transaction():
+                ledger.finish(conn, file_id, "quarantined", rows_read=outcome.rows_read, error=outcome.error)
+        return outcome, exc.rule
+    return outcome, None
+
+
+class _DryRun(Exception):
+    """Raised inside the load transaction to roll everything back after a dry run."""

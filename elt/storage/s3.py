@@ -1,0 +1,91 @@
+"""The landing bucket: list, stream, put and move objects. No parsing and no SQL here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from elt.config import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    last_modified: datetime
+
+
+class ObjectStore:
+    """One bucket of an S3-compatible store, configured from Settings."""
+
+    def __init__(self, settings: Settings, *, bucket: str | None = None):
+        self.bucket = bucket or settings.s3_bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.aws_default_region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+        )
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+            log.info("created bucket %s", self.bucket)
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under a prefix, following continuation tokens (1,000 keys a page)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield StoredObject(
+                    bucket=self.bucket,
+                    key=item["Key"],
+                    etag=item["ETag"].strip('"'),
+                    size=item["Size"],
+                    last_modified=item["LastModified"],
+                )
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            meta = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return StoredObject(self.bucket, key, meta["ETag"].strip('"'), meta["ContentLength"], meta["LastModified"])
+
+    def iter_bytes(self, key: str, *, chunk_size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """Stream an object's bytes without holding the whole file in memory."""
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def move(self, source_key: str, target_key: str) -> None:
+        """Copy then delete: S3 has no rename. A crash in between leaves both, which a re-run tidies."""
+        self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key)
+        self.client.delete_object(Bucket=self.bucket, Key=source_key)
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None

@@ -1,0 +1,64 @@
+"""Runs dbt against the warehouse that Settings points at.
+
+dbt runs as a subprocess so its logging and global state stay out of the Airflow task process, and its
+output is streamed line by line into our log (and so into the Airflow task log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from elt.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class DbtError(RuntimeError):
+    """dbt exited non-zero. The message carries the failing lines of its output."""
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    parts = settings.pg_parts()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DBT_PG_")}
+    env.update(
+        DBT_PG_HOST=parts["host"], DBT_PG_PORT=parts["port"], DBT_PG_USER=parts["user"],
+        DBT_PG_PASSWORD=parts["password"], DBT_PG_DBNAME=parts["dbname"],
+        DO_NOT_TRACK="1", DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+    return env
+
+
+def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
+    """Run `dbt <args>` on the project; returns the output lines, raises DbtError on failure."""
+    settings = settings or get_settings()
+    project = Path(settings.dbt_project_dir)
+    dbt = Path(sys.executable).with_name("dbt")
+    command = [str(dbt) if dbt.exists() else "dbt", *args, "--project-dir", str(project),
+               "--profiles-dir", str(project), "--target", settings.dbt_target]
+    log.info("running %s", " ".join(command[:2 + len(args) - 1]))
+    process = subprocess.Popen(command, env=dbt_env(settings), cwd=project, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip()
+        lines.append(line)
+        log.info("dbt | %s", line)
+    if process.wait() != 0:
+        failures = [ln for ln in lines if "ERROR" in ln or "FAIL" in ln or "Error" in ln][-20:]
+        raise DbtError(f"dbt {' '.join(args)} failed (exit {process.returncode}):\n" + "\n".join(failures))
+    return lines
+
+
+def build(*, full_refresh: bool = False, select: str | None = None, settings: Settings | None = None) -> list[str]:
+    """`dbt build`: models, then their tests; a failing test stops the models downstream of it."""
+    args = ["build"]
+    if full_refresh:
+        args.append("--full-refresh")
+    if select:
+        args += ["--select", select]
+    return run_dbt(args, settings=settings)

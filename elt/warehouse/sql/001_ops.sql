@@ -1,0 +1,61 @@
+-- Operational schema: the file ledger, row rejects and pipeline run records.
+-- Idempotent: applied on every `elt` start-up and by the test fixtures.
+
+create schema if not exists ops;
+create schema if not exists raw;
+
+create table if not exists ops.file_ledger (
+    file_id          bigint generated always as identity primary key,
+    bucket           text        not null,
+    key              text        not null,
+    etag             text,
+    size_bytes       bigint,
+    sha256           text,
+    drop_type        text        not null,
+    contract_version integer     not null,
+    -- discovered -> loading -> loaded | rejected | quarantined | duplicate; loaded -> superseded
+    status           text        not null default 'discovered'
+        check (status in ('discovered', 'loading', 'loaded', 'rejected', 'quarantined', 'duplicate', 'superseded')),
+    period_start     date,
+    period_end       date,
+    landed_at        timestamptz,
+    rows_read        bigint,
+    rows_loaded      bigint,
+    rows_rejected    bigint,
+    discovered_at    timestamptz not null default now(),
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    error            text,
+    archived_key     text,
+    duplicate_of     bigint references ops.file_ledger (file_id),
+    superseded_by    bigint references ops.file_ledger (file_id)
+);
+
+-- One ledger row per object version (same key, same ETag).
+create unique index if not exists file_ledger_object_uq on ops.file_ledger (bucket, key, etag);
+-- At most one loaded file per content per drop type: the same bytes are never loaded twice.
+create unique index if not exists file_ledger_loaded_sha_uq
+    on ops.file_ledger (drop_type, sha256) where status = 'loaded';
+create index if not exists file_ledger_status_idx on ops.file_ledger (drop_type, status);
+
+create table if not exists ops.load_rejects (
+    reject_id   bigint generated always as identity primary key,
+    file_id     bigint not null references ops.file_ledger (file_id),
+    row_number  bigint not null,
+    column_name text,
+    rule        text   not null,
+    message     text   not null,
+    -- May hold personal data: readable only by privileged roles, never written to logs.
+    raw_value   text
+);
+create index if not exists load_rejects_file_idx on ops.load_rejects (file_id, row_number);
+
+create table if not exists ops.pipeline_runs (
+    run_id       text primary key,
+    dag_id       text        not null,
+    state        text        not null,
+    started_at   timestamptz not null default now(),
+    finished_at  timestamptz,
+    files_loaded integer,
+    detail       text
+);

@@ -1,0 +1,141 @@
+"""Real servers for the whole suite: a throwaway Postgres 16 and an S3 endpoint on loopback.
+
+Set TEST_DATABASE_URL (a server where the tests may create databases, e.g.
+postgresql://postgres:pw@127.0.0.1:5432/postgres) or TEST_S3_ENDPOINT_URL to use running servers instead.
+Every test that touches the warehouse gets its own database (cloned from a prepared template) and its own
+bucket, so tests never see each other's files or rows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+os.environ.setdefault("SCARF_ANALYTICS", "false")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _with_database(url: str, database: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory):
+    """libpq URL of a Postgres server (its `postgres` database) on which tests create their own databases."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    from elt.devstack.servers import EmbeddedPostgres, free_port
+
+    root = tmp_path_factory.mktemp("postgres")
+    server = EmbeddedPostgres(root / "data", free_port(), root / "postgres.log")
+    server.start()
+    yield server.url("postgres")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint_url(tmp_path_factory):
+    if os.environ.get("TEST_S3_ENDPOINT_URL"):
+        yield os.environ["TEST_S3_ENDPOINT_URL"]
+        return
+    from elt.devstack.servers import LocalS3, free_port
+
+    server = LocalS3(free_port(), tmp_path_factory.mktemp("s3") / "s3.log")
+    server.start()
+    yield server.endpoint_url
+    server.stop()
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"' + (f' template "{template}"' if template else ""))
+    return _with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def warehouse_template(pg_server_url) -> str:
+    """A database with the ops schema and every contract's raw table, cloned by each test."""
+    from elt.config import Settings
+    from elt.pipeline import prepare
+
+    name = "hw_template"
+    url = create_database(pg_server_url, name)
+    prepare(Settings(database_url=url))
+    return name
+
+
+@pytest.fixture
+def settings(pg_server_url, s3_endpoint_url, warehouse_template):
+    """Settings for a fresh warehouse database and a fresh, empty landing bucket."""
+    import boto3
+
+    from elt.config import Settings
+
+    suffix = uuid.uuid4().hex[:10]
+    database = f"hw_{suffix}"
+    url = create_database(pg_server_url, database, template=warehouse_template)
+    bucket = f"landing-{suffix}"
+    boto3.client("s3", endpoint_url=s3_endpoint_url, region_name="us-east-1").create_bucket(Bucket=bucket)
+    yield Settings(database_url=url, s3_endpoint_url=s3_endpoint_url, s3_bucket=bucket)
+    drop_database(pg_server_url, database)
+
+
+@pytest.fixture
+def store(settings):
+    from elt.storage.s3 import ObjectStore
+
+    return ObjectStore(settings)
+
+
+@pytest.fixture
+def db(settings):
+    """An autocommit connection to the test's warehouse database."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def airflow_home(pg_server_url, tmp_path_factory):
+    """Airflow configured on its own metadata database, migrated once. Import airflow only after this."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    meta_url = create_database(pg_server_url, "airflow_meta")
+    os.environ.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+    })
+    airflow = Path(sys.executable).with_name("airflow")
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return home
+
+
+def shared_data(*parts: str) -> Path:
+    """A file under ../shared/data, or skip with the reason when the folder is not beside the repository."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared data folder lives beside the repository (../shared/data)")
+    return path

@@ -1,0 +1,139 @@
+"""Ingestion against a real Postgres and S3 endpoint: exactly-once, rejects, quarantine, encodings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from elt.pipeline import discover_new_files, ingest_file
+
+PREFIX = "medical_records/input/"
+TRIAGE_HEADER = "facility_name,patient_first_name,patient_last_name,triage_level,chief_complaint,vital_signs,conditions,recommendations"
+
+
+def run(settings) -> dict[str, object]:
+    return {key: ingest_file(key, settings=settings) for key in discover_new_files("medilink", settings=settings)}
+
+
+def count(db, sql: str, *params) -> int:
+    return db.execute(sql, params).fetchone()[0]
+
+
+def test_csv_realities_load_with_rejects_at_the_right_rows(settings, store, db):
+    body = (
+        "\ufeff" + TRIAGE_HEADER + "\r\n"
+        "General Hospital ,John,Doe,3,Chest pain,\"BP: 140/90, HR: 88\",Hypertension;Asthma,Rest\r\n"  # row 1
+        "General Hospital,Jane,Doe,7,Cough,N/A,,\r\n"  # row 2: level out of range
+        "General Hospital,Ada,Obi,2,\"Fever\nand chills\",-,,\r\n"  # row 3: quoted newline
+        ",Ada,Obi,high,Fever,,,\r\n"  # row 4: facility missing and level not a number
+        "General Hospital,Ada,Obi,2,Fever,,,\r\n"  # row 5: duplicate-looking but distinct row
+    )
+    store.put(PREFIX + "triage_visits_2026-11-01.csv", body.encode("utf-8"))
+
+    outcome = run(settings)[PREFIX + "triage_visits_2026-11-01.csv"]
+
+    assert (outcome.status, outcome.rows_read, outcome.rows_loaded, outcome.rows_rejected) == ("loaded", 5, 3, 2)
+    rows = db.execute(
+        "select _row_number, facility_name, triage_level, chief_complaint, vital_signs from raw.medilink_triage_visits "
+        "order by _row_number"
+    ).fetchall()
+    assert rows == [
+        (1, "General Hospital", 3, "Chest pain", "BP: 140/90, HR: 88"),  # trailing space trimmed
+        (3, "General Hospital", 2, "Fever\nand chills", None),  # '-' is null, newline kept
+        (5, "General Hospital", 2, "Fever", None),
+    ]
+    rejects = db.execute("select row_number, column_name, rule from ops.load_rejects order by 1, 2").fetchall()
+    assert rejects == [(2, "triage_level", "range"), (4, "facility_name", "required"), (4, "triage_level", "type")]
+    assert outcome.moved_to.startswith("medical_records/archive/")
+    assert store.exists(outcome.moved_to) and not store.exists(PREFIX + "triage_visits_2026-11-01.csv")
+
+
+def test_windows_1252_text_is_decoded(settings, store, db):
+    store.put(PREFIX + "facilities.csv", "name,state,lga,lat,lon,type\r\nClinique Sainte-Thérèse,LAGOS,Ikeja,6.6,3.35,Clinic\r\n".encode("cp1252"))
+    run(settings)
+    assert db.execute("select name, lat from raw.medilink_facilities").fetchall() == [("Clinique Sainte-Thérèse", 6.6)]
+
+
+def test_rerun_and_duplicate_bytes_load_once(settings, store, db):
+    data = b"name,state,lga,lat,lon,type\nGeneral Hospital,LAGOS,Ikeja,6.6,3.35,Hospital\n"
+    store.put(PREFIX + "facilities_2026-11-01.csv", data)
+    first = run(settings)
+    assert [o.status for o in first.values()] == ["loaded"]
+    assert run(settings) == {}  # nothing left waiting: the file was archived
+
+    store.put(PREFIX + "copy/facilities_2026-11-01.csv", data)  # same bytes, another key
+    again = run(settings)
+    assert [o.status for o in again.values()] == ["duplicate"]
+    assert count(db, "select count(*) from raw.medilink_facilities") == 1
+    assert count(db, "select count(*) from ops.file_ledger where status = 'loaded'") == 1
+
+
+def test_new_bytes_for_the_same_day_supersede_the_old_file(settings, store, db):
+    header = "name,state,lga,lat,lon,type\n"
+    store.put(PREFIX + "facilities_2026-11-01.csv", (header + "A,LAGOS,Ikeja,6.6,3.3,Clinic\n").encode())
+    run(settings)
+    store.put(PREFIX + "facilities_2026-11-01.csv", (header + "A,LAGOS,Ikeja,6.6,3.3,Hospital\n").encode())
+    run(settings)
+    ledger = db.execute("select file_id, status, superseded_by from ops.file_ledger order by file_id").fetchall()
+    assert [(status, by) for _, status, by in ledger] == [("superseded", ledger[1][0]), ("loaded", None)]
+    # History is kept in raw; the current version is the loaded file.
+    assert count(db, "select count(*) from raw.medilink_facilities") == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "rule"),
+    [
+        ("patients_empty.csv", b"", "empty_file"),
+        ("patients_header_only.csv", b"facility_name,first_name,last_name,sex,dob,phone\n", "no_rows"),
+        ("patients_wrong_header.csv", b"facility,first,last\nA,B,C\n", "unexpected_columns"),
+        ("patients_missing_column.csv", b"facility_name,first_name,last_name,sex\nA,B,C,M\n", "missing_columns"),
+        ("patients_binary.csv", b"facility_name,first_name,last_name,sex,dob,phone\nA,\x81\x8d\xff\xfe,C,M,1990-01-01,1\n", "undecodable_text"),
+        ("patients_ragged.csv", b"facility_name,first_name,last_name,sex,dob,phone\nA,B,C,M,1990-01-01,1,extra\n", "malformed_csv"),
+    ],
+)
+def test_bad_files_are_quarantined_with_a_reason_and_good_files_still_load(settings, store, db, name, payload, rule):
+    store.put(PREFIX + name, payload)
+    store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\n")
+
+    outcomes = run(settings)
+
+    bad = outcomes[PREFIX + name]
+    assert bad.status == "quarantined" and bad.error.startswith(rule), bad.error
+    assert outcomes[PREFIX + "facilities.csv"].status == "loaded"
+    sidecar = json.loads(store.read(bad.moved_to + ".error.json"))
+    assert sidecar["rule"] == rule and sidecar["original_key"] == PREFIX + name
+    assert bad.moved_to.startswith("medical_records/quarantine/") and store.exists(bad.moved_to)
+    assert count(db, "select count(*) from raw.medilink_patients") == 0
+    status, error = db.execute("select status, error from ops.file_ledger where key = %s", (PREFIX + name,)).fetchone()
+    assert status == "quarantined" and rule in error
+
+
+def test_file_over_the_bad_row_share_is_refused_whole(settings, store, db):
+    # 2 of 3 rows break rules: 67% > the contract's 50%.
+    store.put(PREFIX + "patients.csv", b"facility_name,first_name,last_name,sex,dob,phone\n"
+              b"A,B,C,X,1990-01-01,1\nA,D,E,M,31/02/1990,1\nA,F,G,F,1991-05-06,1\n")
+    outcome = run(settings)[PREFIX + "patients.csv"]
+    assert outcome.status == "rejected" and outcome.rows_rejected == 2 and "67%" in outcome.error
+    assert count(db, "select count(*) from raw.medilink_patients") == 0
+    # The row-level reasons are kept so the sender can fix the file.
+    assert db.execute("select row_number, rule from ops.load_rejects order by 1").fetchall() == [(1, "allowed"), (2, "type")]
+    assert outcome.moved_to.startswith("medical_records/quarantine/")
+
+
+def test_dry_run_counts_but_loads_and_moves_nothing(settings, store, db):
+    store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\nB,KANO,Nassarawa,99,8.5,Clinic\n")
+    outcome = ingest_file(PREFIX + "facilities.csv", dry_run=True, settings=settings)
+    assert (outcome.status, outcome.rows_read, outcome.rows_loaded, outcome.rows_rejected) == ("loaded", 2, 1, 1)
+    assert count(db, "select count(*) from raw.medilink_facilities") == 0
+    assert count(db, "select count(*) from ops.load_rejects") == 0
+    assert store.exists(PREFIX + "facilities.csv")
+
+
+def test_in_progress_uploads_and_other_prefixes_are_not_picked_up(settings, store):
+    for key in ["facilities.csv.tmp", "_facilities.csv", "notes.txt", "../archive/facilities.csv"]:
+        store.put(PREFIX + key, b"x")
+    store.put("medical_records/archive/2026-11-01/facilities.csv", b"x")
+    store.put("medical_records/quarantine/2026-11-01/facilities.csv", b"x")
+    store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\n")
+    assert discover_new_files("medilink", settings=settings) == [PREFIX + "facilities.csv"]
