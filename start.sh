@@ -39,13 +39,24 @@ install() {
   fi
 }
 
+# Read .env without overriding what the caller already exported (FOO=1 ./start.sh wins over .env).
+load_env() {
+  local key value
+  [ -f .env ] || return 0
+  while IFS='=' read -r key value || [ -n "$key" ]; do
+    [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
+    [ -n "${!key+x}" ] || export "$key=$value"
+  done < .env
+}
+
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False DO_NOT_TRACK=1 SCARF_ANALYTICS=false PYTHONUNBUFFERED=1
 
 command=${1:-up}
 case "$command" in
   up)
     [ -f .env ] || { cp .env.example .env; echo "==> created .env from .env.example (edit it to change ports and paths)"; }
-    set -a; . ./.env; set +a
+    load_env
     install
     exec .venv/bin/python -m elt.devstack up
     ;;
@@ -67,7 +78,7 @@ case "$command" in
     exec .venv/bin/python "benchmarks/$name.py" "${@:3}"
     ;;
   reset)
-    [ -f .env ] && { set -a; . ./.env; set +a; }
+    load_env
     data_dir=${DATA_DIR:-.data}
     read -r -p "Delete $data_dir (database, bucket contents, logs)? [y/N] " answer
     [ "$answer" = "y" ] && rm -rf "$data_dir" && echo "deleted $data_dir"

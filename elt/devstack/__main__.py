@@ -163,14 +163,17 @@ class Stack:
                 return False
             return conn.execute("select count(*) from ops.file_ledger").fetchone()[0] > 0
 
-    def load_demo(self) -> None:
+    def upload_demo(self) -> bool:
+        """Upload demo drops on the very first start (before Airflow, so its first run finds them)."""
         marker = self.data_dir / "demo-uploaded"
         if _env("DEMO_DATA", "true").lower() not in {"1", "true", "yes"} or marker.exists() or self.warehouse_has_files():
-            return
+            return False
         log.info("uploading generated Medilink demo drops")
-        elt = str(Path(sys.executable).with_name("elt"))
-        subprocess.run([elt, "demo"], env=self.env, check=True)
+        subprocess.run([str(Path(sys.executable).with_name("elt")), "demo"], env=self.env, check=True)
         marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return True
+
+    def trigger_first_run(self) -> None:
         log.info("waiting for Airflow to parse %s, then triggering the first run", DAG_ID)
         wait_for(lambda: self.airflow("dags", "list", "-o", "plain", timeout=120).stdout.find(DAG_ID) >= 0,
                  timeout=300, what=f"DAG {DAG_ID} to be parsed", log_file=self.logs / "airflow-dag-processor.log")
@@ -246,6 +249,8 @@ class Stack:
                                "Otherwise set free ports in .env.")
 
     def stop(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abandon the clean-up half way
         print("\nstopping: API, Airflow, S3 endpoint, Postgres ...", flush=True)
         for service in reversed(self.services):
             stop_process(service.process)
@@ -256,21 +261,29 @@ class Stack:
         print("stopped; data kept in", self.data_dir, flush=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def up() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     stack = Stack()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Explicit handlers: a shell that starts us in the background may have set SIGINT to "ignore".
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         stack.check_ports()
         stack.start_postgres()
         stack.start_s3()
         subprocess.run([str(Path(sys.executable).with_name("elt")), "init-db"], env=stack.env, check=True)
+        demo = stack.upload_demo()
         stack.airflow_env()
         stack.start_airflow()
         stack.start_api()
         wait_for(lambda: urlopen(f"http://127.0.0.1:{stack.airflow_port}/api/v2/monitor/health", timeout=3),  # noqa: S310
                  timeout=240, what="Airflow api-server", log_file=stack.logs / "airflow-api-server.log")
-        stack.load_demo()
+        if demo:
+            stack.trigger_first_run()
         stack.banner()
         stack.supervise()
     except KeyboardInterrupt:

@@ -222,6 +222,7 @@ class LocalS3:
             return
         client = self.client()
         current = {o["Key"]: o["ETag"] for o in self._list() if not o["Key"].endswith("/")}
+        self.persist_dir.mkdir(parents=True, exist_ok=True)
         index_file = self.persist_dir / "index.json"
         index = json.loads(index_file.read_text()) if index_file.exists() else {}
         for key, etag in current.items():

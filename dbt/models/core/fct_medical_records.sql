@@ -1,0 +1,78 @@
+{#
+    One row per medical record whose facility and patient names resolve to exactly one patient.
+    Rows naming no patient, or a name shared by several, are left out (not guessed).
+#}
+with
+
+medical_records as (
+
+    select * from {{ ref('stg_medilink__medical_records') }}
+
+),
+
+facilities as (
+
+    select * from {{ ref('dim_facilities') }}
+
+),
+
+patients as (
+
+    select * from {{ ref('dim_patients') }}
+
+),
+
+resolved_medical_records as (
+
+    select
+        facilities.facility_id,
+        patients.patient_id,
+        medical_records.*
+    from medical_records
+    inner join facilities
+        on lower(medical_records.facility_name) = lower(facilities.facility_name)
+        and facilities.is_name_unique
+    inner join patients
+        on facilities.facility_id = patients.facility_id
+        and lower(medical_records.patient_first_name) = lower(patients.first_name)
+        and lower(medical_records.patient_last_name) = lower(patients.last_name)
+        and patients.is_name_unique
+
+),
+
+numbered_medical_records as (
+
+    select
+        *,
+        -- Identical records on the same day are kept apart by their ordinal, not by file or row number.
+        row_number() over (
+            partition by
+                facility_id, patient_id, record_date, record_type, diagnosis, treatment, medications, notes
+            order by file_id, source_row_number
+        ) as duplicate_ordinal
+    from resolved_medical_records
+
+),
+
+final as (
+
+    select
+        {{ surrogate_key([
+            'facility_id', 'patient_id', "to_char(record_date, 'YYYY-MM-DD')", 'record_type', 'diagnosis',
+            'treatment', 'medications', 'notes', 'duplicate_ordinal',
+        ]) }} as medical_record_id,
+        facility_id,
+        patient_id,
+        record_date,
+        record_type,
+        diagnosis,
+        treatment,
+        medications,
+        notes,
+        file_id,
+        source_row_number
+    from numbered_medical_records
+
+)
+
+select * from final

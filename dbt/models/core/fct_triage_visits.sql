@@ -1,0 +1,83 @@
+{#
+    One row per triage visit whose facility and patient names resolve to exactly one patient.
+    Rows naming no patient, or a name shared by several, are left out (not guessed).
+#}
+with
+
+triage_visits as (
+
+    select * from {{ ref('stg_medilink__triage_visits') }}
+
+),
+
+facilities as (
+
+    select * from {{ ref('dim_facilities') }}
+
+),
+
+patients as (
+
+    select * from {{ ref('dim_patients') }}
+
+),
+
+resolved_triage_visits as (
+
+    select
+        facilities.facility_id,
+        patients.patient_id,
+        triage_visits.*
+    from triage_visits
+    inner join facilities
+        on lower(triage_visits.facility_name) = lower(facilities.facility_name)
+        and facilities.is_name_unique
+    inner join patients
+        on facilities.facility_id = patients.facility_id
+        and lower(triage_visits.patient_first_name) = lower(patients.first_name)
+        and lower(triage_visits.patient_last_name) = lower(patients.last_name)
+        and patients.is_name_unique
+
+),
+
+numbered_triage_visits as (
+
+    select
+        *,
+        -- Identical visits on the same day are kept apart by their ordinal, not by file or row number.
+        row_number() over (
+            partition by
+                facility_id, patient_id, visit_date, triage_level, chief_complaint, vital_signs,
+                conditions, recommendations
+            order by file_id, source_row_number
+        ) as duplicate_ordinal
+    from resolved_triage_visits
+
+),
+
+final as (
+
+    select
+        {{ surrogate_key([
+            'facility_id', 'patient_id', "to_char(visit_date, 'YYYY-MM-DD')", 'triage_level', 'chief_complaint',
+            'vital_signs', 'conditions', 'recommendations', 'duplicate_ordinal',
+        ]) }} as triage_visit_id,
+        facility_id,
+        patient_id,
+        visit_date,
+        triage_level,
+        {{ triage_priority('triage_level') }} as priority,
+        triage_level <= 2 as is_urgent,
+        chief_complaint,
+        vital_signs,
+        {{ blood_pressure('vital_signs', 'systolic') }} as systolic_bp,
+        {{ blood_pressure('vital_signs', 'diastolic') }} as diastolic_bp,
+        {{ split_list('conditions') }} as conditions,
+        {{ split_list('recommendations') }} as recommendations,
+        file_id,
+        source_row_number
+    from numbered_triage_visits
+
+)
+
+select * from final

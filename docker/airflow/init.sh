@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-shot setup that the compose service `airflow-init` runs before any other Airflow service starts.
+#
+# 1. `airflow db migrate` creates or upgrades the metadata schema in the `airflow` database. Being the
+#    first Airflow command to run on the shared AIRFLOW_HOME volume, it also writes airflow.cfg there
+#    with a generated fernet key, API secret key and JWT secret; every Airflow service reads that same
+#    file, so tokens issued by the scheduler are accepted by the api-server.
+# 2. Writes SimpleAuthManager's passwords file from AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD (.env),
+#    so the UI login is the one configured rather than a generated one printed to a log. It is rewritten
+#    on every start, so a changed password in .env takes effect on the next `docker compose up`.
+set -euo pipefail
+
+: "${AIRFLOW_HOME:?AIRFLOW_HOME must be set (the image sets it)}"
+: "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:?set it in docker-compose.yaml}"
+
+echo "airflow-init: migrating the metadata database"
+airflow db migrate
+
+echo "airflow-init: writing the SimpleAuthManager passwords file"
+python - <<'PY'
+import json
+import os
+from pathlib import Path
+
+path = Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+user = os.environ.get("AIRFLOW_ADMIN_USER") or "admin"
+password = os.environ.get("AIRFLOW_ADMIN_PASSWORD") or "admin"
+path.parent.mkdir(parents=True, exist_ok=True)
+path.touch(mode=0o600, exist_ok=True)
+path.chmod(0o600)
+path.write_text(json.dumps({user: password}) + "\n")
+PY
+
+echo "airflow-init: done"
