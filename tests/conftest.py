@@ -130,7 +130,10 @@ def airflow_home(pg_server_url, tmp_path_factory):
     airflow = Path(sys.executable).with_name("airflow")
     result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
     assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-    return home
+    yield home
+    # Close Airflow's pooled connections before the session's Postgres stops (else its atexit hook complains).
+    if "airflow.settings" in sys.modules:
+        sys.modules["airflow.settings"].dispose_orm()
 
 
 def shared_data(*parts: str) -> Path:
