@@ -5,6 +5,7 @@
 #                           run medilink_daily; Ctrl-C stops everything, data stays in .data/
 #   ./start.sh test [ARGS]  run the whole test suite (pytest ARGS), starting its own throwaway servers
 #   ./start.sh bench NAME   run benchmarks/NAME.py and print its figures
+#   ./start.sh elt ARGS     run the `elt` command against the running stack (e.g. ./start.sh elt files)
 #   ./start.sh reset        delete .data/ (the local database, bucket contents and logs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -77,6 +78,18 @@ case "$command" in
     install
     exec .venv/bin/python "benchmarks/$name.py" "${@:3}"
     ;;
+  elt)
+    shift
+    load_env
+    install
+    stack_env="${DATA_DIR:-.data}/stack.env"
+    if [ -f "$stack_env" ]; then
+      while IFS='=' read -r key value; do
+        [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && [ -z "${!key+x}" ] && export "$key=$value"
+      done < "$stack_env"
+    fi
+    exec .venv/bin/elt "$@"
+    ;;
   reset)
     load_env
     data_dir=${DATA_DIR:-.data}
@@ -84,7 +97,7 @@ case "$command" in
     [ "$answer" = "y" ] && rm -rf "$data_dir" && echo "deleted $data_dir"
     ;;
   *)
-    echo "usage: ./start.sh [up|test [pytest args]|bench NAME|reset]" >&2
+    echo "usage: ./start.sh [up|test [pytest args]|bench NAME|elt ARGS|reset]" >&2
     exit 2
     ;;
 esac

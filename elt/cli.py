@@ -136,7 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    import psycopg
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    settings = get_settings()
+    try:
+        return args.func(args)
+    except psycopg.OperationalError as exc:
+        parts = settings.pg_parts()
+        print(f"error: cannot reach the warehouse Postgres at {parts['host']}:{parts['port']}/{parts['dbname']} "
+              f"({str(exc).splitlines()[0]}).\nIs ./start.sh running? Otherwise set DATABASE_URL.", file=sys.stderr)
+    except (EndpointConnectionError, NoCredentialsError) as exc:
+        print(f"error: cannot reach object storage ({exc}).\nIs ./start.sh running? Otherwise set "
+              "S3_ENDPOINT_URL (or AWS credentials for AWS S3).", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class Stack:
         for database in ("warehouse", "airflow"):
             self.postgres.create_database(database)
         self.env["DATABASE_URL"] = self.postgres.url("warehouse")
+        self.env.setdefault("S3_BUCKET", self.bucket)
         self.env["AIRFLOW_DATABASE_URL"] = self.postgres.url("airflow")
 
     def start_s3(self) -> None:
@@ -197,6 +198,15 @@ class Stack:
         except Exception:  # noqa: BLE001
             return None
 
+    def write_stack_env(self) -> None:
+        """Where the running stack is, for `./start.sh elt ...` and other tools started beside it."""
+        keys = ["DATABASE_URL", "AIRFLOW_DATABASE_URL", "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
+        lines = [f"{key}={self.env[key]}" for key in keys if self.env.get(key)]
+        path = self.data_dir / "stack.env"
+        path.write_text("# Written by ./start.sh while the stack runs; read by ./start.sh elt.\n" + "\n".join(lines) + "\n")
+        path.chmod(0o600)
+
     def banner(self) -> None:
         user, password = _env("AIRFLOW_ADMIN_USER", "admin"), _env("AIRFLOW_ADMIN_PASSWORD", "admin")
         s3 = self.s3.endpoint_url if self.s3 else self.env.get("S3_ENDPOINT_URL", "AWS S3")
@@ -210,7 +220,7 @@ class Stack:
  S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/
  Data          {self.data_dir}   (logs in {self.logs})
 
- Load drops by hand:   .venv/bin/elt ingest        Inspect:  .venv/bin/elt files
+ Load waiting drops:   ./start.sh elt ingest        Ledger:  ./start.sh elt files
 ==================================================================================================
 """, flush=True)
 
@@ -282,6 +292,7 @@ def up() -> int:
         stack.start_api()
         wait_for(lambda: urlopen(f"http://127.0.0.1:{stack.airflow_port}/api/v2/monitor/health", timeout=3),  # noqa: S310
                  timeout=240, what="Airflow api-server", log_file=stack.logs / "airflow-api-server.log")
+        stack.write_stack_env()
         if demo:
             stack.trigger_first_run()
         stack.banner()

@@ -76,10 +76,12 @@ def map_header(contract: Contract, header_line: bytes) -> list[str]:
         name = lookup.get(raw_name.strip().lower())
         (mapped if name else unknown).append(name or raw_name.strip())
     if unknown:
+        absent = [c.name for c in contract.columns if c.name not in mapped]
         raise FileRejected(
             "unexpected_columns",
-            f"columns not in contract {contract.drop_type} v{contract.version}: {', '.join(unknown)}; "
-            f"expected {', '.join(contract.column_names)}",
+            f"columns not in contract {contract.drop_type} v{contract.version}: {', '.join(unknown)}"
+            + (f"; missing: {', '.join(absent)}" if absent else "")
+            + f"; expected {', '.join(contract.column_names)}",
         )
     duplicated = sorted({n for n in mapped if mapped.count(n) > 1})
     if duplicated:

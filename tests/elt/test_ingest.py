@@ -109,6 +109,12 @@ def test_bad_files_are_quarantined_with_a_reason_and_good_files_still_load(setti
     assert status == "quarantined" and rule in error
 
 
+def test_a_misspelled_column_is_named_with_the_one_it_replaced(settings, store):
+    store.put(PREFIX + "patients.csv", b"facility_name,first_name,surname,sex,dob,phone\nA,B,C,M,1990-01-01,1\n")
+    error = run(settings)[PREFIX + "patients.csv"].error
+    assert "not in contract medilink_patients v1: surname; missing: last_name" in error
+
+
 def test_file_over_the_bad_row_share_is_refused_whole(settings, store, db):
     # 2 of 3 rows break rules: 67% > the contract's 50%.
     store.put(PREFIX + "patients.csv", b"facility_name,first_name,last_name,sex,dob,phone\n"
