@@ -11,7 +11,9 @@ import json
 import logging
 import posixpath
 import re
-from dataclasses import asdict, dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
 import psycopg
@@ -41,6 +43,15 @@ class FileOutcome:
     error: str | None = None
     moved_to: str | None = None
     dry_run: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: stage, validate, insert, commit, move
+
+    @contextmanager
+    def timed(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - start, 3)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -176,7 +187,8 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
             else:
                 outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run)
         if not dry_run:
-            _move(store, conn, contract, outcome, rule)
+            with outcome.timed("move"):
+                _move(store, conn, contract, outcome, rule)
     log.info("%s", outcome.summary())
     return outcome
 
@@ -187,7 +199,8 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
-            result = stage_file(conn, contract, lambda: store.iter_bytes(key))
+            with outcome.timed("stage"):
+                result = stage_file(conn, contract, lambda: store.iter_bytes(key))
             outcome.rows_read = result.rows_read
             twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
             if twin is not None:
@@ -196,7 +209,8 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
                 ledger.finish(conn, file_id, "duplicate", sha256=result.sha256, rows_read=result.rows_read,
                               rows_loaded=0, error=outcome.error, duplicate_of=twin)
             else:
-                write_rejects(conn, contract, file_id, result)
+                with outcome.timed("validate"):
+                    write_rejects(conn, contract, file_id, result)
                 share = result.rows_rejected / result.rows_read
                 outcome.rows_rejected = result.rows_rejected
                 if share > contract.max_reject_share:
@@ -208,13 +222,16 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
                     ledger.finish(conn, file_id, "rejected", sha256=result.sha256, rows_read=result.rows_read,
                                   rows_loaded=0, rows_rejected=result.rows_rejected, error=outcome.error)
                     return outcome, "reject_share"
-                insert_valid_rows(conn, contract, file_id, result)
+                with outcome.timed("insert"):
+                    insert_valid_rows(conn, contract, file_id, result)
                 outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
                 ledger.supersede_older(conn, file_id)
                 ledger.finish(conn, file_id, "loaded", sha256=result.sha256, rows_read=result.rows_read,
                               rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected)
             if dry_run:
                 raise _DryRun
+            commit_started = time.perf_counter()
+        outcome.timings["commit"] = round(time.perf_counter() - commit_started, 3)
     except _DryRun:
         pass
     except FileRejected as exc:

@@ -96,10 +96,12 @@ def map_header(contract: Contract, header_line: bytes) -> list[str]:
 def _cleaned(contract: Contract) -> sql.Composed:
     """The stage table with every value trimmed and the contract's null spellings turned into NULL."""
     nulls = sql.Literal([v.upper() for v in contract.null_values])
+    longest = sql.Literal(max((len(v) for v in contract.null_values), default=0) + 2)
+    # Only a short value can be a null spelling: the length test spares upper() on every long cell.
     exprs = [
-        sql.SQL("case when upper(btrim({c})) = any({n}) then null else btrim({c}) end as {c}").format(
-            c=sql.Identifier(column.name), n=nulls
-        )
+        sql.SQL(
+            "case when length({c}) <= {n_len} and upper(btrim({c})) = any({n}) then null else btrim({c}) end as {c}"
+        ).format(c=sql.Identifier(column.name), n=nulls, n_len=longest)
         for column in contract.columns
     ]
     return sql.SQL("(select _row_number, {} from pg_temp._stage) as s").format(sql.SQL(", ").join(exprs))
@@ -174,6 +176,8 @@ def stage_file(conn: psycopg.Connection, contract: Contract, open_stream: Callab
     if not b"".join(head_chunks).strip(UTF8_BOM + b" \r\n\t"):
         raise FileRejected("empty_file", "the file is empty")
     columns = map_header(contract, header)
+    # Must be set before the session's first temp table; the default 8MB would spill a large file to disk.
+    conn.execute("set temp_buffers = '512MB'")
     stage_columns = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c.name)) for c in contract.columns)
     conn.execute(
         sql.SQL(
@@ -214,21 +218,25 @@ def _pg_message(exc: Exception | None) -> str:
 def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
     """One pass over the stage: a reject row for every (row, column, rule) that fails. Fills the counts."""
     cleaned = _cleaned(contract)
+    rules = [(column, rule, predicate, message) for column in contract.columns
+             for rule, predicate, message in _rules(column)]
+    predicates = [predicate for _, _, predicate, _ in rules]
     checks = [
         sql.SQL("({}, {}, {}, {}, s.{})").format(
             predicate, sql.Literal(column.name), sql.Literal(rule), sql.Literal(message), sql.Identifier(column.name)
         )
-        for column in contract.columns
-        for rule, predicate, message in _rules(column)
+        for column, rule, predicate, message in rules
     ]
     if checks:
         conn.execute(
             sql.SQL(
                 "insert into ops.load_rejects (file_id, row_number, column_name, rule, message, raw_value) "
                 "select {file_id}, s._row_number, v.column_name, v.rule, v.message, v.raw_value "
-                "from {cleaned} cross join lateral (values {checks}) "
-                "as v(failed, column_name, rule, message, raw_value) where v.failed"
-            ).format(file_id=sql.Literal(file_id), cleaned=cleaned, checks=sql.SQL(", ").join(checks))
+                "from (select * from {cleaned} where {any_failed}) as s "
+                "cross join lateral (values {checks}) as v(failed, column_name, rule, message, raw_value) "
+                "where v.failed"
+            ).format(file_id=sql.Literal(file_id), cleaned=cleaned, checks=sql.SQL(", ").join(checks),
+                     any_failed=sql.SQL(" or ").join(sql.SQL("({})").format(p) for p in predicates))
         )
     counts = conn.execute(
         "select rule, count(*) from ops.load_rejects where file_id = %s group by rule", (file_id,)
@@ -246,14 +254,15 @@ def insert_valid_rows(conn: psycopg.Connection, contract: Contract, file_id: int
     schema, table = contract.target_table.split(".")
     names = [sql.Identifier(c.name) for c in contract.columns]
     casts = [sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in contract.columns]
+    without_rejects = sql.SQL(
+        "where not exists (select 1 from ops.load_rejects as r where r.file_id = {} and r.row_number = s._row_number)"
+    ).format(sql.Literal(file_id)) if result.rows_rejected else sql.SQL("")
     cur = conn.execute(
         sql.SQL(
-            "insert into {}.{} ({}, _file_id, _row_number, _loaded_at) "
-            "select {}, {}, s._row_number, now() from {} "
-            "where not exists (select 1 from ops.load_rejects as r where r.file_id = {} and r.row_number = s._row_number)"
+            "insert into {}.{} ({}, _file_id, _row_number, _loaded_at) select {}, {}, s._row_number, now() from {} {}"
         ).format(
             sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(names), sql.SQL(", ").join(casts),
-            sql.Literal(file_id), cleaned, sql.Literal(file_id),
+            sql.Literal(file_id), cleaned, without_rejects,
         )
     )
     result.rows_loaded = cur.rowcount
