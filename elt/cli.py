@@ -48,6 +48,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if all(o.status in {"loaded", "duplicate"} for o in outcomes) else 1
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from elt.contracts import load_contracts
+    from elt.readers.validate import validate_bytes
+
+    contracts = load_contracts(get_settings().contracts_dir)
+    if args.drop_type not in contracts:
+        print(f"error: unknown drop type {args.drop_type!r}; known: {', '.join(sorted(contracts))}", file=sys.stderr)
+        return 2
+    path = Path(args.path)
+    report = validate_bytes(contracts[args.drop_type], path.read_bytes(), name=str(path))
+    if args.format == "json":
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        print(f"{report.file}: {report.status} ({report.drop_type} v{report.contract_version}): "
+              f"{report.rows_read} rows read, {report.rows_valid} valid, {report.rows_rejected} rejected")
+        for error in report.errors:
+            print(f"  file error [{error['rule']}]: {error['message']}")
+        for reject in report.rejects[: args.limit]:
+            print(f"  row {reject['row']}, {reject['column']} [{reject['rule']}]: {reject['message']}")
+        if len(report.rejects) > args.limit:
+            print(f"  ... {len(report.rejects) - args.limit} more (use --limit or --format json)")
+    return 0 if report.status in {"valid", "has_rejects"} else 1
+
+
 def cmd_files(args: argparse.Namespace) -> int:
     from elt.pipeline import connect
     from elt.warehouse.ledger import list_files
@@ -107,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--dry-run", action="store_true", help="validate and count, then roll back; move nothing")
     ingest.add_argument("--format", choices=["text", "json"], default="text")
     ingest.set_defaults(func=cmd_ingest)
+
+    validate = sub.add_parser("validate", help="check a local file against its contract (no database needed)")
+    validate.add_argument("path")
+    validate.add_argument("--drop-type", required=True, help="e.g. medilink_triage_visits")
+    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.add_argument("--limit", type=int, default=50, help="rejects to print in text format")
+    validate.set_defaults(func=cmd_validate)
 
     files = sub.add_parser("files", help="the file ledger, newest first")
     files.add_argument("--status", help="only files in this state (loaded, rejected, quarantined, ...)")

@@ -8,9 +8,7 @@ Nothing here commits: the caller wraps ledger update and data in one transaction
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,19 +16,11 @@ import psycopg
 from psycopg import errors, sql
 
 from elt.contracts import Column, Contract
+from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header, split_bom
 
-UTF8_BOM = b"\xef\xbb\xbf"
+__all__ = ["FileRejected", "LoadResult", "insert_valid_rows", "stage_file", "write_rejects"]
 # Encodings tried in order; Windows-1252 is what spreadsheet exports on Windows produce.
 ENCODINGS = (("UTF8", "utf-8"), ("WIN1252", "cp1252"))
-
-
-class FileRejected(Exception):
-    """The file as a whole breaks its contract. `rule` is a stable code; the message says what to fix."""
-
-    def __init__(self, rule: str, message: str):
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
 
 
 @dataclass
@@ -41,56 +31,6 @@ class LoadResult:
     rows_rejected: int = 0
     rows_loaded: int = 0
     rejects_by_rule: dict[str, int] = field(default_factory=dict)
-
-
-def _split_header(first: bytes) -> tuple[bytes, bool]:
-    has_bom = first.startswith(UTF8_BOM)
-    return (first[len(UTF8_BOM) :] if has_bom else first), has_bom
-
-
-def _read_header(chunks: Iterator[bytes]) -> tuple[list[bytes], bytes]:
-    """Pull chunks until the first line is complete. Returns the chunks read and the header line bytes."""
-    seen: list[bytes] = []
-    buffer = b""
-    for chunk in chunks:
-        seen.append(chunk)
-        buffer += chunk
-        if b"\n" in buffer:
-            return seen, buffer.split(b"\n", 1)[0]
-    return seen, buffer
-
-
-def map_header(contract: Contract, header_line: bytes) -> list[str]:
-    """Contract column names in the file's column order. Raises FileRejected naming bad or missing columns."""
-    body, _ = _split_header(header_line)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = body.decode("cp1252", errors="replace")
-    fields = next(csv.reader(io.StringIO(text.rstrip("\r")), delimiter=contract.delimiter), [])
-    if not [f for f in fields if f.strip()]:
-        raise FileRejected("missing_header", "the file has no header row")
-    lookup = {name: column.name for column in contract.columns for name in column.header_names()}
-    mapped, unknown = [], []
-    for raw_name in fields:
-        name = lookup.get(raw_name.strip().lower())
-        (mapped if name else unknown).append(name or raw_name.strip())
-    if unknown:
-        absent = [c.name for c in contract.columns if c.name not in mapped]
-        raise FileRejected(
-            "unexpected_columns",
-            f"columns not in contract {contract.drop_type} v{contract.version}: {', '.join(unknown)}"
-            + (f"; missing: {', '.join(absent)}" if absent else "")
-            + f"; expected {', '.join(contract.column_names)}",
-        )
-    duplicated = sorted({n for n in mapped if mapped.count(n) > 1})
-    if duplicated:
-        raise FileRejected("duplicate_columns", f"columns appear more than once: {', '.join(duplicated)}")
-    missing = [c.name for c in contract.columns if c.name not in mapped]
-    missing_required = [c.name for c in contract.columns if c.required and c.name not in mapped]
-    if missing_required or (missing and len(missing) == len(contract.columns)):
-        raise FileRejected("missing_columns", f"required columns missing: {', '.join(missing_required or missing)}")
-    return mapped
 
 
 def _cleaned(contract: Contract) -> sql.Composed:
@@ -162,7 +102,7 @@ def _copy_stage(cur: psycopg.Cursor, columns: list[str], chunks: list[bytes], re
     with cur.copy(statement) as copy:
         for index, chunk in enumerate(chunks):
             digest.update(chunk)
-            copy.write(_split_header(chunk)[0] if index == 0 else chunk)
+            copy.write(split_bom(chunk)[0] if index == 0 else chunk)
         for chunk in rest:
             digest.update(chunk)
             copy.write(chunk)
@@ -172,7 +112,7 @@ def _copy_stage(cur: psycopg.Cursor, columns: list[str], chunks: list[bytes], re
 def stage_file(conn: psycopg.Connection, contract: Contract, open_stream: Callable[[], Iterator[bytes]]) -> LoadResult:
     """COPY the file into `pg_temp._stage`, trying UTF-8 then Windows-1252. Raises FileRejected."""
     stream = open_stream()
-    head_chunks, header = _read_header(stream)
+    head_chunks, header = read_header(stream)
     if not b"".join(head_chunks).strip(UTF8_BOM + b" \r\n\t"):
         raise FileRejected("empty_file", "the file is empty")
     columns = map_header(contract, header)
@@ -188,7 +128,7 @@ def stage_file(conn: psycopg.Connection, contract: Contract, open_stream: Callab
     for attempt, (pg_encoding, _) in enumerate(ENCODINGS):
         if attempt:
             stream = open_stream()
-            head_chunks, _ = _read_header(stream)
+            head_chunks, _ = read_header(stream)
         try:
             with conn.transaction(), conn.cursor() as cur:
                 sha256 = _copy_stage(cur, columns, head_chunks, stream, pg_encoding, contract.delimiter)

@@ -1,0 +1,149 @@
+"""Check a local file against its contract without a database: what `elt validate` runs.
+
+The rules are the loader's rules (elt/warehouse/loader.py applies them in SQL at load time); here they
+run vectorized with pandas over the whole file, so a sender can check a file before dropping it. A test
+holds the two implementations to the same rejects on the same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+import pandas as pd
+
+from elt.contracts import Column, Contract
+from elt.readers.csv_header import FileRejected, map_header, split_bom
+
+INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+@dataclass
+class ValidationReport:
+    file: str
+    drop_type: str
+    contract_version: int
+    status: str = "valid"  # valid | has_rejects | refused (over the bad-row share) | unreadable
+    rows_read: int = 0
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    rejects: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _decode(data: bytes) -> str:
+    body, _ = split_bom(data)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return body.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise FileRejected("undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text (byte {exc.start})") from exc
+
+
+def _frame(contract: Contract, data: bytes) -> pd.DataFrame:
+    if not data.strip(b"\xef\xbb\xbf \r\n\t"):
+        raise FileRejected("empty_file", "the file is empty")
+    columns = map_header(contract, data.split(b"\n", 1)[0])
+    text = _decode(data)
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=contract.delimiter))[1:]
+    for number, row in enumerate(rows, start=1):
+        if len(row) != len(columns):
+            raise FileRejected("malformed_csv", f"row {number} has {len(row)} fields, the header has {len(columns)}")
+    if not rows:
+        raise FileRejected("no_rows", "the file has a header but no data rows")
+    frame = pd.DataFrame(rows, columns=columns, dtype="string")
+    for name in contract.column_names:
+        if name not in frame:
+            frame[name] = pd.Series([pd.NA] * len(frame), dtype="string")
+    frame = frame.apply(lambda col: col.str.strip())
+    nulls = {v.upper() for v in contract.null_values}
+    return frame.mask(frame.apply(lambda col: col.str.upper().isin(nulls)))
+
+
+def _typed(column: Column, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(is the value a valid <type>, the value as a comparable type) for non-null values."""
+    if column.type in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[column.type]
+        shaped = values.str.fullmatch(r"[+-]?\d+").fillna(False).astype(bool)
+        numbers = pd.to_numeric(values.where(shaped), errors="coerce")
+        return shaped & numbers.between(low, high), numbers
+    if column.type in {"numeric", "double precision"}:
+        numbers = pd.to_numeric(values, errors="coerce")
+        return numbers.notna(), numbers
+    if column.type == "date":
+        dates = pd.to_datetime(values.where(values.str.fullmatch(ISO_DATE).fillna(False).astype(bool)),
+                               format="%Y-%m-%d", errors="coerce")
+        return dates.notna(), dates
+    if column.type == "boolean":
+        ok = values.str.lower().isin({"t", "f", "true", "false", "y", "n", "yes", "no", "on", "off", "1", "0"})
+        return ok, values
+    return pd.Series(True, index=values.index), values
+
+
+def _bound(column: Column, value) -> object:
+    return pd.Timestamp(value) if isinstance(value, date) or column.type == "date" else value
+
+
+def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
+    report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
+    try:
+        frame = _frame(contract, data)
+    except FileRejected as exc:
+        report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
+        return report
+    report.rows_read = len(frame)
+    failures: list[pd.DataFrame] = []
+
+    def record(mask: pd.Series, column: Column, rule: str, message: str) -> None:
+        hit = mask.fillna(False).astype(bool)
+        if hit.any():
+            failures.append(pd.DataFrame({"row": frame.index[hit] + 1, "column": column.name, "rule": rule,
+                                          "message": message}))
+
+    for column in contract.columns:
+        values = frame[column.name]
+        present = values.notna()
+        if column.required:
+            record(~present, column, "required", f"{column.name} is required")
+        valid, typed = _typed(column, values)
+        valid = valid.fillna(False).astype(bool)
+        if column.type != "text":
+            record(present & ~valid, column, "type", f"{column.name} is not a valid {column.type}")
+        if column.allowed:
+            allowed = {a.upper() for a in column.allowed}
+            record(present & ~values.str.upper().isin(allowed), column, "allowed",
+                   f"{column.name} must be one of {', '.join(column.allowed)}")
+        if column.pattern:
+            matches = values.str.contains(re.compile(column.pattern), regex=True)
+            record(present & ~matches.fillna(False).astype(bool), column, "pattern",
+                   f"{column.name} does not match {column.pattern}")
+        ok = present & valid
+        if column.min is not None:
+            record(ok & (typed.where(ok) < _bound(column, column.min)), column, "range",
+                   f"{column.name} must be at least {column.min}")
+        if column.max is not None:
+            record(ok & (typed.where(ok) > _bound(column, column.max)), column, "range",
+                   f"{column.name} must be at most {column.max}")
+
+    rejects = pd.concat(failures).sort_values(["row", "column", "rule"]) if failures else pd.DataFrame()
+    report.rejects = [{k: (int(v) if k == "row" else v) for k, v in r.items()} for r in rejects.to_dict("records")]
+    report.rows_rejected = int(rejects["row"].nunique()) if failures else 0
+    report.rows_valid = report.rows_read - report.rows_rejected
+    if report.rows_rejected / report.rows_read > contract.max_reject_share:
+        report.status = "refused"
+        report.errors = [{"rule": "reject_share", "message": (
+            f"{report.rows_rejected} of {report.rows_read} rows break the contract, more than the "
+            f"{contract.max_reject_share:.0%} allowed: the whole file would be refused")}]
+    elif report.rows_rejected:
+        report.status = "has_rejects"
+    return report

@@ -1,0 +1,86 @@
+"""`elt validate` (pandas, no database) and the loader (SQL) give the same verdict on the same file."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from elt.cli import main
+from elt.config import get_settings
+from elt.contracts import load_contracts
+from elt.demo import generate_medilink_drops
+from elt.pipeline import ingest_file
+from elt.readers.validate import validate_bytes
+
+PREFIX = "medical_records/input/"
+CONTRACTS = load_contracts(get_settings().contracts_dir)
+DROP = generate_medilink_drops(end_date=date(2026, 11, 14), days=14, seed=11)
+TRICKY = {
+    "triage_visits_tricky.csv": (
+        "\ufefffacility_name,patient_first_name,patient_last_name,triage_level,chief_complaint,vital_signs,conditions,recommendations\r\n"
+        "General Hospital ,John,Doe,3,Chest pain,\"BP: 140/90, HR: 88\",Hypertension;Asthma,Rest\r\n"
+        "General Hospital,Jane,Doe,7,Cough,N/A,,\r\n"
+        "General Hospital,Ada,Obi,2,\"Fever\nand chills\",-,,\r\n"
+        ",Ada,Obi,high,Fever,,,\r\n"
+        "General Hospital,Ada,Obi,99999,Fever,,,\r\n"
+        "General Hospital,Ada,Obi, 0 ,Fever,,,\r\n"
+    ).encode(),
+    "patients_tricky.csv": (
+        b"facility_name,first_name,last_name,sex,dob,phone\n"
+        b"A,B,C,m,1990-02-28,1\nA,D,E,X,1990-02-30,1\nA,F,G,,1899-12-31,\nA,H,I,F,n/a,\n"
+        b"A,J,K,M,1990-1-5,\nA,L,M,F,2000-01-01,\n"
+    ),
+    "facilities_tricky.csv": "name,state,lga,lat,lon,type\nA,Lagos,Ikeja,6.6,3.3,Clinic\nB,Kano,X,abc,200,\nC,FCT,Y,-,NA,Hospital\n".encode("cp1252"),
+}
+CASES = {**{name: data for name, data in DROP.files.items()}, **TRICKY}
+
+
+def contract_for(name: str):
+    kind = name.rsplit("_", 1)[0] if not name.endswith("_tricky.csv") else name.removesuffix("_tricky.csv")
+    return CONTRACTS[f"medilink_{kind}"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_validate_reports_exactly_the_loaders_rejects(name, settings, store, db):
+    report = validate_bytes(contract_for(name), CASES[name], name=name)
+    store.put(PREFIX + name, CASES[name])
+    outcome = ingest_file(PREFIX + name, settings=settings)
+    loaded = db.execute("select row_number, column_name, rule from ops.load_rejects order by 1, 2, 3").fetchall()
+    assert [(r["row"], r["column"], r["rule"]) for r in report.rejects] == loaded
+    assert report.rows_read == outcome.rows_read
+    assert report.rows_rejected == (outcome.rows_rejected or 0)
+    expected = {"loaded": "valid" if not loaded else "has_rejects", "rejected": "refused"}[outcome.status]
+    assert report.status == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "rule"),
+    [
+        (b"", "empty_file"),
+        (b"facility_name,first_name,last_name,sex,dob,phone\n", "no_rows"),
+        (b"facility,first,last\nA,B,C\n", "unexpected_columns"),
+        (b"facility_name,first_name,last_name,sex\nA,B,C,M\n", "missing_columns"),
+        (b"facility_name,first_name,last_name,sex,dob,phone\nA,\x81\x8d,C,M,1990-01-01,1\n", "undecodable_text"),
+        (b"facility_name,first_name,last_name,sex,dob,phone\nA,B,C,M,1990-01-01,1,extra\n", "malformed_csv"),
+    ],
+)
+def test_unreadable_files_get_the_loaders_rule(payload, rule):
+    report = validate_bytes(CONTRACTS["medilink_patients"], payload)
+    assert report.status == "unreadable" and report.errors[0]["rule"] == rule
+
+
+def test_cli_validate_prints_json_and_exits_by_verdict(tmp_path, capsys):
+    path = tmp_path / "triage.csv"
+    path.write_bytes(TRICKY["triage_visits_tricky.csv"])
+    # 4 of 6 rows are bad: over the contract's 50% share, so the loader would refuse the whole file.
+    assert main(["validate", str(path), "--drop-type", "medilink_triage_visits", "--format", "json"]) == 1
+    body = json.loads(capsys.readouterr().out)
+    assert (body["status"], body["rows_read"], body["rows_valid"], body["rows_rejected"]) == ("refused", 6, 2, 4)
+    assert {"row": 2, "column": "triage_level", "rule": "range", "message": "triage_level must be at most 5"} in body["rejects"]
+    assert main(["validate", str(path), "--drop-type", "medilink_patients"]) == 1
+    clean = tmp_path / "facilities.csv"
+    clean.write_bytes(DROP.files[next(k for k in DROP.files if k.startswith("facilities"))])
+    assert main(["validate", str(clean), "--drop-type", "medilink_facilities"]) == 0
+    assert ": valid (medilink_facilities v1)" in capsys.readouterr().out
