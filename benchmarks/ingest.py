@@ -96,10 +96,14 @@ def main() -> int:
             subprocess.run([psql, url, "-qc", "create table plain_copy (facility_name text, patient_first_name text, "
                             "patient_last_name text, record_type text, diagnosis text, treatment text, "
                             "medications text, notes text)"], check=True)
-            start = time.perf_counter()
-            subprocess.run([psql, url, "-qc", f"\\copy plain_copy from '{csv_path}' with (format csv, header true)"],
-                           check=True)
-            copy_seconds = time.perf_counter() - start
+            copy_runs = []
+            for _ in range(3):  # the floor is short and noisy: take the median of three
+                subprocess.run([psql, url, "-qc", "truncate plain_copy"], check=True)
+                start = time.perf_counter()
+                subprocess.run([psql, url, "-qc", f"\\copy plain_copy from '{csv_path}' with (format csv, header true)"],
+                               check=True)
+                copy_runs.append(time.perf_counter() - start)
+            copy_seconds = sorted(copy_runs)[1]
 
             env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
             result = subprocess.run([sys.executable, "-c", INGEST, url, s3.endpoint_url, "bench", key],
@@ -113,7 +117,7 @@ def main() -> int:
     ratio = ingest["seconds"] / copy_seconds
     print(f"""
 rows: {args.rows:,}  file: {size_mb:.0f} MB
-psql \\copy into a plain text table : {copy_seconds:8.2f} s
+psql \\copy into a plain text table : {copy_seconds:8.2f} s   (median of {', '.join(f'{t:.2f}' for t in copy_runs)})
 elt ingest (S3, rules, ledger)    : {ingest['seconds']:8.2f} s   status={outcome['status']} loaded={outcome['rows_loaded']:,} rejected={outcome['rows_rejected']}
   by phase (s)                     : {', '.join(f'{k} {v:.2f}' for k, v in outcome['timings'].items())}
 ratio ingest / \\copy              : {ratio:8.2f}   (target <= 2.5: {'met' if ratio <= 2.5 else 'NOT met'})

@@ -139,7 +139,7 @@ def _target_key(store: ObjectStore, template: str, contract: Contract, key: str,
     return target
 
 
-def _move(store: ObjectStore, conn: psycopg.Connection, contract: Contract, outcome: FileOutcome, rule: str | None) -> None:
+def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None) -> str:
     if outcome.status in {"loaded", "duplicate"}:
         target = _target_key(store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
         store.move(outcome.key, target)
@@ -155,8 +155,7 @@ def _move(store: ObjectStore, conn: psycopg.Connection, contract: Contract, outc
         }
         store.put(target + ".error.json", json.dumps(sidecar, indent=2).encode(), content_type="application/json")
         store.move(outcome.key, target)
-    ledger.set_archived_key(conn, outcome.file_id, target)
-    outcome.moved_to = target
+    return target
 
 
 def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = None) -> FileOutcome:
@@ -188,7 +187,9 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
                 outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run)
         if not dry_run:
             with outcome.timed("move"):
-                _move(store, conn, contract, outcome, rule)
+                target = _move(store, contract, outcome, rule)
+            ledger.set_archived_key(conn, outcome.file_id, target, outcome.timings)
+            outcome.moved_to = target
     log.info("%s", outcome.summary())
     return outcome
 

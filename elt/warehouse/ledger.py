@@ -12,6 +12,7 @@ from datetime import date
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from elt.contracts import Contract
 from elt.storage.s3 import StoredObject
@@ -80,9 +81,12 @@ def supersede_older(conn: psycopg.Connection, file_id: int) -> int:
     return cur.rowcount
 
 
-def set_archived_key(conn: psycopg.Connection, file_id: int, key: str) -> None:
+def set_archived_key(conn: psycopg.Connection, file_id: int, key: str, timings: dict[str, float] | None = None) -> None:
     with conn.transaction():
-        conn.execute("update ops.file_ledger set archived_key = %s where file_id = %s", (key, file_id))
+        conn.execute(
+            "update ops.file_ledger set archived_key = %s, timings = coalesce(timings, '{}') || %s where file_id = %s",
+            (key, Jsonb(timings or {}), file_id),
+        )
 
 
 def list_files(conn: psycopg.Connection, *, status: str | None = None, limit: int = 50) -> list[dict]:

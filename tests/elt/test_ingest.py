@@ -47,6 +47,9 @@ def test_csv_realities_load_with_rejects_at_the_right_rows(settings, store, db):
     assert rejects == [(2, "triage_level", "range"), (4, "facility_name", "required"), (4, "triage_level", "type")]
     assert outcome.moved_to.startswith("medical_records/archive/")
     assert store.exists(outcome.moved_to) and not store.exists(PREFIX + "triage_visits_2026-11-01.csv")
+    archived, timings = db.execute("select archived_key, timings from ops.file_ledger").fetchone()
+    assert archived == outcome.moved_to
+    assert set(timings) == {"stage", "validate", "insert", "commit", "move"} and all(t >= 0 for t in timings.values())
 
 
 def test_windows_1252_text_is_decoded(settings, store, db):
