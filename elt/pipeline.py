@@ -43,6 +43,7 @@ class FileOutcome:
     error: str | None = None
     moved_to: str | None = None
     dry_run: bool = False
+    encoding: str | None = None  # UTF8 or WIN1252, as the file was read
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: stage, validate, insert, commit, move
 
     @contextmanager
@@ -202,12 +203,12 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
             ledger.lock_for_load(conn, file_id)
             with outcome.timed("stage"):
                 result = stage_file(conn, contract, lambda: store.iter_bytes(key))
-            outcome.rows_read = result.rows_read
+            outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
             if twin is not None:
                 outcome.status, outcome.error = "duplicate", f"same bytes as file {twin}, already loaded"
                 outcome.rows_loaded = 0
-                ledger.finish(conn, file_id, "duplicate", sha256=result.sha256, rows_read=result.rows_read,
+                ledger.finish(conn, file_id, "duplicate", sha256=result.sha256, encoding=result.encoding, rows_read=result.rows_read,
                               rows_loaded=0, error=outcome.error, duplicate_of=twin)
             else:
                 with outcome.timed("validate"):
@@ -220,14 +221,14 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
                         f"{result.rows_rejected} of {result.rows_read} rows ({share:.0%}) break the contract, more "
                         f"than the {contract.max_reject_share:.0%} allowed; by rule: {result.rejects_by_rule}"
                     )
-                    ledger.finish(conn, file_id, "rejected", sha256=result.sha256, rows_read=result.rows_read,
+                    ledger.finish(conn, file_id, "rejected", sha256=result.sha256, encoding=result.encoding, rows_read=result.rows_read,
                                   rows_loaded=0, rows_rejected=result.rows_rejected, error=outcome.error)
                     return outcome, "reject_share"
                 with outcome.timed("insert"):
                     insert_valid_rows(conn, contract, file_id, result)
                 outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
                 ledger.supersede_older(conn, file_id)
-                ledger.finish(conn, file_id, "loaded", sha256=result.sha256, rows_read=result.rows_read,
+                ledger.finish(conn, file_id, "loaded", sha256=result.sha256, encoding=result.encoding, rows_read=result.rows_read,
                               rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected)
             if dry_run:
                 raise _DryRun

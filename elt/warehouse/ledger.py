@@ -61,11 +61,11 @@ def loaded_twin(conn: psycopg.Connection, drop_type: str, sha256: str, file_id: 
 
 def finish(conn: psycopg.Connection, file_id: int, status: str, *, sha256: str | None = None,
            rows_read: int | None = None, rows_loaded: int | None = None, rows_rejected: int | None = None,
-           error: str | None = None, duplicate_of: int | None = None) -> None:
+           error: str | None = None, duplicate_of: int | None = None, encoding: str | None = None) -> None:
     conn.execute(
         "update ops.file_ledger set status = %s, sha256 = coalesce(%s, sha256), rows_read = %s, rows_loaded = %s, "
-        "rows_rejected = %s, error = %s, duplicate_of = %s, finished_at = now() where file_id = %s",
-        (status, sha256, rows_read, rows_loaded, rows_rejected, error, duplicate_of, file_id),
+        "rows_rejected = %s, error = %s, duplicate_of = %s, encoding = %s, finished_at = now() where file_id = %s",
+        (status, sha256, rows_read, rows_loaded, rows_rejected, error, duplicate_of, encoding, file_id),
     )
 
 
@@ -92,7 +92,7 @@ def set_archived_key(conn: psycopg.Connection, file_id: int, key: str, timings: 
 def list_files(conn: psycopg.Connection, *, status: str | None = None, limit: int = 50) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "select file_id, drop_type, key, status, rows_read, rows_loaded, rows_rejected, period_start, "
+            "select file_id, drop_type, key, status, rows_read, rows_loaded, rows_rejected, period_start, encoding, "
             "finished_at, error from ops.file_ledger where %(status)s::text is null or status = %(status)s "
             "order by file_id desc limit %(limit)s",
             {"status": status, "limit": limit},

@@ -54,8 +54,10 @@ def test_csv_realities_load_with_rejects_at_the_right_rows(settings, store, db):
 
 def test_windows_1252_text_is_decoded(settings, store, db):
     store.put(PREFIX + "facilities.csv", "name,state,lga,lat,lon,type\r\nClinique Sainte-Thérèse,LAGOS,Ikeja,6.6,3.35,Clinic\r\n".encode("cp1252"))
-    run(settings)
+    outcome = run(settings)[PREFIX + "facilities.csv"]
     assert db.execute("select name, lat from raw.medilink_facilities").fetchall() == [("Clinique Sainte-Thérèse", 6.6)]
+    assert outcome.encoding == "WIN1252"
+    assert db.execute("select encoding from ops.file_ledger").fetchone() == ("WIN1252",)
 
 
 def test_rerun_and_duplicate_bytes_load_once(settings, store, db):

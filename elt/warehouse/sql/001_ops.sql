@@ -39,6 +39,8 @@ create unique index if not exists file_ledger_loaded_sha_uq
 create index if not exists file_ledger_status_idx on ops.file_ledger (drop_type, status);
 -- Seconds per load phase (stage, validate, insert, commit, move), for operators and benchmarks.
 alter table ops.file_ledger add column if not exists timings jsonb;
+-- The text encoding the file was read in: UTF8 or WIN1252 (spreadsheet exports on Windows).
+alter table ops.file_ledger add column if not exists encoding text;
 
 create table if not exists ops.load_rejects (
     reject_id   bigint generated always as identity primary key,
