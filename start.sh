@@ -40,15 +40,16 @@ install() {
   fi
 }
 
-# Read .env without overriding what the caller already exported (FOO=1 ./start.sh wins over .env).
+# Read KEY=value lines from a file (default .env) without overriding what is already exported
+# (FOO=1 ./start.sh wins over .env).
 load_env() {
-  local key value
-  [ -f .env ] || return 0
+  local file=${1:-.env} key value
+  [ -f "$file" ] || return 0
   while IFS='=' read -r key value || [ -n "$key" ]; do
     [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
     value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
     [ -n "${!key+x}" ] || export "$key=$value"
-  done < .env
+  done < "$file"
 }
 
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False DO_NOT_TRACK=1 SCARF_ANALYTICS=false PYTHONUNBUFFERED=1
@@ -82,12 +83,7 @@ case "$command" in
     shift
     load_env
     install
-    stack_env="${DATA_DIR:-.data}/stack.env"
-    if [ -f "$stack_env" ]; then
-      while IFS='=' read -r key value; do
-        [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && [ -z "${!key+x}" ] && export "$key=$value"
-      done < "$stack_env"
-    fi
+    load_env "${DATA_DIR:-.data}/stack.env"  # where the running stack is (written by ./start.sh)
     exec .venv/bin/elt "$@"
     ;;
   reset)
