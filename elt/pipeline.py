@@ -14,7 +14,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
@@ -22,7 +22,7 @@ from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
 from elt.storage.s3 import ObjectStore, StoredObject
 from elt.warehouse import ledger
-from elt.warehouse.loader import FileRejected, insert_valid_rows, stage_file, write_rejects
+from elt.warehouse.loader import FileRejected, copy_file, discard_rows, write_rejects
 from elt.warehouse.schema import ensure_warehouse
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class FileOutcome:
     moved_to: str | None = None
     dry_run: bool = False
     encoding: str | None = None  # UTF8 or WIN1252, as the file was read
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: stage, validate, insert, commit, move
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: copy, validate, commit, move
 
     @contextmanager
     def timed(self, phase: str):
@@ -116,15 +116,21 @@ def _contract_for_key(contracts: dict[str, Contract], key: str) -> Contract:
 
 
 def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date, date]:
-    """The day a daily drop reports on: a date in its key, else the day it landed (UTC)."""
+    """The period a file reports on: a day or a month named in its key, else the day it landed (UTC)."""
     pattern = contract.period.key_date_pattern
     if pattern:
         match = re.search(pattern, obj.key[len(contract.landing.prefix):])
         if match:
+            named = match.groupdict()
             try:
+                if named.get("year") and named.get("month"):
+                    year, month = int(named["year"]), int(named["month"])
+                    start = date(year, month, 1)
+                    end = date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+                    return start, end
                 day = date.fromisoformat(match.group(1))
             except ValueError as exc:
-                raise FileRejected("bad_period", f"the date {match.group(1)!r} in the key is not a real date") from exc
+                raise FileRejected("bad_period", f"the period {match.group(0)!r} in the key is not a real date") from exc
             return day, day
     day = obj.last_modified.astimezone(UTC).date()
     return day, day
@@ -201,35 +207,37 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
-            with outcome.timed("stage"):
-                result = stage_file(conn, contract, lambda: store.iter_bytes(key))
+            with outcome.timed("copy"):
+                result = copy_file(conn, contract, file_id, lambda: store.iter_bytes(key))
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
+            counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
+                      "rows_read": result.rows_read}
             twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
             if twin is not None:
+                discard_rows(conn, contract, file_id)
                 outcome.status, outcome.error = "duplicate", f"same bytes as file {twin}, already loaded"
                 outcome.rows_loaded = 0
-                ledger.finish(conn, file_id, "duplicate", sha256=result.sha256, encoding=result.encoding, rows_read=result.rows_read,
-                              rows_loaded=0, error=outcome.error, duplicate_of=twin)
+                ledger.finish(conn, file_id, "duplicate", rows_loaded=0, error=outcome.error, duplicate_of=twin, **counts)
             else:
                 with outcome.timed("validate"):
                     write_rejects(conn, contract, file_id, result)
                 share = result.rows_rejected / result.rows_read
                 outcome.rows_rejected = result.rows_rejected
                 if share > contract.max_reject_share:
+                    discard_rows(conn, contract, file_id)
                     outcome.status, outcome.rows_loaded = "rejected", 0
                     outcome.error = (
                         f"{result.rows_rejected} of {result.rows_read} rows ({share:.0%}) break the contract, more "
                         f"than the {contract.max_reject_share:.0%} allowed; by rule: {result.rejects_by_rule}"
                     )
-                    ledger.finish(conn, file_id, "rejected", sha256=result.sha256, encoding=result.encoding, rows_read=result.rows_read,
-                                  rows_loaded=0, rows_rejected=result.rows_rejected, error=outcome.error)
+                    ledger.finish(conn, file_id, "rejected", rows_loaded=0, rows_rejected=result.rows_rejected,
+                                  error=outcome.error, **counts)
                     return outcome, "reject_share"
-                with outcome.timed("insert"):
-                    insert_valid_rows(conn, contract, file_id, result)
                 outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
-                ledger.supersede_older(conn, file_id)
-                ledger.finish(conn, file_id, "loaded", sha256=result.sha256, encoding=result.encoding, rows_read=result.rows_read,
-                              rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected)
+                if contract.period.supersede:
+                    ledger.supersede_older(conn, file_id)
+                ledger.finish(conn, file_id, "loaded", rows_loaded=result.rows_loaded,
+                              rows_rejected=result.rows_rejected, **counts)
             if dry_run:
                 raise _DryRun
             commit_started = time.perf_counter()

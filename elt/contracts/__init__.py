@@ -1,7 +1,14 @@
 """Drop contracts: what lands where, what it must look like, and where it goes.
 
 One YAML file per drop type lives beside this module. Adding a drop type is a new YAML file plus a dbt
-staging model; the loader, the ledger and the raw table DDL are all driven from the contract.
+staging model; the loader, the ledger, the raw table DDL and its typed `__valid` view are all driven from
+the contract.
+
+A contract declares one canonical column list. Senders that spell the same facts differently (the three
+payer claim layouts) are `layouts`: each maps canonical columns to its own header names and says how its
+values are written (`MM/DD/YYYY`, `$1,234.00`). The file's header picks its layout. Value formats are
+rewrites to the canonical spelling (ISO dates, plain decimals) done before the type check, the same way
+in SQL (the loader, the view) and in pandas (`elt validate`): see FORMATS.
 """
 
 from __future__ import annotations
@@ -19,6 +26,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ColumnType = Literal["text", "smallint", "integer", "bigint", "numeric", "double precision", "date", "timestamptz", "boolean"]
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
+# How a sender writes values, as (regex, replacement, replace every match) turning them into the canonical
+# spelling that the type check expects. The replacement's \1 back-references mean the same in Postgres's
+# regexp_replace and Python's re.sub, so the loader and `elt validate` share these definitions.
+FORMATS: dict[str, tuple[str, str, bool]] = {
+    "YYYY-MM-DD": ("", "", False),  # canonical: no rewrite
+    "MM/DD/YYYY": (r"^([0-9]{2})/([0-9]{2})/([0-9]{4})$", r"\3-\1-\2", False),  # US payers: 01/31/2024
+    "DD/MM/YYYY": (r"^([0-9]{2})/([0-9]{2})/([0-9]{4})$", r"\3-\2-\1", False),
+    "YYYYMMDD": (r"^([0-9]{4})([0-9]{2})([0-9]{2})$", r"\1-\2-\3", False),  # mainframe extracts: 20240131
+    "plain": ("", "", False),  # canonical: 1234.00
+    "currency": (r"[$,]", "", True),  # $1,234.00 -> 1234.00 (a minus sign is kept; '(12.00)' stays invalid)
+}
+DATE_FORMATS = frozenset({"YYYY-MM-DD", "MM/DD/YYYY", "DD/MM/YYYY", "YYYYMMDD"})
+NUMBER_FORMATS = frozenset({"plain", "currency"})
+ValueFormat = Literal["YYYY-MM-DD", "MM/DD/YYYY", "DD/MM/YYYY", "YYYYMMDD", "plain", "currency"]
+NUMERIC_TYPES = frozenset({"smallint", "integer", "bigint", "numeric", "double precision"})
+
 
 class ContractError(ValueError):
     """A contract file is malformed. The message names the file and the field."""
@@ -32,9 +55,10 @@ class Column(BaseModel):
     required: bool = False
     allowed: list[str] | None = Field(None, description="Allowed values, compared case-insensitively.")
     pattern: str | None = Field(None, description="Postgres regular expression the value must match.")
-    min: int | float | date | None = None
-    max: int | float | date | None = None
+    min: int | float | date | Literal["today"] | None = Field(None, description="Lowest allowed value; 'today' for dates.")
+    max: int | float | date | Literal["today"] | None = Field(None, description="Highest allowed value; 'today' for dates.")
     aliases: list[str] = Field(default_factory=list, description="Other header spellings of this column.")
+    format: ValueFormat | None = Field(None, description="How senders write this column's values (see FORMATS).")
 
     @field_validator("name")
     @classmethod
@@ -45,6 +69,59 @@ class Column(BaseModel):
 
     def header_names(self) -> set[str]:
         return {self.name, *(alias.strip().lower() for alias in self.aliases)}
+
+    @model_validator(mode="after")
+    def _bounds_and_format_fit_the_type(self) -> Column:
+        if "today" in (self.min, self.max) and self.type != "date":
+            raise ValueError(f"column {self.name!r}: min/max 'today' only applies to date columns")
+        _check_format(self.name, self.type, self.format)
+        return self
+
+
+def _check_format(column: str, column_type: str, value_format: str | None) -> None:
+    if value_format is None:
+        return
+    if value_format in DATE_FORMATS and column_type != "date":
+        raise ValueError(f"column {column!r}: format {value_format!r} is for date columns, not {column_type}")
+    if value_format in NUMBER_FORMATS and column_type not in NUMERIC_TYPES:
+        raise ValueError(f"column {column!r}: format {value_format!r} is for numeric columns, not {column_type}")
+
+
+class Layout(BaseModel):
+    """One sender's spelling of the canonical columns: its header names and how it writes values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    columns: dict[str, str] = Field(description="canonical column -> the header the sender uses for it")
+    formats: dict[str, ValueFormat] = Field(default_factory=dict, description="canonical column -> value format")
+
+    @field_validator("name")
+    @classmethod
+    def _layout_identifier(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"layout name {value!r} is not a lower-case identifier")
+        return value
+
+    def header_lookup(self) -> dict[str, str]:
+        """File header (stripped, lower case) -> canonical column."""
+        return {header.strip().lower(): column for column, header in self.columns.items()}
+
+
+class Check(BaseModel):
+    """A rule between two columns of a row, e.g. allowed_amount <= billed_amount.
+
+    It is only evaluated when both values are present and valid for their types; a row breaks it when the
+    comparison is false. The reject names `column`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: str
+    column: str
+    op: Literal["<", "<=", ">", ">=", "=", "<>"]
+    other: str
+    message: str
 
 
 class Landing(BaseModel):
@@ -62,9 +139,16 @@ class Landing(BaseModel):
 
 
 class Period(BaseModel):
+    """How a file's reporting period is found, and whether a newer file for a period replaces the older."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key_date_pattern: str | None = None
+    key_date_pattern: str | None = Field(
+        None, description="Regex on the key below the prefix: group 1 an ISO date (a day), or named groups "
+                          "year and month (a calendar month). Without a match, the day the object landed.")
+    supersede: bool = Field(
+        True, description="True: new bytes for the same period replace the loaded file (daily snapshots). "
+                          "False: every file adds rows (claims batches).")
 
 
 class Contract(BaseModel):
@@ -77,6 +161,8 @@ class Contract(BaseModel):
     description: str
     source_system: str
     format: Literal["csv"]
+    layouts: list[Layout] = Field(default_factory=list, description="Sender layouts; none means the column names.")
+    checks: list[Check] = Field(default_factory=list, description="Rules between two columns of a row.")
     landing: Landing
     period: Period = Period()
     target_table: str
@@ -101,7 +187,47 @@ class Contract(BaseModel):
         for key in [*self.natural_key, *self.personal_data]:
             if key not in names:
                 raise ValueError(f"{key!r} is named in natural_key/personal_data but is not a column")
+        types = {c.name: c.type for c in self.columns}
+        for layout in self.layouts:
+            for column in [*layout.columns, *layout.formats]:
+                if column not in names:
+                    raise ValueError(f"layout {layout.name!r} names {column!r}, which is not a column")
+            for column, value_format in layout.formats.items():
+                _check_format(column, types[column], value_format)
+            missing_required = [c.name for c in self.columns if c.required and c.name not in layout.columns]
+            if missing_required:
+                raise ValueError(f"layout {layout.name!r} has no header for required {', '.join(missing_required)}")
+            if len({h.strip().lower() for h in layout.columns.values()}) != len(layout.columns):
+                raise ValueError(f"layout {layout.name!r} uses one header for two columns")
+        if len({layout.name for layout in self.layouts}) != len(self.layouts):
+            raise ValueError("layout names must be unique")
+        for check in self.checks:
+            for column in (check.column, check.other):
+                if column not in names:
+                    raise ValueError(f"check {check.rule!r} names {column!r}, which is not a column")
         return self
+
+    def resolved_layouts(self) -> list[Layout]:
+        """The declared layouts, or one layout named 'default' made of the column names and aliases."""
+        if self.layouts:
+            return list(self.layouts)
+        return [Layout(name="default", columns={c.name: c.name for c in self.columns},
+                       formats={c.name: c.format for c in self.columns if c.format})]
+
+    def layout(self, name: str) -> Layout:
+        for layout in self.resolved_layouts():
+            if layout.name == name:
+                return layout
+        raise KeyError(f"{self.drop_type} has no layout {name!r}")
+
+    def header_lookup(self, layout: Layout) -> dict[str, str]:
+        """File header (stripped, lower case) -> canonical column, for one layout (aliases included)."""
+        if self.layouts:
+            return layout.header_lookup()
+        return {name: column.name for column in self.columns for name in column.header_names()}
+
+    def value_format(self, layout: Layout, column: Column) -> str | None:
+        return layout.formats.get(column.name, column.format)
 
     def matches(self, key: str) -> bool:
         """True when an object key belongs to this drop type (and is not archived or quarantined)."""

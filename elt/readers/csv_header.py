@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from elt.contracts import Contract
+from elt.contracts import Contract, Layout
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -41,8 +42,20 @@ def read_header(chunks: Iterator[bytes]) -> tuple[list[bytes], bytes]:
     return seen, buffer
 
 
-def map_header(contract: Contract, header_line: bytes) -> list[str]:
-    """Contract column names in the file's column order. Raises FileRejected naming bad or missing columns."""
+@dataclass(frozen=True)
+class HeaderMatch:
+    """The layout a file's header was recognised as, and the canonical column of each file column."""
+
+    layout: Layout
+    columns: list[str]
+
+
+def map_header(contract: Contract, header_line: bytes) -> HeaderMatch:
+    """Which layout the header is and the contract column of each file column, in file order.
+
+    Raises FileRejected naming unknown, missing or duplicated columns (against the closest layout when
+    the contract has several).
+    """
     body, _ = split_bom(header_line)
     try:
         text = body.decode("utf-8")
@@ -51,18 +64,23 @@ def map_header(contract: Contract, header_line: bytes) -> list[str]:
     fields = next(csv.reader(io.StringIO(text.rstrip("\r")), delimiter=contract.delimiter), [])
     if not [f for f in fields if f.strip()]:
         raise FileRejected("missing_header", "the file has no header row")
-    lookup = {name: column.name for column in contract.columns for name in column.header_names()}
-    mapped, unknown = [], []
-    for raw_name in fields:
-        name = lookup.get(raw_name.strip().lower())
-        (mapped if name else unknown).append(name or raw_name.strip())
+    attempts = []
+    for layout in contract.resolved_layouts():
+        lookup = contract.header_lookup(layout)
+        mapped = [lookup.get(raw.strip().lower()) for raw in fields]
+        unknown = [raw.strip() for raw, name in zip(fields, mapped, strict=True) if name is None]
+        attempts.append((len(unknown), layout, mapped, unknown))
+    # The layout with the fewest unknown headers is the one the sender meant (ties: declaration order).
+    _, layout, mapped, unknown = min(attempts, key=lambda a: a[0])
+    named = f"contract {contract.drop_type} v{contract.version}" + (f" (layout {layout.name})" if contract.layouts else "")
+    expected = [layout.columns.get(c.name, c.name) for c in contract.columns if c.name in layout.columns]
     if unknown:
-        absent = [c.name for c in contract.columns if c.name not in mapped]
+        absent = [layout.columns.get(c, c) for c in contract.column_names if c in layout.columns and c not in mapped]
         raise FileRejected(
             "unexpected_columns",
-            f"columns not in contract {contract.drop_type} v{contract.version}: {', '.join(unknown)}"
+            f"columns not in {named}: {', '.join(unknown)}"
             + (f"; missing: {', '.join(absent)}" if absent else "")
-            + f"; expected {', '.join(contract.column_names)}",
+            + f"; expected {', '.join(expected)}",
         )
     duplicated = sorted({n for n in mapped if mapped.count(n) > 1})
     if duplicated:
@@ -70,7 +88,6 @@ def map_header(contract: Contract, header_line: bytes) -> list[str]:
     missing = [c.name for c in contract.columns if c.name not in mapped]
     missing_required = [c.name for c in contract.columns if c.required and c.name not in mapped]
     if missing_required or (missing and len(missing) == len(contract.columns)):
-        raise FileRejected("missing_columns", f"required columns missing: {', '.join(missing_required or missing)}")
-    return mapped
-
-
+        shown = [layout.columns.get(c, c) for c in (missing_required or missing)]
+        raise FileRejected("missing_columns", f"required columns missing ({named}): {', '.join(shown)}")
+    return HeaderMatch(layout=layout, columns=[name for name in mapped if name is not None])

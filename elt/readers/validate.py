@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
 import pandas as pd
 
-from elt.contracts import Column, Contract
+from elt.contracts import FORMATS, Column, Contract, Layout
 from elt.readers.csv_header import FileRejected, map_header, split_bom
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
@@ -50,10 +51,12 @@ def _decode(data: bytes) -> str:
         raise FileRejected("undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text (byte {exc.start})") from exc
 
 
-def _frame(contract: Contract, data: bytes) -> pd.DataFrame:
+def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
+    """(canonical values of every data row, the sender layout)."""
     if not data.strip(b"\xef\xbb\xbf \r\n\t"):
         raise FileRejected("empty_file", "the file is empty")
-    columns = map_header(contract, data.split(b"\n", 1)[0])
+    match = map_header(contract, data.split(b"\n", 1)[0])
+    columns = match.columns
     text = _decode(data)
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=contract.delimiter))[1:]
     for number, row in enumerate(rows, start=1):
@@ -67,7 +70,13 @@ def _frame(contract: Contract, data: bytes) -> pd.DataFrame:
             frame[name] = pd.Series([pd.NA] * len(frame), dtype="string")
     frame = frame.apply(lambda col: col.str.strip())
     nulls = {v.upper() for v in contract.null_values}
-    return frame.mask(frame.apply(lambda col: col.str.upper().isin(nulls)))
+    frame = frame.mask(frame.apply(lambda col: col.str.upper().isin(nulls)))
+    for column in contract.columns:  # the sender's spelling rewritten to the canonical one, as the loader does
+        pattern, replacement, every = FORMATS.get(contract.value_format(match.layout, column) or "", ("", "", False))
+        if pattern:
+            frame[column.name] = frame[column.name].str.replace(
+                re.compile(pattern), lambda m, r=replacement: m.expand(r), n=-1 if every else 1, regex=True)
+    return frame, match.layout
 
 
 def _typed(column: Column, values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -91,18 +100,31 @@ def _typed(column: Column, values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _bound(column: Column, value) -> object:
+    if value == "today":
+        return pd.Timestamp(date.today())
     return pd.Timestamp(value) if isinstance(value, date) or column.type == "date" else value
+
+
+def _type_message(contract: Contract, layout: Layout, column: Column) -> str:
+    value_format = contract.value_format(layout, column)
+    shown = f" written as {value_format}" if value_format and value_format != "plain" else ""
+    return f"{column.name} is not a valid {column.type}{shown}"
+
+
+COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 
 
 def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
     try:
-        frame = _frame(contract, data)
+        frame, layout = _frame(contract, data)
     except FileRejected as exc:
         report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
         return report
     report.rows_read = len(frame)
     failures: list[pd.DataFrame] = []
+
+    typed_values: dict[str, pd.Series] = {}
 
     def record(mask: pd.Series, column: Column, rule: str, message: str) -> None:
         hit = mask.fillna(False).astype(bool)
@@ -118,13 +140,15 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
         valid, typed = _typed(column, values)
         valid = valid.fillna(False).astype(bool)
         if column.type != "text":
-            record(present & ~valid, column, "type", f"{column.name} is not a valid {column.type}")
+            record(present & ~valid, column, "type", _type_message(contract, layout, column))
         if column.allowed:
             allowed = {a.upper() for a in column.allowed}
             record(present & ~values.str.upper().isin(allowed), column, "allowed",
                    f"{column.name} must be one of {', '.join(column.allowed)}")
         if column.pattern:
-            matches = values.str.contains(re.compile(column.pattern), regex=True)
+            with warnings.catch_warnings():  # pandas warns about groups in the pattern; only the match matters
+                warnings.simplefilter("ignore", UserWarning)
+                matches = values.str.contains(re.compile(column.pattern), regex=True)
             record(present & ~matches.fillna(False).astype(bool), column, "pattern",
                    f"{column.name} does not match {column.pattern}")
         ok = present & valid
@@ -134,6 +158,14 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
         if column.max is not None:
             record(ok & (typed.where(ok) > _bound(column, column.max)), column, "range",
                    f"{column.name} must be at most {column.max}")
+        typed_values[column.name] = typed.where(ok)
+
+    columns = {c.name: c for c in contract.columns}
+    for check in contract.checks:  # NULL on either side (missing or not of its type) is not a failure
+        left, right = typed_values[check.column], typed_values[check.other]
+        both = left.notna() & right.notna()
+        holds = getattr(left.where(both), COMPARE[check.op])(right.where(both))
+        record(both & ~holds.fillna(True).astype(bool), columns[check.column], check.rule, check.message)
 
     rejects = pd.concat(failures).sort_values(["row", "column", "rule"]) if failures else pd.DataFrame()
     report.rejects = [{k: (int(v) if k == "row" else v) for k, v in r.items()} for r in rejects.to_dict("records")]

@@ -61,11 +61,13 @@ def loaded_twin(conn: psycopg.Connection, drop_type: str, sha256: str, file_id: 
 
 def finish(conn: psycopg.Connection, file_id: int, status: str, *, sha256: str | None = None,
            rows_read: int | None = None, rows_loaded: int | None = None, rows_rejected: int | None = None,
-           error: str | None = None, duplicate_of: int | None = None, encoding: str | None = None) -> None:
+           error: str | None = None, duplicate_of: int | None = None, encoding: str | None = None,
+           layout: str | None = None) -> None:
     conn.execute(
         "update ops.file_ledger set status = %s, sha256 = coalesce(%s, sha256), rows_read = %s, rows_loaded = %s, "
-        "rows_rejected = %s, error = %s, duplicate_of = %s, encoding = %s, finished_at = now() where file_id = %s",
-        (status, sha256, rows_read, rows_loaded, rows_rejected, error, duplicate_of, encoding, file_id),
+        "rows_rejected = %s, error = %s, duplicate_of = %s, encoding = %s, layout = %s, finished_at = now() "
+        "where file_id = %s",
+        (status, sha256, rows_read, rows_loaded, rows_rejected, error, duplicate_of, encoding, layout, file_id),
     )
 
 

@@ -1,9 +1,13 @@
-"""Set-based validation and COPY of one CSV file into its raw table, inside the caller's transaction.
+"""Load one CSV file straight into its raw table with COPY, then check every contract rule in one SQL pass.
 
-The file is streamed into a temporary all-text stage table with COPY (Postgres parses the CSV: quoted
-newlines, CRLF and both encodings are its job), then every contract rule is checked in one SQL pass that
-writes rejects, and the rows that pass are cast and inserted into the raw table with lineage columns.
-Nothing here commits: the caller wraps ledger update and data in one transaction.
+The file is written once: raw tables hold the contract's columns as text, exactly as they landed, so COPY
+(Postgres's own CSV parser: quoted newlines, CRLF, UTF-8 or Windows-1252) can put every row there without
+a stage. Lineage comes from column defaults: `_file_id` from the transaction's `elt.file_id` setting,
+`_row_number` from the table's identity, restarted at 1 for each file under a per-table lock, `_loaded_at`
+from now(). One set-based pass then writes a reject for every (row, column, rule) that fails. The typed
+view `<table>__valid` (elt/warehouse/schema.py) serves the rows without rejects: trimmed, null spellings
+as NULL, sender formats rewritten, cast to the contract's types. Nothing here commits: the caller wraps
+the ledger's final state and the data in one transaction. See docs/decisions/0002.
 """
 
 from __future__ import annotations
@@ -14,133 +18,174 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import errors, sql
+from psycopg.copy import QueuedLibpqWriter
 
-from elt.contracts import Column, Contract
+from elt.contracts import FORMATS, Check, Column, Contract, Layout
 from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header, split_bom
 
-__all__ = ["FileRejected", "LoadResult", "insert_valid_rows", "stage_file", "write_rejects"]
+__all__ = ["FileRejected", "LoadResult", "copy_file", "discard_rows", "write_rejects"]
 # Encodings tried in order; Windows-1252 is what spreadsheet exports on Windows produce.
 ENCODINGS = (("UTF8", "utf-8"), ("WIN1252", "cp1252"))
+# First key of the advisory lock that serialises loads into one raw table (its row numbering).
+_LOAD_LOCK_CLASS = 0x454C54  # 'ELT'
 
 
 @dataclass
 class LoadResult:
     sha256: str
     encoding: str
+    layout: str
     rows_read: int
     rows_rejected: int = 0
     rows_loaded: int = 0
     rejects_by_rule: dict[str, int] = field(default_factory=dict)
 
 
-def _cleaned(contract: Contract) -> sql.Composed:
-    """The stage table with every value trimmed and the contract's null spellings turned into NULL."""
+# --- SQL for one column's value: shared by the load-time checks and the typed view -------------------------
+
+
+def cleaned_value(contract: Contract, source: sql.Composable) -> sql.Composable:
+    """The value trimmed, with the contract's null spellings (N/A, -, empty ...) turned into NULL."""
     nulls = sql.Literal([v.upper() for v in contract.null_values])
     longest = sql.Literal(max((len(v) for v in contract.null_values), default=0) + 2)
     # Only a short value can be a null spelling: the length test spares upper() on every long cell.
-    exprs = [
-        sql.SQL(
-            "case when length({c}) <= {n_len} and upper(btrim({c})) = any({n}) then null else btrim({c}) end as {c}"
-        ).format(c=sql.Identifier(column.name), n=nulls, n_len=longest)
-        for column in contract.columns
-    ]
-    return sql.SQL("(select _row_number, {} from pg_temp._stage) as s").format(sql.SQL(", ").join(exprs))
+    return sql.SQL(
+        "case when length({c}) <= {n_len} and upper(btrim({c})) = any({n}) then null else btrim({c}) end"
+    ).format(c=source, n=nulls, n_len=longest)
 
 
-def _is_valid(column: Column) -> sql.Composable:
-    value = sql.SQL("s.{}").format(sql.Identifier(column.name))
+def canonical_value(contract: Contract, layout: Layout, column: Column, source: sql.Composable) -> sql.Composable:
+    """The cleaned value rewritten from the layout's format (01/31/2024, $1,234.00) to the canonical spelling."""
+    cleaned = cleaned_value(contract, source)
+    value_format = contract.value_format(layout, column)
+    pattern, replacement, every = FORMATS.get(value_format or "", ("", "", False))
+    if not pattern:
+        return cleaned
+    return sql.SQL("regexp_replace({}, {}, {}, {})").format(
+        cleaned, sql.Literal(pattern), sql.Literal(replacement), sql.Literal("g" if every else ""))
+
+
+def is_valid(column: Column, value: sql.Composable) -> sql.Composable:
+    """True when the (non-null) canonical value casts to the column's type."""
     if column.type == "date":
         # ISO dates only: '01/02/1990' is ambiguous between day-first and month-first exports.
         return sql.SQL("({v} ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' and pg_input_is_valid({v}, 'date'))").format(v=value)
     return sql.SQL("pg_input_is_valid({v}, {t})").format(v=value, t=sql.Literal(column.type))
 
 
-def _rules(column: Column) -> list[tuple[str, sql.Composable, str]]:
-    """(rule code, SQL predicate that is true when the value breaks the rule, message) for one column."""
+def typed_value(column: Column, value: sql.Composable) -> sql.Composable:
+    """The value cast to the column's type, NULL when it does not cast (never an error)."""
+    if column.type == "text":
+        return value
+    return sql.SQL("case when {} then ({})::{} end").format(is_valid(column, value), value, sql.SQL(column.type))
+
+
+def _bound(column: Column, bound: object) -> sql.Composable:
+    if bound == "today":
+        return sql.SQL("current_date")
+    return sql.SQL("{}::{}").format(sql.Literal(str(bound)), sql.SQL(column.type))
+
+
+def _type_message(contract: Contract, layout: Layout, column: Column) -> str:
+    value_format = contract.value_format(layout, column)
+    shown = f" written as {value_format}" if value_format and value_format != "plain" else ""
+    return f"{column.name} is not a valid {column.type}{shown}"
+
+
+def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str, sql.Composable, str]]:
+    """(rule code, SQL predicate true when the value breaks the rule, message) for one column of `s`."""
     v = sql.SQL("s.{}").format(sql.Identifier(column.name))
-    typed = sql.SQL("{}::{}").format(v, sql.SQL(column.type))
     rules: list[tuple[str, sql.Composable, str]] = []
     if column.required:
         rules.append(("required", sql.SQL("{} is null").format(v), f"{column.name} is required"))
     if column.type != "text":
-        rules.append(
-            ("type", sql.SQL("{} is not null and not {}").format(v, _is_valid(column)),
-             f"{column.name} is not a valid {column.type}")
-        )
+        rules.append(("type", sql.SQL("{} is not null and not {}").format(v, is_valid(column, v)),
+                      _type_message(contract, layout, column)))
     if column.allowed:
         allowed = sql.Literal([a.upper() for a in column.allowed])
-        rules.append(
-            ("allowed", sql.SQL("{} is not null and upper({}) <> all({})").format(v, v, allowed),
-             f"{column.name} must be one of {', '.join(column.allowed)}")
-        )
+        rules.append(("allowed", sql.SQL("{} is not null and upper({}) <> all({})").format(v, v, allowed),
+                      f"{column.name} must be one of {', '.join(column.allowed)}"))
     if column.pattern:
-        rules.append(
-            ("pattern", sql.SQL("{} is not null and {} !~ {}").format(v, v, sql.Literal(column.pattern)),
-             f"{column.name} does not match {column.pattern}")
-        )
+        rules.append(("pattern", sql.SQL("{} is not null and {} !~ {}").format(v, v, sql.Literal(column.pattern)),
+                      f"{column.name} does not match {column.pattern}"))
     for bound, op in ((column.min, "<"), (column.max, ">")):
         if bound is None:
             continue
-        limit = sql.SQL("{}::{}").format(sql.Literal(str(bound)), sql.SQL(column.type))
         # CASE guarantees the cast only runs on values that passed the type check.
-        rules.append(
-            ("range",
-             sql.SQL("case when {} is not null and {} then {} {} {} else false end").format(
-                 v, _is_valid(column) if column.type != "text" else sql.SQL("true"), typed, sql.SQL(op), limit),
-             f"{column.name} must be {'at least' if op == '<' else 'at most'} {bound}")
-        )
+        rules.append((
+            "range",
+            sql.SQL("case when {} is not null and {} then ({})::{} {} {} else false end").format(
+                v, is_valid(column, v) if column.type != "text" else sql.SQL("true"), v, sql.SQL(column.type),
+                sql.SQL(op), _bound(column, bound)),
+            f"{column.name} must be {'at least' if op == '<' else 'at most'} {bound}",
+        ))
     return rules
 
 
-def _copy_stage(cur: psycopg.Cursor, columns: list[str], chunks: list[bytes], rest: Iterator[bytes],
-                pg_encoding: str, delimiter: str) -> str:
-    """Stream the file into the stage table; returns the sha256 of the bytes as stored."""
+def _check_rule(contract: Contract, check: Check) -> tuple[str, sql.Composable, str]:
+    columns = {c.name: c for c in contract.columns}
+    left, right = (typed_value(columns[name], sql.SQL("s.{}").format(sql.Identifier(name)))
+                   for name in (check.column, check.other))
+    # NULL (a value missing or not of its type) is not a failure here: the column's own rules report it.
+    return check.rule, sql.SQL("(({}) {} ({})) is false").format(left, sql.SQL(check.op), right), check.message
+
+
+# --- The load ----------------------------------------------------------------------------------------------
+
+
+def _copy(cur: psycopg.Cursor, contract: Contract, columns: list[str], chunks: list[bytes], rest: Iterator[bytes],
+          pg_encoding: str) -> tuple[str, int]:
+    """Stream the file into the raw table; returns the sha256 of the bytes as stored and the rows copied."""
     digest = hashlib.sha256()
+    schema, table = contract.target_table.split(".")
     statement = sql.SQL(
-        "copy pg_temp._stage ({}) from stdin with (format csv, header true, delimiter {}, encoding {})"
-    ).format(sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Literal(delimiter), sql.Literal(pg_encoding))
-    with cur.copy(statement) as copy:
+        "copy {}.{} ({}) from stdin with (format csv, header true, delimiter {}, encoding {})"
+    ).format(sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+             sql.Literal(contract.delimiter), sql.Literal(pg_encoding))
+    # The queued writer sends to Postgres from a worker thread while this one reads S3 and hashes.
+    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
         for index, chunk in enumerate(chunks):
             digest.update(chunk)
             copy.write(split_bom(chunk)[0] if index == 0 else chunk)
         for chunk in rest:
             digest.update(chunk)
             copy.write(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest(), cur.rowcount
 
 
-def stage_file(conn: psycopg.Connection, contract: Contract, open_stream: Callable[[], Iterator[bytes]]) -> LoadResult:
-    """COPY the file into `pg_temp._stage`, trying UTF-8 then Windows-1252. Raises FileRejected."""
+def _restart_row_numbers(conn: psycopg.Connection, contract: Contract) -> None:
+    # setval also drops this session's cached identity values, so the next row is numbered 1.
+    conn.execute("select setval(pg_get_serial_sequence(%s, '_row_number'), 1, false)", (contract.target_table,))
+
+
+def copy_file(conn: psycopg.Connection, contract: Contract, file_id: int,
+              open_stream: Callable[[], Iterator[bytes]]) -> LoadResult:
+    """COPY the file into its raw table as file `file_id`, trying UTF-8 then Windows-1252. Raises FileRejected."""
     stream = open_stream()
     head_chunks, header = read_header(stream)
     if not b"".join(head_chunks).strip(UTF8_BOM + b" \r\n\t"):
         raise FileRejected("empty_file", "the file is empty")
-    columns = map_header(contract, header)
-    # Must be set before the session's first temp table; the default 8MB would spill a large file to disk.
-    conn.execute("set temp_buffers = '512MB'")
-    stage_columns = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c.name)) for c in contract.columns)
-    conn.execute(
-        sql.SQL(
-            "create temp table _stage (_row_number bigint generated always as identity, {}) on commit drop"
-        ).format(stage_columns)
-    )
+    match = map_header(contract, header)
+    # One loader at a time per raw table, so that the identity numbers this file's rows 1..n in file order.
+    conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (_LOAD_LOCK_CLASS, contract.target_table))
+    conn.execute("select set_config('elt.file_id', %s, true)", (str(file_id),))
     last_error: Exception | None = None
     for attempt, (pg_encoding, _) in enumerate(ENCODINGS):
         if attempt:
             stream = open_stream()
             head_chunks, _ = read_header(stream)
+        _restart_row_numbers(conn, contract)
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                sha256 = _copy_stage(cur, columns, head_chunks, stream, pg_encoding, contract.delimiter)
+            with conn.transaction(), conn.cursor() as cur:  # a savepoint: a failed encoding leaves no rows
+                sha256, rows_read = _copy(cur, contract, match.columns, head_chunks, stream, pg_encoding)
         except (errors.CharacterNotInRepertoire, errors.UntranslatableCharacter) as exc:
             last_error = exc
             continue
         except errors.BadCopyFileFormat as exc:
             raise FileRejected("malformed_csv", _pg_message(exc)) from exc
-        rows_read = conn.execute("select count(*) from pg_temp._stage").fetchone()[0]
         if rows_read == 0:
             raise FileRejected("no_rows", "the file has a header but no data rows")
-        return LoadResult(sha256=sha256, encoding=pg_encoding, rows_read=rows_read)
+        return LoadResult(sha256=sha256, encoding=pg_encoding, layout=match.layout.name, rows_read=rows_read)
     raise FileRejected(
         "undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text ({_pg_message(last_error)})"
     )
@@ -155,29 +200,48 @@ def _pg_message(exc: Exception | None) -> str:
     return f"{diag.message_primary}{f' ({context})' if context else ''}"
 
 
-def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
-    """One pass over the stage: a reject row for every (row, column, rule) that fails. Fills the counts."""
-    cleaned = _cleaned(contract)
-    rules = [(column, rule, predicate, message) for column in contract.columns
-             for rule, predicate, message in _rules(column)]
-    predicates = [predicate for _, _, predicate, _ in rules]
-    checks = [
-        sql.SQL("({}, {}, {}, {}, s.{})").format(
-            predicate, sql.Literal(column.name), sql.Literal(rule), sql.Literal(message), sql.Identifier(column.name)
-        )
-        for column, rule, predicate, message in rules
+def _file_rows(contract: Contract, layout: Layout, file_id: int) -> sql.Composed:
+    """This file's rows with canonical values (as `s.<column>`) and the values as landed (`s._raw_<column>`)."""
+    schema, table = contract.target_table.split(".")
+    values = [
+        sql.SQL("{} as {}").format(canonical_value(contract, layout, c, sql.SQL("t.{}").format(sql.Identifier(c.name))),
+                                   sql.Identifier(c.name))
+        for c in contract.columns
     ]
-    if checks:
+    landed = [sql.SQL("t.{} as {}").format(sql.Identifier(c.name), sql.Identifier("_raw_" + c.name))
+              for c in contract.columns]
+    return sql.SQL("(select t._row_number, {}, {} from {}.{} as t where t._file_id = {}) as s").format(
+        sql.SQL(", ").join(values), sql.SQL(", ").join(landed), sql.Identifier(schema), sql.Identifier(table),
+        sql.Literal(file_id))
+
+
+def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
+    """One pass over the file's rows: a reject for every (row, column, rule) that fails. Fills the counts."""
+    layout = contract.layout(result.layout)
+    rules = [(column.name, rule, predicate, message) for column in contract.columns
+             for rule, predicate, message in _rules(contract, layout, column)]
+    rules += [(check.column, *_check_rule(contract, check)) for check in contract.checks]
+    if rules:
+        checks = [
+            sql.SQL("({}, {}, {}, {}, s.{})").format(predicate, sql.Literal(column), sql.Literal(rule),
+                                                      sql.Literal(message), sql.Identifier("_raw_" + column))
+            for column, rule, predicate, message in rules
+        ]
+        # The rows were just written by this transaction; the BRIN index on _file_id finds them without
+        # reading the table's history, and the planner's statistics do not know them yet.
+        conn.execute("set local enable_seqscan = off")
         conn.execute(
             sql.SQL(
                 "insert into ops.load_rejects (file_id, row_number, column_name, rule, message, raw_value) "
                 "select {file_id}, s._row_number, v.column_name, v.rule, v.message, v.raw_value "
-                "from (select * from {cleaned} where {any_failed}) as s "
+                "from (select * from {rows} where {any_failed}) as s "
                 "cross join lateral (values {checks}) as v(failed, column_name, rule, message, raw_value) "
                 "where v.failed"
-            ).format(file_id=sql.Literal(file_id), cleaned=cleaned, checks=sql.SQL(", ").join(checks),
-                     any_failed=sql.SQL(" or ").join(sql.SQL("({})").format(p) for p in predicates))
+            ).format(file_id=sql.Literal(file_id), rows=_file_rows(contract, layout, file_id),
+                     checks=sql.SQL(", ").join(checks),
+                     any_failed=sql.SQL(" or ").join(sql.SQL("({})").format(p) for _, _, p, _ in rules))
         )
+        conn.execute("set local enable_seqscan to default")
     counts = conn.execute(
         "select rule, count(*) from ops.load_rejects where file_id = %s group by rule", (file_id,)
     ).fetchall()
@@ -185,25 +249,12 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
     result.rows_rejected = conn.execute(
         "select count(distinct row_number) from ops.load_rejects where file_id = %s", (file_id,)
     ).fetchone()[0]
+    result.rows_loaded = result.rows_read - result.rows_rejected
     return result
 
 
-def insert_valid_rows(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
-    """Cast the staged rows that have no reject into the raw table, with lineage columns."""
-    cleaned = _cleaned(contract)
+def discard_rows(conn: psycopg.Connection, contract: Contract, file_id: int) -> None:
+    """Remove a file's rows from its raw table (a duplicate, or a file refused whole); rejects are kept."""
     schema, table = contract.target_table.split(".")
-    names = [sql.Identifier(c.name) for c in contract.columns]
-    casts = [sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in contract.columns]
-    without_rejects = sql.SQL(
-        "where not exists (select 1 from ops.load_rejects as r where r.file_id = {} and r.row_number = s._row_number)"
-    ).format(sql.Literal(file_id)) if result.rows_rejected else sql.SQL("")
-    cur = conn.execute(
-        sql.SQL(
-            "insert into {}.{} ({}, _file_id, _row_number, _loaded_at) select {}, {}, s._row_number, now() from {} {}"
-        ).format(
-            sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(names), sql.SQL(", ").join(casts),
-            sql.Literal(file_id), cleaned, without_rejects,
-        )
-    )
-    result.rows_loaded = cur.rowcount
-    return result
+    conn.execute(sql.SQL("delete from {}.{} where _file_id = {}").format(
+        sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id)))

@@ -35,7 +35,7 @@ def test_csv_realities_load_with_rejects_at_the_right_rows(settings, store, db):
 
     assert (outcome.status, outcome.rows_read, outcome.rows_loaded, outcome.rows_rejected) == ("loaded", 5, 3, 2)
     rows = db.execute(
-        "select _row_number, facility_name, triage_level, chief_complaint, vital_signs from raw.medilink_triage_visits "
+        "select _row_number, facility_name, triage_level, chief_complaint, vital_signs from raw.medilink_triage_visits__valid "
         "order by _row_number"
     ).fetchall()
     assert rows == [
@@ -49,13 +49,13 @@ def test_csv_realities_load_with_rejects_at_the_right_rows(settings, store, db):
     assert store.exists(outcome.moved_to) and not store.exists(PREFIX + "triage_visits_2026-11-01.csv")
     archived, timings = db.execute("select archived_key, timings from ops.file_ledger").fetchone()
     assert archived == outcome.moved_to
-    assert set(timings) == {"stage", "validate", "insert", "commit", "move"} and all(t >= 0 for t in timings.values())
+    assert set(timings) == {"copy", "validate", "commit", "move"} and all(t >= 0 for t in timings.values())
 
 
 def test_windows_1252_text_is_decoded(settings, store, db):
     store.put(PREFIX + "facilities.csv", "name,state,lga,lat,lon,type\r\nClinique Sainte-Thérèse,LAGOS,Ikeja,6.6,3.35,Clinic\r\n".encode("cp1252"))
     outcome = run(settings)[PREFIX + "facilities.csv"]
-    assert db.execute("select name, lat from raw.medilink_facilities").fetchall() == [("Clinique Sainte-Thérèse", 6.6)]
+    assert db.execute("select name, lat from raw.medilink_facilities__valid").fetchall() == [("Clinique Sainte-Thérèse", 6.6)]
     assert outcome.encoding == "WIN1252"
     assert db.execute("select encoding from ops.file_ledger").fetchone() == ("WIN1252",)
 

@@ -41,6 +41,8 @@ create index if not exists file_ledger_status_idx on ops.file_ledger (drop_type,
 alter table ops.file_ledger add column if not exists timings jsonb;
 -- The text encoding the file was read in: UTF8 or WIN1252 (spreadsheet exports on Windows).
 alter table ops.file_ledger add column if not exists encoding text;
+-- The sender layout the header was recognised as (contracts with several layouts, e.g. claims payers).
+alter table ops.file_ledger add column if not exists layout text;
 
 create table if not exists ops.load_rejects (
     reject_id   bigint generated always as identity primary key,
