@@ -97,7 +97,13 @@ def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str
     v = sql.SQL("s.{}").format(sql.Identifier(column.name))
     rules: list[tuple[str, sql.Composable, str]] = []
     if column.required:
-        rules.append(("required", sql.SQL("{} is null").format(v), f"{column.name} is required"))
+        # Same as "the canonical value is null" (a format rewrite never makes a value null), tested on the
+        # value as landed so that long values skip the trim.
+        landed = sql.SQL("s.{}").format(sql.Identifier("_raw_" + column.name))
+        nulls = sql.Literal([n.upper() for n in contract.null_values])
+        longest = sql.Literal(max((len(n) for n in contract.null_values), default=0) + 2)
+        rules.append(("required", sql.SQL("({l} is null or (length({l}) <= {n_len} and upper(btrim({l})) = any({n})))")
+                      .format(l=landed, n=nulls, n_len=longest), f"{column.name} is required"))
     if column.type != "text":
         rules.append(("type", sql.SQL("{} is not null and not {}").format(v, is_valid(column, v)),
                       _type_message(contract, layout, column)))

@@ -148,3 +148,26 @@ def test_in_progress_uploads_and_other_prefixes_are_not_picked_up(settings, stor
     store.put("medical_records/quarantine/2026-11-01/facilities.csv", b"x")
     store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\n")
     assert discover_new_files("medilink", settings=settings) == [PREFIX + "facilities.csv"]
+
+
+def test_typed_raw_tables_of_earlier_versions_become_text_and_keep_their_rows(settings, db):
+    from elt.pipeline import prepare
+
+    db.execute("drop view raw.medilink_facilities__valid")
+    db.execute("drop table raw.medilink_facilities")
+    # The shape before decision 0002: typed columns, no defaults, and a dbt staging view on top.
+    db.execute("create table raw.medilink_facilities (name text, state text, lga text, lat double precision, "
+               "lon double precision, type text, _file_id bigint not null, _row_number bigint not null, "
+               "_loaded_at timestamptz not null default now())")
+    db.execute("insert into raw.medilink_facilities values ('A', 'LAGOS', 'Ikeja', 6.6, 3.35, 'Clinic', 1, 1)")
+    db.execute("create schema staging")
+    db.execute("create view staging.stg_old as select name, lat from raw.medilink_facilities")
+
+    prepare(settings)
+
+    types = dict(db.execute("select column_name, data_type from information_schema.columns "
+                            "where table_schema = 'raw' and table_name = 'medilink_facilities'").fetchall())
+    assert types["lat"] == types["lon"] == "text"
+    assert db.execute("select name, lat, _file_id, _row_number from raw.medilink_facilities").fetchall() == [
+        ("A", "6.6", 1, 1)]
+    assert db.execute("select to_regclass('staging.stg_old')").fetchone() == (None,)  # dbt rebuilds it
