@@ -94,7 +94,7 @@ def set_archived_key(conn: psycopg.Connection, file_id: int, key: str, timings: 
 def list_files(conn: psycopg.Connection, *, status: str | None = None, limit: int = 50) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "select file_id, drop_type, key, status, rows_read, rows_loaded, rows_rejected, period_start, encoding, "
+            "select file_id, drop_type, key, status, rows_read, rows_loaded, rows_rejected, period_start, encoding, layout, "
             "finished_at, error from ops.file_ledger where %(status)s::text is null or status = %(status)s "
             "order by file_id desc limit %(limit)s",
             {"status": status, "limit": limit},

@@ -7,12 +7,13 @@ a stage. Lineage comes from column defaults: `_file_id` from the transaction's `
 from now(). One set-based pass then writes a reject for every (row, column, rule) that fails. The typed
 view `<table>__valid` (elt/warehouse/schema.py) serves the rows without rejects: trimmed, null spellings
 as NULL, sender formats rewritten, cast to the contract's types. Nothing here commits: the caller wraps
-the ledger's final state and the data in one transaction. See docs/decisions/0002.
+the ledger's final state and the data in one transaction. See docs/decisions/0003.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -148,8 +149,7 @@ def _copy(cur: psycopg.Cursor, contract: Contract, columns: list[str], chunks: l
         "copy {}.{} ({}) from stdin with (format csv, header true, delimiter {}, encoding {})"
     ).format(sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
              sql.Literal(contract.delimiter), sql.Literal(pg_encoding))
-    # The queued writer sends to Postgres from a worker thread while this one reads S3 and hashes.
-    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+    with cur.copy(statement, writer=_BoundedQueuedWriter(cur)) as copy:
         for index, chunk in enumerate(chunks):
             digest.update(chunk)
             copy.write(split_bom(chunk)[0] if index == 0 else chunk)
@@ -157,6 +157,16 @@ def _copy(cur: psycopg.Cursor, contract: Contract, columns: list[str], chunks: l
             digest.update(chunk)
             copy.write(chunk)
     return digest.hexdigest(), cur.rowcount
+
+
+class _BoundedQueuedWriter(QueuedLibpqWriter):
+    """Sends to Postgres from a worker thread while the caller reads S3 and hashes. psycopg's queue holds
+    1,024 pieces of up to 128 KB; S3 outruns COPY, so that would buffer most of a large file in memory.
+    64 pieces (about 8 MB) keep both sides busy."""
+
+    def __init__(self, cursor: psycopg.Cursor):
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=64)
 
 
 def _restart_row_numbers(conn: psycopg.Connection, contract: Contract) -> None:

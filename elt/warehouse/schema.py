@@ -11,7 +11,7 @@ import logging
 from importlib import resources
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
 from elt.contracts import Contract
 from elt.warehouse.loader import canonical_value, typed_value
@@ -65,7 +65,7 @@ def _migrate_raw_table(conn: psycopg.Connection, contract: Contract) -> None:
     for column in contract.columns:
         if column.name not in existing:  # a column added to the contract: older files have it as NULL
             conn.execute(sql.SQL("alter table {} add column {} text").format(target, sql.Identifier(column.name)))
-        elif not existing[column.name].startswith("text:"):  # typed raw columns from before 0002
+        elif not existing[column.name].startswith("text:"):  # typed raw columns from before decision 0003
             conn.execute(sql.SQL("alter table {} alter column {} type text using {}::text").format(
                 target, sql.Identifier(column.name), sql.Identifier(column.name)))
     if existing.get("_row_number", "").endswith(":"):  # no identity yet
@@ -126,4 +126,18 @@ def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract]) -
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
             conn.execute(raw_table_ddl(contract))
             _migrate_raw_table(conn, contract)
+            _replace_valid_view(conn, contract)
+
+
+def _replace_valid_view(conn: psycopg.Connection, contract: Contract) -> None:
+    """Postgres can only `create or replace` a view whose columns keep their names, order and types. When
+    the contract changed them, the view and what depends on it (dbt staging, rebuilt by the next dbt build)
+    are dropped and the view made anew."""
+    try:
+        with conn.transaction():
             conn.execute(valid_view_ddl(contract))
+    except (errors.InvalidTableDefinition, errors.DatatypeMismatch, errors.FeatureNotSupported):
+        log.warning("contract %s changed the columns of %s; recreating it (the next dbt build rebuilds the views "
+                    "that read it)", contract.drop_type, valid_view_name(contract))
+        conn.execute(sql.SQL("drop view if exists {} cascade").format(sql.SQL(valid_view_name(contract))))
+        conn.execute(valid_view_ddl(contract))

@@ -155,7 +155,7 @@ def test_typed_raw_tables_of_earlier_versions_become_text_and_keep_their_rows(se
 
     db.execute("drop view raw.medilink_facilities__valid")
     db.execute("drop table raw.medilink_facilities")
-    # The shape before decision 0002: typed columns, no defaults, and a dbt staging view on top.
+    # The shape before decision 0003: typed columns, no defaults, and a dbt staging view on top.
     db.execute("create table raw.medilink_facilities (name text, state text, lga text, lat double precision, "
                "lon double precision, type text, _file_id bigint not null, _row_number bigint not null, "
                "_loaded_at timestamptz not null default now())")
@@ -171,3 +171,26 @@ def test_typed_raw_tables_of_earlier_versions_become_text_and_keep_their_rows(se
     assert db.execute("select name, lat, _file_id, _row_number from raw.medilink_facilities").fetchall() == [
         ("A", "6.6", 1, 1)]
     assert db.execute("select to_regclass('staging.stg_old')").fetchone() == (None,)  # dbt rebuilds it
+
+
+def test_a_contract_that_changes_its_columns_gets_its_valid_view_rebuilt(settings, db, tmp_path):
+    import shutil
+
+    from elt.pipeline import prepare
+
+    for path in settings.contracts_dir.glob("*.yml"):
+        shutil.copy(path, tmp_path / path.name)
+    contract = tmp_path / "medilink_facilities.yml"
+    # A new column in the middle and a type change: `create or replace view` alone cannot do either.
+    text = contract.read_text().replace("  - {name: lat, type: double precision, min: 4.0, max: 14.0}\n",
+                                        "  - {name: ward_count, type: integer}\n  - {name: lat, type: numeric}\n")
+    contract.write_text(text)
+    db.execute("create schema staging")
+    db.execute("create view staging.stg_old as select name from raw.medilink_facilities__valid")
+
+    prepare(settings.model_copy(update={"contracts_dir": tmp_path}))
+
+    columns = db.execute("select column_name, data_type from information_schema.columns where table_schema = 'raw' "
+                         "and table_name = 'medilink_facilities__valid' order by ordinal_position").fetchall()
+    assert columns[:5] == [("name", "text"), ("state", "text"), ("lga", "text"), ("ward_count", "integer"),
+                           ("lat", "numeric")]

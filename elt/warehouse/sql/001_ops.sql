@@ -37,7 +37,7 @@ create unique index if not exists file_ledger_object_uq on ops.file_ledger (buck
 create unique index if not exists file_ledger_loaded_sha_uq
     on ops.file_ledger (drop_type, sha256) where status = 'loaded';
 create index if not exists file_ledger_status_idx on ops.file_ledger (drop_type, status);
--- Seconds per load phase (stage, validate, insert, commit, move), for operators and benchmarks.
+-- Seconds per load phase (copy, validate, commit, move), for operators and benchmarks.
 alter table ops.file_ledger add column if not exists timings jsonb;
 -- The text encoding the file was read in: UTF8 or WIN1252 (spreadsheet exports on Windows).
 alter table ops.file_ledger add column if not exists encoding text;
