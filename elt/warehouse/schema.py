@@ -15,6 +15,7 @@ from psycopg import errors, sql
 
 from elt.contracts import Contract
 from elt.warehouse.loader import canonical_value, typed_value
+from elt.warehouse.roles import apply_grants
 
 log = logging.getLogger(__name__)
 LINEAGE_COLUMNS = ("_file_id", "_row_number", "_loaded_at")
@@ -118,7 +119,7 @@ def valid_view_ddl(contract: Contract) -> sql.Composed:
 
 
 def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract]) -> None:
-    """Ops schema plus every contract's raw table and typed view, in one transaction."""
+    """Ops schema, every contract's raw table and typed view, and the roles' grants, in one transaction."""
     with conn.transaction():
         apply_ops_schema(conn)
         for contract in contracts.values():
@@ -127,6 +128,7 @@ def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract]) -
             conn.execute(raw_table_ddl(contract))
             _migrate_raw_table(conn, contract)
             _replace_valid_view(conn, contract)
+        apply_grants(conn, {c.target_table.split(".")[0] for c in contracts.values()})
 
 
 def _replace_valid_view(conn: psycopg.Connection, contract: Contract) -> None:
