@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -44,6 +44,94 @@ def _valid_date(value: str) -> bool:
         return len(value) == 10
     except ValueError:
         return False
+
+
+def _round(value: Decimal, places: str) -> float:
+    """Half away from zero, as Postgres's round(numeric, n) does (3.125 -> 3.13)."""
+    return float(value.quantize(Decimal(places), rounding=ROUND_HALF_UP))
+
+
+def _state(value: str) -> str:
+    words = " ".join("".join(ch if ch.isalpha() else " " for ch in value.lower()).split())
+    if "fct" in words.split() or "federal capital territory" in words or words == "abuja":
+        return "FCT"
+    return " ".join(word.capitalize() for word in value.split())
+
+
+def _age_band(birth: date, on: date) -> str:
+    age = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+    for upper, band in ((5, "0-4"), (15, "5-14"), (25, "15-24"), (45, "25-44"), (65, "45-64")):
+        if age < upper:
+            return band
+    return "65+"
+
+
+def resolved_visits(files: dict[str, bytes]) -> list[dict]:
+    """Triage visits that pass their contract and name exactly one patient, with that patient's row."""
+    facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
+    patients = defaultdict(list)
+    for _, row in _rows(files, "patients"):
+        sex, dob = _null(row["sex"]), row["dob"]
+        if not (_null(row["facility_name"]) and _null(row["first_name"]) and _null(row["last_name"])):
+            continue
+        if (sex and sex.upper() not in {"M", "F"}) or not _valid_date(dob):
+            continue
+        patients[(row["facility_name"], row["first_name"].lower(), row["last_name"].lower())].append(row)
+    visits = []
+    for day, row in _rows(files, "triage_visits"):
+        level = row["triage_level"]
+        if not _null(row["facility_name"]) or not level.isdigit() or not 1 <= int(level) <= 5:
+            continue
+        match = patients.get((row["facility_name"], row["patient_first_name"].lower(), row["patient_last_name"].lower()), [])
+        if len(match) != 1:
+            continue
+        visits.append({"facility": row["facility_name"], "state": _state(facilities[row["facility_name"]]["state"]),
+                       "day": day, "level": int(level), "patient": match[0],
+                       "conditions": {c.strip().lower() for c in (_null(row["conditions"]) or "").split(";") if c.strip()}})
+    return visits
+
+
+def expected_triage_trends(files: dict[str, bytes]) -> dict[tuple[str, str], dict]:
+    by_facility = defaultdict(lambda: defaultdict(int))
+    for visit in resolved_visits(files):
+        by_facility[visit["facility"]][visit["day"]] += 1
+    expected = {}
+    for facility, counts in by_facility.items():
+        first, last = min(counts), max(counts)
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        series = [counts.get(day, 0) for day in days]
+        for index, day in enumerate(days):
+            window = series[max(0, index - 6): index + 1]
+            previous = series[index - 13: index - 6] if index >= 13 else None
+            change = None
+            if previous is not None and len(window) == 7 and sum(previous):
+                change = _round(Decimal(sum(window) - sum(previous)) / sum(previous), "0.0001")
+            expected[(facility, day.isoformat())] = {
+                "visit_count": series[index],
+                "visit_count_7d_avg": _round(Decimal(sum(window)) / len(window), "0.01"),
+                "week_over_week_change": change,
+            }
+    return expected
+
+
+def expected_condition_analysis(files: dict[str, bytes]) -> dict[tuple[str, str, str, str], dict]:
+    visits = resolved_visits(files)
+    state_visits = defaultdict(int)
+    groups = defaultdict(lambda: {"visits": 0, "patients": set()})
+    for visit in visits:
+        state_visits[visit["state"]] += 1
+        patient = visit["patient"]
+        sex = (_null(patient["sex"]) or "Unknown").upper().replace("UNKNOWN", "Unknown")
+        band = _age_band(date.fromisoformat(patient["dob"]), visit["day"])
+        for condition in visit["conditions"]:
+            group = groups[(visit["state"], band, sex, condition)]
+            group["visits"] += 1
+            group["patients"].add((patient["facility_name"], patient["first_name"].lower(), patient["last_name"].lower()))
+    return {
+        key: {"visit_count": g["visits"], "patient_count": len(g["patients"]),
+              "share_of_state_visits": _round(Decimal(g["visits"]) / state_visits[key[0]], "0.0001")}
+        for key, g in groups.items()
+    }
 
 
 def expected_facility_figures(files: dict[str, bytes]) -> dict[str, dict]:
@@ -105,7 +193,7 @@ def _api_rows(settings) -> list[dict]:
 
 @pytest.mark.e2e
 def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkeypatch):
-    drop = generate_medilink_drops(end_date=END, days=14, seed=7)
+    drop = generate_medilink_drops(end_date=END, days=21, seed=7)  # three weeks: week-over-week has values
     for name, data in drop.files.items():
         store.put(PREFIX + name, data)
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
@@ -132,6 +220,21 @@ def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkey
     for name, figures in expected.items():
         got = {key: served[name][key] for key in figures}
         assert got == figures, name
+
+    # The trend and condition marts agree with figures computed from the CSV bytes.
+    trends = db.execute(
+        "select facility_name, visit_date::text, visit_count, visit_count_7d_avg::float, "
+        "week_over_week_change::float from analytics.triage_trends").fetchall()
+    expected_trends = expected_triage_trends(drop.files)
+    assert sum(1 for t in expected_trends.values() if t["week_over_week_change"] is not None) >= 5  # not vacuous
+    assert {(f, d): {"visit_count": c, "visit_count_7d_avg": a, "week_over_week_change": w}
+            for f, d, c, a, w in trends} == expected_trends
+    conditions = db.execute(
+        "select state, age_band, sex, condition_name, visit_count, patient_count, share_of_state_visits::float "
+        "from analytics.condition_analysis").fetchall()
+    assert len(conditions) >= 20
+    assert {row[:4]: {"visit_count": row[4], "patient_count": row[5], "share_of_state_visits": row[6]}
+            for row in conditions} == expected_condition_analysis(drop.files)
 
     # A second run with no new files loads nothing and changes no figure.
     second = dag.test()
