@@ -139,7 +139,7 @@ psql \\copy into a plain text table   : {copy_seconds:8.2f} s   ({', '.join(f'{t
 elt ingest, whole (load + archive)   : {ingest_seconds:8.2f} s   ({', '.join(f"{i['seconds']:.2f}" for i in ingests)})
   load: S3 stream, COPY, rules,      : {load_seconds:8.2f} s   status={outcome['status']} loaded={outcome['rows_loaded']:,} rejected={outcome['rows_rejected']}
         lineage, ledger, commit
-  archive move after the commit      : {move_seconds:8.2f} s   (S3 CopyObject + DeleteObject; in moto a full copy of the bytes)
+  archive, after the commit          : {move_seconds:8.2f} s   (waiting for the S3 copy made during validation, then DeleteObject)
 ratio load / \\copy                  : {load_ratio:8.2f}   (target <= 2.5: {'met' if load_ratio <= 2.5 else 'NOT met'})
 ratio whole ingest / \\copy          : {ratio:8.2f}   (target <= 2.5: {'met' if ratio <= 2.5 else 'NOT met'})
 ingest peak memory                   : {peak_mb:8.0f} MB (target < 400 MB: {'met' if peak_mb < 400 else 'NOT met'})

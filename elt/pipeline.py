@@ -11,7 +11,10 @@ import json
 import logging
 import posixpath
 import re
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +30,8 @@ from elt.warehouse.schema import ensure_warehouse
 
 log = logging.getLogger(__name__)
 
+# S3 copies to the archive run here while the load runs (boto3 clients are safe to share between threads).
+_ARCHIVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="elt-archive")
 # Names that uploaders use while a file is still being written; never picked up.
 IN_PROGRESS = re.compile(r"(\.tmp|\.part|\.partial|_COPYING_|\.crdownload)$|(^|/)[._][^/]*$")
 
@@ -146,10 +151,22 @@ def _target_key(store: ObjectStore, template: str, contract: Contract, key: str,
     return target
 
 
-def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None) -> str:
+def _is_archive_key(contract: Contract, key: str | None) -> bool:
+    return bool(key) and key.startswith(contract.landing.archive_prefix.split("{", 1)[0])
+
+
+def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None, obj: StoredObject,
+          planned: str | None = None) -> str | None:
+    """Archive or quarantine the object version that was decided on. Returns where it went, or None when the
+    key now holds other bytes (re-uploaded during the load): those are left for the next run."""
+    current = store.head(outcome.key)
+    if current is None or current.etag != obj.etag:
+        log.warning("%s changed while it was being loaded; the new version stays for the next run", outcome.key)
+        return None
     if outcome.status in {"loaded", "duplicate"}:
-        target = _target_key(store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
-        store.move(outcome.key, target)
+        target = planned if _is_archive_key(contract, planned) else _target_key(
+            store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
+        store.move(outcome.key, target, if_match=obj.etag)
     else:
         target = _target_key(store, contract.landing.quarantine_prefix, contract, outcome.key, outcome.file_id)
         sidecar = {
@@ -161,8 +178,78 @@ def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: st
                          f"see `elt rejects {outcome.file_id}` for row-level reasons",
         }
         store.put(target + ".error.json", json.dumps(sidecar, indent=2).encode(), content_type="application/json")
-        store.move(outcome.key, target)
+        store.move(outcome.key, target, if_match=obj.etag)
     return target
+
+
+@dataclass
+class _EarlyArchive:
+    """The archive copy, made while Postgres validates the rows just copied, so that S3's copy costs the load
+    no time. It waits for `release()` (the COPY is done); `finished()` cancels it if that never came."""
+
+    store: ObjectStore
+    key: str
+    etag: str
+    target: str
+    go: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    future: Future | None = None
+
+    def start(self) -> _EarlyArchive:
+        self.future = _ARCHIVER.submit(self._run)
+        return self
+
+    def _run(self) -> bool:
+        self.go.wait()
+        if self.cancelled:
+            return False
+        # Only this exact version (ETag), never bytes uploaded under the key since. Some S3-compatible
+        # stores ignore CopySourceIfMatch, so the version is checked again after the copy as well.
+        self.store.copy(self.key, self.target, if_match=self.etag)
+        current = self.store.head(self.key)
+        if current is None or current.etag != self.etag:
+            self.store.delete(self.target)
+            raise RuntimeError(f"{self.key} was replaced during the copy")
+        return True
+
+    def release(self) -> None:
+        self.go.set()
+
+    def finished(self) -> bool:
+        """Waits for the copy; True when the archive copy exists."""
+        if not self.go.is_set():
+            self.cancelled = True
+            self.go.set()
+        try:
+            return self.future.result()
+        except Exception as error:  # noqa: BLE001 - the object is moved after the load instead
+            log.warning("early archive copy to %s failed (%s); moving after the load instead", self.target, error)
+            return False
+
+
+def _start_archive(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject,
+                   entry: ledger.LedgerEntry) -> _EarlyArchive:
+    # The target is recorded (and committed) first, so a re-run after a crash reuses it instead of
+    # leaving a second copy.
+    target = entry.archived_key if _is_archive_key(contract, entry.archived_key) else _target_key(
+        store, contract.landing.archive_prefix, contract, obj.key, entry.file_id)
+    ledger.set_archived_key(conn, entry.file_id, target)
+    return _EarlyArchive(store, obj.key, obj.etag, target).start()
+
+
+def _finish_move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None,
+                 obj: StoredObject, early: _EarlyArchive | None, planned: str | None) -> str | None:
+    if early is not None:
+        copied = early.finished()
+        if copied and outcome.status in {"loaded", "duplicate"}:
+            current = store.head(outcome.key)
+            if current is not None and current.etag == obj.etag:
+                store.delete(outcome.key)
+            return early.target
+        if copied:  # not loaded after all: the archive copy goes, the object is quarantined below
+            store.delete(early.target)
+        planned = None
+    return _move(store, contract, outcome, rule, obj, planned)
 
 
 def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = None) -> FileOutcome:
@@ -175,7 +262,7 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
         return FileOutcome(key, contract.drop_type, "missing", error="object no longer exists (moved by another run?)")
 
     with connect(settings) as conn:
-        rule = None
+        rule, early, planned = None, None, None
         try:
             period = reporting_period(contract, obj)
         except FileRejected as exc:
@@ -186,15 +273,23 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
                 ledger.finish(conn, entry.file_id, "quarantined", error=exc.message)
         else:
             entry = ledger.register(conn, obj, contract, period)
+            planned = entry.archived_key
             if entry.status in ledger.FINAL_STATES:
                 # Already decided in an earlier run that died before moving the object: finish the move only.
                 log.info("%s was already %s as file %d; moving it out of the landing prefix", key, entry.status, entry.file_id)
                 outcome = FileOutcome(key, contract.drop_type, entry.status, entry.file_id)
             else:
-                outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run)
+                early = None if dry_run else _start_archive(conn, store, contract, obj, entry)
+                try:
+                    outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run,
+                                          on_copied=early.release if early else None)
+                except BaseException:
+                    if early is not None:
+                        early.finished()  # cancelled, or ended: a re-run reuses its target
+                    raise
         if not dry_run:
             with outcome.timed("move"):
-                target = _move(store, contract, outcome, rule)
+                target = _finish_move(store, contract, outcome, rule, obj, early, planned)
             ledger.set_archived_key(conn, outcome.file_id, target, outcome.timings)
             outcome.moved_to = target
     log.info("%s", outcome.summary())
@@ -202,13 +297,15 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
 
 
 def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key: str, file_id: int,
-          *, dry_run: bool) -> tuple[FileOutcome, str | None]:
+          *, dry_run: bool, on_copied: Callable[[], None] | None = None) -> tuple[FileOutcome, str | None]:
     outcome = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run)
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
             with outcome.timed("copy"):
                 result = copy_file(conn, contract, file_id, lambda: store.iter_bytes(key))
+            if on_copied:
+                on_copied()
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
                       "rows_read": result.rows_read}

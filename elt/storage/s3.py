@@ -83,18 +83,28 @@ class ObjectStore:
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
-    def move(self, source_key: str, target_key: str) -> None:
-        """Copy then delete: S3 has no rename. A crash in between leaves both, which a re-run tidies.
+    def copy(self, source_key: str, target_key: str, *, if_match: str | None = None) -> None:
+        """Server-side copy. With `if_match`, only while the source is still that version (ETag); else
+        ClientError PreconditionFailed.
 
-        One server-side CopyObject up to S3's 5 GB limit (about 3x faster than a multipart copy of the same
-        object); the managed multipart copy beyond it."""
+        One CopyObject up to S3's 5 GB limit (about 3x faster than a multipart copy of the same object);
+        the managed multipart copy beyond it."""
         source = self.head(source_key)
+        condition = {"CopySourceIfMatch": if_match} if if_match else {}
         if source is not None and source.size < SINGLE_COPY_LIMIT:
             self.client.copy_object(Bucket=self.bucket, Key=target_key,
-                                    CopySource={"Bucket": self.bucket, "Key": source_key})
+                                    CopySource={"Bucket": self.bucket, "Key": source_key}, **condition)
         else:
-            self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key)
-        self.client.delete_object(Bucket=self.bucket, Key=source_key)
+            self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key,
+                             ExtraArgs=condition or None)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def move(self, source_key: str, target_key: str, *, if_match: str | None = None) -> None:
+        """Copy then delete: S3 has no rename. A crash in between leaves both, which a re-run tidies."""
+        self.copy(source_key, target_key, if_match=if_match)
+        self.delete(source_key)
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None

@@ -83,7 +83,9 @@ def supersede_older(conn: psycopg.Connection, file_id: int) -> int:
     return cur.rowcount
 
 
-def set_archived_key(conn: psycopg.Connection, file_id: int, key: str, timings: dict[str, float] | None = None) -> None:
+def set_archived_key(conn: psycopg.Connection, file_id: int, key: str | None,
+                     timings: dict[str, float] | None = None) -> None:
+    """Where the object is (or, before the load ends, where its archive copy is going)."""
     with conn.transaction():
         conn.execute(
             "update ops.file_ledger set archived_key = %s, timings = coalesce(timings, '{}') || %s where file_id = %s",

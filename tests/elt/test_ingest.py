@@ -109,6 +109,7 @@ def test_bad_files_are_quarantined_with_a_reason_and_good_files_still_load(setti
     sidecar = json.loads(store.read(bad.moved_to + ".error.json"))
     assert sidecar["rule"] == rule and sidecar["original_key"] == PREFIX + name
     assert bad.moved_to.startswith("medical_records/quarantine/") and store.exists(bad.moved_to)
+    assert [o.key for o in store.list("medical_records/archive/")] == [outcomes[PREFIX + "facilities.csv"].moved_to]
     assert count(db, "select count(*) from raw.medilink_patients") == 0
     status, error = db.execute("select status, error from ops.file_ledger where key = %s", (PREFIX + name,)).fetchone()
     assert status == "quarantined" and rule in error
@@ -130,6 +131,33 @@ def test_file_over_the_bad_row_share_is_refused_whole(settings, store, db):
     # The row-level reasons are kept so the sender can fix the file.
     assert db.execute("select row_number, rule from ops.load_rejects order by 1").fetchall() == [(1, "allowed"), (2, "type")]
     assert outcome.moved_to.startswith("medical_records/quarantine/")
+    assert list(store.list("medical_records/archive/")) == []  # its early archive copy was taken back
+
+
+def test_a_file_replaced_while_it_loads_is_neither_archived_nor_lost(settings, store, db, monkeypatch):
+    import elt.pipeline
+
+    key = PREFIX + "facilities.csv"
+    store.put(key, b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\n")
+    real_copy_file = elt.pipeline.copy_file
+
+    def copy_then_upload_again(*args, **kwargs):
+        result = real_copy_file(*args, **kwargs)
+        store.put(key, b"name,state,lga,lat,lon,type\nB,KANO,Nassarawa,12.0,8.5,Clinic\n")  # the sender re-uploads
+        return result
+
+    monkeypatch.setattr(elt.pipeline, "copy_file", copy_then_upload_again)
+    first = ingest_file(key, settings=settings)
+    monkeypatch.undo()
+
+    # The loaded bytes were overwritten by the sender before they could be archived: nothing is archived
+    # under their name (certainly not the new bytes), and the new upload waits for the next run.
+    assert (first.status, first.moved_to) == ("loaded", None)
+    assert list(store.list("medical_records/archive/")) == []
+    assert store.read(key).startswith(b"name,state,lga,lat,lon,type\nB,")
+    second = ingest_file(key, settings=settings)
+    assert second.status == "loaded" and not store.exists(key)
+    assert db.execute("select name from raw.medilink_facilities__valid order by 1").fetchall() == [("A",), ("B",)]
 
 
 def test_dry_run_counts_but_loads_and_moves_nothing(settings, store, db):

@@ -72,6 +72,8 @@ def test_loader_killed_mid_copy_leaves_nothing_and_the_rerun_loads_once(settings
     outcome = ingest_file(PREFIX + "triage_visits_2026-11-01.csv", settings=settings)
     assert (outcome.status, outcome.rows_loaded) == ("loaded", rows)
     assert db.execute("select count(*), count(distinct _row_number) from raw.medilink_triage_visits").fetchone() == (rows, rows)
+    # The killed run's early archive copy went to the target the re-run reused: one archived object.
+    assert [o.key for o in store.list("medical_records/archive/")] == [outcome.moved_to]
     with pytest.raises(ValueError, match="must match exactly one drop contract"):
         ingest_file(outcome.moved_to, settings=settings)  # archived keys are never loaded again
 
