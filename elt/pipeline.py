@@ -23,9 +23,10 @@ import psycopg
 
 from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
+from elt.runs import is_transient
 from elt.storage.s3 import ObjectStore, StoredObject
 from elt.warehouse import ledger
-from elt.warehouse.loader import FileRejected, copy_file, discard_rows, write_rejects
+from elt.warehouse.loader import FileRejected, copy_file, discard_rows, pg_message, write_rejects
 from elt.warehouse.schema import ensure_warehouse
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,13 @@ def _start_archive(conn: psycopg.Connection, store: ObjectStore, contract: Contr
     return _EarlyArchive(store, obj.key, obj.etag, target).start()
 
 
+def _forget_archive_copy(store: ObjectStore, target: str) -> None:
+    try:
+        store.delete(target)
+    except Exception:  # noqa: BLE001 - S3 may be what failed; the re-run reuses the same target anyway
+        log.warning("could not delete the early archive copy %s; the next run reuses it", target)
+
+
 def _finish_move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None,
                  obj: StoredObject, early: _EarlyArchive | None, planned: str | None) -> str | None:
     if early is not None:
@@ -261,6 +269,31 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
     if obj is None:
         return FileOutcome(key, contract.drop_type, "missing", error="object no longer exists (moved by another run?)")
 
+    try:
+        outcome = _ingest(settings, store, contract, obj, dry_run=dry_run)
+    except Exception as exc:
+        _note_failure(settings, obj, exc)
+        raise
+    log.info("%s", outcome.summary())
+    return outcome
+
+
+def _note_failure(settings: Settings, obj: StoredObject, exc: Exception) -> None:
+    """Write why a load attempt failed onto its ledger row (which stays 'discovered', to be retried)."""
+    kind = "transient, will be retried" if is_transient(exc) else "error"
+    message = f"load attempt failed ({kind}): {type(exc).__name__}: {pg_message(exc)}"[:500]
+    try:
+        with connect(settings) as conn:
+            conn.execute(
+                "update ops.file_ledger set error = %s where bucket = %s and key = %s and etag = %s "
+                "and status in ('discovered', 'loading')", (message, obj.bucket, obj.key, obj.etag))
+    except psycopg.Error:
+        log.warning("could not record the failure of %s in the ledger (database unreachable?)", obj.key)
+
+
+def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: StoredObject, *,
+            dry_run: bool) -> FileOutcome:
+    key = obj.key
     with connect(settings) as conn:
         rule, early, planned = None, None, None
         try:
@@ -284,15 +317,14 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
                     outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run,
                                           on_copied=early.release if early else None)
                 except BaseException:
-                    if early is not None:
-                        early.finished()  # cancelled, or ended: a re-run reuses its target
+                    if early is not None and early.finished():
+                        _forget_archive_copy(store, early.target)  # not loaded: not archived either
                     raise
         if not dry_run:
             with outcome.timed("move"):
                 target = _finish_move(store, contract, outcome, rule, obj, early, planned)
             ledger.set_archived_key(conn, outcome.file_id, target, outcome.timings)
             outcome.moved_to = target
-    log.info("%s", outcome.summary())
     return outcome
 
 

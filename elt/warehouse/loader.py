@@ -198,22 +198,22 @@ def copy_file(conn: psycopg.Connection, contract: Contract, file_id: int,
             last_error = exc
             continue
         except errors.BadCopyFileFormat as exc:
-            raise FileRejected("malformed_csv", _pg_message(exc)) from exc
+            raise FileRejected("malformed_csv", pg_message(exc)) from exc
         if rows_read == 0:
             raise FileRejected("no_rows", "the file has a header but no data rows")
         return LoadResult(sha256=sha256, encoding=pg_encoding, layout=match.layout.name, rows_read=rows_read)
     raise FileRejected(
-        "undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text ({_pg_message(last_error)})"
+        "undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text ({pg_message(last_error)})"
     )
 
 
-def _pg_message(exc: Exception | None) -> str:
+def pg_message(exc: Exception | None) -> str:
     """Postgres's message plus its CONTEXT line (which names the CSV line), never the row's values."""
     diag = getattr(exc, "diag", None)
     if diag is None:
         return str(exc)
     context = (diag.context or "").split(":")[0]
-    return f"{diag.message_primary}{f' ({context})' if context else ''}"
+    return f"{diag.message_primary or str(exc).splitlines()[0]}{f' ({context})' if context else ''}"
 
 
 def _file_rows(contract: Contract, layout: Layout, file_id: int) -> sql.Composed:
