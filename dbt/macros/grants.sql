@@ -4,7 +4,7 @@
     re-applied at the end of every run so a schema dbt just created is readable at once.
 #}
 {% macro grant_schema_usage() %}
-    {%- set readers = {'core': 'api_reader', 'analytics': 'api_reader, bi_reader'} -%}
+    {%- set readers = {'core': 'api_reader', 'clinical': 'api_reader', 'analytics': 'api_reader, bi_reader'} -%}
     do $$
     begin
     {%- for schema_name, roles in readers.items() %}

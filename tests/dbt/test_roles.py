@@ -51,11 +51,13 @@ def test_each_role_reads_only_what_it_should(built, db):
     # BI tools: the de-identified analytics marts, nothing with names or raw values.
     assert can_read(bi, "select * from analytics.facility_performance")
     assert not can_read(bi, "select * from core.dim_patients")
+    assert not can_read(bi, "select * from clinical.patient_summary")
     assert not can_read(bi, "select * from raw.medilink_patients")
     assert not can_read(bi, "select * from ops.load_rejects")
     # The API: marts, the ledger and rejects, but never the rejected values (personal data).
     assert can_read(api, "select * from analytics.facility_performance")
     assert can_read(api, "select * from core.dim_patients")
+    assert can_read(api, "select * from clinical.patient_summary")
     assert can_read(api, "select file_id, status from ops.file_ledger")
     assert can_read(api, "select file_id, row_number, column_name, rule, message from ops.load_rejects")
     assert not can_read(api, "select raw_value from ops.load_rejects")

@@ -134,6 +134,17 @@ def expected_condition_analysis(files: dict[str, bytes]) -> dict[tuple[str, str,
     }
 
 
+def expected_patient_visits(files: dict[str, bytes]) -> dict[tuple[str, str, str], tuple[int, list[str]]]:
+    """Per resolved patient: visits (all within the 12-month window here) and their distinct conditions."""
+    out: dict[tuple[str, str, str], tuple[int, set[str]]] = {}
+    for visit in resolved_visits(files):
+        patient = visit["patient"]
+        key = (patient["facility_name"], patient["first_name"].lower(), patient["last_name"].lower())
+        count, conditions = out.get(key, (0, set()))
+        out[key] = (count + 1, conditions | visit["conditions"])
+    return {key: (count, sorted(conditions)) for key, (count, conditions) in out.items()}
+
+
 def expected_facility_figures(files: dict[str, bytes]) -> dict[str, dict]:
     facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
     patients = defaultdict(list)  # (facility, first, last) -> patients
@@ -235,6 +246,16 @@ def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkey
     assert len(conditions) >= 20
     assert {row[:4]: {"visit_count": row[4], "patient_count": row[5], "share_of_state_visits": row[6]}
             for row in conditions} == expected_condition_analysis(drop.files)
+
+    # Each patient's 12-month summary counts the visits and conditions the CSV bytes give them.
+    summaries = db.execute(
+        "select facilities.facility_name, lower(summary.first_name), lower(summary.last_name), "
+        "summary.triage_visit_count_12m, summary.conditions_12m from clinical.patient_summary as summary "
+        "join core.dim_facilities as facilities using (facility_id)").fetchall()
+    by_patient = {(f, first, last): (count, conditions) for f, first, last, count, conditions in summaries}
+    expected_patients = expected_patient_visits(drop.files)
+    assert len(expected_patients) >= 50
+    assert {key: by_patient[key] for key in expected_patients} == expected_patients
 
     # A second run with no new files loads nothing and changes no figure.
     second = dag.test()
