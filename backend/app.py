@@ -22,11 +22,13 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     db.init_app(app, settings)
     errors.init_app(app)
 
+    from backend.api.dbt_docs import bp as dbt_docs_bp
     from backend.api.facilities import bp as facilities_bp
     from backend.api.health import bp as health_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(facilities_bp)
+    app.register_blueprint(dbt_docs_bp)
 
     @app.after_request
     def _security_headers(response):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,10 @@ class ApiSettings(BaseSettings):
     default_page_size: int = Field(100, ge=1)
     statement_timeout_ms: int = Field(5_000, ge=100, description="Postgres statement_timeout for API queries.")
     pool_size: int = 5
+    dbt_docs_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "dbt" / "target",
+        description="Where `elt docs` (dbt docs generate) writes index.html, manifest.json and catalog.json.",
+    )
 
     def sqlalchemy_url(self) -> str:
         url = self.database_url

@@ -105,6 +105,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from elt.transform import DbtError, generate_docs
+
+    try:
+        target = generate_docs(settings=get_settings())
+    except DbtError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"dbt docs written to {target} (index.html, manifest.json, catalog.json); the API serves them at /dbt-docs/")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from elt.demo import generate_medilink_drops
     from elt.storage.s3 import ObjectStore
@@ -157,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--full-refresh", action="store_true")
     build.add_argument("--select", help="dbt selection, e.g. facility_performance+")
     build.set_defaults(func=cmd_build)
+
+    sub.add_parser("docs", help="dbt docs generate: the documentation site the API serves at /dbt-docs/") \
+        .set_defaults(func=cmd_docs)
 
     demo = sub.add_parser("demo", help="upload generated Medilink demo drops to the landing bucket")
     demo.add_argument("--days", type=int, default=14)

@@ -62,3 +62,12 @@ def build(*, full_refresh: bool = False, select: str | None = None, settings: Se
     if select:
         args += ["--select", select]
     return run_dbt(args, settings=settings)
+
+
+def generate_docs(*, target_path: Path | None = None, settings: Settings | None = None) -> Path:
+    """`dbt docs generate`: the model and column documentation site, served by the API at /dbt-docs/.
+    Written to dbt/target unless `target_path` says otherwise; returns the folder."""
+    settings = settings or get_settings()
+    target = Path(target_path) if target_path else Path(settings.dbt_project_dir) / "target"
+    run_dbt(["docs", "generate", "--target-path", str(target)], settings=settings)
+    return target
