@@ -33,3 +33,16 @@
         order by list_items.position
     )
 {%- endmacro %}
+
+
+{#
+    A Nigerian phone number in E.164 form ('+2348012345678'), or null when the text is not one. Accepts
+    '+234 801 234 5678', '2348012345678', '08012345678' and '8012345678' (spaces, dashes, dots and
+    brackets ignored): ten national digits after the country code or the trunk 0, the first of them 7, 8 or 9.
+#}
+{% macro nigerian_phone(expression) -%}
+    case
+        when regexp_replace({{ expression }}, '[\s().-]', '', 'g') ~ '^(\+?234|0)?[789][01]\d{8}$'
+            then '+234' || right(regexp_replace({{ expression }}, '[\s().-]', '', 'g'), 10)
+    end
+{%- endmacro %}

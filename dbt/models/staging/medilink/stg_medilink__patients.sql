@@ -1,4 +1,4 @@
-{# One row per patient row of a loaded Medilink patients file; sex upper-cased. #}
+{# One row per patient row of a loaded Medilink patients file; sex upper-cased, phone checked, age on the file's day. #}
 with
 
 patients as (
@@ -37,6 +37,10 @@ final as (
         upper(trim(sex)) as sex,
         dob as birth_date,
         {{ squish('phone') }} as phone_number,
+        {{ nigerian_phone('phone') }} as phone_number_e164,
+        {{ nigerian_phone('phone') }} is not null as is_phone_valid,
+        {{ age_in_years('dob', 'period_start') }} as age_years,
+        {{ age_band(age_in_years('dob', 'period_start')) }} as age_band,
         period_start as reported_date,
         _loaded_at as loaded_at
     from current_patients
