@@ -247,6 +247,17 @@ def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkey
     assert {row[:4]: {"visit_count": row[4], "patient_count": row[5], "share_of_state_visits": row[6]}
             for row in conditions} == expected_condition_analysis(drop.files)
 
+    # Monthly visits and visits per reporting day, per facility, from the CSV bytes.
+    monthly = defaultdict(list)
+    for visit in resolved_visits(drop.files):
+        monthly[(visit["facility"], visit["day"].replace(day=1).isoformat())].append(visit["day"])
+    expected_monthly = {key: (len(days), _round(Decimal(len(days)) / len(set(days)), "0.01")) for key, days in monthly.items()}
+    assert len({month for _, month in expected_monthly}) == 2  # the drops span two months
+    served_monthly = db.execute(
+        "select facility_name, month_start::text, triage_visit_count, avg_daily_visits::float "
+        "from analytics.facility_monthly where triage_visit_count > 0").fetchall()
+    assert {(f, m): (c, a) for f, m, c, a in served_monthly} == expected_monthly
+
     # Each patient's 12-month summary counts the visits and conditions the CSV bytes give them.
     summaries = db.execute(
         "select facilities.facility_name, lower(summary.first_name), lower(summary.last_name), "
