@@ -1,12 +1,35 @@
 {#
     One row per medical record whose facility and patient names resolve to exactly one patient.
     Rows naming no patient, or a name shared by several, are left out (not guessed).
+
+    Incremental (delete+insert on record_date): a run rebuilds only the reporting days whose files changed
+    since the last one (a new day, a re-delivered day, see reporting_days_filter), whole, so a
+    superseded file's rows are replaced and ids are those a full build gives. Other days are not looked
+    at again: a change in the dimensions (a name that becomes shared, a patient who appears late) reaches
+    older days only with `dbt build --full-refresh`.
 #}
+{# Indexes: the day for delete+insert, file_id for finding the files not yet here (macros/incremental.sql). #}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='record_date',
+        on_schema_change='fail',
+        indexes=[{'columns': ['record_date']}, {'columns': ['file_id']}],
+        post_hook="{{ delete_rows_of_unloaded_files('medilink_medical_records') }}",
+    )
+}}
+{# The ledger is read only on incremental runs (reporting_days_filter, the post-hook): declared for dbt's ordering. #}
+-- depends_on: {{ ref('stg_ops__file_ledger') }}
+
 with
 
 medical_records as (
 
     select * from {{ ref('stg_medilink__medical_records') }}
+    {% if is_incremental() %}
+    where {{ reporting_days_filter('medilink_medical_records', 'record_date') }}
+    {% endif %}
 
 ),
 

@@ -1,12 +1,35 @@
 {#
     One row per triage visit whose facility and patient names resolve to exactly one patient.
     Rows naming no patient, or a name shared by several, are left out (not guessed).
+
+    Incremental (delete+insert on visit_date): a run rebuilds only the reporting days whose files changed
+    since the last one (a new day, a re-delivered day, see reporting_days_filter), whole, so a
+    superseded file's rows are replaced and ids are those a full build gives. Other days are not looked
+    at again: a change in the dimensions (a name that becomes shared, a patient who appears late) reaches
+    older days only with `dbt build --full-refresh`.
 #}
+{# Indexes: the day for delete+insert, file_id for finding the files not yet here (macros/incremental.sql). #}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='visit_date',
+        on_schema_change='fail',
+        indexes=[{'columns': ['visit_date']}, {'columns': ['file_id']}],
+        post_hook="{{ delete_rows_of_unloaded_files('medilink_triage_visits') }}",
+    )
+}}
+{# The ledger is read only on incremental runs (reporting_days_filter, the post-hook): declared for dbt's ordering. #}
+-- depends_on: {{ ref('stg_ops__file_ledger') }}
+
 with
 
 triage_visits as (
 
     select * from {{ ref('stg_medilink__triage_visits') }}
+    {% if is_incremental() %}
+    where {{ reporting_days_filter('medilink_triage_visits', 'visit_date') }}
+    {% endif %}
 
 ),
 

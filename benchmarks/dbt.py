@@ -1,0 +1,262 @@
+"""`dbt build` from scratch vs the nightly `dbt build` after one more day of Medilink drops (about 1% new rows).
+
+One run, one embedded Postgres: CSVs for 100 days (10,000 medical records and 3,000 triage visits a day, so
+1,000,000 records and 300,000 visits, plus a facilities and a patients file) go through `elt`'s real
+ingest from the local S3 endpoint into the raw tables and the ledger. Then, each after `vacuum analyze` and
+a checkpoint, and each nightly run after one more day's files are ingested:
+  1. the full build (the first `dbt build`);
+  2. the nightly `dbt build` (the facts incremental): the figure compared with 1;
+  3. the nightly `dbt build` without the row-level tests (not_null, unique, accepted_values, between,
+     expression_is_true) of the four large relations (the two facts and their staging views): what
+     scoping those tests to the new rows (a `where` config) could save at most;
+  4. the nightly `dbt run`: models only, no tests at all;
+  5. `dbt run` of one view: dbt's own start-up;
+  6. `dbt build --full-refresh` on the same data: what every night cost before the facts were incremental.
+Prints the wall times, their ratios to 1, and where the time goes: dbt start-up, then node time per kind of
+node and the slowest nodes (run_results.json; 4 threads, so node times add up to more than the wall time).
+Target (issue "large facts are incremental"): nightly / full <= 0.15.
+
+    ./start.sh bench dbt [--days N] [--records-per-day N] [--visits-per-day N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from elt.config import Settings  # noqa: E402
+from elt.devstack.servers import EmbeddedPostgres, LocalS3, free_port, pg_bin_dir  # noqa: E402
+from elt.pipeline import ingest_file, prepare  # noqa: E402
+from elt.transform import run_dbt  # noqa: E402
+
+PREFIX = "medical_records/input/"
+LARGE_RELATIONS = ("stg_medilink__medical_records", "stg_medilink__triage_visits", "fct_medical_records",
+                   "fct_triage_visits")
+ROW_LEVEL_TESTS = ("not_null", "unique", "accepted_values", "between", "expression_is_true")
+FIRST_DAY = date(2026, 1, 1)
+FACILITIES = [
+    ("General Hospital Ikeja", "Lagos", "Ikeja", "Hospital"), ("Maitama District Hospital", "FCT", "Abuja Municipal", "Hospital"),
+    ("Primary Health Center Nassarawa", "Kano", "Nassarawa", "Primary Health Center"),
+    ("University College Hospital Ibadan", "Oyo", "Ibadan North", "Teaching Hospital"),
+    ("Barau Dikko Teaching Hospital", "Kaduna", "Kaduna North", "Teaching Hospital"),
+    ("Primary Health Center Nsukka", "Enugu", "Nsukka", "Primary Health Center"),
+    ("General Hospital Onitsha", "Anambra", "Onitsha North", "Hospital"),
+    ("Aminu Kano Teaching Hospital", "Kano", "Tarauni", "Teaching Hospital"),
+    ("Maiduguri Family Clinic", "Borno", "Maiduguri", "Clinic"), ("Central Hospital Benin", "Edo", "Oredo", "Hospital"),
+    ("General Hospital Calabar", "Cross River", "Calabar Municipal", "Hospital"),
+    ("Jos North Community Clinic", "Plateau", "Jos North", "Clinic"),
+]
+FIRSTS = ["Adebayo", "Chinedu", "Aisha", "Ngozi", "Ibrahim", "Funmilayo", "Emeka", "Zainab", "Tunde", "Amaka", "Musa",
+          "Halima", "Segun", "Chioma", "Yusuf", "Kemi", "Obinna", "Fatima", "Femi", "Nneka", "Sani", "Bisi", "Ifeanyi",
+          "Hauwa", "Kunle", "Ada", "Garba", "Titi", "Uche", "Maryam", "Dayo", "Ebere", "Bello", "Yemi", "Kelechi",
+          "Rakiya", "Gbenga", "Nkechi", "Aliyu", "Bukola"]
+LASTS = ["Okafor", "Adeyemi", "Bello", "Eze", "Abubakar", "Ogunleye", "Nwosu", "Usman", "Okonkwo", "Balogun", "Danjuma",
+         "Obi", "Lawal", "Chukwu", "Suleiman", "Afolabi", "Nnamdi", "Ibrahim", "Adeleke", "Onyeka", "Musa", "Ogundipe",
+         "Eze-Uzo", "Garba", "Akinola", "Okeke", "Yakubu", "Ojo", "Uzor", "Aminu", "Fashola", "Nwachukwu", "Sani",
+         "Olawale", "Ikenna", "Mohammed", "Adewale", "Onuoha", "Tanko", "Oyelaran"]
+COMPLAINTS = [("Fever and headache", "Malaria", "Malaria RDT;Antimalarials"), ("Cough for two weeks", "Tuberculosis;Cough",
+              "Sputum AFB;Chest X-ray"), ("High blood pressure review", "Hypertension", "Continue amlodipine"),
+              ("Painful urination", "Urinary Tract Infection", "Urinalysis;Nitrofurantoin for 5 days"),
+              ("Diarrhoea and vomiting", "Gastroenteritis;Dehydration", "ORS;Zinc"),
+              ("Routine check-up", "", "Follow-up in 3 months")]
+RECORDS = [("Consultation", "Malaria", "Oral antimalarials", "Artemether-lumefantrine 80/480mg"),
+           ("Prescription", "Hypertension", "Medication dispensed", "Amlodipine 5mg daily"),
+           ("Lab Result", "Type 2 Diabetes", "", ""), ("Imaging", "Suspected Fracture", "", "N/A")]
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def make_patients(rng: random.Random, per_facility: int) -> list[tuple[str, str, str]]:
+    """(facility, first, last), unique per facility, so that every visit and record resolves to one patient."""
+    names = [(first, last) for first in FIRSTS for last in LASTS]
+    return [(facility[0], *name) for facility in FACILITIES for name in rng.sample(names, per_facility)]
+
+
+def write_day(folder: Path, day: date, patients, rng: random.Random, records: int, visits: int) -> list[Path]:
+    triage = folder / f"triage_visits_{day:%Y-%m-%d}.csv"
+    write_csv(triage, ["facility_name", "patient_first_name", "patient_last_name", "triage_level", "chief_complaint",
+                       "vital_signs", "conditions", "recommendations"],
+              ([*rng.choice(patients), str(rng.randint(1, 5)), complaint,
+                f"BP: {rng.randint(100, 170)}/{rng.randint(60, 100)}, HR: {rng.randint(60, 110)}", conditions, advice]
+               for complaint, conditions, advice in (rng.choice(COMPLAINTS) for _ in range(visits))))
+    medical = folder / f"medical_records_{day:%Y-%m-%d}.csv"
+    write_csv(medical, ["facility_name", "patient_first_name", "patient_last_name", "record_type", "diagnosis",
+                        "treatment", "medications", "notes"],
+              ([*rng.choice(patients), kind, diagnosis, treatment, medication, f"Seen on {day}, review in {rng.randint(1, 28)} days"]
+               for kind, diagnosis, treatment, medication in (rng.choice(RECORDS) for _ in range(records))))
+    return [triage, medical]
+
+
+def ingest(s3: LocalS3, settings: Settings, paths: list[Path]) -> float:
+    """Upload and ingest the files; the two drop types load side by side (loads into one table take turns)."""
+    start = time.perf_counter()
+    client = s3.client()
+    for path in paths:
+        client.upload_file(str(path), settings.s3_bucket, PREFIX + path.name)
+    by_type: dict[str, list[str]] = {}
+    for path in paths:
+        by_type.setdefault(path.name.rsplit("_", 1)[0], []).append(PREFIX + path.name)
+
+    def load(keys: list[str]) -> None:
+        for key in keys:
+            outcome = ingest_file(key, settings=settings)
+            if outcome.status != "loaded":
+                raise RuntimeError(outcome.summary())
+
+    with ThreadPoolExecutor(max_workers=len(by_type)) as pool:
+        list(pool.map(load, by_type.values()))
+    return time.perf_counter() - start
+
+
+def timed_build(settings: Settings, url: str, target: Path, command: str, *extra: str) -> tuple[float, dict]:
+    subprocess.run([str(pg_bin_dir() / "psql"), url, "-qc", "vacuum analyze", "-c", "checkpoint"], check=True)
+    start = time.perf_counter()
+    run_dbt([command, "--target-path", str(target), *extra], settings=settings)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((target / "run_results.json").read_text())
+
+
+def phases(wall: float, results: dict) -> str:
+    """dbt's own time outside the nodes (start-up, parse, hooks), then per kind of node, then the slowest."""
+    nodes = results["results"]
+    elapsed = results["elapsed_time"]
+    kinds: dict[str, list[float]] = {}
+    for node in nodes:
+        kind = node["unique_id"].split(".")[0]
+        if kind == "model":
+            kind = "model " + node["unique_id"].split(".")[2]
+        kinds.setdefault(kind, []).append(node["execution_time"])
+    lines = [f"    dbt start-up and parse (wall - run)   {wall - elapsed:7.2f} s",
+             f"    run (4 threads)                       {elapsed:7.2f} s, of which node time per kind:"]
+    for kind, times in sorted(kinds.items(), key=lambda item: -sum(item[1])):
+        lines.append(f"      {kind:<36} {sum(times):7.2f} s  ({len(times)} nodes)")
+    lines.append("    slowest nodes:")
+    for node in sorted(nodes, key=lambda n: -n["execution_time"])[:8]:
+        rows = node["adapter_response"].get("rows_affected")
+        lines.append(f"      {node['unique_id'].split('.', 2)[2]:<60} {node['execution_time']:6.2f} s"
+                     + (f"  rows {rows:,}" if isinstance(rows, int) and rows >= 0 and node["unique_id"].startswith("model.") else ""))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=100)
+    parser.add_argument("--records-per-day", type=int, default=10_000)
+    parser.add_argument("--visits-per-day", type=int, default=3_000)
+    parser.add_argument("--patients-per-facility", type=int, default=1_000)
+    args = parser.parse_args()
+    os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1",
+                      DO_NOT_TRACK="1", AIRFLOW__COSMOS__ENABLE_TELEMETRY="False")
+
+    with tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp:
+        root = Path(tmp)
+        os.chmod(root, 0o755)
+        csvs = root / "csv"
+        csvs.mkdir()
+        rng = random.Random(7)
+        start = time.perf_counter()
+        patients = make_patients(rng, args.patients_per_facility)
+        write_csv(csvs / f"facilities_{FIRST_DAY:%Y-%m-%d}.csv", ["name", "state", "lga", "lat", "lon", "type"],
+                  ([name, state, lga, f"{rng.uniform(5, 13):.4f}", f"{rng.uniform(3, 14):.4f}", kind]
+                   for name, state, lga, kind in FACILITIES))
+        write_csv(csvs / f"patients_{FIRST_DAY:%Y-%m-%d}.csv", ["facility_name", "first_name", "last_name", "sex", "dob", "phone"],
+                  ([*patient, rng.choice("MF"), f"{rng.randint(1940, 2024)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                    f"080{rng.randint(10_000_000, 99_999_999)}"] for patient in patients))
+        base = [csvs / f"facilities_{FIRST_DAY:%Y-%m-%d}.csv", csvs / f"patients_{FIRST_DAY:%Y-%m-%d}.csv"]
+        for offset in range(args.days):
+            base += write_day(csvs, FIRST_DAY + timedelta(days=offset), patients, rng, args.records_per_day, args.visits_per_day)
+        nights = [write_day(csvs, FIRST_DAY + timedelta(days=args.days + night), patients, rng, args.records_per_day,
+                            args.visits_per_day) for night in range(3)]
+        print(f"generated {len(base)} base files ({args.days} days) and 3 x {len(nights[0])} new ones "
+              f"in {time.perf_counter() - start:.1f} s", flush=True)
+
+        postgres = EmbeddedPostgres(root / "pg", free_port(), root / "pg.log")
+        s3 = LocalS3(free_port(), root / "s3.log", bucket="bench")
+        postgres.start()
+        s3.start()
+        try:
+            postgres.create_database("bench")
+            url = postgres.url("bench")
+            settings = Settings(database_url=url, s3_endpoint_url=s3.endpoint_url, s3_bucket="bench",
+                                dbt_project_dir=REPO / "dbt")
+            prepare(settings)
+            base_ingest = ingest(s3, settings, base)
+            print(f"ingested the base in {base_ingest:.1f} s", flush=True)
+            # Parse once: every timed run below shares this target folder, so it starts with a partial parse
+            # (as on a worker that keeps dbt/target between nights).
+            target = root / "target"
+            run_dbt(["parse", "--target-path", str(target)], settings=settings)
+
+            full_seconds, full_results = timed_build(settings, url, target, "build")
+            print(f"1. full build: {full_seconds:.1f} s", flush=True)
+            new_ingest = ingest(s3, settings, nights[0])
+            nightly_seconds, nightly_results = timed_build(settings, url, target, "build")
+            print(f"2. nightly build: {nightly_seconds:.1f} s", flush=True)
+            ingest(s3, settings, nights[1])
+            row_tests = [f"{relation},test_name:{test}" for relation in LARGE_RELATIONS for test in ROW_LEVEL_TESTS]
+            scoped_seconds, scoped_results = timed_build(settings, url, target, "build", "--exclude", *row_tests)
+            print(f"3. nightly build without the large relations' row-level tests: {scoped_seconds:.1f} s", flush=True)
+            ingest(s3, settings, nights[2])
+            run_seconds, run_results = timed_build(settings, url, target, "run")
+            print(f"4. nightly models only: {run_seconds:.1f} s", flush=True)
+            view_seconds, _ = timed_build(settings, url, target, "run", "--select", "stg_ops__file_ledger")
+            print(f"5. one view: {view_seconds:.1f} s", flush=True)
+            refresh_seconds, _ = timed_build(settings, url, target, "build", "--full-refresh")
+            print(f"6. full refresh: {refresh_seconds:.1f} s", flush=True)
+            counts = subprocess.run(
+                [str(pg_bin_dir() / "psql"), url, "-tAc",
+                 "select (select count(*) from core.fct_medical_records) || ' ' || (select count(*) from core.fct_triage_visits)"],
+                check=True, capture_output=True, text=True).stdout.split()
+        finally:
+            s3.stop()
+            postgres.stop()
+
+    records, visits = (int(n) for n in counts)
+    new_rows = args.records_per_day + args.visits_per_day
+    base_rows = args.days * new_rows
+    ratio = nightly_seconds / full_seconds
+    print(f"""
+base: {base_rows:,} fact rows ({args.days} days), ingested in {base_ingest:.1f} s; each night: {new_rows:,} rows
+({new_rows / base_rows:.1%}) in {len(nights[0])} files, ingested in {new_ingest:.1f} s. Facts at the end: {records:,}
+medical records, {visits:,} triage visits.
+
+1. full build, first `dbt build`                    : {full_seconds:7.2f} s
+{phases(full_seconds, full_results)}
+2. nightly `dbt build`, facts incremental           : {nightly_seconds:7.2f} s
+{phases(nightly_seconds, nightly_results)}
+3. nightly, without the large relations' row tests  : {scoped_seconds:7.2f} s
+{phases(scoped_seconds, scoped_results)}
+4. nightly `dbt run`, models without tests          : {run_seconds:7.2f} s
+{phases(run_seconds, run_results)}
+5. `dbt run` of one view (dbt's fixed cost)         : {view_seconds:7.2f} s
+6. `dbt build --full-refresh`, same data            : {refresh_seconds:7.2f} s
+
+ratio 2. nightly build / 1. full build              : {ratio:7.3f}   (target <= 0.15: {'met' if ratio <= 0.15 else 'NOT met'})
+ratio 2. nightly build / 6. full refresh            : {nightly_seconds / refresh_seconds:7.3f}
+ratio 3. without large row tests / 1. full build    : {scoped_seconds / full_seconds:7.3f}
+ratio 4. models only / 1. full build                : {run_seconds / full_seconds:7.3f}
+ratio 5. one view / 1. full build                   : {view_seconds / full_seconds:7.3f}
+""")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
