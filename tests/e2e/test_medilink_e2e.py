@@ -66,9 +66,8 @@ def _age_band(birth: date, on: date) -> str:
     return "65+"
 
 
-def resolved_visits(files: dict[str, bytes]) -> list[dict]:
-    """Triage visits that pass their contract and name exactly one patient, with that patient's row."""
-    facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
+def valid_patients(files: dict[str, bytes]) -> dict[tuple[str, str, str], list[dict]]:
+    """Patient rows that pass their contract, by (facility, first name, last name) lower-cased."""
     patients = defaultdict(list)
     for _, row in _rows(files, "patients"):
         sex, dob = _null(row["sex"]), row["dob"]
@@ -77,6 +76,13 @@ def resolved_visits(files: dict[str, bytes]) -> list[dict]:
         if (sex and sex.upper() not in {"M", "F"}) or not _valid_date(dob):
             continue
         patients[(row["facility_name"], row["first_name"].lower(), row["last_name"].lower())].append(row)
+    return patients
+
+
+def resolved_visits(files: dict[str, bytes]) -> list[dict]:
+    """Triage visits that pass their contract and name exactly one patient, with that patient's row."""
+    facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
+    patients = valid_patients(files)
     visits = []
     for day, row in _rows(files, "triage_visits"):
         level = row["triage_level"]
@@ -147,23 +153,11 @@ def expected_patient_visits(files: dict[str, bytes]) -> dict[tuple[str, str, str
 
 def expected_facility_figures(files: dict[str, bytes]) -> dict[str, dict]:
     facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
-    patients = defaultdict(list)  # (facility, first, last) -> patients
-    for _, row in _rows(files, "patients"):
-        sex, dob = _null(row["sex"]), row["dob"]
-        if not (_null(row["facility_name"]) and _null(row["first_name"]) and _null(row["last_name"])):
-            continue
-        if (sex and sex.upper() not in {"M", "F"}) or not _valid_date(dob):
-            continue
-        patients[(row["facility_name"], row["first_name"].lower(), row["last_name"].lower())].append(row)
+    patients = valid_patients(files)
     figures = {name: {"patients": sum(len(v) for k, v in patients.items() if k[0] == name), "visits": [],
                       "records": 0} for name in facilities}
-    for day, row in _rows(files, "triage_visits"):
-        level = row["triage_level"]
-        if not _null(row["facility_name"]) or not level.isdigit() or not 1 <= int(level) <= 5:
-            continue
-        if len(patients.get((row["facility_name"], row["patient_first_name"].lower(), row["patient_last_name"].lower()), [])) != 1:
-            continue
-        figures[row["facility_name"]]["visits"].append((day, int(level)))
+    for visit in resolved_visits(files):
+        figures[visit["facility"]]["visits"].append((visit["day"], visit["level"]))
     for _, row in _rows(files, "medical_records"):
         key = (row["facility_name"], row["patient_first_name"].lower(), row["patient_last_name"].lower())
         if _null(row["record_type"]) and len(patients.get(key, [])) == 1:
