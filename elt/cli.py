@@ -117,6 +117,17 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parse(args: argparse.Namespace) -> int:
+    from elt.transform import DbtError, parse
+
+    try:
+        print(parse(settings=get_settings()))
+    except DbtError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from elt.demo import generate_medilink_drops
     from elt.storage.s3 import ObjectStore
@@ -172,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("docs", help="dbt docs generate: the documentation site the API serves at /dbt-docs/") \
         .set_defaults(func=cmd_docs)
+
+    parse = sub.add_parser("parse", help="dbt parse: write dbt/target/manifest.json, which medilink_daily's "
+                           "per-model dbt tasks are rendered from (no database needed)")
+    parse.set_defaults(func=cmd_parse)
 
     demo = sub.add_parser("demo", help="upload generated Medilink demo drops to the landing bucket")
     demo.add_argument("--days", type=int, default=14)

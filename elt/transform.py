@@ -21,23 +21,34 @@ class DbtError(RuntimeError):
     """dbt exited non-zero. The message carries the failing lines of its output."""
 
 
-def dbt_env(settings: Settings) -> dict[str, str]:
+def dbt_connection_env(settings: Settings) -> dict[str, str]:
+    """The variables dbt/profiles.yml reads (DBT_PG_*, from `database_url`), plus dbt's tracking opt-out."""
     parts = settings.pg_parts()
+    return {
+        "DBT_PG_HOST": parts["host"], "DBT_PG_PORT": parts["port"], "DBT_PG_USER": parts["user"],
+        "DBT_PG_PASSWORD": parts["password"], "DBT_PG_DBNAME": parts["dbname"],
+        "DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with the warehouse connection for dbt (any DBT_PG_* already set is replaced)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("DBT_PG_")}
-    env.update(
-        DBT_PG_HOST=parts["host"], DBT_PG_PORT=parts["port"], DBT_PG_USER=parts["user"],
-        DBT_PG_PASSWORD=parts["password"], DBT_PG_DBNAME=parts["dbname"],
-        DO_NOT_TRACK="1", DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
+    env.update(dbt_connection_env(settings))
     return env
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (the virtualenv's), else `dbt` from PATH."""
+    dbt = Path(sys.executable).with_name("dbt")
+    return str(dbt) if dbt.exists() else "dbt"
 
 
 def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     """Run `dbt <args>` on the project; returns the output lines, raises DbtError on failure."""
     settings = settings or get_settings()
     project = Path(settings.dbt_project_dir)
-    dbt = Path(sys.executable).with_name("dbt")
-    command = [str(dbt) if dbt.exists() else "dbt", *args, "--project-dir", str(project),
+    command = [dbt_executable(), *args, "--project-dir", str(project),
                "--profiles-dir", str(project), "--target", settings.dbt_target]
     log.info("running %s", " ".join(command[:2 + len(args) - 1]))
     process = subprocess.Popen(command, env=dbt_env(settings), cwd=project, stdout=subprocess.PIPE,
@@ -71,3 +82,34 @@ def generate_docs(*, target_path: Path | None = None, settings: Settings | None 
     target = Path(target_path) if target_path else Path(settings.dbt_project_dir) / "target"
     run_dbt(["docs", "generate", "--target-path", str(target)], settings=settings)
     return target
+
+
+# What `dbt parse` reads: a change to any of these makes target/manifest.json stale.
+_PROJECT_INPUTS = ("dbt_project.yml", "models", "macros", "tests", "seeds", "snapshots", "analyses")
+
+
+def manifest_path(settings: Settings) -> Path:
+    return Path(settings.dbt_project_dir) / "target" / "manifest.json"
+
+
+def parse(*, settings: Settings | None = None) -> Path:
+    """`dbt parse`: writes target/manifest.json (no database needed), which medilink_daily renders its dbt tasks from."""
+    settings = settings or get_settings()
+    run_dbt(["parse"], settings=settings)
+    return manifest_path(settings)
+
+
+def manifest_problem(settings: Settings) -> str | None:
+    """Why target/manifest.json cannot be trusted to describe the project (missing, or older than a project file);
+    None when it is current. Only file times are compared: cheap enough for Airflow's DAG parsing."""
+    manifest = manifest_path(settings)
+    if not manifest.exists():
+        return f"{manifest} does not exist"
+    built = manifest.stat().st_mtime
+    project = Path(settings.dbt_project_dir)
+    for name in _PROJECT_INPUTS:
+        top = project / name
+        for path in [top] if top.is_file() else top.rglob("*") if top.is_dir() else []:
+            if path.is_file() and path.stat().st_mtime > built:
+                return f"{manifest} is older than {path.relative_to(project)}"
+    return None

@@ -115,7 +115,19 @@ def db(settings):
 
 
 @pytest.fixture(scope="session")
-def airflow_home(pg_server_url, tmp_path_factory):
+def dbt_manifest() -> Path:
+    """dbt/target/manifest.json, written by `dbt parse` unless current: medilink_daily renders its dbt tasks from it."""
+    from elt.config import Settings
+    from elt.transform import manifest_path, manifest_problem, parse
+
+    settings = Settings()
+    if manifest_problem(settings):
+        parse(settings=settings)
+    return manifest_path(settings)
+
+
+@pytest.fixture(scope="session")
+def airflow_home(pg_server_url, dbt_manifest, tmp_path_factory):
     """Airflow configured on its own metadata database, migrated once. Import airflow only after this."""
     home = tmp_path_factory.mktemp("airflow_home")
     meta_url = create_database(pg_server_url, "airflow_meta")

@@ -286,6 +286,9 @@ def up() -> int:
         stack.start_postgres()
         stack.start_s3()
         subprocess.run([str(Path(sys.executable).with_name("elt")), "init-db"], env=stack.env, check=True)
+        # medilink_daily renders one task per dbt model from dbt/target/manifest.json (no database needed).
+        subprocess.run([str(Path(sys.executable).with_name("elt")), "parse"], env=stack.env, check=True,
+                       stdout=subprocess.DEVNULL)
         demo = stack.upload_demo()
         stack.airflow_env()
         stack.start_airflow()
