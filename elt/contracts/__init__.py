@@ -229,6 +229,18 @@ class Contract(BaseModel):
     def value_format(self, layout: Layout, column: Column) -> str | None:
         return layout.formats.get(column.name, column.format)
 
+    def rewrite(self, layout: Layout, column: Column) -> tuple[str, str, bool] | None:
+        """(regex, replacement, every match) turning this layout's spelling of the column canonical; None when
+        it is written canonically already. Applied the same way by the loader (SQL) and `elt validate`."""
+        pattern, replacement, every = FORMATS.get(self.value_format(layout, column) or "", ("", "", False))
+        return (pattern, replacement, every) if pattern else None
+
+    def type_message(self, layout: Layout, column: Column) -> str:
+        """The reject message for a value that is not of the column's type, naming the layout's format."""
+        value_format = self.value_format(layout, column)
+        shown = f" written as {value_format}" if value_format and value_format != "plain" else ""
+        return f"{column.name} is not a valid {column.type}{shown}"
+
     def matches(self, key: str) -> bool:
         """True when an object key belongs to this drop type (and is not archived or quarantined)."""
         if not key.startswith(self.landing.prefix):

@@ -16,7 +16,7 @@ from datetime import date
 
 import pandas as pd
 
-from elt.contracts import FORMATS, Column, Contract, Layout
+from elt.contracts import Column, Contract, Layout
 from elt.readers.csv_header import FileRejected, map_header, split_bom
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
@@ -72,8 +72,9 @@ def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
     nulls = {v.upper() for v in contract.null_values}
     frame = frame.mask(frame.apply(lambda col: col.str.upper().isin(nulls)))
     for column in contract.columns:  # the sender's spelling rewritten to the canonical one, as the loader does
-        pattern, replacement, every = FORMATS.get(contract.value_format(match.layout, column) or "", ("", "", False))
-        if pattern:
+        rewrite = contract.rewrite(match.layout, column)
+        if rewrite:
+            pattern, replacement, every = rewrite
             frame[column.name] = frame[column.name].str.replace(
                 re.compile(pattern), lambda m, r=replacement: m.expand(r), n=-1 if every else 1, regex=True)
     return frame, match.layout
@@ -105,12 +106,6 @@ def _bound(column: Column, value) -> object:
     return pd.Timestamp(value) if isinstance(value, date) or column.type == "date" else value
 
 
-def _type_message(contract: Contract, layout: Layout, column: Column) -> str:
-    value_format = contract.value_format(layout, column)
-    shown = f" written as {value_format}" if value_format and value_format != "plain" else ""
-    return f"{column.name} is not a valid {column.type}{shown}"
-
-
 COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 
 
@@ -140,7 +135,7 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
         valid, typed = _typed(column, values)
         valid = valid.fillna(False).astype(bool)
         if column.type != "text":
-            record(present & ~valid, column, "type", _type_message(contract, layout, column))
+            record(present & ~valid, column, "type", contract.type_message(layout, column))
         if column.allowed:
             allowed = {a.upper() for a in column.allowed}
             record(present & ~values.str.upper().isin(allowed), column, "allowed",

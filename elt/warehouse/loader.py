@@ -21,7 +21,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.copy import QueuedLibpqWriter
 
-from elt.contracts import FORMATS, Check, Column, Contract, Layout
+from elt.contracts import Check, Column, Contract, Layout
 from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header, split_bom
 
 __all__ = ["FileRejected", "LoadResult", "copy_file", "discard_rows", "write_rejects"]
@@ -45,23 +45,26 @@ class LoadResult:
 # --- SQL for one column's value: shared by the load-time checks and the typed view -------------------------
 
 
-def cleaned_value(contract: Contract, source: sql.Composable) -> sql.Composable:
-    """The value trimmed, with the contract's null spellings (N/A, -, empty ...) turned into NULL."""
+def _is_null_spelling(contract: Contract, source: sql.Composable) -> sql.Composable:
+    """True when the (non-null) value is one of the contract's null spellings (N/A, -, empty ...)."""
     nulls = sql.Literal([v.upper() for v in contract.null_values])
     longest = sql.Literal(max((len(v) for v in contract.null_values), default=0) + 2)
     # Only a short value can be a null spelling: the length test spares upper() on every long cell.
-    return sql.SQL(
-        "case when length({c}) <= {n_len} and upper(btrim({c})) = any({n}) then null else btrim({c}) end"
-    ).format(c=source, n=nulls, n_len=longest)
+    return sql.SQL("(length({c}) <= {n_len} and upper(btrim({c})) = any({n}))").format(c=source, n=nulls, n_len=longest)
+
+
+def cleaned_value(contract: Contract, source: sql.Composable) -> sql.Composable:
+    """The value trimmed, with the contract's null spellings turned into NULL."""
+    return sql.SQL("case when {} then null else btrim({}) end").format(_is_null_spelling(contract, source), source)
 
 
 def canonical_value(contract: Contract, layout: Layout, column: Column, source: sql.Composable) -> sql.Composable:
     """The cleaned value rewritten from the layout's format (01/31/2024, $1,234.00) to the canonical spelling."""
     cleaned = cleaned_value(contract, source)
-    value_format = contract.value_format(layout, column)
-    pattern, replacement, every = FORMATS.get(value_format or "", ("", "", False))
-    if not pattern:
+    rewrite = contract.rewrite(layout, column)
+    if rewrite is None:
         return cleaned
+    pattern, replacement, every = rewrite
     return sql.SQL("regexp_replace({}, {}, {}, {})").format(
         cleaned, sql.Literal(pattern), sql.Literal(replacement), sql.Literal("g" if every else ""))
 
@@ -87,12 +90,6 @@ def _bound(column: Column, bound: object) -> sql.Composable:
     return sql.SQL("{}::{}").format(sql.Literal(str(bound)), sql.SQL(column.type))
 
 
-def _type_message(contract: Contract, layout: Layout, column: Column) -> str:
-    value_format = contract.value_format(layout, column)
-    shown = f" written as {value_format}" if value_format and value_format != "plain" else ""
-    return f"{column.name} is not a valid {column.type}{shown}"
-
-
 def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str, sql.Composable, str]]:
     """(rule code, SQL predicate true when the value breaks the rule, message) for one column of `s`."""
     v = sql.SQL("s.{}").format(sql.Identifier(column.name))
@@ -101,13 +98,11 @@ def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str
         # Same as "the canonical value is null" (a format rewrite never makes a value null), tested on the
         # value as landed so that long values skip the trim.
         landed = sql.SQL("s.{}").format(sql.Identifier("_raw_" + column.name))
-        nulls = sql.Literal([n.upper() for n in contract.null_values])
-        longest = sql.Literal(max((len(n) for n in contract.null_values), default=0) + 2)
-        rules.append(("required", sql.SQL("({l} is null or (length({l}) <= {n_len} and upper(btrim({l})) = any({n})))")
-                      .format(l=landed, n=nulls, n_len=longest), f"{column.name} is required"))
+        rules.append(("required", sql.SQL("({} is null or {})").format(landed, _is_null_spelling(contract, landed)),
+                      f"{column.name} is required"))
     if column.type != "text":
         rules.append(("type", sql.SQL("{} is not null and not {}").format(v, is_valid(column, v)),
-                      _type_message(contract, layout, column)))
+                      contract.type_message(layout, column)))
     if column.allowed:
         allowed = sql.Literal([a.upper() for a in column.allowed])
         rules.append(("allowed", sql.SQL("{} is not null and upper({}) <> all({})").format(v, v, allowed),

@@ -95,11 +95,12 @@ def valid_view_ddl(contract: Contract) -> sql.Composed:
     can never raise on a value that is only there because its row was rejected."""
     schema, table = contract.target_table.split(".")
     layouts = contract.resolved_layouts()
-    by_layout = len(layouts) > 1 and any(layout.formats for layout in layouts)
+    # Columns the layouts write differently are rewritten per file, by the layout the ledger recorded.
+    by_layout = {c.name for c in contract.columns if len({contract.value_format(la, c) for la in layouts}) > 1}
     select = []
     for column in contract.columns:
         source = sql.SQL("raw_rows.{}").format(sql.Identifier(column.name))
-        if by_layout and len({contract.value_format(layout, column) for layout in layouts}) > 1:
+        if column.name in by_layout:
             # Each file was written in one sender layout (ops.file_ledger.layout); rewrite by it.
             branches = [sql.SQL("when {} then {}").format(
                 sql.Literal(layout.name), canonical_value(contract, layout, column, source)) for layout in layouts]
