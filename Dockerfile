@@ -39,7 +39,7 @@ RUN pip install -r requirements.txt -c constraints.txt
 # The repository (see .dockerignore), then the package itself without resolving dependencies a second
 # time. Editable, as ./start.sh installs it: elt.config.REPO_ROOT then points at this copy, so the dbt
 # project (dbt/) and the contracts are found where they are in a checkout. `elt parse` writes
-# dbt/target/manifest.json (no database needed), which medilink_daily renders its per-model dbt tasks from.
+# dbt/target/manifest.json (no database needed), which medilink_marts renders its per-model dbt tasks from.
 COPY . .
 RUN pip install --no-deps -e . \
     && python -m compileall -q elt backend airflow \

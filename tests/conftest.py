@@ -116,7 +116,7 @@ def db(settings):
 
 @pytest.fixture(scope="session")
 def dbt_manifest() -> Path:
-    """dbt/target/manifest.json, written by `dbt parse` unless current: medilink_daily renders its dbt tasks from it."""
+    """dbt/target/manifest.json, written by `dbt parse` unless current: medilink_marts renders its dbt tasks from it."""
     from elt.config import Settings
     from elt.transform import manifest_path, manifest_problem, parse
 

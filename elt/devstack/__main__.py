@@ -2,7 +2,7 @@
 
 Starts, on loopback, the embedded Postgres (databases `warehouse` and `airflow`), a local S3 endpoint
 with the landing bucket, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
-the API under gunicorn; uploads demo drops and triggers `medilink_daily` on first start; prints where
+the API under gunicorn; uploads demo drops and triggers `medilink_ingest` on first start (its asset runs `medilink_marts`); prints where
 everything is; then supervises until Ctrl-C, when it stops every process it started.
 """
 
@@ -26,7 +26,8 @@ from elt.config import REPO_ROOT
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_process, wait_for
 
 log = logging.getLogger("devstack")
-DAG_ID = "medilink_daily"
+DAG_ID = "medilink_ingest"  # triggered on first start
+MARTS_DAG_ID = "medilink_marts"  # scheduled on the asset DAG_ID publishes
 
 
 def _env(name: str, default: str) -> str:
@@ -176,20 +177,23 @@ class Stack:
 
     def trigger_first_run(self) -> None:
         log.info("waiting for Airflow to parse %s, then triggering the first run", DAG_ID)
-        wait_for(lambda: self.airflow("dags", "list", "-o", "plain", timeout=120).stdout.find(DAG_ID) >= 0,
-                 timeout=300, what=f"DAG {DAG_ID} to be parsed", log_file=self.logs / "airflow-dag-processor.log")
+        wait_for(lambda: all(self.airflow("dags", "list", "-o", "plain", timeout=120).stdout.find(dag) >= 0
+                             for dag in (DAG_ID, MARTS_DAG_ID)),
+                 timeout=300, what=f"DAGs {DAG_ID} and {MARTS_DAG_ID} to be parsed", log_file=self.logs / "airflow-dag-processor.log")
         result = self.airflow("dags", "trigger", DAG_ID)
         if result.returncode != 0:
             log.warning("could not trigger %s: %s", DAG_ID, result.stderr[-1000:])
 
-    def last_run(self) -> tuple[str, str] | None:
+    def last_runs(self) -> list[tuple[str, str, str]]:
+        """(dag_id, run_id, state) of the latest run of each Medilink DAG."""
         try:
             with psycopg.connect(self.env["AIRFLOW_DATABASE_URL"], connect_timeout=3) as conn:
                 return conn.execute(
-                    "select run_id, state from dag_run where dag_id = %s order by id desc limit 1", (DAG_ID,)
-                ).fetchone()
+                    "select distinct on (dag_id) dag_id, run_id, state from dag_run where dag_id = any(%s) "
+                    "order by dag_id, id desc", ([DAG_ID, MARTS_DAG_ID],)
+                ).fetchall()
         except psycopg.Error:
-            return None
+            return []
 
     def api_health(self) -> dict | None:
         try:
@@ -235,13 +239,13 @@ class Stack:
                     log.warning("%s exited (code %s); restarting (%d/3). Log: %s", service.name,
                                 service.process.returncode, service.restarts, service.log_file)
                     service.start()
-            run = self.last_run()
+            run = self.last_runs()
             now = time.monotonic()
             if run != last_state or now - last_print > 300:
                 health = self.api_health() or {}
                 data = health.get("data", {})
                 facilities = data.get("facility_performance", {}).get("rows")
-                run_text = f"{DAG_ID} {run[1]} ({run[0]})" if run else f"{DAG_ID}: no runs yet"
+                run_text = "; ".join(f"{dag} {state} ({run_id})" for dag, run_id, state in run) or "no runs yet"
                 print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {data.get('files', {})}; "
                       f"facilities in marts: {facilities}", flush=True)
                 last_state, last_print = run, now
@@ -286,7 +290,7 @@ def up() -> int:
         stack.start_postgres()
         stack.start_s3()
         subprocess.run([str(Path(sys.executable).with_name("elt")), "init-db"], env=stack.env, check=True)
-        # medilink_daily renders one task per dbt model from dbt/target/manifest.json (no database needed).
+        # medilink_marts renders one task per dbt model from dbt/target/manifest.json (no database needed).
         subprocess.run([str(Path(sys.executable).with_name("elt")), "parse"], env=stack.env, check=True,
                        stdout=subprocess.DEVNULL)
         demo = stack.upload_demo()

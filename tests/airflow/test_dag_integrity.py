@@ -1,4 +1,4 @@
-"""Every DAG imports cleanly and carries what operators rely on: owner, tags, retries and docs."""
+"""Every DAG imports cleanly and carries what operators rely on: owner, tags, retries, callbacks and docs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def dagbag(airflow_home):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "medilink_daily" in dagbag.dags
+    assert {"medilink_ingest", "medilink_marts"} <= set(dagbag.dags)
 
 
 def test_one_dag_per_file_named_after_it(dagbag):
@@ -26,17 +26,47 @@ def test_one_dag_per_file_named_after_it(dagbag):
         assert Path(dag.fileloc).stem == dag_id
 
 
-def test_every_dag_has_owner_tags_retries_and_docs(dagbag):
+def test_every_dag_has_owner_tags_retries_callbacks_and_docs(dagbag):
+    from elt.orchestration import on_run_finished, on_task_failure
+
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md and len(dag.doc_md) > 100, f"{dag_id} has no doc_md"
+        assert dag.on_success_callback == dag.on_failure_callback == on_run_finished, dag_id
         for task in dag.tasks:
             assert task.owner not in {"", "airflow"}, f"{dag_id}.{task.task_id} has no owner"
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+            assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} retries without backoff"
+            callbacks = task.on_failure_callback
+            assert on_task_failure in (callbacks if isinstance(callbacks, list) else [callbacks]), task.task_id
 
 
-def test_medilink_daily_runs_at_two_utc_and_can_be_triggered_with_a_form(dagbag):
-    dag = dagbag.dags["medilink_daily"]
+def test_ingest_runs_at_two_utc_and_can_be_triggered_with_a_form(dagbag):
+    dag = dagbag.dags["medilink_ingest"]
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"
     assert set(dag.params) == {"drop_type", "key", "dry_run", "full_refresh"}
     assert dag.catchup is False
+
+
+def test_the_marts_rebuild_when_ingest_publishes_new_raw_data(dagbag):
+    from airflow.sdk import Asset
+
+    ingest, marts = dagbag.dags["medilink_ingest"], dagbag.dags["medilink_marts"]
+    published = [o for o in ingest.get_task("publish").outlets if isinstance(o, Asset)]
+    assert [a.uri for a in published] == ["warehouse://raw/medilink"]
+    assert [a.uri for a in marts.timetable.asset_condition.objects] == ["warehouse://raw/medilink"]
+    assert set(marts.params) == {"full_refresh"}
+
+
+def test_every_dbt_model_is_its_own_run_and_test_task(dagbag, dbt_manifest):
+    import json
+
+    manifest = json.loads(dbt_manifest.read_text())
+    models = {node["name"] for node in manifest["nodes"].values()
+              if node["resource_type"] == "model" and node["config"]["materialized"] != "ephemeral"}
+    assert len(models) >= 12
+    task_ids = set(dagbag.dags["medilink_marts"].task_ids)
+    # A model with tests is a group of `run` and `test`; one without is a single `<model>_run` task.
+    assert all(f"dbt.{m}.run" in task_ids or f"dbt.{m}_run" in task_ids for m in models), sorted(task_ids)
+    assert {f"dbt.{m}.test" for m in models if m.startswith("stg_medilink")} <= task_ids
+    assert "dbt_source_tests" in task_ids

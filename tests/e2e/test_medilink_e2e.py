@@ -1,4 +1,4 @@
-"""The whole slice: generated drops in S3 -> medilink_daily under dag.test() -> dbt marts -> the API.
+"""The whole slice: drops in S3 -> medilink_ingest, then medilink_marts, under dag.test() -> dbt marts -> the API.
 
 The expected figures are computed here straight from the generated CSV bytes with the csv module and the
 domain rules (not from the warehouse), then compared with what the API serves.
@@ -197,7 +197,7 @@ def _api_rows(settings) -> list[dict]:
 
 
 @pytest.mark.e2e
-def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkeypatch):
+def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, store, db, airflow_home, monkeypatch):
     drop = generate_medilink_drops(end_date=END, days=21, seed=7)  # three weeks: week-over-week has values
     for name, data in drop.files.items():
         store.put(PREFIX + name, data)
@@ -209,9 +209,14 @@ def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkey
     get_settings.cache_clear()
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(str(DAGS)).dags["medilink_daily"]
-    run = dag.test()
+    dags = DagBag(str(DAGS)).dags
+    ingest, marts = dags["medilink_ingest"], dags["medilink_marts"]
+    events_before = _asset_events()
+    run = ingest.test()
     assert run.state == "success"
+    assert _asset_events() == events_before + 1  # new raw data published: medilink_marts is scheduled on it
+    assert _runs(db) == [("medilink_ingest", "success", len(drop.files), [])]
+    assert marts.test().state == "success"
 
     # Every file loaded once; every deliberately bad row is in rejects and nothing else is.
     statuses = db.execute("select status, count(*) from ops.file_ledger group by 1").fetchall()
@@ -262,9 +267,56 @@ def test_medilink_daily_from_s3_to_api(settings, store, db, airflow_home, monkey
     assert len(expected_patients) >= 50
     assert {key: by_patient[key] for key in expected_patients} == expected_patients
 
-    # A second run with no new files loads nothing and changes no figure.
-    second = dag.test()
-    assert second.state == "success"
+    # A second run with no new files loads nothing, publishes nothing, and a rebuild changes no figure.
+    assert ingest.test().state == "success"
     assert db.execute("select count(*) from ops.file_ledger").fetchone()[0] == len(drop.files)
+    assert _asset_events() == events_before + 1
+    assert marts.test().state == "success"
     assert {row["facility_name"]: row for row in _api_rows(settings)} == served
+
+    # A facility in a state that does not exist passes the file contract (state is free text there) but
+    # not the staging test: the marts run fails at that test, at once (no retry), and every published mart
+    # keeps its rows.
+    published = {table: _snapshot(db, table) for table in PUBLISHED}
+    store.put(PREFIX + f"facilities_{END + timedelta(days=1)}.csv",
+              b"name,state,lga,lat,lon,type\nAtlantis Royal Clinic,Atlantis,Poseidonia,6.5,3.4,Clinic\n")
+    assert ingest.test().state == "success"
+    assert _asset_events() == events_before + 2
+    failed = marts.test()
+    assert failed.state == "failed"
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in failed.get_task_instances()}
+    assert states["dbt.stg_medilink__facilities.test"] == ("failed", 1)
+    assert states["dbt.dim_facilities.run"][0] == "upstream_failed"
+    assert {table: _snapshot(db, table) for table in PUBLISHED} == published
+    run_state, failed_tasks, detail = db.execute(
+        "select state, failed_tasks, detail from ops.pipeline_runs where dag_id = 'medilink_marts' "
+        "and run_id = %s", (failed.run_id,)).fetchone()
+    assert (run_state, failed_tasks) == ("failed", ["dbt.stg_medilink__facilities.test"])
+    assert "accepted_values_stg_medilink__facilities_state" in detail
     get_settings.cache_clear()
+
+
+# Every mart the API or BI tools read.
+PUBLISHED = ("core.dim_facilities", "core.dim_patients", "core.fct_medical_records", "core.fct_triage_visits",
+             "clinical.patient_summary", "analytics.facility_performance", "analytics.facility_monthly",
+             "analytics.triage_trends", "analytics.condition_analysis")
+
+
+def _snapshot(db, table: str) -> list[tuple]:
+    return sorted(db.execute(f"select * from {table}").fetchall(), key=repr)  # noqa: S608 - a fixed list
+
+
+def _asset_events() -> int:
+    """Events of the medilink_raw asset in Airflow's metadata database: one per run that published new raw data."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(select(func.count()).select_from(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                              .where(AssetModel.uri == "warehouse://raw/medilink"))
+
+
+def _runs(db) -> list[tuple]:
+    return db.execute("select dag_id, state, files_loaded, failed_tasks from ops.pipeline_runs "
+                      "order by started_at").fetchall()

@@ -57,11 +57,24 @@ create table if not exists ops.load_rejects (
 create index if not exists load_rejects_file_idx on ops.load_rejects (file_id, row_number);
 
 create table if not exists ops.pipeline_runs (
-    run_id       text primary key,
+    run_id       text        not null,
     dag_id       text        not null,
+    -- running (loads recorded, dbt to come), success, failed
     state        text        not null,
     started_at   timestamptz not null default now(),
     finished_at  timestamptz,
     files_loaded integer,
-    detail       text
+    detail       text,
+    failed_tasks text[]      not null default '{}',
+    primary key (dag_id, run_id)
 );
+-- Before 2026-11-25 a run was keyed by run_id alone, which repeats across DAGs (scheduled__<date>).
+alter table ops.pipeline_runs add column if not exists failed_tasks text[] not null default '{}';
+do $$
+begin
+    if exists (select 1 from pg_constraint where conrelid = 'ops.pipeline_runs'::regclass
+               and contype = 'p' and cardinality(conkey) = 1) then
+        alter table ops.pipeline_runs drop constraint pipeline_runs_pkey;
+        alter table ops.pipeline_runs add primary key (dag_id, run_id);
+    end if;
+end $$;

@@ -1,0 +1,108 @@
+"""The retry policy and the run records the DAGs rely on, on real parts: the loader against Postgres and S3,
+cosmos's own dbt operators with dbt's own result type."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from elt.config import Settings
+from elt.orchestration import full_refresh_requested, load_file
+
+PREFIX = "medical_records/input/"
+
+
+def test_a_load_that_fails_for_a_reason_a_retry_cannot_cure_is_not_retried(settings, store):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,Lagos,Ikeja,6.6,3.3,Clinic\n")
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("drop table raw.medilink_facilities cascade")  # a broken warehouse, not a flaky one
+    with pytest.raises(AirflowFailException, match="will not be retried.*UndefinedTable.*elt files"):
+        load_file(PREFIX + "facilities.csv", dry_run=False, settings=settings)
+
+
+def test_a_load_that_lost_its_database_is_left_to_airflow_to_retry(settings, store):
+    store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,Lagos,Ikeja,6.6,3.3,Clinic\n")
+    from elt.devstack.servers import free_port
+
+    unreachable = settings.model_copy(update={"database_url": f"postgresql://nobody@127.0.0.1:{free_port()}/x"})
+    with pytest.raises(psycopg.OperationalError):
+        load_file(PREFIX + "facilities.csv", dry_run=False, settings=unreachable)
+    assert store.exists(PREFIX + "facilities.csv")  # untouched, for the retry
+
+
+@pytest.fixture
+def dbt_operators(tmp_path, monkeypatch, settings):
+    """Cosmos's run and test operators as medilink_marts builds them, after the interceptor has run."""
+    from cosmos import ProfileConfig
+    from cosmos.constants import InvocationMode
+    from cosmos.operators.local import DbtRunLocalOperator, DbtTestLocalOperator
+
+    from elt.config import get_settings
+    from elt.orchestration import _prepare_dbt_task
+
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+    project = Settings().dbt_project_dir
+    profile = ProfileConfig(profile_name="health_warehouse", target_name=Settings().dbt_target,
+                            profiles_yml_filepath=f"{project}/profiles.yml")
+    operators = {}
+    for kind, cls in (("run", DbtRunLocalOperator), ("test", DbtTestLocalOperator)):
+        operator = cls(task_id=kind, project_dir=project, profile_config=profile,
+                       invocation_mode=InvocationMode.DBT_RUNNER)
+        _prepare_dbt_task({}, operator)
+        operators[kind] = operator
+    yield operators
+    get_settings.cache_clear()
+
+
+def _failed(message: str):
+    from dbt.cli.main import dbtRunnerResult
+
+    return dbtRunnerResult(success=False, exception=RuntimeError(message))
+
+
+def test_dbt_gets_its_connection_from_the_environment_not_the_dag(dbt_operators, settings):
+    env = dbt_operators["run"].env
+    assert env["DBT_PG_DBNAME"] == settings.pg_parts()["dbname"]
+    assert env["DBT_PG_PORT"] == settings.pg_parts()["port"]
+
+
+def test_a_dbt_model_is_retried_only_when_the_connection_failed(dbt_operators):
+    from airflow.sdk.exceptions import AirflowFailException
+    from cosmos.exceptions import CosmosDbtRunError
+
+    run = dbt_operators["run"]
+    with pytest.raises(CosmosDbtRunError):  # Airflow retries this one
+        run.handle_exception_dbt_runner(_failed("server closed the connection unexpectedly"))
+    with pytest.raises(AirflowFailException, match="not retried: not a connection failure"):
+        run.handle_exception_dbt_runner(_failed('column "visit_dat" does not exist'))
+    from dbt.cli.main import dbtRunnerResult
+
+    run.handle_exception_dbt_runner(dbtRunnerResult(success=True))  # success passes through
+
+
+def test_a_failing_dbt_test_is_never_retried(dbt_operators):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="a test failed: the data needs fixing"):
+        dbt_operators["test"].handle_exception_dbt_runner(_failed("server closed the connection unexpectedly"))
+
+
+@pytest.mark.parametrize(
+    ("params", "events", "expected"),
+    [
+        ({"full_refresh": False}, {}, False),
+        ({"full_refresh": True}, {}, True),
+        ({"full_refresh": False}, {"medilink_raw": [{"files_loaded": 3, "full_refresh": False}]}, False),
+        ({"full_refresh": False}, {"medilink_raw": [{"files_loaded": 0, "full_refresh": True}]}, True),
+    ],
+)
+def test_full_refresh_comes_from_the_form_or_from_the_ingest_run(params, events, expected):
+    class Event:
+        def __init__(self, extra):
+            self.extra = extra
+
+    context = {"params": params, "triggering_asset_events": {a: [Event(e) for e in es] for a, es in events.items()}}
+    assert full_refresh_requested(context) is expected
