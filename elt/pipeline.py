@@ -11,9 +11,7 @@ import json
 import logging
 import posixpath
 import re
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -185,15 +183,14 @@ def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: st
 
 @dataclass
 class _EarlyArchive:
-    """The archive copy, made while Postgres validates the rows just copied, so that S3's copy costs the load
-    no time. It waits for `release()` (the COPY is done); `finished()` cancels it if that never came."""
+    """The archive copy, made while the file loads, so that S3's copy costs the load no time: CopyObject is a
+    server-side copy in S3 and runs beside the COPY into Postgres. `finished()` waits for it; an object that
+    is not loaded after all has the copy deleted again (`_finish_move`)."""
 
     store: ObjectStore
     key: str
     etag: str
     target: str
-    go: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
     future: Future | None = None
 
     def start(self) -> _EarlyArchive:
@@ -201,9 +198,6 @@ class _EarlyArchive:
         return self
 
     def _run(self) -> bool:
-        self.go.wait()
-        if self.cancelled:
-            return False
         # Only this exact version (ETag), never bytes uploaded under the key since. Some S3-compatible
         # stores ignore CopySourceIfMatch, so the version is checked again after the copy as well.
         self.store.copy(self.key, self.target, if_match=self.etag)
@@ -213,14 +207,8 @@ class _EarlyArchive:
             raise RuntimeError(f"{self.key} was replaced during the copy")
         return True
 
-    def release(self) -> None:
-        self.go.set()
-
     def finished(self) -> bool:
         """Waits for the copy; True when the archive copy exists."""
-        if not self.go.is_set():
-            self.cancelled = True
-            self.go.set()
         try:
             return self.future.result()
         except Exception as error:  # noqa: BLE001 - the object is moved after the load instead
@@ -314,8 +302,7 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
             else:
                 early = None if dry_run else _start_archive(conn, store, contract, obj, entry)
                 try:
-                    outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run,
-                                          on_copied=early.release if early else None)
+                    outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run)
                 except BaseException:
                     if early is not None and early.finished():
                         _forget_archive_copy(store, early.target)  # not loaded: not archived either
@@ -329,15 +316,13 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
 
 
 def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key: str, file_id: int,
-          *, dry_run: bool, on_copied: Callable[[], None] | None = None) -> tuple[FileOutcome, str | None]:
+          *, dry_run: bool) -> tuple[FileOutcome, str | None]:
     outcome = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run)
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
             with outcome.timed("copy"):
                 result = copy_file(conn, contract, file_id, lambda: store.iter_bytes(key))
-            if on_copied:
-                on_copied()
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
                       "rows_read": result.rows_read}

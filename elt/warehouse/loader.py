@@ -211,8 +211,9 @@ def pg_message(exc: Exception | None) -> str:
     return f"{diag.message_primary or str(exc).splitlines()[0]}{f' ({context})' if context else ''}"
 
 
-def _file_rows(contract: Contract, layout: Layout, file_id: int) -> sql.Composed:
-    """This file's rows with canonical values (as `s.<column>`) and the values as landed (`s._raw_<column>`)."""
+def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None) -> sql.Composed:
+    """This file's rows with canonical values (as `s.<column>`), the values as landed (`s._raw_<column>`) and
+    the row's physical address (`s._ctid`); `only` narrows them further (a predicate on `t`)."""
     schema, table = contract.target_table.split(".")
     values = [
         sql.SQL("{} as {}").format(canonical_value(contract, layout, c, sql.SQL("t.{}").format(sql.Identifier(c.name))),
@@ -221,9 +222,9 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int) -> sql.Composed
     ]
     landed = [sql.SQL("t.{} as {}").format(sql.Identifier(c.name), sql.Identifier("_raw_" + c.name))
               for c in contract.columns]
-    return sql.SQL("(select t._row_number, {}, {} from {}.{} as t where t._file_id = {}) as s").format(
+    return sql.SQL("(select t.ctid as _ctid, t._row_number, {}, {} from {}.{} as t where t._file_id = {} and {}) as s").format(
         sql.SQL(", ").join(values), sql.SQL(", ").join(landed), sql.Identifier(schema), sql.Identifier(table),
-        sql.Literal(file_id))
+        sql.Literal(file_id), only if only is not None else sql.SQL("true"))
 
 
 def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
@@ -238,21 +239,33 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
                                                       sql.Literal(message), sql.Identifier("_raw_" + column))
             for column, rule, predicate, message in rules
         ]
-        # The rows were just written by this transaction; the BRIN index on _file_id finds them without
-        # reading the table's history, and the planner's statistics do not know them yet.
+        any_failed = sql.SQL(" or ").join(sql.SQL("({})").format(p) for _, _, p, _ in rules)
+        # Two steps, because a statement that writes never runs in parallel: a read-only scan of the whole
+        # file, over every core, finds the rows that break any rule (none, in a good file); then the rejects
+        # of just those rows are written, found by their address (TID scan). The rows were just written by
+        # this transaction: the BRIN index on _file_id finds them without reading the table's history, and
+        # the planner's statistics do not know them yet, so it is told that a parallel scan pays here.
         conn.execute("set local enable_seqscan = off")
-        conn.execute(
-            sql.SQL(
-                "insert into ops.load_rejects (file_id, row_number, column_name, rule, message, raw_value) "
-                "select {file_id}, s._row_number, v.column_name, v.rule, v.message, v.raw_value "
-                "from (select * from {rows} where {any_failed}) as s "
-                "cross join lateral (values {checks}) as v(failed, column_name, rule, message, raw_value) "
-                "where v.failed"
-            ).format(file_id=sql.Literal(file_id), rows=_file_rows(contract, layout, file_id),
-                     checks=sql.SQL(", ").join(checks),
-                     any_failed=sql.SQL(" or ").join(sql.SQL("({})").format(p) for _, _, p, _ in rules))
-        )
-        conn.execute("set local enable_seqscan to default")
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            conn.execute(sql.SQL("set local {} = 0").format(sql.Identifier(setting)))
+        failing = conn.execute(
+            sql.SQL("select array_agg(s._ctid)::text[] from {rows} where {any_failed}").format(
+                rows=_file_rows(contract, layout, file_id), any_failed=any_failed)
+        ).fetchone()[0]
+        for setting in ("enable_seqscan", "parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            conn.execute(sql.SQL("set local {} to default").format(sql.Identifier(setting)))
+        if failing:
+            conn.execute(
+                sql.SQL(
+                    "insert into ops.load_rejects (file_id, row_number, column_name, rule, message, raw_value) "
+                    "select {file_id}, s._row_number, v.column_name, v.rule, v.message, v.raw_value "
+                    "from {rows} "
+                    "cross join lateral (values {checks}) as v(failed, column_name, rule, message, raw_value) "
+                    "where v.failed"
+                ).format(file_id=sql.Literal(file_id), checks=sql.SQL(", ").join(checks),
+                         rows=_file_rows(contract, layout, file_id, only=sql.SQL("t.ctid = any({}::tid[])").format(
+                             sql.Literal(failing))))
+            )
     counts = conn.execute(
         "select rule, count(*) from ops.load_rejects where file_id = %s group by rule", (file_id,)
     ).fetchall()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -134,7 +136,8 @@ def test_file_over_the_bad_row_share_is_refused_whole(settings, store, db):
     assert list(store.list("medical_records/archive/")) == []  # its early archive copy was taken back
 
 
-def test_a_file_replaced_while_it_loads_is_neither_archived_nor_lost(settings, store, db, monkeypatch):
+def test_a_file_replaced_while_it_loads_archives_only_the_loaded_bytes_and_keeps_the_new_ones(settings, store, db,
+                                                                                              monkeypatch):
     import elt.pipeline
 
     key = PREFIX + "facilities.csv"
@@ -143,15 +146,54 @@ def test_a_file_replaced_while_it_loads_is_neither_archived_nor_lost(settings, s
 
     def copy_then_upload_again(*args, **kwargs):
         result = real_copy_file(*args, **kwargs)
-        store.put(key, b"name,state,lga,lat,lon,type\nB,KANO,Nassarawa,12.0,8.5,Clinic\n")  # the sender re-uploads
+        # The archive copy runs beside the load; the sender re-uploads once it is made.
+        deadline = time.monotonic() + 10
+        while not list(store.list("medical_records/archive/")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        store.put(key, b"name,state,lga,lat,lon,type\nB,KANO,Nassarawa,12.0,8.5,Clinic\n")
         return result
 
     monkeypatch.setattr(elt.pipeline, "copy_file", copy_then_upload_again)
     first = ingest_file(key, settings=settings)
     monkeypatch.undo()
 
-    # The loaded bytes were overwritten by the sender before they could be archived: nothing is archived
-    # under their name (certainly not the new bytes), and the new upload waits for the next run.
+    # The archive holds exactly the bytes that were loaded; the new upload under the same key is not deleted
+    # with them, and waits for the next run.
+    assert first.status == "loaded" and first.moved_to.startswith("medical_records/archive/")
+    assert [obj.key for obj in store.list("medical_records/archive/")] == [first.moved_to]
+    assert store.read(first.moved_to).startswith(b"name,state,lga,lat,lon,type\nA,")
+    assert store.read(key).startswith(b"name,state,lga,lat,lon,type\nB,")
+    second = ingest_file(key, settings=settings)
+    assert second.status == "loaded" and not store.exists(key)
+    assert store.read(second.moved_to).startswith(b"name,state,lga,lat,lon,type\nB,")
+    assert db.execute("select name from raw.medilink_facilities__valid order by 1").fetchall() == [("A",), ("B",)]
+
+
+def test_a_file_replaced_before_its_archive_copy_is_not_archived_and_not_lost(settings, store, db, monkeypatch):
+    import elt.pipeline
+
+    key = PREFIX + "facilities.csv"
+    store.put(key, b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\n")
+    real_copy, real_copy_file = elt.pipeline.ObjectStore.copy, elt.pipeline.copy_file
+    uploaded_again = threading.Event()
+
+    def copy_then_upload_again(*args, **kwargs):
+        result = real_copy_file(*args, **kwargs)
+        store.put(key, b"name,state,lga,lat,lon,type\nB,KANO,Nassarawa,12.0,8.5,Clinic\n")  # the sender re-uploads
+        uploaded_again.set()
+        return result
+
+    def archive_copy_after_the_upload(self, source_key, target_key, **kwargs):
+        uploaded_again.wait(10)
+        return real_copy(self, source_key, target_key, **kwargs)
+
+    monkeypatch.setattr(elt.pipeline, "copy_file", copy_then_upload_again)
+    monkeypatch.setattr(elt.pipeline.ObjectStore, "copy", archive_copy_after_the_upload)
+    first = ingest_file(key, settings=settings)
+    monkeypatch.undo()
+
+    # The loaded bytes were overwritten before they could be archived: nothing is archived under their name
+    # (certainly not the new bytes), and the new upload waits for the next run.
     assert (first.status, first.moved_to) == ("loaded", None)
     assert list(store.list("medical_records/archive/")) == []
     assert store.read(key).startswith(b"name,state,lga,lat,lon,type\nB,")
