@@ -74,13 +74,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.status in {"valid", "has_rejects"} else 1
 
 
+def cmd_put(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from elt.pipeline import contracts_for
+    from elt.storage.s3 import ObjectStore
+
+    settings = get_settings()
+    path = Path(args.path)
+    if not path.is_file():
+        print(f"error: no such file {path}", file=sys.stderr)
+        return 2
+    name = args.name or path.name
+    try:
+        contracts = contracts_for(settings, drop_type=args.drop_type)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    matching = [c for c in contracts.values() if c.matches(c.landing.prefix + name)]
+    if len(matching) != 1:
+        expected = "\n".join(f"  {c.drop_type:<28} {c.landing.prefix}  name matching {c.landing.key_pattern}"
+                              for c in sorted(contracts.values(), key=lambda c: c.drop_type))
+        print(f"error: {name!r} matches {'no drop type' if not matching else 'several drop types'}. Name the file "
+              f"(--name) as its drop type expects, or pass --drop-type:\n{expected}", file=sys.stderr)
+        return 2
+    contract = matching[0]
+    key = contract.landing.prefix + name
+    store = ObjectStore(settings)
+    store.ensure_bucket()
+    store.put(key, path.read_bytes(), content_type="text/csv" if name.endswith(".csv") else "application/octet-stream")
+    print(f"uploaded {path} to s3://{store.bucket}/{key} ({contract.drop_type}). It loads with the next "
+          f"ingest run; now: `elt ingest --key {key}`; then `elt files` shows what happened to it.")
+    return 0
+
+
 def cmd_files(args: argparse.Namespace) -> int:
     from elt.pipeline import connect
     from elt.warehouse.ledger import list_files
 
     with connect(get_settings()) as conn:
         rows = list_files(conn, status=args.status, limit=args.limit)
-    print(json.dumps(rows, indent=2, default=str)) if args.format == "json" else _print_table(rows)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    _print_table([{k: v for k, v in row.items() if k not in {"error", "archived_key"}} for row in rows])
+    # What went wrong, in full: the table is for scanning, this is for acting on.
+    for row in rows:
+        where = f", now at {row['archived_key']}" if row["archived_key"] else ""
+        if row["error"]:
+            print(f"\nfile {row['file_id']} ({row['status']}{where}):\n  {row['error']}")
+        if row["rows_rejected"]:
+            print(f"\nfile {row['file_id']}: {row['rows_rejected']} row(s) rejected; see `elt rejects {row['file_id']}`")
     return 0
 
 
@@ -163,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=["text", "json"], default="text")
     validate.add_argument("--limit", type=int, default=50, help="rejects to print in text format")
     validate.set_defaults(func=cmd_validate)
+
+    put = sub.add_parser("put", help="upload a local file to the landing prefix of its drop type (no S3 tools needed)")
+    put.add_argument("path")
+    put.add_argument("--drop-type", help="the drop type; by default the one whose key pattern the file name matches")
+    put.add_argument("--name", help="the name to land it under (default: the file's own name)")
+    put.set_defaults(func=cmd_put)
 
     files = sub.add_parser("files", help="the file ledger, newest first")
     files.add_argument("--status", help="only files in this state (loaded, rejected, quarantined, ...)")

@@ -97,7 +97,7 @@ def list_files(conn: psycopg.Connection, *, status: str | None = None, limit: in
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "select file_id, drop_type, key, status, rows_read, rows_loaded, rows_rejected, period_start, encoding, layout, "
-            "finished_at, error from ops.file_ledger where %(status)s::text is null or status = %(status)s "
+            "finished_at, error, archived_key from ops.file_ledger where %(status)s::text is null or status = %(status)s "
             "order by file_id desc limit %(limit)s",
             {"status": status, "limit": limit},
         ).fetchall()
