@@ -1,4 +1,5 @@
-{# A visit or record is at its patient's own facility. Returns the offending fact rows. #}
+{# A visit or record is at its patient's own facility. Returns the offending fact rows (of the latest batch:
+   macros/test_scope.sql). #}
 with
 
 patients as (
@@ -9,13 +10,13 @@ patients as (
 
 medical_records as (
 
-    select * from {{ ref('fct_medical_records') }}
+    select * from {{ test_scope(ref('fct_medical_records')) }} as scoped_rows
 
 ),
 
 triage_visits as (
 
-    select * from {{ ref('fct_triage_visits') }}
+    select * from {{ test_scope(ref('fct_triage_visits')) }} as scoped_rows
 
 ),
 

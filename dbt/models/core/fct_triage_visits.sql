@@ -8,14 +8,16 @@
     at again: a change in the dimensions (a name that becomes shared, a patient who appears late) reaches
     older days only with `dbt build --full-refresh`.
 #}
-{# Indexes: the day for delete+insert, file_id for finding the files not yet here (macros/incremental.sql). #}
+{# Indexes: the day for delete+insert, file_id for finding the files not yet here (macros/incremental.sql),
+   built_at for the tests that check the latest batch (macros/test_scope.sql); it came later than the
+   fact, so new columns are appended (older rows have no built_at). #}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='visit_date',
-        on_schema_change='fail',
-        indexes=[{'columns': ['visit_date']}, {'columns': ['file_id']}],
+        on_schema_change='append_new_columns',
+        indexes=[{'columns': ['visit_date']}, {'columns': ['file_id']}, {'columns': ['built_at']}],
         post_hook="{{ delete_rows_of_unloaded_files('medilink_triage_visits') }}",
     )
 }}
@@ -98,7 +100,8 @@ final as (
         {{ split_list('conditions') }} as conditions,
         {{ split_list('recommendations') }} as recommendations,
         file_id,
-        source_row_number
+        source_row_number,
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
     from numbered_triage_visits
 
 )
