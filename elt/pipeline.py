@@ -7,6 +7,7 @@ file's rows commit together, and the object is moved (archive or quarantine) onl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import posixpath
@@ -21,6 +22,7 @@ import psycopg
 
 from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
+from elt.readers.spreadsheet import spreadsheet_to_csv
 from elt.runs import is_transient
 from elt.storage.s3 import ObjectStore, StoredObject
 from elt.warehouse import ledger
@@ -322,7 +324,7 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
             with outcome.timed("copy"):
-                result = copy_file(conn, contract, file_id, lambda: store.iter_bytes(key))
+                result = _copy_object(conn, store, contract, key, file_id)
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
                       "rows_read": result.rows_read}
@@ -365,6 +367,19 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
                 ledger.finish(conn, file_id, "quarantined", rows_read=outcome.rows_read, error=outcome.error)
         return outcome, exc.rule
     return outcome, None
+
+
+def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key: str, file_id: int):
+    """COPY one object into its raw table. A CSV streams from S3 as it is; a workbook is read whole (a zip
+    cannot be streamed), its sheet turned into CSV, and its sha256 taken of the workbook's own bytes, so the
+    same workbook landing again is still recognised as a duplicate."""
+    if contract.format == "csv":
+        return copy_file(conn, contract, file_id, lambda: store.iter_bytes(key))
+    workbook = store.read(key)
+    table = spreadsheet_to_csv(contract, workbook, source_name=posixpath.basename(key))
+    result = copy_file(conn, contract, file_id, lambda: iter([table]))
+    result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
+    return result
 
 
 class _DryRun(Exception):

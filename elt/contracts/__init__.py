@@ -151,6 +151,17 @@ class Period(BaseModel):
                           "False: every file adds rows (claims batches).")
 
 
+class Spreadsheet(BaseModel):
+    """Where a workbook's table is: which sheet, and how far down to look for its header row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sheet: str | None = Field(None, description="Sheet name; none means the first sheet.")
+    header_search_rows: int = Field(
+        30, ge=1, description="The header is the first of this many top rows that has the contract's columns "
+                              "(title blocks and blank rows above it are skipped).")
+
+
 class Contract(BaseModel):
     """One drop type's contract, as declared in `elt/contracts/<drop_type>.yml`."""
 
@@ -160,7 +171,9 @@ class Contract(BaseModel):
     version: int
     description: str
     source_system: str
-    format: Literal["csv"]
+    format: Literal["csv", "xlsx", "xls"]
+    spreadsheet: Spreadsheet | None = Field(
+        None, description="For xlsx and xls: the sheet and header search (defaults: first sheet, top 30 rows).")
     layouts: list[Layout] = Field(default_factory=list, description="Sender layouts; none means the column names.")
     checks: list[Check] = Field(default_factory=list, description="Rules between two columns of a row.")
     landing: Landing
@@ -180,6 +193,16 @@ class Contract(BaseModel):
         if len(parts) != 2 or not all(_IDENT.match(p) for p in parts):
             raise ValueError(f"target_table {value!r} must be schema.table in lower case")
         return value
+
+    @model_validator(mode="after")
+    def _spreadsheet_settings_fit_the_format(self) -> Contract:
+        if self.format == "csv" and self.spreadsheet is not None:
+            raise ValueError("spreadsheet settings are for xlsx and xls contracts, not csv")
+        return self
+
+    @property
+    def sheet_settings(self) -> Spreadsheet:
+        return self.spreadsheet or Spreadsheet()
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> Contract:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from elt.contracts import Column, Contract, Layout
 from elt.readers.csv_header import FileRejected, map_header, split_bom
+from elt.readers.spreadsheet import spreadsheet_to_csv
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
@@ -112,6 +113,8 @@ COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
     try:
+        if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
+            data = spreadsheet_to_csv(contract, data, source_name=name)
         frame, layout = _frame(contract, data)
     except FileRejected as exc:
         report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
