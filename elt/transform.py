@@ -44,6 +44,14 @@ def dbt_executable() -> str:
     return str(dbt) if dbt.exists() else "dbt"
 
 
+def _without_row_values(line: str) -> str:
+    """Postgres's DETAIL line repeats the values of the row it refused ("Failing row contains (...)", "Key
+    (...)=(...)"), which may be personal data: it never reaches a log line or an error message."""
+    if line.lstrip().startswith("DETAIL:"):
+        return line[: len(line) - len(line.lstrip())] + "DETAIL:  (the row's values are not shown: they may be personal data)"
+    return line
+
+
 def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     """Run `dbt <args>` on the project; returns the output lines, raises DbtError on failure."""
     settings = settings or get_settings()
@@ -56,11 +64,15 @@ def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     lines: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:
-        line = line.rstrip()
+        line = _without_row_values(line.rstrip())
         lines.append(line)
         log.info("dbt | %s", line)
     if process.wait() != 0:
-        failures = [ln for ln in lines if "ERROR" in ln or "FAIL" in ln or "Error" in ln][-20:]
+        # The summary lines, and after a "Database Error" the lines that say what Postgres refused (a
+        # broken constraint names itself there).
+        failures = [ln for index, ln in enumerate(lines)
+                    if "ERROR" in ln or "FAIL" in ln or "Error" in ln
+                    or any("Database Error" in earlier for earlier in lines[max(0, index - 2):index])][-20:]
         raise DbtError(f"dbt {' '.join(args)} failed (exit {process.returncode}):\n" + "\n".join(failures))
     return lines
 

@@ -157,3 +157,13 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     assert {fact: _rows_inserted(idle_target)[fact] for fact in FACTS} == {fact: 0 for fact in FACTS}
     assert _contents(db) == nightly
 
+    # A mart whose new rows would break one of its rules is not published: the rules of the de-identified
+    # marts are constraints of their contracts, so the build fails before the table is swapped, and the
+    # table keeps the rows it had (a data test would only have failed after the new rows were served).
+    published = db.execute("select * from analytics.facility_performance order by facility_id").fetchall()
+    db.execute("update core.fct_triage_visits set triage_level = 9")
+    with pytest.raises(DbtError, match="avg_triage_level_between") as refused:
+        run_dbt(["run", "--select", "facility_performance"], settings=settings)
+    assert "Failing row contains" not in str(refused.value)  # Postgres's DETAIL repeats the row's values
+    assert db.execute("select * from analytics.facility_performance order by facility_id").fetchall() == published
+
