@@ -24,7 +24,7 @@ from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
 from elt.readers.spreadsheet import spreadsheet_to_csv
 from elt.runs import is_transient
-from elt.storage.s3 import ObjectStore, StoredObject
+from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
 from elt.warehouse import ledger
 from elt.warehouse.loader import FileRejected, copy_file, discard_rows, pg_message, write_rejects
 from elt.warehouse.schema import ensure_warehouse
@@ -304,7 +304,7 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
             else:
                 early = None if dry_run else _start_archive(conn, store, contract, obj, entry)
                 try:
-                    outcome, rule = _load(conn, store, contract, key, entry.file_id, dry_run=dry_run)
+                    outcome, rule = _load(conn, store, contract, obj, entry.file_id, dry_run=dry_run)
                 except BaseException:
                     if early is not None and early.finished():
                         _forget_archive_copy(store, early.target)  # not loaded: not archived either
@@ -317,14 +317,15 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
     return outcome
 
 
-def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key: str, file_id: int,
+def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
           *, dry_run: bool) -> tuple[FileOutcome, str | None]:
+    key = obj.key
     outcome = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run)
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
             with outcome.timed("copy"):
-                result = _copy_object(conn, store, contract, key, file_id)
+                result = _copy_object(conn, store, contract, obj, file_id)
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
                       "rows_read": result.rows_read}
@@ -360,6 +361,16 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
         outcome.timings["commit"] = round(time.perf_counter() - commit_started, 3)
     except _DryRun:
         pass
+    except ObjectChanged as exc:
+        # Uploaded again between discovery and the read: nothing of either version is loaded now. This
+        # ledger row (the old version, whose bytes are gone) stays 'discovered' with the reason; the new
+        # version gets its own row on the next run.
+        outcome.status = "changed"
+        outcome.error = f"{exc}; the new version loads on the next run"
+        if not dry_run:
+            conn.execute("update ops.file_ledger set error = %s where file_id = %s", (outcome.error, file_id))
+        log.warning("%s", outcome.error)
+        return outcome, None
     except FileRejected as exc:
         outcome.status, outcome.error = "quarantined", f"{exc.rule}: {exc.message}"
         if not dry_run:
@@ -369,14 +380,15 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key:
     return outcome, None
 
 
-def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, key: str, file_id: int):
-    """COPY one object into its raw table. A CSV streams from S3 as it is; a workbook is read whole (a zip
-    cannot be streamed), its sheet turned into CSV, and its sha256 taken of the workbook's own bytes, so the
-    same workbook landing again is still recognised as a duplicate."""
+def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int):
+    """COPY one object version into its raw table: only the bytes of the ETag the ledger row names (else
+    ObjectChanged). A CSV streams from S3 as it is; a workbook is read whole (a zip cannot be streamed), its
+    sheet turned into CSV, and its sha256 taken of the workbook's own bytes, so the same workbook landing
+    again is still recognised as a duplicate."""
     if contract.format == "csv":
-        return copy_file(conn, contract, file_id, lambda: store.iter_bytes(key))
-    workbook = store.read(key)
-    table = spreadsheet_to_csv(contract, workbook, source_name=posixpath.basename(key))
+        return copy_file(conn, contract, file_id, lambda: store.iter_bytes(obj.key, if_match=obj.etag))
+    workbook = store.read(obj.key, if_match=obj.etag)
+    table = spreadsheet_to_csv(contract, workbook, source_name=posixpath.basename(obj.key))
     result = copy_file(conn, contract, file_id, lambda: iter([table]))
     result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
     return result

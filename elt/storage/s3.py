@@ -19,6 +19,16 @@ CHUNK_BYTES = 4 * 1024 * 1024
 SINGLE_COPY_LIMIT = 5 * 1024**3  # S3's largest CopyObject
 
 
+class ObjectChanged(Exception):
+    """The object under a key is no longer the version (ETag) asked for: it was uploaded again."""
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    return error.get("Code") in {"PreconditionFailed", "412"} or exc.response.get(
+        "ResponseMetadata", {}).get("HTTPStatusCode") == 412
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bucket: str
@@ -69,16 +79,25 @@ class ObjectStore:
             raise
         return StoredObject(self.bucket, key, meta["ETag"].strip('"'), meta["ContentLength"], meta["LastModified"])
 
-    def iter_bytes(self, key: str, *, chunk_size: int = CHUNK_BYTES) -> Iterator[bytes]:
-        """Stream an object's bytes without holding the whole file in memory."""
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+    def _get(self, key: str, if_match: str | None):
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **({"IfMatch": if_match} if if_match else {}))
+        except ClientError as exc:
+            if if_match and _precondition_failed(exc):
+                raise ObjectChanged(f"{key} is no longer version {if_match}: it was uploaded again") from exc
+            raise
+
+    def iter_bytes(self, key: str, *, chunk_size: int = CHUNK_BYTES, if_match: str | None = None) -> Iterator[bytes]:
+        """Stream an object's bytes without holding the whole file in memory. With `if_match`, only while the
+        key still holds that version (ETag); else ObjectChanged."""
+        body = self._get(key, if_match)["Body"]
         try:
             yield from body.iter_chunks(chunk_size)
         finally:
             body.close()
 
-    def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+    def read(self, key: str, *, if_match: str | None = None) -> bytes:
+        return self._get(key, if_match)["Body"].read()
 
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)

@@ -224,6 +224,36 @@ def test_a_file_replaced_before_its_archive_copy_is_not_archived_and_not_lost(se
     assert db.execute("select name from raw.medilink_facilities__valid order by 1").fetchall() == [("A",), ("B",)]
 
 
+def test_a_file_replaced_before_it_is_read_loads_nothing_now_and_its_new_version_next(settings, store, db,
+                                                                                     monkeypatch):
+    import elt.pipeline
+
+    key = PREFIX + "facilities.csv"
+    store.put(key, b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\n")
+    old = store.head(key)
+    real_iter_bytes = elt.pipeline.ObjectStore.iter_bytes
+
+    def upload_again_then_read(self, *args, **kwargs):
+        store.put(key, b"name,state,lga,lat,lon,type\nB,KANO,Nassarawa,12.0,8.5,Clinic\n")  # the sender re-uploads
+        return real_iter_bytes(self, *args, **kwargs)
+
+    monkeypatch.setattr(elt.pipeline.ObjectStore, "iter_bytes", upload_again_then_read)
+    first = ingest_file(key, settings=settings)
+    monkeypatch.undo()
+
+    # The version the ledger row names is gone: none of the new bytes are loaded under its name either.
+    assert first.status == "changed" and "uploaded again" in first.error and first.moved_to is None
+    assert db.execute("select status, etag, error is not null from ops.file_ledger").fetchall() == [
+        ("discovered", old.etag, True)]
+    assert db.execute("select count(*) from raw.medilink_facilities").fetchone()[0] == 0
+    assert list(store.list("medical_records/archive/")) == []
+    second = ingest_file(key, settings=settings)
+    assert second.status == "loaded" and second.file_id != first.file_id
+    assert db.execute("select name from raw.medilink_facilities__valid").fetchall() == [("B",)]
+    assert db.execute("select etag from ops.file_ledger where file_id = %s", (second.file_id,)).fetchone()[0] == \
+        store.head(second.moved_to).etag
+
+
 def test_dry_run_counts_but_loads_and_moves_nothing(settings, store, db):
     store.put(PREFIX + "facilities.csv", b"name,state,lga,lat,lon,type\nA,LAGOS,Ikeja,6.6,3.3,Clinic\nB,KANO,Nassarawa,99,8.5,Clinic\n")
     outcome = ingest_file(PREFIX + "facilities.csv", dry_run=True, settings=settings)
