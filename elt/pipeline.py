@@ -368,7 +368,7 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
         outcome.status = "changed"
         outcome.error = f"{exc}; the new version loads on the next run"
         if not dry_run:
-            conn.execute("update ops.file_ledger set error = %s where file_id = %s", (outcome.error, file_id))
+            ledger.note_error(conn, file_id, outcome.error)
         log.warning("%s", outcome.error)
         return outcome, None
     except FileRejected as exc:

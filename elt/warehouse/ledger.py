@@ -83,6 +83,11 @@ def supersede_older(conn: psycopg.Connection, file_id: int) -> int:
     return cur.rowcount
 
 
+def note_error(conn: psycopg.Connection, file_id: int, error: str) -> None:
+    """Why a file was not decided this time, on a row that stays as it is (e.g. 'discovered')."""
+    conn.execute("update ops.file_ledger set error = %s where file_id = %s", (error, file_id))
+
+
 def set_archived_key(conn: psycopg.Connection, file_id: int, key: str | None,
                      timings: dict[str, float] | None = None) -> None:
     """Where the object is (or, before the load ends, where its archive copy is going)."""

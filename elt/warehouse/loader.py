@@ -227,6 +227,13 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
         sql.Literal(file_id), only if only is not None else sql.SQL("true"))
 
 
+# The planner settings for the rejects pass's read-only scan (see write_rejects), and back to the defaults.
+_PLANNER_SETTINGS = {"enable_seqscan": "off", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
+                     "min_parallel_table_scan_size": "0"}
+_PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
+_DEFAULT_PLANNING = "; ".join(f"set local {name} to default" for name in _PLANNER_SETTINGS)
+
+
 def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
     """One pass over the file's rows: a reject for every (row, column, rule) that fails. Fills the counts."""
     layout = contract.layout(result.layout)
@@ -245,15 +252,12 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
         # of just those rows are written, found by their address (TID scan). The rows were just written by
         # this transaction: the BRIN index on _file_id finds them without reading the table's history, and
         # the planner's statistics do not know them yet, so it is told that a parallel scan pays here.
-        conn.execute("set local enable_seqscan = off")
-        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
-            conn.execute(sql.SQL("set local {} = 0").format(sql.Identifier(setting)))
+        conn.execute(_PARALLEL_FILE_SCAN)
         failing = conn.execute(
             sql.SQL("select array_agg(s._ctid)::text[] from {rows} where {any_failed}").format(
                 rows=_file_rows(contract, layout, file_id), any_failed=any_failed)
         ).fetchone()[0]
-        for setting in ("enable_seqscan", "parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
-            conn.execute(sql.SQL("set local {} to default").format(sql.Identifier(setting)))
+        conn.execute(_DEFAULT_PLANNING)
         if failing:
             conn.execute(
                 sql.SQL(
