@@ -22,18 +22,24 @@ class DbtError(RuntimeError):
 
 
 def dbt_connection_env(settings: Settings) -> dict[str, str]:
-    """The variables dbt/profiles.yml reads (DBT_PG_*, from `database_url`), plus dbt's tracking opt-out."""
+    """The variables dbt/profiles.yml reads (DBT_PG_*, from `database_url`), dbt's tracking opt-out, and
+    unless `dbt_unit_tests` is set, the exclusion of unit tests from `dbt build` and `dbt test`."""
     parts = settings.pg_parts()
-    return {
+    env = {
         "DBT_PG_HOST": parts["host"], "DBT_PG_PORT": parts["port"], "DBT_PG_USER": parts["user"],
         "DBT_PG_PASSWORD": parts["password"], "DBT_PG_DBNAME": parts["dbname"],
         "DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+    if not settings.dbt_unit_tests:
+        env["DBT_EXCLUDE_RESOURCE_TYPES"] = "unit_test"
+    return env
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with the warehouse connection for dbt (any DBT_PG_* already set is replaced)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DBT_PG_")}
+    """This process's environment with the warehouse connection for dbt (any DBT_PG_* or unit-test exclusion
+    already set is replaced: `Settings` decides)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("DBT_PG_") and key != "DBT_EXCLUDE_RESOURCE_TYPES"}
     env.update(dbt_connection_env(settings))
     return env
 

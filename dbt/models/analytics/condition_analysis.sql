@@ -25,19 +25,38 @@ facilities as (
 
 visit_conditions as (
 
+    -- One row per visit and distinct condition named at it, with the patient's age on the visit day.
     select
-        facilities.state,
-        {{ age_band(age_in_years('patients.birth_date', 'triage_visits.visit_date')) }} as age_band,
+        triage_visits.facility_id,
+        triage_visits.patient_id,
+        {{ age_in_years('patients.birth_date', 'triage_visits.visit_date') }} as age_years,
         coalesce(patients.sex, 'Unknown') as sex,
-        lower(visit_condition.condition_name) as condition_name,
-        triage_visits.triage_visit_id,
-        triage_visits.patient_id
+        visit_condition.condition_name
     from triage_visits
     inner join patients
         on triage_visits.patient_id = patients.patient_id
+    cross join lateral (
+        select distinct lower(condition_name) as condition_name
+        from unnest(triage_visits.conditions) as named (condition_name)
+    ) as visit_condition
+
+),
+
+patient_conditions as (
+
+    -- One row per group and patient: counting these rows counts distinct patients, adding up their
+    -- visit counts counts visits, both by hashing (no sort of every visit).
+    select
+        facilities.state,
+        {{ age_band('visit_conditions.age_years') }} as age_band,
+        visit_conditions.sex,
+        visit_conditions.condition_name,
+        visit_conditions.patient_id,
+        count(*) as visit_count
+    from visit_conditions
     inner join facilities
-        on triage_visits.facility_id = facilities.facility_id
-    cross join lateral unnest(triage_visits.conditions) as visit_condition (condition_name)
+        on visit_conditions.facility_id = facilities.facility_id
+    group by 1, 2, 3, 4, 5
 
 ),
 
@@ -60,9 +79,9 @@ grouped as (
         age_band,
         sex,
         condition_name,
-        count(distinct triage_visit_id) as visit_count,
-        count(distinct patient_id) as patient_count
-    from visit_conditions
+        cast(sum(visit_count) as bigint) as visit_count,
+        count(*) as patient_count
+    from patient_conditions
     group by 1, 2, 3, 4
 
 ),

@@ -1,0 +1,40 @@
+"""dbt's unit tests run here, on their own; nightly builds skip them unless `dbt_unit_tests` is set."""
+
+from __future__ import annotations
+
+import json
+
+from elt.transform import dbt_connection_env, run_dbt
+
+# Declared under `unit_tests:` in dbt/models/*/_*.yml: the moving average, the age band, the priority mapping,
+# blood-pressure parsing and the row filters, one or more per model.
+UNIT_TESTS = {
+    "condition_analysis_age_bands_and_shares", "facility_monthly_volumes_and_averages",
+    "facility_performance_counts_and_bands", "fct_triage_visits_keeps_only_rows_naming_one_patient",
+    "fct_triage_visits_maps_triage_level_to_priority", "fct_triage_visits_parses_blood_pressure",
+    "patient_summary_window_flags_and_last_reading", "stg_medilink__patients_phone_and_age",
+    "triage_trends_moving_average_and_week_over_week",
+}
+
+
+def test_builds_skip_unit_tests_unless_asked(settings):
+    assert dbt_connection_env(settings)["DBT_EXCLUDE_RESOURCE_TYPES"] == "unit_test"
+    assert "DBT_EXCLUDE_RESOURCE_TYPES" not in dbt_connection_env(settings.model_copy(update={"dbt_unit_tests": True}))
+
+
+def test_every_unit_test_passes(settings, tmp_path):
+    with_unit_tests = settings.model_copy(update={"dbt_unit_tests": True})
+    # Unit tests read the columns of the models they feed from: built here on a warehouse with no drops.
+    run_dbt(["run", "--target-path", str(tmp_path)], settings=with_unit_tests)
+    run_dbt(["test", "--resource-type", "unit_test", "--target-path", str(tmp_path)], settings=with_unit_tests)
+
+    results = json.loads((tmp_path / "run_results.json").read_text())["results"]
+    passed = {r["unique_id"].rsplit(".", 1)[-1] for r in results if r["status"] == "pass"}
+    assert passed == UNIT_TESTS
+
+
+def test_a_build_leaves_unit_tests_out_by_default(settings, tmp_path):
+    run_dbt(["build", "--select", "stg_medilink__patients", "--target-path", str(tmp_path)],
+            settings=settings)
+    kinds = {r["unique_id"].split(".")[0] for r in json.loads((tmp_path / "run_results.json").read_text())["results"]}
+    assert "model" in kinds and "unit_test" not in kinds
