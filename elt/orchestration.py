@@ -136,8 +136,9 @@ def _prepare_dbt_task(context, operator) -> None:
     from airflow.sdk.log import mask_secret
 
     from elt.config import get_settings
-    from elt.transform import dbt_connection_env
+    from elt.transform import dbt_connection_env, keep_row_values_out_of_dbt_logs, without_row_values
 
+    keep_row_values_out_of_dbt_logs()
     env = dbt_connection_env(get_settings())
     if env["DBT_PG_PASSWORD"]:
         mask_secret(env["DBT_PG_PASSWORD"])
@@ -150,10 +151,15 @@ def _prepare_dbt_task(context, operator) -> None:
         try:
             raise_on_failure(result)
         except Exception as exc:
-            if not is_test and is_transient_message(str(exc)):
-                raise
+            # The message goes to the task log and ops.pipeline_runs: without the refused row's values, and
+            # without the original exception chained to it.
+            message = without_row_values(str(exc))
+            if not is_test and is_transient_message(message):
+                if message == str(exc):
+                    raise
+                raise RuntimeError(message) from None
             kind = "a test failed: the data needs fixing" if is_test else "not a connection failure"
-            raise AirflowFailException(f"{exc}\n(not retried: {kind})") from exc
+            raise AirflowFailException(f"{message}\n(not retried: {kind})") from None
 
     operator.handle_exception_dbt_runner = fail_fast_unless_transient
 

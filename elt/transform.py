@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,12 +51,33 @@ def dbt_executable() -> str:
     return str(dbt) if dbt.exists() else "dbt"
 
 
-def _without_row_values(line: str) -> str:
+_DETAIL_LINE = re.compile(r"^([ \t]*)(DETAIL|CONTEXT):.*$", re.MULTILINE)
+_DETAIL_SHOWN = r"\1\2:  (the row's values are not shown: they may be personal data)"
+
+
+def without_row_values(text: str) -> str:
     """Postgres's DETAIL line repeats the values of the row it refused ("Failing row contains (...)", "Key
-    (...)=(...)"), which may be personal data: it never reaches a log line or an error message."""
-    if line.lstrip().startswith("DETAIL:"):
-        return line[: len(line) - len(line.lstrip())] + "DETAIL:  (the row's values are not shown: they may be personal data)"
-    return line
+    (...)=(...)"), and a CONTEXT line may quote the input ("JSON data, line 1: ..."); both may be personal
+    data: they never reach a log line or an error message."""
+    return _DETAIL_LINE.sub(_DETAIL_SHOWN, text)
+
+
+class _RowValuesFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = without_row_values(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def keep_row_values_out_of_dbt_logs() -> None:
+    """For dbt run in this process (dbtRunner, as the Airflow tasks run it): its console and file loggers drop
+    Postgres's DETAIL lines. dbt replaces their handlers on every invocation; filters stay."""
+    for name in ("stdout_log", "file_log"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _RowValuesFilter) for existing in logger.filters):
+            logger.addFilter(_RowValuesFilter())
 
 
 def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
@@ -70,7 +92,7 @@ def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     lines: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:
-        line = _without_row_values(line.rstrip())
+        line = without_row_values(line.rstrip())
         lines.append(line)
         log.info("dbt | %s", line)
     if process.wait() != 0:

@@ -3,6 +3,8 @@ cosmos's own dbt operators with dbt's own result type."""
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 
@@ -88,6 +90,40 @@ def test_a_failing_dbt_test_is_never_retried(dbt_operators):
 
     with pytest.raises(AirflowFailException, match="a test failed: the data needs fixing"):
         dbt_operators["test"].handle_exception_dbt_runner(_failed("server closed the connection unexpectedly"))
+
+
+def test_refused_row_values_stay_out_of_dbt_task_logs_and_errors(dbt_operators, settings, tmp_path, capfd):
+    """Postgres repeats a refused row's values on its DETAIL line (personal data, in a fact); dbt run in the task's
+    process, as cosmos runs it, logs its errors without that line, and the task's error drops it too."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from dbt.cli.main import dbtRunner
+
+    from elt.transform import keep_row_values_out_of_dbt_logs
+
+    # Postgres's DETAIL and CONTEXT for this bad json quote the input: stand-ins for a refused row's values.
+    secrets = ("Expected JSON value", "JSON data, line 1")
+    keep_row_values_out_of_dbt_logs()
+    saved = dict(os.environ)
+    os.environ.update(dbt_operators["run"].env)
+    try:
+        project = str(Settings().dbt_project_dir)
+        result = dbtRunner().invoke(["show", "--inline", "select '{\"a\": }'::json as x", "--project-dir", project,
+                                     "--profiles-dir", project, "--target-path", str(tmp_path / "target"),
+                                     "--log-path", str(tmp_path / "logs")])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert not result.success
+    printed = capfd.readouterr().out
+    assert "invalid input syntax for type json" in printed and "values are not shown" in printed
+    logged = (tmp_path / "logs" / "dbt.log").read_text()
+    assert "invalid input syntax for type json" in logged
+    assert not [secret for secret in secrets if secret in printed or secret in logged]
+
+    with pytest.raises(AirflowFailException) as refused:
+        dbt_operators["run"].handle_exception_dbt_runner(_failed(
+            'new row violates check constraint "x"\nDETAIL:  Failing row contains (Ada, Obi, 080...).'))
+    assert "Failing row" not in str(refused.value) and refused.value.__cause__ is None
 
 
 @pytest.mark.parametrize(

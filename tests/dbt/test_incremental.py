@@ -8,6 +8,7 @@ import io
 import json
 from datetime import date
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -134,14 +135,20 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     # Row-level tests on the facts read the latest batch only (macros/test_scope.sql): a bad value in a row
     # an earlier build wrote is not read again; the same value in the batch just written fails the test;
     # `test_all_rows` reads every row.
-    check = ["test", "--select", "fct_triage_visits,test_name:accepted_values"]
-    db.execute("update core.fct_triage_visits set priority = 'Urgent' where visit_date = %s", (FIRST,))
+    check = ["test", "--select", "fct_triage_visits,test_name:expression_is_true"]
+    untrimmed = "update core.fct_triage_visits set conditions = array[' Malaria'] where visit_date = %s"
+    db.execute(untrimmed, (FIRST,))
     run_dbt(check, settings=settings)
-    with pytest.raises(DbtError, match="accepted_values_fct_triage_visits_priority"):
+    with pytest.raises(DbtError, match="expression_is_true_fct_triage_visits_not_exists"):
         run_dbt([*check, "--vars", "{test_all_rows: true}"], settings=settings)
-    db.execute("update core.fct_triage_visits set priority = 'Urgent' where visit_date = %s", (NEW_DAY,))
-    with pytest.raises(DbtError, match="accepted_values_fct_triage_visits_priority"):
+    db.execute(untrimmed, (NEW_DAY,))
+    with pytest.raises(DbtError, match="expression_is_true_fct_triage_visits_not_exists"):
         run_dbt(check, settings=settings)
+    # The other row rules are constraints of the facts' contracts: a value breaking one never gets in.
+    with pytest.raises(psycopg.errors.CheckViolation, match="triage_level_between_1_and_5"):
+        db.execute("update core.fct_triage_visits set triage_level = 9 where visit_date = %s", (FIRST,))
+    with pytest.raises(psycopg.errors.NotNullViolation, match="patient_id"):
+        db.execute("update core.fct_medical_records set patient_id = null where record_date = %s", (FIRST,))
     # Relationships read every row: a patient gone from the rebuilt dimension orphans old rows too.
     db.execute("update core.fct_triage_visits set patient_id = 'gone' where visit_date = %s", (FIRST,))
     with pytest.raises(DbtError, match="relationships_fct_triage_visits_patient_id"):
@@ -157,10 +164,23 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     assert {fact: _rows_inserted(idle_target)[fact] for fact in FACTS} == {fact: 0 for fact in FACTS}
     assert _contents(db) == nightly
 
+    # A build whose rows break a fact's rule is refused whole: the fact keeps every row it had.
+    file_id, row_number, level = db.execute(
+        "select file_id, source_row_number, triage_level from core.fct_triage_visits limit 1").fetchone()
+    raw_row = "update raw.medilink_triage_visits set triage_level = %s where _file_id = %s and _row_number = %s"
+    db.execute(raw_row, ("9", file_id, row_number))
+    with pytest.raises(DbtError, match='null value in column "priority"'):  # level 9 maps to no priority
+        run_dbt(["run", "--select", "fct_triage_visits", "--full-refresh"], settings=settings)
+    assert _contents(db) == nightly
+    db.execute(raw_row, (str(level), file_id, row_number))
+
     # A mart whose new rows would break one of its rules is not published: the rules of the de-identified
     # marts are constraints of their contracts, so the build fails before the table is swapped, and the
     # table keeps the rows it had (a data test would only have failed after the new rows were served).
     published = db.execute("select * from analytics.facility_performance order by facility_id").fetchall()
+    # (The fact's own constraints would refuse the level: dropped here to reach the mart's.)
+    db.execute("alter table core.fct_triage_visits drop constraint triage_level_between_1_and_5, "
+               "drop constraint is_urgent_eq_triage_level_le_2")
     db.execute("update core.fct_triage_visits set triage_level = 9")
     with pytest.raises(DbtError, match="avg_triage_level_between") as refused:
         run_dbt(["run", "--select", "facility_performance"], settings=settings)
