@@ -62,7 +62,8 @@ final as (
         count(*) over (partition by lower(facility_name)) = 1 as is_name_unique,
         first_reported_date,
         last_reported_date,
-        file_id
+        file_id,
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
     from latest_facilities
 
 )

@@ -73,7 +73,8 @@ final as (
         count(*) over (partition by facility_id, lower(first_name), lower(last_name)) = 1 as is_name_unique,
         first_reported_date,
         last_reported_date,
-        file_id
+        file_id,
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
     from latest_patients
 
 )
