@@ -6,6 +6,7 @@
 #   ./start.sh test [ARGS]  run the whole test suite (pytest ARGS), starting its own throwaway servers
 #   ./start.sh bench NAME   run benchmarks/NAME.py and print its figures
 #   ./start.sh elt ARGS     run the `elt` command against the running stack (e.g. ./start.sh elt files)
+#   ./start.sh api-key ...  create, list or revoke API keys (e.g. ./start.sh api-key create --name me --role analyst)
 #   ./start.sh reset        delete .data/ (the local database, bucket contents and logs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -86,6 +87,13 @@ case "$command" in
     load_env "${DATA_DIR:-.data}/stack.env"  # where the running stack is (written by ./start.sh)
     exec .venv/bin/elt "$@"
     ;;
+  api-key)
+    shift
+    load_env
+    install
+    load_env "${DATA_DIR:-.data}/stack.env"  # the running stack's database
+    exec .venv/bin/flask --app backend.wsgi api-key "$@"
+    ;;
   reset)
     load_env
     data_dir=${DATA_DIR:-.data}
@@ -93,7 +101,7 @@ case "$command" in
     [ "$answer" = "y" ] && rm -rf "$data_dir" && echo "deleted $data_dir"
     ;;
   *)
-    echo "usage: ./start.sh [up|test [pytest args]|bench NAME|elt ARGS|reset]" >&2
+    echo "usage: ./start.sh [up|test [pytest args]|bench NAME|elt ARGS|api-key create|list|revoke ...|reset]" >&2
     exit 2
     ;;
 esac

@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from flask_cors import CORS
 
-from backend import db, errors
+from backend import auth, db, errors, ratelimit
 from backend.config import ApiSettings
 
 
@@ -21,14 +21,18 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     db.init_app(app, settings)
     errors.init_app(app)
+    auth.init_app(app)
 
+    from backend.api.analytics import bp as analytics_bp
+    from backend.api.clinical import bp as clinical_bp
     from backend.api.dbt_docs import bp as dbt_docs_bp
     from backend.api.facilities import bp as facilities_bp
     from backend.api.health import bp as health_bp
+    from backend.api.openapi import bp as openapi_bp
 
-    app.register_blueprint(health_bp)
-    app.register_blueprint(facilities_bp)
-    app.register_blueprint(dbt_docs_bp)
+    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, clinical_bp])
+    for blueprint in (health_bp, facilities_bp, analytics_bp, clinical_bp, openapi_bp, dbt_docs_bp):
+        app.register_blueprint(blueprint)
 
     @app.after_request
     def _security_headers(response):

@@ -9,12 +9,17 @@ from backend.config import ApiSettings
 
 
 def init_app(app: Flask, settings: ApiSettings) -> None:
+    # Every connection: a statement timeout, read only unless a transaction says otherwise (the audit trail),
+    # and the api_reader role, which may read the published marts and nothing raw.
+    options = f"-c statement_timeout={settings.statement_timeout_ms} -c default_transaction_read_only=on"
+    if settings.db_role:
+        options += f" -c role={settings.db_role}"
     app.extensions["engine"] = create_engine(
         settings.sqlalchemy_url(),
         pool_size=settings.pool_size,
         pool_pre_ping=True,
         connect_args={
-            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c default_transaction_read_only=on",
+            "options": options,
             "application_name": "health-api",
             "connect_timeout": 5,
         },

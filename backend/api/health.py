@@ -1,10 +1,13 @@
-"""GET /health: is the database reachable, have the marts been built, and how fresh is the data."""
+"""GET /health (liveness: the process answers) and GET /ready (can it serve: the database answers, every
+mart has been built, and how old each build is against the freshness threshold). Both open, no key.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,32 +17,48 @@ log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 
+def served_marts() -> list[str]:
+    from backend.api.openapi import ENDPOINTS
+
+    return sorted({resource.table for _, resource in ENDPOINTS})
+
+
 @bp.get("/health")
 def health():
-    body: dict = {"status": "ok", "database": {"ok": False}, "data": {}}
+    return jsonify(status="ok")
+
+
+@bp.get("/ready")
+def ready():
+    """200 when the database answers and every mart exists (`status` says `stale` when a build is older than
+    API_FRESHNESS_HOURS); 503 when the database does not answer or a mart has never been built."""
+    settings = current_app.config["API_SETTINGS"]
+    threshold = timedelta(hours=settings.freshness_hours)
+    now = datetime.now(UTC)
+    body: dict = {"status": "ready", "database": {"ok": False}, "freshness_hours": settings.freshness_hours,
+                  "marts": {}}
     try:
         with engine().connect() as conn:
             conn.execute(text("select 1"))
             body["database"]["ok"] = True
-            mart = conn.execute(text("select to_regclass('analytics.facility_performance') is not null")).scalar()
-            if mart:
-                rows, built_at = conn.execute(
-                    text("select count(*), max(built_at) from analytics.facility_performance")
-                ).one()
-                body["data"]["facility_performance"] = {"rows": rows, "built_at": built_at and built_at.isoformat()}
-            else:
-                body["data"]["facility_performance"] = {"rows": 0, "built_at": None}
-            if conn.execute(text("select to_regclass('ops.file_ledger') is not null")).scalar():
-                files = conn.execute(
-                    text("select status, count(*), max(finished_at) from ops.file_ledger group by status")
-                ).all()
-                body["data"]["files"] = {status: count for status, count, _ in files}
-                loaded = [at for status, _, at in files if status == "loaded" and at]
-                body["data"]["last_file_loaded_at"] = max(loaded).isoformat() if loaded else None
+            for table in served_marts():
+                if not conn.execute(text("select to_regclass(:t) is not null"), {"t": table}).scalar():
+                    body["marts"][table] = {"built_at": None, "fresh": False}
+                    continue
+                built_at = conn.execute(text(f"select max(built_at) from {table}")).scalar()  # noqa: S608 - fixed names
+                age = (now - built_at) if built_at else None
+                body["marts"][table] = {"built_at": built_at and built_at.isoformat(),
+                                        "age_hours": age and round(age.total_seconds() / 3600, 2),
+                                        "fresh": bool(age is not None and age <= threshold)}
+            files = conn.execute(text("select max(finished_at) from ops.file_ledger where status = 'loaded'")).scalar()
+            body["last_file_loaded_at"] = files and files.isoformat()
     except SQLAlchemyError:
-        log.warning("health check: database unreachable", exc_info=True)
+        log.warning("ready check: database unreachable or not readable", exc_info=True)
         body["status"] = "unavailable"
         return jsonify(body), 503
-    if not body["data"].get("facility_performance", {}).get("rows"):
-        body["status"] = "no_data"
+    if any(mart["built_at"] is None for mart in body["marts"].values()):
+        body["status"] = "not_built"
+        return jsonify(body), 503
+    if not all(mart["fresh"] for mart in body["marts"].values()):
+        body["status"] = "stale"
     return jsonify(body), 200

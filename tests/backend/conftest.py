@@ -1,11 +1,28 @@
-"""`app` and `client` fixtures: the real app factory on the test's warehouse database."""
+"""Fixtures for the API tests, on a real Postgres:
+
+* `warehouse`: one database per session with three weeks of generated Medilink drops loaded through the real
+  ingest and built by real dbt, read only by the tests (session scope: the build takes a while);
+* `keys`: one API key per role in it, made the way an operator makes them;
+* `api` / `call`: the app factory on that database, and a GET with a role's key;
+* `app` / `client` and `facilities_mart`: a fresh database holding only a hand-made facility_performance mart,
+  for figures written out by hand.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import date
+
+import psycopg
 import pytest
 
 from backend.app import create_app
+from backend.auth import create_key
 from backend.config import ApiSettings
+from tests.conftest import create_database, drop_database
+
+PREFIX = "medical_records/input/"
+END = date(2026, 11, 14)
 
 # The published mart's columns, as dbt's enforced contract declares them (dbt/models/analytics).
 FACILITY_PERFORMANCE_DDL = """
@@ -15,8 +32,67 @@ create table analytics.facility_performance (
     patient_count bigint, medical_record_count bigint, triage_visit_count bigint, urgent_visit_count bigint,
     avg_triage_level numeric, first_visit_date date, last_visit_date date, active_days bigint,
     avg_daily_visits numeric, volume_band text, built_at timestamptz
-)
+);
+grant usage on schema analytics to api_reader;
+grant select on analytics.facility_performance to api_reader;
 """
+
+
+@pytest.fixture(scope="session")
+def warehouse(pg_server_url, s3_endpoint_url, warehouse_template):
+    """Settings of a warehouse with every mart built from 21 days of generated drops."""
+    import boto3
+
+    from elt.config import Settings
+    from elt.demo import generate_medilink_drops
+    from elt.pipeline import discover_new_files, ingest_file
+    from elt.transform import build
+
+    suffix = uuid.uuid4().hex[:10]
+    database, bucket = f"hw_api_{suffix}", f"api-{suffix}"
+    url = create_database(pg_server_url, database, template=warehouse_template)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint_url, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    settings = Settings(database_url=url, s3_endpoint_url=s3_endpoint_url, s3_bucket=bucket)
+    for name, data in generate_medilink_drops(end_date=END, days=21, seed=11).files.items():
+        s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
+    outcomes = [ingest_file(key, settings=settings) for key in discover_new_files("medilink", settings=settings)]
+    assert {o.status for o in outcomes} == {"loaded"}
+    build(settings=settings)
+    yield settings
+    drop_database(pg_server_url, database)
+
+
+@pytest.fixture(scope="session")
+def keys(warehouse) -> dict[str, str]:
+    return {role: create_key(warehouse.database_url, f"test {role}", role) for role in ("analyst", "clinician", "admin")}
+
+
+@pytest.fixture(scope="session")
+def api(warehouse, dbt_manifest):
+    return create_app(ApiSettings(database_url=warehouse.database_url, max_page_size=50, default_page_size=20,
+                                  rate_limit=""))  # tests call far more often than a client may
+
+
+@pytest.fixture
+def call(api, keys):
+    """GET `path` as `role` (None: without a key)."""
+    client = api.test_client()
+
+    def get(path: str, role: str | None = "admin", **kwargs):
+        headers = kwargs.pop("headers", {})
+        if role:
+            headers = {"Authorization": f"Bearer {keys[role]}", **headers}
+        return client.get(path, headers=headers, **kwargs)
+
+    return get
+
+
+@pytest.fixture
+def wdb(warehouse):
+    """An autocommit connection to the built warehouse, as its owner: what the tests compare the API with."""
+    with psycopg.connect(warehouse.database_url, autocommit=True) as conn:
+        yield conn
 
 
 @pytest.fixture
@@ -25,8 +101,12 @@ def app(settings):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def client(app, settings):
+    """A test client that sends an analyst key."""
+    key = create_key(settings.database_url, "hand-made mart tests", "analyst")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
 
 
 @pytest.fixture

@@ -1,29 +1,32 @@
-"""GET /api/v1/facilities and GET /health on a real Postgres."""
+"""GET /api/v1/facilities, /health and /ready on a real Postgres, with a hand-made facility_performance mart."""
 
 from __future__ import annotations
 
 import pytest
 
-
-def test_health_reports_database_and_data(client, facilities_mart):
-    response = client.get("/health")
-    assert response.status_code == 200
-    body = response.get_json()
-    assert body["status"] == "ok" and body["database"]["ok"] is True
-    assert body["data"]["facility_performance"] == {"rows": 5, "built_at": "2026-11-15T02:10:00+00:00"}
+from backend.app import create_app
+from backend.config import ApiSettings
 
 
-def test_health_says_no_data_before_the_first_build(client):
-    body = client.get("/health").get_json()
-    assert body["status"] == "no_data" and body["data"]["facility_performance"]["rows"] == 0
-
-
-def test_health_is_503_when_the_database_is_unreachable(settings):
-    from backend.app import create_app
-    from backend.config import ApiSettings
-
+def test_health_is_liveness_only_and_needs_no_key(settings):
     app = create_app(ApiSettings(database_url="postgresql://postgres@127.0.0.1:1/warehouse"))
     response = app.test_client().get("/health")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_ready_is_503_while_marts_are_missing_and_names_them(app, facilities_mart):
+    response = app.test_client().get("/ready")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "not_built" and body["database"]["ok"] is True
+    assert body["marts"]["analytics.facility_performance"]["built_at"] == "2026-11-15T02:10:00+00:00"
+    assert body["marts"]["analytics.facility_performance"]["fresh"] is False  # built weeks before this test ran
+    assert body["marts"]["analytics.triage_trends"] == {"built_at": None, "fresh": False}
+
+
+def test_ready_is_503_when_the_database_is_unreachable():
+    app = create_app(ApiSettings(database_url="postgresql://postgres@127.0.0.1:1/warehouse"))
+    response = app.test_client().get("/ready")
     assert response.status_code == 503 and response.get_json()["database"]["ok"] is False
 
 
@@ -49,6 +52,7 @@ def test_filters_are_case_insensitive_and_figures_come_from_the_mart(client, fac
     ikeja = next(row for row in body["data"] if row["facility_id"] == "f2")
     assert ikeja["triage_visit_count"] == 40 and ikeja["avg_daily_visits"] == 1.0 and ikeja["volume_band"] == "Medium"
     assert body["meta"]["as_of"] == "2026-11-15T02:10:00+00:00"
+    assert body["meta"]["total"] == 2 and body["meta"]["total_is_exact"] is True
     assert set(ikeja) >= {"facility_id", "state", "lga", "patient_count"} and "built_at" not in ikeja
 
 
@@ -84,3 +88,46 @@ def test_unknown_route_uses_the_envelope_and_security_headers(client):
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_each_key_has_its_own_rate_limit_and_health_has_none(settings, facilities_mart):
+    from backend.auth import create_key
+
+    app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="3 per minute"))
+    client = app.test_client()
+    first, second = (create_key(settings.database_url, name, "analyst") for name in ("first", "second"))
+    statuses = [client.get("/api/v1/facilities", headers={"X-API-Key": first}).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = client.get("/api/v1/facilities", headers={"X-API-Key": first})
+    assert refused.get_json()["error"]["code"] == "too_many_requests" and refused.headers["Retry-After"]
+    assert client.get("/api/v1/facilities", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    # A made-up key spends its own budget, not the real key's.
+    fake = first.rsplit("_", 1)[0] + "_" + "A" * 43
+    assert {client.get("/api/v1/facilities", headers={"X-API-Key": fake}).status_code for _ in range(3)} == {401}
+    assert client.get("/api/v1/facilities", headers={"X-API-Key": second}).status_code == 200
+    assert {client.get("/health").status_code for _ in range(5)} == {200}
+
+
+def test_cursor_pages_have_no_duplicates_or_gaps_while_rows_are_being_added(client, db, facilities_mart):
+    """Rows inserted while a client pages (names sorting before and after its position) shift nothing: each
+    row there at the start is served exactly once, and new rows ahead of the cursor are served too."""
+    insert = ("insert into analytics.facility_performance (facility_id, facility_name, state, lga, patient_count, "
+              "medical_record_count, triage_visit_count, urgent_visit_count, active_days, volume_band, built_at) "
+              "values (%s, %s, 'Oyo', 'Ibadan North', 0, 0, 0, 0, 0, 'Low', now())")
+    original = sorted(row[1] for row in facilities_mart)
+    seen, cursor, added = [], None, []
+    for page in range(20):
+        body = client.get("/api/v1/facilities", query_string={"limit": 2, **({"cursor": cursor} if cursor else {})}).get_json()
+        seen += [row["facility_name"] for row in body["data"]]
+        cursor = body["meta"]["next_cursor"]
+        if cursor is None:
+            break
+        # One name before everything served so far, one just after the last row served.
+        for fid, name in ((f"early{page}", f"A{page:02d} Early Clinic"), (f"late{page}", seen[-1] + f" {page} Annex")):
+            db.execute(insert, (fid, name))
+            added.append(name)
+    assert len(seen) == len(set(seen))  # no duplicates
+    assert set(original) <= set(seen)  # no gaps
+    ahead = [name for name in added if "Annex" in name]
+    assert set(ahead) <= set(seen) and not {name for name in added if "Early" in name} & set(seen)
+    assert seen == sorted(seen)

@@ -184,9 +184,11 @@ def expected_facility_figures(files: dict[str, bytes]) -> dict[str, dict]:
 
 def _api_rows(settings) -> list[dict]:
     from backend.app import create_app
+    from backend.auth import create_key
     from backend.config import ApiSettings
 
     client = create_app(ApiSettings(database_url=settings.database_url)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(settings.database_url, "e2e", "analyst")
     rows, cursor = [], None
     while True:
         body = client.get("/api/v1/facilities", query_string={"limit": 5, **({"cursor": cursor} if cursor else {})}).get_json()

@@ -1,0 +1,124 @@
+"""The de-identified analytics marts (no names, phone numbers or birth dates; age bands; opaque ids):
+monthly facility figures, daily triage trends, conditions by state, age band and sex, and the seed's
+facility statistics per state. The analyst role and above.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from backend.api.facilities import ALL_MEDILINK
+from backend.api.listing import Column, Resource, serve
+from backend.auth import require
+
+bp = Blueprint("analytics", __name__, url_prefix="/api/v1")
+
+AGE_BANDS = ("0-4", "5-14", "15-24", "25-44", "45-64", "65+", "Unknown")
+
+FACILITY_MONTHLY = Resource(
+    name="facility-monthly",
+    table="analytics.facility_monthly",
+    summary="One row per facility per calendar month: volumes, daily averages over reporting days, acuity.",
+    columns=(
+        Column("facility_id", filter="eq", sortable=True),
+        Column("facility_name"),
+        Column("state", filter="eq"),
+        Column("month_start", "date", filter="range", sortable=True),
+        Column("triage_visit_count", "integer"),
+        Column("urgent_visit_count", "integer"),
+        Column("visit_days", "integer"),
+        Column("avg_daily_visits", "number"),
+        Column("urgent_share", "number"),
+        Column("avg_triage_level", "number"),
+        Column("medical_record_count", "integer"),
+    ),
+    key=("facility_id", "month_start"),
+    default_sort="month_start",
+    drop_types=ALL_MEDILINK,
+)
+
+TRIAGE_TRENDS = Resource(
+    name="triage-trends",
+    table="analytics.triage_trends",
+    summary="One row per facility per day: triage volume, priority mix, 7-day moving average, week-over-week change.",
+    columns=(
+        Column("facility_id", filter="eq", sortable=True),
+        Column("facility_name"),
+        Column("state", filter="eq"),
+        Column("visit_date", "date", filter="range", sortable=True),
+        Column("visit_count", "integer"),
+        Column("critical_count", "integer"),
+        Column("high_count", "integer"),
+        Column("medium_count", "integer"),
+        Column("low_count", "integer"),
+        Column("urgent_share", "number"),
+        Column("visit_count_7d", "integer"),
+        Column("visit_count_7d_avg", "number"),
+        Column("is_full_window", "boolean"),
+        Column("visit_count_prev_7d", "integer"),
+        Column("week_over_week_change", "number"),
+    ),
+    key=("facility_id", "visit_date"),
+    default_sort="visit_date",
+    drop_types=("medilink_facilities", "medilink_patients", "medilink_triage_visits"),
+)
+
+CONDITION_ANALYSIS = Resource(
+    name="condition-analysis",
+    table="analytics.condition_analysis",
+    summary="Triage visits and distinct patients per condition, by state, age band (age on the visit day) and sex.",
+    columns=(
+        Column("state", filter="eq", sortable=True),
+        Column("age_band", filter="eq", choices=AGE_BANDS, sortable=True),
+        Column("sex", filter="eq", sortable=True),
+        Column("condition_name", filter="eq", sortable=True),
+        Column("visit_count", "integer"),
+        Column("patient_count", "integer"),
+        Column("share_of_state_visits", "number"),
+    ),
+    key=("state", "age_band", "sex", "condition_name"),
+    default_sort="state",
+    drop_types=("medilink_facilities", "medilink_patients", "medilink_triage_visits"),
+)
+
+FACILITY_STATS = Resource(
+    name="facility-stats",
+    table="analytics.facility_stats",
+    summary="Facility statistics per state, as the seed API had them: facilities, patients, records, visits.",
+    columns=(
+        Column("state", filter="eq", sortable=True),
+        Column("facility_count", "integer", sortable=True),
+        Column("patient_count", "integer"),
+        Column("medical_record_count", "integer"),
+        Column("triage_visit_count", "integer"),
+        Column("urgent_visit_count", "integer"),
+        Column("avg_triage_level", "number"),
+    ),
+    key=("state",),
+    default_sort="state",
+    drop_types=ALL_MEDILINK,
+)
+
+
+@bp.get("/facility-monthly")
+def facility_monthly():
+    require(FACILITY_MONTHLY.role)
+    return serve(FACILITY_MONTHLY)
+
+
+@bp.get("/triage-trends")
+def triage_trends():
+    require(TRIAGE_TRENDS.role)
+    return serve(TRIAGE_TRENDS)
+
+
+@bp.get("/condition-analysis")
+def condition_analysis():
+    require(CONDITION_ANALYSIS.role)
+    return serve(CONDITION_ANALYSIS)
+
+
+@bp.get("/analytics/facility-stats")
+def facility_stats():
+    require(FACILITY_STATS.role)
+    return serve(FACILITY_STATS)

@@ -1,0 +1,234 @@
+"""GET /openapi.json (OpenAPI 3.1) and GET /docs (the same, as a page to read), generated from the endpoint
+declarations in backend/api/*.py, so the description cannot drift from what is served. Column descriptions
+come from the dbt project (`dbt/target/manifest.json`, written by `elt parse`), the documentation the marts
+are built with.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from backend.api.analytics import CONDITION_ANALYSIS, FACILITY_MONTHLY, FACILITY_STATS, TRIAGE_TRENDS
+from backend.api.clinical import MEDICAL_RECORDS, PATIENT_SUMMARY, PATIENTS, TRIAGE_VISITS
+from backend.api.facilities import FACILITIES
+from backend.api.listing import TYPES, Column, Resource
+
+log = logging.getLogger(__name__)
+bp = Blueprint("openapi", __name__)
+
+# Every list endpoint: its path and what it serves. tests/backend checks that this covers every route.
+ENDPOINTS: list[tuple[str, Resource]] = [
+    ("/api/v1/facilities", FACILITIES),
+    ("/api/v1/analytics/facility-stats", FACILITY_STATS),
+    ("/api/v1/facility-monthly", FACILITY_MONTHLY),
+    ("/api/v1/triage-trends", TRIAGE_TRENDS),
+    ("/api/v1/condition-analysis", CONDITION_ANALYSIS),
+    ("/api/v1/patients", PATIENTS),
+    ("/api/v1/patient-summary", PATIENT_SUMMARY),
+    ("/api/v1/medical-records", MEDICAL_RECORDS),
+    ("/api/v1/triage-visits", TRIAGE_VISITS),
+]
+ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters)",
+          "401": "No API key, or not a valid one", "403": "The key's role may not read this",
+          "429": "Too many requests from this key (API_RATE_LIMIT); Retry-After says when to try again", "500": "Unexpected error (logged; no detail is returned)"}
+
+
+@lru_cache(maxsize=4)
+def _dbt_descriptions(manifest: Path, mtime: float) -> dict[str, dict[str, str]]:
+    """schema.table -> column -> description, from dbt's manifest."""
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    return {f"{n['schema']}.{n['alias']}": {c: meta.get("description", "") for c, meta in n["columns"].items()}
+            | {"": n.get("description", "")}
+            for n in nodes if n.get("resource_type") == "model"}
+
+
+def dbt_descriptions() -> dict[str, dict[str, str]]:
+    manifest = current_app.config["API_SETTINGS"].dbt_docs_dir / "manifest.json"
+    if not manifest.is_file():
+        log.warning("%s not found: the API's schema goes without the marts' column descriptions (run `elt parse`)",
+                    manifest)
+        return {}
+    return _dbt_descriptions(manifest, manifest.stat().st_mtime)
+
+
+def _column_schema(column: Column, description: str) -> dict[str, Any]:
+    json_type = TYPES[column.type][0]
+    schema: dict[str, Any] = {"type": [json_type, "null"]}
+    if column.type == "date":
+        schema["format"] = "date"
+    elif column.type == "datetime":
+        schema["format"] = "date-time"
+    elif column.type == "text[]":
+        schema["items"] = {"type": "string"}
+    if column.choices:
+        schema["enum"] = [*column.choices, None]
+    if description or column.description:
+        schema["description"] = " ".join((column.description or description).split())
+    return schema
+
+
+def _parameters(resource: Resource, max_page_size: int) -> list[dict[str, Any]]:
+    params = []
+    for name, (column, op) in resource.filter_params().items():
+        schema = {k: v for k, v in _column_schema(column, "").items() if k != "description"}
+        schema["type"] = TYPES[column.type][0]
+        if column.choices:
+            schema["enum"] = list(column.choices)
+        if column.type == "text":
+            schema["maxLength"] = 200
+        what = {"=": "equals" + (" (case-insensitive)" if column.type == "text" and not column.name.endswith("_id")
+                                 else ""), ">=": "on or after / at least", "<=": "on or before / at most"}[op]
+        params.append({"name": name, "in": "query", "required": False, "schema": schema,
+                       "description": f"Only rows whose `{column.name}` {what} this value."})
+    params += [
+        {"name": "sort", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": resource.sort_choices(), "default": resource.default_sort},
+         "description": "Sort column; a leading `-` sorts descending. Ties are broken by the row's key."},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": max_page_size},
+         "description": f"Rows per page (JSON: at most {max_page_size}). A CSV download streams every matching "
+                        "row unless a limit is given."},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 2000},
+         "description": "`meta.next_cursor` of the previous page (same filters and sort)."},
+        {"name": "count", "in": "query", "required": False, "schema": {"type": "string", "enum": ["exact", "estimate"]},
+         "description": "`exact`: count every matching row. By default tables over 100,000 rows give the planner's "
+                        "estimate (`meta.total_is_exact` says which)."},
+        {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["json", "csv"]},
+         "description": "`csv` (or `Accept: text/csv`) streams CSV, with the meta in X-Total-Count, X-As-Of, "
+                        "X-Sources headers."},
+    ]
+    return params
+
+
+def spec() -> dict[str, Any]:
+    settings = current_app.config["API_SETTINGS"]
+    described = dbt_descriptions()
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["status", "code", "message"],
+            "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
+                           "allowed": {"type": "array", "items": {"type": "string"}}}}}},
+        "Meta": {"type": "object",
+                 "required": ["count", "limit", "next_cursor", "total", "total_is_exact", "as_of", "sources"],
+                 "properties": {
+                     "count": {"type": "integer", "description": "Rows in this page."},
+                     "limit": {"type": "integer"},
+                     "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; "
+                                     "null on the last page."},
+                     "total": {"type": "integer", "description": "Rows matching the filters (see total_is_exact)."},
+                     "total_is_exact": {"type": "boolean"},
+                     "as_of": {"type": ["string", "null"], "format": "date-time",
+                               "description": "When dbt built the mart this page was read from."},
+                     "sources": {"type": "array", "items": {"type": "integer"},
+                                 "description": "Ledger ids (ops.file_ledger, `elt files`) of the files loaded for "
+                                                "this mart's drop types before that build."},
+                     "source_table": {"type": "string"},
+                 }},
+    }
+    for path, resource in ENDPOINTS:
+        columns = described.get(resource.table, {})
+        row_name = resource.name.title().replace("-", "") + "Row"
+        schemas[row_name] = {
+            "type": "object", "required": [c.name for c in resource.columns], "additionalProperties": False,
+            "properties": {c.name: _column_schema(c, columns.get(c.name, "")) for c in resource.columns},
+        }
+        access = ("Role **clinician** or **admin**; personal data: every call is written to the audit trail."
+                  if resource.patient_level else f"Role **{resource.role}** or above.")
+        mart = " ".join(columns.get("", "").split())
+        paths[path] = {"get": {
+            "operationId": "list_" + resource.name.replace("-", "_"),
+            "tags": ["patient-level" if resource.patient_level else "analytics"],
+            "summary": resource.summary,
+            "description": f"{access} Reads `{resource.table}`. {mart}".strip(),
+            "security": [{"bearerKey": []}, {"headerKey": []}],
+            "parameters": _parameters(resource, settings.max_page_size),
+            "responses": {
+                "200": {"description": "One page of rows, or the CSV download.", "content": {
+                    "application/json": {"schema": {
+                        "type": "object", "required": ["data", "meta"], "additionalProperties": False,
+                        "properties": {"data": {"type": "array", "items": {"$ref": f"#/components/schemas/{row_name}"}},
+                                       "meta": {"$ref": "#/components/schemas/Meta"}}}},
+                    "text/csv": {"schema": {"type": "string"}}}},
+                **{status: {"description": text, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"}}}}
+                   for status, text in ERRORS.items()},
+            },
+        }}
+    paths["/health"] = {"get": {"operationId": "health", "tags": ["service"], "summary": "Liveness: the process answers.",
+                                 "security": [], "responses": {"200": {"description": "Alive", "content": {
+                                     "application/json": {"schema": {"type": "object"}}}}}}}
+    paths["/ready"] = {"get": {"operationId": "ready", "tags": ["service"],
+                               "summary": "Readiness: the database answers and every mart is built; how fresh each is.",
+                               "security": [], "responses": {
+                                   "200": {"description": "Ready (`status` is `stale` when a mart is older than "
+                                                          "API_FRESHNESS_HOURS)",
+                                           "content": {"application/json": {"schema": {"type": "object"}}}},
+                                   "503": {"description": "Database unreachable, or a mart never built",
+                                           "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Health warehouse API", "version": "1.0.0",
+                 "description": "The warehouse's published marts as JSON or CSV. Every list is filtered by "
+                                "allow-listed parameters, sorted, and paged by cursor; `meta` says how fresh the "
+                                "answer is (`as_of`) and which files it comes from (`sources`). Send an API key: "
+                                "`Authorization: Bearer <key>` (`./start.sh api-key create --name NAME --role ROLE`)."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearerKey": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer hwk_...`"},
+            "headerKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(spec())
+
+
+@bp.get("/docs")
+def docs():
+    """The spec as one readable page (no scripts, nothing fetched from elsewhere)."""
+    document = spec()
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(document['info']['title'])}</title>"
+             "<style>body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;line-height:1.4}"
+             "table{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .5em;"
+             "text-align:left;vertical-align:top}code{background:#f4f4f4;padding:0 .2em}h2{margin-top:2em}</style>"
+             f"</head><body><h1>{e(document['info']['title'])}</h1><p>{e(document['info']['description'])}</p>"
+             "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). Model and column "
+             "documentation: <a href='/dbt-docs/'>/dbt-docs/</a>.</p>"]
+    for path, item in document["paths"].items():
+        op = item["get"]
+        parts.append(f"<h2 id='{e(op['operationId'])}'>GET <code>{e(path)}</code></h2><p>{e(op['summary'])}</p>")
+        if op.get("description"):
+            parts.append(f"<p>{e(op['description']).replace('**', '')}</p>")
+        if op.get("parameters"):
+            parts.append("<table><tr><th>parameter</th><th>type</th><th>meaning</th></tr>")
+            for p in op["parameters"]:
+                schema = p["schema"]
+                kind = schema.get("format") or schema["type"]
+                if "enum" in schema:
+                    kind += ": " + ", ".join(str(v) for v in schema["enum"])
+                parts.append(f"<tr><td><code>{e(p['name'])}</code></td><td>{e(kind)}</td><td>{e(p['description'])}</td></tr>")
+            parts.append("</table>")
+        ref = op["responses"]["200"]["content"]["application/json"]["schema"].get("properties", {}).get("data")
+        if ref:
+            row = document["components"]["schemas"][ref["items"]["$ref"].rsplit("/", 1)[1]]
+            parts.append("<table><tr><th>column</th><th>type</th><th>meaning</th></tr>")
+            for name, schema in row["properties"].items():
+                kind = schema.get("format") or schema["type"][0]
+                parts.append(f"<tr><td><code>{e(name)}</code></td><td>{e(kind)}</td>"
+                             f"<td>{e(schema.get('description', ''))}</td></tr>")
+            parts.append("</table>")
+    parts.append("</body></html>")
+    response = Response("".join(parts), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response

@@ -1,0 +1,140 @@
+"""Who may call what: API keys with roles, and the audit trail of every patient-level read.
+
+A key looks like `hwk_<key_id>_<secret>`. `ops.api_keys` keeps only its sha256, so a copy of the database
+gives no working key; the key is printed once, when it is created:
+
+    ./start.sh api-key create --name "Ward 3 app" --role clinician
+    ./start.sh api-key list
+    ./start.sh api-key revoke 3
+
+Requests send `Authorization: Bearer <key>` (or `X-API-Key: <key>`). Roles nest, each seeing what the one
+before it sees: `analyst` (de-identified marts), `clinician` (also the patient-level endpoints, every read
+of which is written to `ops.api_audit` before any row is served), `admin` (also drops and runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+
+import click
+import psycopg
+from flask import Flask, current_app, g, request
+from sqlalchemy import text
+
+from backend.db import engine
+from backend.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("analyst", "clinician", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+_KEY = re.compile(r"hwk_(\d{1,18})_([A-Za-z0-9_-]{32,128})")
+HOW_TO_GET_A_KEY = "create one with `./start.sh api-key create --name NAME --role analyst|clinician|admin`"
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: int
+    role: str
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
+def authenticate() -> Caller:
+    """The caller of this request, from its key; 401 without a valid, unrevoked one."""
+    key = _presented_key()
+    if not key:
+        raise ApiError(401, "unauthorized", f"this endpoint needs an API key: send `Authorization: Bearer <key>`; "
+                                            f"{HOW_TO_GET_A_KEY}")
+    match = _KEY.fullmatch(key)
+    row = None
+    if match:
+        with engine().connect() as conn:
+            row = conn.execute(text("select role, key_hash, revoked_at from ops.api_keys where key_id = :id"),
+                               {"id": int(match.group(1))}).one_or_none()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, key_hash(key)):
+        raise ApiError(401, "unauthorized", f"the API key is not valid or has been revoked; {HOW_TO_GET_A_KEY}")
+    return Caller(int(match.group(1)), row.role)
+
+
+def require(role: str) -> Caller:
+    """The authenticated caller, if its role is `role` or above; 403 otherwise."""
+    caller = g.get("caller") or authenticate()
+    g.caller = caller
+    if _RANK[caller.role] < _RANK[role]:
+        raise ApiError(403, "forbidden", f"this endpoint needs the {role} role (or above); this key has {caller.role}")
+    return caller
+
+
+def audit(caller: Caller) -> None:
+    """Write who reads what before the rows are read: a read that cannot be audited is not served."""
+    params = {name: request.args.getlist(name) for name in request.args}
+    with engine().begin() as conn:
+        conn.execute(text("set transaction read write"))  # the API's connections default to read only
+        conn.execute(text(
+            "insert into ops.api_audit (key_id, role, method, endpoint, params, remote_addr) "
+            "values (:key_id, :role, :method, :endpoint, cast(:params as jsonb), :remote_addr)"),
+            {"key_id": caller.key_id, "role": caller.role, "method": request.method, "endpoint": request.path,
+             "params": json.dumps(params), "remote_addr": request.remote_addr})
+
+
+# --- key administration (a CLI: an operator's shell, with the warehouse owner's credentials) ------------------
+def create_key(database_url: str, name: str, role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    secret = secrets.token_urlsafe(32)
+    with psycopg.connect(database_url) as conn:
+        key_id = conn.execute("insert into ops.api_keys (name, role, key_hash) values (%s, %s, '') returning key_id",
+                              (name, role)).fetchone()[0]
+        key = f"hwk_{key_id}_{secret}"
+        conn.execute("update ops.api_keys set key_hash = %s where key_id = %s", (key_hash(key), key_id))
+    return key
+
+
+def init_app(app: Flask) -> None:
+    @app.cli.group("api-key", help="Create, list and revoke API keys (run with the warehouse owner's DATABASE_URL).")
+    def api_key() -> None:
+        pass
+
+    def url() -> str:
+        return current_app.config["API_SETTINGS"].database_url
+
+    @api_key.command("create")
+    @click.option("--name", required=True, help="Who or what the key is for.")
+    @click.option("--role", required=True, type=click.Choice(ROLES))
+    def create(name: str, role: str) -> None:
+        key = create_key(url(), name, role)
+        click.echo(f"created a {role} key for {name!r}. It is shown this once; store it now:\n{key}")
+
+    @api_key.command("list")
+    def list_keys() -> None:
+        with psycopg.connect(url()) as conn:
+            rows = conn.execute("select key_id, name, role, created_at, revoked_at from ops.api_keys order by key_id")
+            for key_id, name, role, created, revoked in rows:
+                state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+                click.echo(f"{key_id:>5}  {role:<9}  {state:<24}  created {created:%Y-%m-%d %H:%M}  {name}")
+
+    @api_key.command("revoke")
+    @click.argument("key_id", type=int)
+    def revoke(key_id: int) -> None:
+        with psycopg.connect(url()) as conn:
+            done = conn.execute("update ops.api_keys set revoked_at = now() where key_id = %s and revoked_at is null",
+                                (key_id,)).rowcount
+        click.echo(f"revoked key {key_id}" if done else f"no active key {key_id}")
+        if not done:
+            raise SystemExit(1)

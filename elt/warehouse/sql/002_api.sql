@@ -1,0 +1,26 @@
+-- The API's keys and its audit trail of patient-level reads (backend/auth.py).
+-- Idempotent: applied on every `elt` start-up and by the test fixtures.
+
+create table if not exists ops.api_keys (
+    key_id      bigint generated always as identity primary key,
+    name        text        not null,
+    -- analyst: de-identified marts; clinician: those and the patient-level endpoints; admin: everything
+    role        text        not null check (role in ('analyst', 'clinician', 'admin')),
+    -- sha256 of the whole key: the key itself is shown once, when it is created, and never stored
+    key_hash    text        not null,
+    created_at  timestamptz not null default now(),
+    revoked_at  timestamptz
+);
+
+create table if not exists ops.api_audit (
+    audit_id    bigint generated always as identity primary key,
+    at          timestamptz not null default now(),
+    key_id      bigint      not null references ops.api_keys (key_id),
+    role        text        not null,
+    method      text        not null,
+    endpoint    text        not null,
+    -- the query parameters as sent (filters may name a patient: readable by the owner only)
+    params      jsonb       not null,
+    remote_addr text
+);
+create index if not exists api_audit_key_at_idx on ops.api_audit (key_id, at);

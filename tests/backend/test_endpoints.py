@@ -1,0 +1,277 @@
+"""Every list endpoint on marts built by real dbt from generated drops: rows, filters, sorts, pages, totals,
+provenance, CSV, roles and the audit trail. What the API should return is read from the mart with SQL
+written here, never through the API's own query builder."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from psycopg import sql
+
+from backend.api.listing import jsonable
+from backend.api.openapi import ENDPOINTS
+
+BY_PATH = dict(ENDPOINTS)
+PATIENT_LEVEL = [path for path, resource in ENDPOINTS if resource.patient_level]
+ANALYTICS = [path for path, resource in ENDPOINTS if not resource.patient_level]
+
+
+def expected_rows(wdb, resource, where: str = "", params: tuple = (), sort: str | None = None) -> list[dict]:
+    """The mart's rows, as the API should serve them: filtered, sorted by the sort column then the key."""
+    sort = sort or resource.default_sort
+    column = sort.lstrip("-")
+    direction = sql.SQL(" desc" if sort.startswith("-") else "")
+    order = [column, *(k for k in resource.key if k != column)]
+    query = sql.SQL("select {} from {} {} order by {}").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in resource.columns),
+        sql.Identifier(*resource.table.split(".")),
+        sql.SQL(where),
+        sql.SQL(", ").join(sql.Composed([sql.Identifier(name), direction]) for name in order))
+    names = [c.name for c in resource.columns]
+    return [dict(zip(names, (jsonable(v) for v in row), strict=True)) for row in wdb.execute(query, params)]
+
+
+def walk(call, path: str, role: str = "admin", **params) -> tuple[list[dict], list[dict]]:
+    """Every page of `path`: (rows, metas)."""
+    rows, metas, cursor = [], [], None
+    while True:
+        response = call(path, role, query_string={**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        rows += body["data"]
+        metas.append(body["meta"])
+        cursor = body["meta"]["next_cursor"]
+        if cursor is None:
+            return rows, metas
+
+
+def test_the_warehouse_has_rows_in_every_served_mart(wdb):
+    for _, resource in ENDPOINTS:
+        count = wdb.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(*resource.table.split("."))))
+        assert count.fetchone()[0] > 0, resource.table
+
+
+@pytest.mark.parametrize("path", list(BY_PATH))
+def test_every_endpoint_serves_its_whole_mart_page_by_page(call, wdb, path):
+    resource = BY_PATH[path]
+    expected = expected_rows(wdb, resource)
+    rows, metas = walk(call, path, limit=37)
+    assert rows == expected
+    assert len(metas) == -(-len(expected) // 37)
+    meta = metas[0]
+    assert meta["total"] == len(expected) and meta["total_is_exact"] is True  # small tables count exactly
+    built_at = wdb.execute(sql.SQL("select max(built_at) from {}").format(
+        sql.Identifier(*resource.table.split(".")))).fetchone()[0]
+    assert meta["as_of"] == built_at.isoformat()
+    loaded = [r[0] for r in wdb.execute("select file_id from ops.file_ledger where status = 'loaded' and "
+                                        "drop_type = any(%s) order by file_id", (list(resource.drop_types),))]
+    assert meta["sources"] == loaded and loaded
+
+
+def _filter_cases():
+    for path, resource in ENDPOINTS:
+        for param, (column, op) in resource.filter_params().items():
+            yield pytest.param(path, param, column.name, column.type, op, id=f"{resource.name}-{param}")
+
+
+@pytest.mark.parametrize(("path", "param", "column", "kind", "op"), list(_filter_cases()))
+def test_every_filter_keeps_exactly_the_rows_it_names(call, wdb, path, param, column, kind, op):
+    resource = BY_PATH[path]
+    # A value that occurs in the mart: the median of the column's distinct values.
+    values = [v for (v,) in wdb.execute(sql.SQL("select distinct {c} from {t} where {c} is not null order by 1").format(
+        c=sql.Identifier(column), t=sql.Identifier(*resource.table.split("."))))]
+    value = values[len(values) // 2]
+    sent = value.upper() if kind == "text" and not column.endswith("_id") and column != "age_band" and not \
+        resource.column(column).choices else value
+    if kind == "text" and not column.endswith("_id"):
+        where, params = f"where lower({column}) = lower(%s)", (value,)
+    else:
+        where, params = f"where {column} {op} %s", (value,)
+    expected = expected_rows(wdb, resource, where, params)
+    assert expected
+    rows, metas = walk(call, path, **{param: str(sent).lower() if isinstance(sent, bool) else str(sent), "limit": 50})
+    assert rows == expected
+    assert metas[0]["total"] == len(expected)
+
+
+def _sort_cases():
+    for path, resource in ENDPOINTS:
+        for sort in resource.sort_choices():
+            yield pytest.param(path, sort, id=f"{resource.name}-{sort}")
+
+
+@pytest.mark.parametrize(("path", "sort"), list(_sort_cases()))
+def test_every_sort_orders_by_its_column_then_the_key_across_pages(call, wdb, path, sort):
+    expected = expected_rows(wdb, BY_PATH[path], sort=sort)[:60]
+    rows, _ = walk(call, path, sort=sort, limit=25) if len(expected) < 60 else (None, None)
+    if rows is None:  # large marts: the first three pages are enough to cross page boundaries
+        rows, cursor = [], None
+        for _ in range(3):
+            body = call(path, query_string={"sort": sort, "limit": 20, **({"cursor": cursor} if cursor else {})}).get_json()
+            rows += body["data"]
+            cursor = body["meta"]["next_cursor"]
+    assert rows[:60] == expected
+
+
+def test_a_cursor_is_only_valid_for_its_own_sort(call):
+    body = call("/api/v1/triage-trends", query_string={"limit": 5}).get_json()
+    response = call("/api/v1/triage-trends", query_string={"limit": 5, "sort": "-visit_date",
+                                                            "cursor": body["meta"]["next_cursor"]})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_cursor"
+
+
+def test_date_ranges_are_inclusive(call, wdb):
+    day = date(2026, 11, 10)
+    rows, _ = walk(call, "/api/v1/triage-trends", visit_date_from=str(day - timedelta(days=2)), visit_date_to=str(day))
+    assert {row["visit_date"] for row in rows} == {str(day - timedelta(days=n)) for n in range(3)}
+    facilities = wdb.execute("select count(distinct facility_id) from analytics.triage_trends "
+                             "where visit_date between %s and %s", (day - timedelta(days=2), day)).fetchone()[0]
+    assert len(rows) == 3 * facilities
+
+
+# --- roles and audit --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", list(BY_PATH))
+def test_every_endpoint_needs_a_valid_key(call, path):
+    for headers in ({}, {"Authorization": "Bearer hwk_1_" + "x" * 43}, {"Authorization": "Basic abc"},
+                    {"X-API-Key": "not-a-key"}):
+        response = call(path, None, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.get_json()["error"]["code"] == "unauthorized"
+        assert "api-key create" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", PATIENT_LEVEL)
+def test_patient_level_endpoints_refuse_the_analyst_role(call, wdb, path):
+    audited = wdb.execute("select count(*) from ops.api_audit").fetchone()[0]
+    response = call(path, "analyst")
+    assert response.status_code == 403
+    error = response.get_json()["error"]
+    assert error["code"] == "forbidden" and "clinician" in error["message"] and "analyst" in error["message"]
+    assert "data" not in response.get_json()
+    assert wdb.execute("select count(*) from ops.api_audit").fetchone()[0] == audited  # nothing was read
+    assert call(path, "clinician").status_code == 200
+
+
+@pytest.mark.parametrize("path", ANALYTICS)
+def test_analytics_endpoints_serve_every_role(call, path):
+    assert {call(path, role).status_code for role in ("analyst", "clinician", "admin")} == {200}
+
+
+@pytest.mark.parametrize("path", PATIENT_LEVEL)
+def test_every_patient_level_read_is_audited_with_who_what_and_parameters(call, wdb, keys, path):
+    key_id = int(keys["clinician"].split("_")[1])
+    before = wdb.execute("select coalesce(max(audit_id), 0) from ops.api_audit").fetchone()[0]
+    assert call(path, "clinician", query_string={"limit": 3, "format": "csv"}).status_code == 200
+    assert call(path, "clinician", query_string={"limit": 2}).status_code == 200
+    rows = wdb.execute("select key_id, role, method, endpoint, params from ops.api_audit where audit_id > %s "
+                       "order by audit_id", (before,)).fetchall()
+    assert rows == [(key_id, "clinician", "GET", path, {"limit": ["3"], "format": ["csv"]}),
+                    (key_id, "clinician", "GET", path, {"limit": ["2"]})]
+
+
+def test_analytics_reads_are_not_audited(call, wdb):
+    before = wdb.execute("select count(*) from ops.api_audit").fetchone()[0]
+    assert call("/api/v1/triage-trends", "clinician").status_code == 200
+    assert wdb.execute("select count(*) from ops.api_audit").fetchone()[0] == before
+
+
+def test_a_revoked_key_is_refused(api, warehouse):
+    from backend.auth import create_key
+
+    key = create_key(warehouse.database_url, "leaver", "clinician")
+    client = api.test_client()
+    headers = {"X-API-Key": key}
+    assert client.get("/api/v1/patients", headers=headers).status_code == 200
+    result = api.test_cli_runner().invoke(args=["api-key", "revoke", key.split("_")[1]])
+    assert result.exit_code == 0 and "revoked key" in result.output
+    assert client.get("/api/v1/patients", headers=headers).status_code == 401
+
+
+def test_the_cli_creates_a_working_key_shown_once_and_stores_only_its_hash(api, wdb):
+    result = api.test_cli_runner().invoke(args=["api-key", "create", "--name", "BI team", "--role", "analyst"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert key.startswith("hwk_")
+    stored = wdb.execute("select name, role, key_hash from ops.api_keys where key_id = %s",
+                         (int(key.split("_")[1]),)).fetchone()
+    assert stored[:2] == ("BI team", "analyst") and key not in stored[2] and len(stored[2]) == 64
+    assert api.test_client().get("/api/v1/facilities", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    listed = api.test_cli_runner().invoke(args=["api-key", "list"]).output
+    assert "BI team" in listed and key not in listed
+
+
+# --- CSV --------------------------------------------------------------------------------------------------------
+def _csv(response) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+
+
+def _as_csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@pytest.mark.parametrize("path", list(BY_PATH))
+def test_csv_holds_what_json_holds(call, wdb, path):
+    resource = BY_PATH[path]
+    expected = expected_rows(wdb, resource)
+    by_accept = call(path, headers={"Accept": "text/csv"})
+    by_param = call(path, query_string={"format": "csv"})
+    for response in (by_accept, by_param):
+        assert response.status_code == 200 and response.mimetype == "text/csv"
+        assert response.headers["X-Total-Count"] == str(len(expected))
+        assert response.headers["X-As-Of"] == call(path).get_json()["meta"]["as_of"]
+        assert response.headers["X-Sources"] == ",".join(map(str, call(path).get_json()["meta"]["sources"]))
+    rows = _csv(by_param)
+    assert list(rows[0]) == [c.name for c in resource.columns]
+    # Every row, not a page: CSV is the spreadsheet user's whole answer.
+    assert rows == [{k: _as_csv_cell(v) for k, v in row.items()} for row in expected]
+
+
+def test_csv_numbers_keep_their_decimals(call, wdb):
+    rows = _csv(call("/api/v1/triage-trends", query_string={"format": "csv", "limit": 200}))
+    served = {(r["facility_id"], r["visit_date"]): r["visit_count_7d_avg"] for r in rows}
+    stored = {(f, str(d)): v for f, d, v in wdb.execute(
+        "select facility_id, visit_date, visit_count_7d_avg from analytics.triage_trends")}
+    assert all(Decimal(value) == stored[key] for key, value in served.items())
+
+
+# --- bad and hostile input --------------------------------------------------------------------------------------
+INJECTIONS = ["' or '1'='1", "1; drop table ops.api_keys; --", "\\x00", "%00", "' union select key_hash from ops.api_keys --",
+              "${jndi:ldap://x}", "../../etc/passwd", "\u202e\u0000", "9" * 400, "-1", "2026-13-45", "true'"]
+
+
+@pytest.mark.parametrize("path", list(BY_PATH))
+def test_injection_strings_in_every_parameter_are_refused_or_taken_as_values(call, wdb, path):
+    resource = BY_PATH[path]
+    names = [*resource.filter_params(), "sort", "limit", "cursor", "count", "format"]
+    for name in names:
+        for value in INJECTIONS:
+            response = call(path, query_string={name: value})
+            assert response.status_code in {200, 400}, (name, value, response.status_code)
+            body = response.get_data(as_text=True)
+            assert "select" not in body.lower() or response.status_code == 200, (name, value)
+            assert "Traceback" not in body and "psycopg" not in body and "sqlalchemy" not in body.lower()
+    assert wdb.execute("select count(*) from ops.api_keys").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize(("query", "code"), [
+    ({"colour": "red"}, "unknown_parameter"), ({"limit": "51"}, "invalid_parameter"),
+    ({"limit": "0"}, "invalid_parameter"), ({"sort": "notes"}, "invalid_parameter"),
+    ({"visit_date_from": "yesterday"}, "invalid_parameter"), ({"cursor": "bm90IG91cnM"}, "invalid_cursor"),
+])
+def test_bad_parameters_are_a_400_that_says_what_is_allowed(call, query, code):
+    response = call("/api/v1/triage-visits", query_string=query)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == code and error["message"]
+    if code != "invalid_cursor":
+        assert "visit_date_from" in error["allowed"] and "cursor" in error["allowed"]
