@@ -18,6 +18,8 @@ def init_app(app: Flask, settings: ApiSettings) -> None:
         settings.sqlalchemy_url(),
         pool_size=settings.pool_size,
         pool_pre_ping=True,
+        # A failed statement's parameters (a patient id, a name) never reach an exception message or a log line.
+        hide_parameters=True,
         connect_args={
             "options": options,
             "application_name": "health-api",

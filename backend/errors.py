@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
+from psycopg import errors
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,22 @@ def init_app(app: Flask) -> None:
         code = (exc.name or "error").lower().replace(" ", "_")
         return envelope(exc.code or 500, code, exc.description or exc.name)
 
+    @app.errorhandler(OperationalError)
+    def _database_error(exc: OperationalError):
+        # Only the error's class and Postgres's own one-line reason: never the SQL, its parameters or a trace.
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if getattr(exc, "orig", None) else ""
+        if isinstance(getattr(exc, "orig", None), errors.QueryCanceled):
+            log.warning("query cancelled by the statement timeout on %s", request.path)
+            return envelope(503, "query_timeout", "The query took longer than the API allows; narrow the filters "
+                            "(a date range, a facility) or page with a smaller limit.")
+        log.error("database error on %s: %s: %s", request.path, type(getattr(exc, "orig", exc)).__name__, reason)
+        return envelope(503, "database_unavailable", "The warehouse database did not answer; try again shortly.")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")  # the trace goes to the server log only
+        # The class and where, for the operator; not the message or the trace (a database error's message can
+        # carry the statement and a row's values).
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        log.error("unhandled %s on %s %s (raised at %s:%s in %s)", type(exc).__name__, request.method, request.path,
+                  where and where.filename, where and where.lineno, where and where.name)
         return envelope(500, "internal_error", "The server hit an unexpected error; it has been logged.")

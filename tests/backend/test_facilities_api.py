@@ -131,3 +131,31 @@ def test_cursor_pages_have_no_duplicates_or_gaps_while_rows_are_being_added(clie
     ahead = [name for name in added if "Annex" in name]
     assert set(ahead) <= set(seen) and not {name for name in added if "Early" in name} & set(seen)
     assert seen == sorted(seen)
+
+
+def test_a_query_over_the_time_limit_is_a_503_that_says_what_to_do(settings, facilities_mart, caplog):
+    import psycopg
+
+    from backend.auth import create_key
+
+    app = create_app(ApiSettings(database_url=settings.database_url, statement_timeout_ms=200))
+    key = create_key(settings.database_url, "slow", "analyst")
+    with psycopg.connect(settings.database_url) as blocker:  # holds the mart locked: the API's read waits
+        blocker.execute("lock table analytics.facility_performance in access exclusive mode")
+        response = app.test_client().get("/api/v1/facilities?state=Lagos", headers={"X-API-Key": key})
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "query_timeout" and "narrow the filters" in error["message"]
+    assert "select" not in response.get_data(as_text=True).lower()
+    assert "Lagos" not in caplog.text and "select" not in caplog.text.lower()
+
+
+def test_an_unexpected_error_logs_where_but_not_what(app, client, caplog):
+    @app.get("/api/v1/boom")
+    def boom():
+        raise RuntimeError("Failing row contains (Ada Obi, 08012345678)")
+
+    response = client.get("/api/v1/boom")
+    assert response.status_code == 500 and response.get_json()["error"]["code"] == "internal_error"
+    assert "Ada Obi" not in response.get_data(as_text=True)
+    assert "RuntimeError" in caplog.text and "boom" in caplog.text and "Ada Obi" not in caplog.text
