@@ -27,7 +27,7 @@ import psycopg
 from flask import Flask, current_app, g, request
 from sqlalchemy import text
 
-from backend.db import engine
+from backend.db import connection
 from backend.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,10 @@ def authenticate() -> Caller:
     match = _KEY.fullmatch(key)
     row = None
     if match:
-        with engine().connect() as conn:
-            row = conn.execute(text("select role, key_hash, revoked_at from ops.api_keys where key_id = :id"),
-                               {"id": int(match.group(1))}).one_or_none()
+        conn = connection()
+        row = conn.execute(text("select role, key_hash, revoked_at from ops.api_keys where key_id = :id"),
+                           {"id": int(match.group(1))}).one_or_none()
+        conn.rollback()  # end the read-only transaction: the audit row needs a read-write one
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, key_hash(key)):
         raise ApiError(401, "unauthorized", f"the API key is not valid or has been revoked; {HOW_TO_GET_A_KEY}")
     return Caller(int(match.group(1)), row.role)
@@ -84,7 +85,9 @@ def require(role: str) -> Caller:
 def audit(caller: Caller) -> None:
     """Write who reads what before the rows are read: a read that cannot be audited is not served."""
     params = {name: request.args.getlist(name) for name in request.args}
-    with engine().begin() as conn:
+    conn = connection()
+    conn.rollback()
+    with conn.begin():
         conn.execute(text("set transaction read write"))  # the API's connections default to read only
         conn.execute(text(
             "insert into ops.api_audit (key_id, role, method, endpoint, params, remote_addr) "

@@ -27,13 +27,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, Literal
 
 from flask import Response, current_app, jsonify, request, stream_with_context
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from sqlalchemy import text
 
-from backend.db import engine
+from backend.db import connection, engine
 from backend.errors import ApiError
 
 # Column types: the JSON type served and the Postgres type a cursor value is cast back to.
@@ -89,27 +90,33 @@ class Resource:
         return params
 
     def query_model(self) -> type[BaseModel]:
-        fields: dict[str, Any] = {}
-        for param, (column, _) in self.filter_params().items():
-            annotation: Any = PYTHON_TYPES[column.type]
-            if column.choices:
-                annotation = Literal[column.choices]  # type: ignore[valid-type]
-            constraints: dict[str, Any] = {}
-            if annotation is str:
-                constraints = {"max_length": 200}
-            elif annotation is int:
-                constraints = {"ge": -(2**63), "le": 2**63 - 1}  # Postgres bigint
-            fields[param] = (annotation | None, Field(None, description=_filter_description(column, param),
-                                                      **constraints))
-        fields["sort"] = (Literal[tuple(self.sort_choices())] | None, Field(  # type: ignore[misc]
-            None, description=f"Sort key; `-` for descending. Default `{self.default_sort}`."))
-        fields["limit"] = (int | None, Field(None, ge=1, le=2**31, description="Rows per page (JSON: at most the page cap)."))
-        fields["cursor"] = (str | None, Field(None, max_length=2000, description="`meta.next_cursor` of the page before."))
-        fields["count"] = (Literal["exact", "estimate"] | None, Field(
-            None, description="`exact` counts every matching row; by default large tables give an estimate."))
-        fields["format"] = (Literal["json", "csv"] | None, Field(None, description="`csv` streams CSV (or send Accept: text/csv)."))
-        return create_model(f"{self.name.title().replace('-', '')}Query", __config__=ConfigDict(extra="forbid"),
-                            **fields)
+        """The pydantic model of this endpoint's query string (built once per resource)."""
+        return _query_model(self)
+
+
+@cache
+def _query_model(resource: Resource) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for param, (column, _) in resource.filter_params().items():
+        annotation: Any = PYTHON_TYPES[column.type]
+        if column.choices:
+            annotation = Literal[column.choices]  # type: ignore[valid-type]
+        constraints: dict[str, Any] = {}
+        if annotation is str:
+            constraints = {"max_length": 200}
+        elif annotation is int:
+            constraints = {"ge": -(2**63), "le": 2**63 - 1}  # Postgres bigint
+        fields[param] = (annotation | None, Field(None, description=_filter_description(column, param),
+                                                  **constraints))
+    fields["sort"] = (Literal[tuple(resource.sort_choices())] | None, Field(  # type: ignore[misc]
+        None, description=f"Sort key; `-` for descending. Default `{resource.default_sort}`."))
+    fields["limit"] = (int | None, Field(None, ge=1, le=2**31, description="Rows per page (JSON: at most the page cap)."))
+    fields["cursor"] = (str | None, Field(None, max_length=2000, description="`meta.next_cursor` of the page before."))
+    fields["count"] = (Literal["exact", "estimate"] | None, Field(
+        None, description="`exact` counts every matching row; by default large tables give an estimate."))
+    fields["format"] = (Literal["json", "csv"] | None, Field(None, description="`csv` streams CSV (or send Accept: text/csv)."))
+    return create_model(f"{resource.name.title().replace('-', '')}Query", __config__=ConfigDict(extra="forbid"),
+                        **fields)
 
 
 def _filter_description(column: Column, param: str) -> str:
@@ -279,10 +286,11 @@ def serve(resource: Resource, *, before_read: Callable[[], None] | None = None) 
         return _csv_response(resource, query, p, settings)
 
     limit = query.limit or settings.default_page_size
-    with engine().connect() as conn:
-        rows = conn.execute(text(_sql(resource, p, limit)), {**p.params, "limit": limit + 1}).mappings().all()
-        total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
-        as_of, sources = provenance(conn, resource)
+    conn = connection()  # one transaction: the page, its total and its as_of see the same build
+    rows = conn.execute(text(_sql(resource, p, limit)), {**p.params, "limit": limit + 1}).mappings().all()
+    total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
+    as_of, sources = provenance(conn, resource)
+    conn.rollback()
     page = rows[:limit]
     next_cursor = (encode_cursor([p.sort, *(str(jsonable(page[-1][n])) for n in p.order)])
                    if len(rows) > limit else None)
@@ -295,9 +303,10 @@ def serve(resource: Resource, *, before_read: Callable[[], None] | None = None) 
 
 def _csv_response(resource: Resource, query: BaseModel, p: Plan, settings) -> Response:
     limit = query.limit or settings.max_csv_rows
-    with engine().connect() as conn:
-        total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
-        as_of, sources = provenance(conn, resource)
+    conn = connection()
+    total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
+    as_of, sources = provenance(conn, resource)
+    conn.rollback()
     names = [c.name for c in resource.columns]
 
     def rows() -> Iterator[str]:

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import psycopg
@@ -195,12 +196,26 @@ class Stack:
         except psycopg.Error:
             return []
 
-    def api_health(self) -> dict | None:
+    def api_ready(self) -> dict | None:
+        """The API's /ready answer (503 included: it says which marts are not built yet)."""
         try:
-            with urlopen(f"http://127.0.0.1:{self.api_port}/health", timeout=3) as response:  # noqa: S310
+            with urlopen(f"http://127.0.0.1:{self.api_port}/ready", timeout=3) as response:  # noqa: S310
                 return json.loads(response.read())
+        except HTTPError as error:
+            try:
+                return json.loads(error.read())
+            except ValueError:
+                return None
         except Exception:  # noqa: BLE001
             return None
+
+    def file_counts(self) -> dict[str, int]:
+        """Files in the ledger by status."""
+        try:
+            with psycopg.connect(self.env["DATABASE_URL"], connect_timeout=3) as conn:
+                return dict(conn.execute("select status, count(*) from ops.file_ledger group by status order by status"))
+        except psycopg.Error:
+            return {}
 
     def write_stack_env(self) -> None:
         """Where the running stack is, for `./start.sh elt ...` and other tools started beside it."""
@@ -219,7 +234,8 @@ class Stack:
  Health warehouse is up (Ctrl-C stops everything)
 
  Airflow UI    http://localhost:{self.airflow_port}        login {user} / {password}
- API           http://localhost:{self.api_port}/api/v1/facilities   (health: /health)
+ API           http://localhost:{self.api_port}/docs   (every endpoint; readiness: /ready)
+               key: ./start.sh api-key create --name NAME --role analyst|clinician|admin
  Postgres      {self.env['DATABASE_URL']}   (Airflow metadata: database airflow)
  S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/
  Data          {self.data_dir}   (logs in {self.logs})
@@ -242,12 +258,11 @@ class Stack:
             run = self.last_runs()
             now = time.monotonic()
             if run != last_state or now - last_print > 300:
-                health = self.api_health() or {}
-                data = health.get("data", {})
-                facilities = data.get("facility_performance", {}).get("rows")
+                marts = (self.api_ready() or {}).get("marts", {})
+                built = sum(1 for mart in marts.values() if mart.get("built_at"))
                 run_text = "; ".join(f"{dag} {state} ({run_id})" for dag, run_id, state in run) or "no runs yet"
-                print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {data.get('files', {})}; "
-                      f"facilities in marts: {facilities}", flush=True)
+                print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {self.file_counts()}; "
+                      f"marts the API serves: {built} of {len(marts) or '?'} built", flush=True)
                 last_state, last_print = run, now
             time.sleep(5)
 

@@ -8,7 +8,8 @@
     at again: a change in the dimensions (a name that becomes shared, a patient who appears late) reaches
     older days only with `dbt build --full-refresh`.
 #}
-{# Indexes: the day for delete+insert, file_id for finding the files not yet here (macros/incremental.sql),
+{# Indexes: (day, id) for delete+insert and the API's pages in date order, (patient, day, id) for one patient's
+   history page by page, file_id for finding the files not yet here (macros/incremental.sql),
    built_at for the tests that check the latest batch (macros/test_scope.sql); it came later than the
    fact, so new columns are appended (older rows have no built_at). #}
 {{
@@ -17,7 +18,12 @@
         incremental_strategy='delete+insert',
         unique_key='record_date',
         on_schema_change='append_new_columns',
-        indexes=[{'columns': ['record_date']}, {'columns': ['file_id']}, {'columns': ['built_at']}],
+        indexes=[
+            {'columns': ['record_date', 'medical_record_id']},
+            {'columns': ['patient_id', 'record_date', 'medical_record_id']},
+            {'columns': ['file_id']},
+            {'columns': ['built_at']},
+        ],
         post_hook="{{ delete_rows_of_unloaded_files('medilink_medical_records') }}",
     )
 }}
