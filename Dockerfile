@@ -54,4 +54,4 @@ USER app
 EXPOSE 5000 8080
 
 # Shell form through sh -c only to expand API_WORKERS; exec hands PID 1 (and SIGTERM) to gunicorn.
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:5000 --workers \"${API_WORKERS}\" --access-logfile - 'backend.app:create_app()'"]
+CMD ["sh", "-c", "exec gunicorn -c python:backend.gunicorn_conf --bind 0.0.0.0:5000 --workers \"${API_WORKERS}\" 'backend.app:create_app()'"]

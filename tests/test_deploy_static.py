@@ -334,6 +334,9 @@ def test_dockerfile_environment_and_default_command():
     assert cmds and "gunicorn" in cmds[-1] and "backend.app:create_app()" in cmds[-1], (
         f"Dockerfile's default CMD does not serve the API with gunicorn: {cmds[-1:] or 'no CMD'}"
     )
+    assert "-c python:backend.gunicorn_conf" in cmds[-1], (
+        "Dockerfile's gunicorn does not load backend/gunicorn_conf.py (its access log would print query strings)"
+    )
 
 
 # --- README ------------------------------------------------------------------------------------------

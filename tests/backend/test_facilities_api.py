@@ -159,3 +159,40 @@ def test_an_unexpected_error_logs_where_but_not_what(app, client, caplog):
     assert response.status_code == 500 and response.get_json()["error"]["code"] == "internal_error"
     assert "Ada Obi" not in response.get_data(as_text=True)
     assert "RuntimeError" in caplog.text and "boom" in caplog.text and "Ada Obi" not in caplog.text
+
+
+def test_the_production_server_logs_paths_but_not_query_strings(settings, facilities_mart):
+    """gunicorn as ./start.sh and the image run it: a filter naming a patient never reaches the access log."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from backend.auth import create_key
+    from elt.devstack.servers import free_port
+
+    key = create_key(settings.database_url, "log check", "analyst")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf", "--bind",
+         f"127.0.0.1:{port}", "--workers", "1", "backend.wsgi:app"],
+        env={**__import__("os").environ, "DATABASE_URL": settings.database_url},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/facilities?state=Adaeze%20Okafor",
+                                         headers={"Authorization": f"Bearer {key}"})
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("gunicorn did not answer")
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    assert '"GET /api/v1/facilities HTTP/1.1" 200' in output
+    assert "Adaeze" not in output and "Okafor" not in output and "state=" not in output
