@@ -122,7 +122,8 @@ def init_app(app: Flask) -> None:
     @click.option("--role", required=True, type=click.Choice(ROLES))
     def create(name: str, role: str) -> None:
         key = create_key(url(), name, role)
-        click.echo(f"created a {role} key for {name!r}. It is shown this once; store it now:\n{key}")
+        article = "an" if role[0] in "aeiou" else "a"
+        click.echo(f"created {article} {role} key for {name!r}. It is shown this once; store it now:\n{key}")
 
     @api_key.command("list")
     def list_keys() -> None:

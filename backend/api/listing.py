@@ -139,6 +139,8 @@ def jsonable(value: Any) -> Any:
 def csv_cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")  # exactly as stored: 0.2500, not 0.25 or 2.5e-1
     if isinstance(value, list):
         return ";".join(str(v) for v in value)
     if isinstance(value, bool):
