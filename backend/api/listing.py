@@ -9,7 +9,7 @@ read it and which drop types it is built from. `serve(resource)` answers a reque
   that lists the allowed ones; `limit` is capped;
 * pages are keyset pages: `order by <sort column>, <key columns>` and `where (those) > (the last row's)`,
   so a deep page costs what the first one does and rows added meanwhile cause no duplicates or gaps;
-* `meta.total` is exact when the table is small or `count=exact` is asked for, else the planner's
+* `meta.total` is exact when the planner expects under 100,000 matching rows or `count=exact` is asked for, else the planner's
   estimate (`meta.total_is_exact` says which);
 * `meta.as_of` is when dbt built the mart (`max(built_at)`) and `meta.sources` the ledger ids of the files
   loaded for its drop types before that build;
@@ -250,27 +250,26 @@ def _sql(resource: Resource, p: Plan, limit: int | None) -> str:
 
 
 def _total(conn, resource: Resource, filters: list[str], params: dict[str, Any], exact: bool) -> tuple[int, bool]:
-    estimate = conn.execute(text("select greatest(reltuples, 0)::bigint from pg_class where oid = cast(:t as regclass)"),
-                            {"t": resource.table}).scalar() or 0
-    if exact or estimate < EXACT_TOTAL_BELOW:
-        sql = f"select count(*) from {resource.table}" + (" where " + " and ".join(filters) if filters else "")  # noqa: S608
-        return conn.execute(text(sql), params).scalar(), True
-    if not filters:
-        return estimate, False
-    sql = f"explain (format json) select 1 from {resource.table} where " + " and ".join(filters)  # noqa: S608
-    planned = conn.execute(text(sql), params).scalar()
-    return int(planned[0]["Plan"]["Plan Rows"]), False
+    """Rows matching the filters: counted when asked, or when the planner expects fewer than EXACT_TOTAL_BELOW
+    (cheap then); else the planner's estimate."""
+    where = " where " + " and ".join(filters) if filters else ""
+    if not exact:
+        plan = conn.execute(text(f"explain (format json) select 1 from {resource.table}{where}"), params).scalar()  # noqa: S608
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+        if estimate >= EXACT_TOTAL_BELOW:
+            return estimate, False
+    return conn.execute(text(f"select count(*) from {resource.table}{where}"), params).scalar(), True  # noqa: S608
 
 
 def provenance(conn, resource: Resource) -> tuple[datetime | None, list[int]]:
-    """When the mart was built, and the ledger ids of the files loaded for its drop types before that."""
-    as_of = conn.execute(text(f"select max(built_at) from {resource.table}")).scalar()  # noqa: S608
-    if as_of is None or not resource.drop_types:
-        return as_of, []
-    sources = conn.execute(text(
-        "select file_id from ops.file_ledger where status = 'loaded' and drop_type = any(:types) "
-        "and finished_at <= :as_of order by file_id"), {"types": list(resource.drop_types), "as_of": as_of}).scalars()
-    return as_of, list(sources)
+    """When the mart was built, and the ledger ids of the files loaded for its drop types before that (one
+    statement: both from the same snapshot, in one round trip)."""
+    as_of, sources = conn.execute(text(
+        f"select built.as_of, array(select file_id from ops.file_ledger where status = 'loaded' "  # noqa: S608
+        f"and drop_type = any(:types) and finished_at <= built.as_of order by file_id) "
+        f"from (select max(built_at) as as_of from {resource.table}) as built"),
+        {"types": list(resource.drop_types)}).one()
+    return as_of, list(sources or [])
 
 
 def serve(resource: Resource, *, before_read: Callable[[], None] | None = None) -> Response:

@@ -98,7 +98,7 @@ def _parameters(resource: Resource, max_page_size: int) -> list[dict[str, Any]]:
         {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 2000},
          "description": "`meta.next_cursor` of the previous page (same filters and sort)."},
         {"name": "count", "in": "query", "required": False, "schema": {"type": "string", "enum": ["exact", "estimate"]},
-         "description": "`exact`: count every matching row. By default tables over 100,000 rows give the planner's "
+         "description": "`exact`: count every matching row. By default, when the planner expects 100,000 matching rows or more, its "
                         "estimate (`meta.total_is_exact` says which)."},
         {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["json", "csv"]},
          "description": "`csv` (or `Accept: text/csv`) streams CSV, with the meta in X-Total-Count, X-As-Of, "

@@ -196,3 +196,17 @@ def test_the_production_server_logs_paths_but_not_query_strings(settings, facili
         output = server.communicate(timeout=20)[0]
     assert '"GET /api/v1/facilities HTTP/1.1" 200' in output
     assert "Adaeze" not in output and "Okafor" not in output and "state=" not in output
+
+
+def test_totals_are_estimated_on_large_results_and_exact_on_small_ones_or_when_asked(client, db, facilities_mart):
+    db.execute("insert into analytics.facility_performance (facility_id, facility_name, state, lga, patient_count, "
+               "medical_record_count, triage_visit_count, urgent_visit_count, active_days, volume_band, built_at) "
+               "select 'g' || n, 'Generated ' || n, case when n % 100 = 0 then 'Kano' else 'Oyo' end, 'X', 0, 0, 0, 0, 0, "
+               "'Low', now() from generate_series(1, 150000) as n")
+    db.execute("analyze analytics.facility_performance")
+    everything = client.get("/api/v1/facilities").get_json()["meta"]
+    assert everything["total_is_exact"] is False and abs(everything["total"] - 150_005) < 15_000
+    counted = client.get("/api/v1/facilities?count=exact").get_json()["meta"]
+    assert (counted["total"], counted["total_is_exact"]) == (150_005, True)
+    kano = client.get("/api/v1/facilities?state=Kano").get_json()["meta"]  # 1,500 generated + 2 hand-made
+    assert (kano["total"], kano["total_is_exact"]) == (1_502, True)
