@@ -1,0 +1,670 @@
+"""NHS England KH03 "Beds Open Overnight" workbooks turned into typed, checked rows.
+
+KH03 is published quarterly as a workbook whose layout has drifted for fifteen years: sheets change
+order (`Data Quality` first from 2024-25), the header band moves (older eras put the title block in
+column A), `Total ` carries a trailing space, the sector `Learning Disabilities` became `Learning
+Disability` in 2025-26, org codes grew from three to five characters, and revised workbooks append
+re-submitted trusts after the sorted rows. The generic sheet-to-CSV reader cannot cope with a
+three-group header band, so this reader finds everything by its contents:
+
+- a sheet by its name (`NHS Trust by Sector`, `Region by Sector`, `Occupied by Specialty`), in any order;
+  a workbook holding only some of them gives only those; one holding none is rejected;
+- the header row as the row holding `Year` and `Period End`; the group labels (`Available`, `Occupied`,
+  `% Occupied`) on the row above, each label sitting over the first column of its block;
+- the period from the workbook itself: the title block's `Period:` (`July to September 2020`) and every
+  data row's `Year` (`2020-21`) and `Period End` (`September`). All of them, on every sheet, must agree.
+
+File names: many carry no period (`Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx`). When one does, it
+must agree with the workbook. NHS England names since about 2022 say `Q3-2024-25`: quarter 3 of the
+financial year 2024-25 (October to December 2024), confirmed by the 2024-25 and 2025-26 files. The
+older `2021-Q1-...` name holds April to June 2020 in its title block and `Year` column: `2021` is the
+financial year 2020-21 written without its dash ("20" "21"), not calendar 2021 (whose first quarter would
+be January to March 2021, i.e. Q4 of 2020-21). So a four-digit year before `-Qn` is read as two
+consecutive two-digit years; one that is not (`2020-Q1`) could be calendar 2020 or the year 2019-20
+ends in, and the reader refuses to guess: `unclear_file_name_period`. A `Qn` token it cannot place at
+all gets the same rejection.
+
+Duplicates: a revised workbook may append a re-submitted trust after the sorted rows. If the same org
+(or region) code appears twice on a sheet, the later row wins, because the appended row is the
+re-submission; its position in the output is that of the first appearance, and the code is listed in
+`Kh03Workbook.replaced_codes`. The England check sums the rows kept.
+
+Checks (rejections name the sheet, Excel row and column): every `Total` is the sum of its four sectors
+within 0.5 bed; the England row is the sum of the other rows per column within 0.5 bed per row summed;
+`% Occupied` agrees with occupied / available within 0.005 where available > 0 (`-` means no beds and
+reads as None; `-` beside available beds is rejected). Bed counts are daily averages: kept as Decimal
+exactly as stored (the float's shortest repr), never rounded.
+
+Pure: bytes in, frozen dataclasses out. python-calamine reads .xlsx and .xls.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from python_calamine import CalamineWorkbook
+
+from elt.readers.spreadsheet import cell_text
+
+TRUST_SHEET = "NHS Trust by Sector"
+REGION_SHEET = "Region by Sector"
+SPECIALTY_SHEET = "Occupied by Specialty"
+KH03_SHEETS = (TRUST_SHEET, REGION_SHEET, SPECIALTY_SHEET)
+
+SECTORS = ("Total", "General & Acute", "Learning Disabilities", "Maternity", "Mental Illness")
+_SECTOR_BY_HEADER = {
+    "total": "Total",
+    "general & acute": "General & Acute",
+    "general and acute": "General & Acute",
+    "learning disabilities": "Learning Disabilities",
+    "learning disability": "Learning Disabilities",  # 2025-26 onwards
+    "maternity": "Maternity",
+    "mental illness": "Mental Illness",
+}
+_GROUP_BY_LABEL = {"available": "available", "occupied": "occupied", "% occupied": "pct_occupied"}
+_REGION_CODE_HEADERS = {"region code", "sha code", "at code", "area team code", "commissioning region code"}
+_ORG_CODE_HEADERS = {"org code", "organisation code", "provider code", "trust code"}
+
+TOTAL_TOLERANCE = Decimal("0.5")  # beds: a Total against the sum of its four sectors
+ENGLAND_TOLERANCE_PER_ROW = Decimal("0.5")  # beds per summed row: England against the sum of the rows
+PCT_TOLERANCE = Decimal("0.005")  # fraction: % Occupied against occupied / available
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",),
+            ("june", "jun"), ("july", "jul"), ("august", "aug"), ("september", "sep", "sept"),
+            ("october", "oct"), ("november", "nov"), ("december", "dec"),
+        ],
+        start=1,
+    )
+    for name in names
+}
+_QUARTER_BY_END_MONTH = {6: 1, 9: 2, 12: 3, 3: 4}
+_QUARTER_BY_START_MONTH = {4: 1, 7: 2, 10: 3, 1: 4}
+
+
+class Kh03Rejected(Exception):
+    """The workbook cannot be loaded as KH03: `reason_code` for the rejects table, `message` for people."""
+
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(f"{reason_code}: {message}")
+        self.reason_code = reason_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Kh03TrustRow:
+    """One trust, one sector: average daily beds available and occupied over the quarter."""
+
+    org_code: str
+    org_name: str
+    region_code: str
+    sector: str
+    available: Decimal
+    occupied: Decimal
+    pct_occupied: Decimal | None
+    sheet_row: int
+
+
+@dataclass(frozen=True)
+class Kh03RegionRow:
+    """One region, one sector."""
+
+    region_code: str
+    region_name: str
+    sector: str
+    available: Decimal
+    occupied: Decimal
+    pct_occupied: Decimal | None
+    sheet_row: int
+
+
+@dataclass(frozen=True)
+class Kh03EnglandRow:
+    """England, one sector (from `NHS Trust by Sector`, else from `Region by Sector`)."""
+
+    sector: str
+    available: Decimal
+    occupied: Decimal
+    pct_occupied: Decimal | None
+
+
+@dataclass(frozen=True)
+class Kh03SpecialtyRow:
+    """One trust, one consultant specialty: average daily beds occupied."""
+
+    org_code: str
+    org_name: str
+    region_code: str
+    specialty_code: str
+    specialty_name: str
+    occupied: Decimal
+    sheet_row: int
+
+
+@dataclass(frozen=True)
+class Kh03Workbook:
+    financial_year: str  # "2020-21"
+    quarter: int  # 1..4 of the financial year; Q1 = April to June
+    period_start: date
+    period_end: date
+    published: date | str | None  # a date when the title block's text parses, else the text as found
+    trust_rows: tuple[Kh03TrustRow, ...]
+    region_rows: tuple[Kh03RegionRow, ...]
+    specialty_rows: tuple[Kh03SpecialtyRow, ...]
+    england_row: tuple[Kh03EnglandRow, ...]  # one per sector, empty when neither sector sheet is present
+    revised: date | str | None = None
+    sheets: tuple[str, ...] = ()  # the KH03 sheets found, in workbook order
+    replaced_codes: tuple[str, ...] = ()  # "sheet: code" for each code whose earlier row a later one replaced
+
+    def england(self, sector: str) -> Kh03EnglandRow:
+        for row in self.england_row:
+            if row.sector == sector:
+                return row
+        raise KeyError(sector)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _column_letter(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
+
+
+def _norm(value: object) -> str:
+    return " ".join(cell_text(value).split()).lower()
+
+
+def _cell(row: Sequence[object], index: int) -> object:
+    return row[index] if index < len(row) else None
+
+
+def _where(source: str, sheet: str, row: int, column: int | None = None, header: str | None = None) -> str:
+    place = f"{source}, sheet {sheet!r}, row {row}"
+    if column is not None:
+        place += f", column {_column_letter(column)}"
+        if header:
+            place += f" ({header})"
+    return place
+
+
+def _decimal(value: object) -> Decimal | None:
+    """A numeric cell as Decimal; None for an empty cell; raises ValueError for anything else."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))  # the shortest repr round-trips the stored double without noise
+    if isinstance(value, str):
+        try:
+            result = Decimal(value.strip().replace(",", ""))
+        except InvalidOperation as exc:
+            raise ValueError(value) from exc
+        if not result.is_finite():
+            raise ValueError(value)
+        return result
+    raise ValueError(value)
+
+
+def _parse_date_text(text: str) -> date | str | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text[:10]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}( 00:00:00)?", text) else _long_date(text)
+    except ValueError:
+        return text
+
+
+def _long_date(text: str) -> date | str:
+    """`19th November 2020` as a date; any other text back as it is."""
+    match = re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]+)\s+(\d{4})", text)
+    if match and match.group(2).lower() in _MONTHS:
+        return date(int(match.group(3)), _MONTHS[match.group(2).lower()], int(match.group(1)))  # ValueError: text
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- period
+
+
+@dataclass(frozen=True)
+class _Period:
+    financial_year: str
+    quarter: int
+
+    def __str__(self) -> str:
+        return f"Q{self.quarter} {self.financial_year}"
+
+
+def _financial_year(start_year: int) -> str:
+    return f"{start_year}-{(start_year + 1) % 100:02d}"
+
+
+def _period_from_title(text: str) -> _Period:
+    """`July to September 2020` -> Q2 2020-21. Raises ValueError when the text is not one quarter."""
+    match = re.fullmatch(
+        r"([A-Za-z]+)(?:\s+(\d{4}))?\s*(?:to|-|–)\s*([A-Za-z]+)\s+(\d{4})", " ".join(text.split())
+    )
+    if not match:
+        raise ValueError(text)
+    start_name, start_year, end_name, end_year = match.groups()
+    start, end = _MONTHS.get(start_name.lower()), _MONTHS.get(end_name.lower())
+    if start is None or end is None or start not in _QUARTER_BY_START_MONTH:
+        raise ValueError(text)
+    quarter = _QUARTER_BY_START_MONTH[start]
+    if _QUARTER_BY_END_MONTH.get(end) != quarter:
+        raise ValueError(text)
+    year = int(end_year)
+    if start_year is not None and int(start_year) != year:
+        raise ValueError(text)
+    return _Period(_financial_year(year - 1 if quarter == 4 else year), quarter)
+
+
+def _period_from_columns(year_text: str, period_end_text: str) -> _Period:
+    """`2020-21` and `September` -> Q2 2020-21. Raises ValueError otherwise."""
+    match = re.fullmatch(r"(\d{4})\s*[-/]\s*(\d{2})", year_text.strip())
+    month = _MONTHS.get(period_end_text.strip().lower())
+    if not match or month not in _QUARTER_BY_END_MONTH:
+        raise ValueError(f"{year_text!r} / {period_end_text!r}")
+    start = int(match.group(1))
+    if int(match.group(2)) != (start + 1) % 100:
+        raise ValueError(f"{year_text!r} is not a financial year")
+    return _Period(_financial_year(start), _QUARTER_BY_END_MONTH[month])
+
+
+def period_from_file_name(source_name: str) -> _Period | None:
+    """The period a file name states, None when it states none. See the module docstring."""
+    name = re.split(r"[\\/]", source_name)[-1]
+    fy_then_q = re.search(r"(?<!\d)(20\d\d)[-_/ ](\d\d)(?!\d)[-_ ]*Q([1-4])(?!\d)", name, re.IGNORECASE)
+    q_then_fy = re.search(r"(?<![A-Za-z])Q([1-4])[-_ ]*(20\d\d)[-_/ ](\d\d)(?!\d)", name, re.IGNORECASE)
+    compact = re.search(r"(?<!\d)(\d\d)(\d\d)[-_ ]*Q([1-4])(?!\d)", name, re.IGNORECASE)
+    if q_then_fy:
+        quarter, start, end = int(q_then_fy.group(1)), int(q_then_fy.group(2)), int(q_then_fy.group(3))
+    elif fy_then_q:
+        start, end, quarter = int(fy_then_q.group(1)), int(fy_then_q.group(2)), int(fy_then_q.group(3))
+    elif compact:
+        first, second, quarter = int(compact.group(1)), int(compact.group(2)), int(compact.group(3))
+        if second != (first + 1) % 100:
+            raise Kh03Rejected(
+                "unclear_file_name_period",
+                f"{source_name}: the file name's {compact.group(0)!r} is not a financial year written as two "
+                "consecutive years (like 2021 for 2020-21); it could be calendar or financial, so it is not guessed",
+            )
+        start, end = 2000 + first, second
+    elif re.search(r"(?<![A-Za-z])Q[1-4](?!\d)", name, re.IGNORECASE):
+        raise Kh03Rejected(
+            "unclear_file_name_period",
+            f"{source_name}: the file name carries a quarter but no financial year that can be read with it",
+        )
+    else:
+        return None
+    if end != (start + 1) % 100:
+        raise Kh03Rejected(
+            "unclear_file_name_period", f"{source_name}: {start}-{end:02d} in the file name is not a financial year"
+        )
+    return _Period(_financial_year(start), quarter)
+
+
+def _quarter_dates(period: _Period) -> tuple[date, date]:
+    start_year = int(period.financial_year[:4])
+    return {
+        1: (date(start_year, 4, 1), date(start_year, 6, 30)),
+        2: (date(start_year, 7, 1), date(start_year, 9, 30)),
+        3: (date(start_year, 10, 1), date(start_year, 12, 31)),
+        4: (date(start_year + 1, 1, 1), date(start_year + 1, 3, 31)),
+    }[period.quarter]
+
+
+# ------------------------------------------------------------------------------------------------ sheets
+
+
+@dataclass
+class _Sheet:
+    name: str
+    kind: str  # TRUST_SHEET, REGION_SHEET or SPECIALTY_SHEET
+    title: dict[str, str]  # "period", "published", "revised" -> text
+    periods: list[tuple[str, _Period]]  # (where it was read, period)
+    england: dict[tuple[str, str], Decimal | None] | None  # (group, sector or specialty) -> value
+    england_row: int | None
+    rows: dict[str, tuple[int, str, str, dict[tuple[str, str], Decimal | None]]]  # code -> (row, name, region, values)
+    replaced: list[str]
+    columns: dict[tuple[str, str], int]
+
+
+def _find_header(rows: list[list[object]], source: str, sheet: str) -> int:
+    for index, row in enumerate(rows[:60]):
+        texts = {_norm(value) for value in row}
+        if "year" in texts and "period end" in texts:
+            return index
+    raise Kh03Rejected(
+        "missing_header", f"{source}, sheet {sheet!r}: no header row holding 'Year' and 'Period End' in the top 60 rows"
+    )
+
+
+def _title_block(rows: list[list[object]], header: int) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for row in rows[:header]:
+        for position, value in enumerate(row):
+            label = _norm(value)
+            key = label[:-1].strip() if label.endswith(":") else None
+            if key in {"period", "published", "revised"} and key not in found:
+                rest = [cell_text(other).strip() for other in row[position + 1:]]
+                found[key] = next((text for text in rest if text), "")
+    return found
+
+
+def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -> _Sheet:
+    try:
+        rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
+    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged sheet
+        raise Kh03Rejected("unreadable_workbook", f"{source}, sheet {name!r} cannot be read ({exc})") from exc
+    header = _find_header(rows, source, name)
+    headers = [_norm(value) for value in rows[header]]
+    raw_headers = [cell_text(value).strip() for value in rows[header]]
+
+    def first(candidates: set[str]) -> int | None:
+        return next((position for position, text in enumerate(headers) if text in candidates), None)
+
+    year_col, end_col = first({"year"}), first({"period end"})
+    region_col, org_col = first(_REGION_CODE_HEADERS), first(_ORG_CODE_HEADERS)
+    name_cols = [position for position, text in enumerate(headers) if text.endswith("name")]
+    if kind == REGION_SHEET:
+        code_col = region_col
+        name_col = next((position for position in name_cols if region_col is None or position > region_col), None)
+        missing = "a region code column (Region Code, SHA Code or AT Code)" if code_col is None else None
+    else:
+        code_col = org_col
+        name_col = next((position for position in name_cols if org_col is None or position > org_col), None)
+        missing = "an 'Org Code' column" if code_col is None else None
+    if missing is None and name_col is None:
+        missing = "a name column (Org Name, AT Name, Region Name ...)"
+    if missing:
+        raise Kh03Rejected("missing_header", f"{_where(source, name, header + 1)}: the header row has no {missing}")
+
+    columns: dict[tuple[str, str], int] = {}
+    if kind == SPECIALTY_SHEET:
+        for position, text in enumerate(raw_headers):
+            match = re.fullmatch(r"(\d{3})\s+(.+)", text)
+            if match:
+                columns[("occupied", f"{match.group(1)}|{' '.join(match.group(2).split())}")] = position
+        if not columns:
+            raise Kh03Rejected(
+                "missing_header", f"{_where(source, name, header + 1)}: no specialty columns like '100 General Surgery'"
+            )
+    else:
+        group_row = next(
+            (
+                index
+                for index in range(header - 1, max(header - 4, -1), -1)
+                if any(_norm(value) in _GROUP_BY_LABEL for value in rows[index])
+            ),
+            None,
+        )
+        if group_row is None:
+            raise Kh03Rejected(
+                "missing_header",
+                f"{_where(source, name, header)}: no group labels 'Available', 'Occupied', '% Occupied' above the header",
+            )
+        group: str | None = None
+        for position, text in enumerate(headers):
+            label = _norm(_cell(rows[group_row], position))
+            if label in _GROUP_BY_LABEL:
+                group = _GROUP_BY_LABEL[label]
+            sector = _SECTOR_BY_HEADER.get(text)
+            if sector is None or group is None:
+                continue
+            if (group, sector) in columns:
+                raise Kh03Rejected(
+                    "missing_header",
+                    f"{_where(source, name, header + 1, position, raw_headers[position])}: "
+                    f"a second {sector!r} column in the {group} group",
+                )
+            columns[(group, sector)] = position
+        lacking = [f"{group} / {sector}" for group in _GROUP_BY_LABEL.values() for sector in SECTORS
+                   if (group, sector) not in columns]
+        if lacking:
+            raise Kh03Rejected(
+                "missing_header", f"{_where(source, name, header + 1)}: the header band lacks {', '.join(lacking)}"
+            )
+
+    title = _title_block(rows, header)
+    periods: list[tuple[str, _Period]] = []
+    if title.get("period"):
+        try:
+            periods.append((f"sheet {name!r} title 'Period:'", _period_from_title(title["period"])))
+        except ValueError as exc:
+            raise Kh03Rejected(
+                "unreadable_period",
+                f"{source}, sheet {name!r}: the title block's Period: {title['period']!r} is not one quarter",
+            ) from exc
+
+    sheet = _Sheet(name, kind, title, periods, None, None, {}, [], columns)
+    seen_column_periods: set[_Period] = set()
+    for index in range(header + 1, len(rows)):
+        row = rows[index]
+        excel_row = index + 1
+        values: dict[tuple[str, str], Decimal | None] = {}
+        for key, position in columns.items():
+            value = _cell(row, position)
+            if key[0] == "pct_occupied" and isinstance(value, str) and value.strip() == "-":
+                values[key] = None  # "-" is what KH03 prints where no beds were available
+                continue
+            try:
+                values[key] = _decimal(value)
+            except ValueError as exc:
+                raise Kh03Rejected(
+                    "bad_value",
+                    f"{_where(source, name, excel_row, position, raw_headers[position])}: "
+                    f"{cell_text(value)!r} is not a number",
+                ) from exc
+        code = cell_text(_cell(row, code_col)).strip()
+        label = cell_text(_cell(row, name_col)).strip()
+        if not code and all(value is None for value in values.values()):
+            continue  # a blank spacer row or a footnote
+        year_text = cell_text(_cell(row, year_col)) if year_col is not None else ""
+        end_text = cell_text(_cell(row, end_col)) if end_col is not None else ""
+        if year_text.strip() or end_text.strip():
+            try:
+                period = _period_from_columns(year_text, end_text)
+            except ValueError as exc:
+                raise Kh03Rejected(
+                    "unreadable_period",
+                    f"{_where(source, name, excel_row)}: Year {year_text!r} / Period End {end_text!r} "
+                    "is not a financial year and a quarter-end month",
+                ) from exc
+            if period not in seen_column_periods:
+                seen_column_periods.add(period)
+                periods.append((f"sheet {name!r} row {excel_row} Year/Period End", period))
+        missing_values = [key for key, value in values.items() if value is None and key[0] != "pct_occupied"]
+        if missing_values:
+            position = columns[missing_values[0]]
+            raise Kh03Rejected(
+                "bad_value",
+                f"{_where(source, name, excel_row, position, raw_headers[position])}: empty bed count",
+            )
+        if label.lower() == "england":  # codes are blank on it today; an E92000001 would not make it a region
+            if sheet.england is not None:
+                raise Kh03Rejected("duplicate_england_row", f"{_where(source, name, excel_row)}: a second England row")
+            sheet.england, sheet.england_row = values, excel_row
+            continue
+        if not code:
+            raise Kh03Rejected(
+                "missing_org_code", f"{_where(source, name, excel_row, code_col, raw_headers[code_col])}: no code"
+            )
+        region = cell_text(_cell(row, region_col)).strip() if region_col is not None and kind != REGION_SHEET else ""
+        if code in sheet.rows:
+            sheet.replaced.append(f"{name}: {code}")
+        sheet.rows[code] = (excel_row, label, region, values)  # a re-submitted row later on the sheet wins
+    if not sheet.rows:
+        raise Kh03Rejected("no_rows", f"{source}, sheet {name!r}: a header but no data rows")
+    if sheet.england is None:
+        raise Kh03Rejected("missing_england_row", f"{source}, sheet {name!r}: no England row")
+    return sheet
+
+
+def _check_sheet(sheet: _Sheet, source: str) -> None:
+    headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
+    assert sheet.england is not None and sheet.england_row is not None
+    all_rows = [(excel_row, values) for excel_row, _, _, values in sheet.rows.values()]
+    if sheet.kind != SPECIALTY_SHEET:
+        for excel_row, values in [(sheet.england_row, sheet.england), *all_rows]:
+            for group in ("available", "occupied"):
+                total = values[(group, "Total")]
+                parts = sum((values[(group, sector)] for sector in SECTORS[1:]), Decimal(0))
+                if total is not None and abs(total - parts) > TOTAL_TOLERANCE:
+                    position = sheet.columns[(group, "Total")]
+                    raise Kh03Rejected(
+                        "total_mismatch",
+                        f"{_where(source, sheet.name, excel_row, position, headers[position])}: Total {total} is not "
+                        f"the sum of its four sectors {parts} (tolerance {TOTAL_TOLERANCE})",
+                    )
+            for sector in SECTORS:
+                available = values[("available", sector)]
+                occupied = values[("occupied", sector)]
+                pct = values[("pct_occupied", sector)]
+                if available is None or occupied is None or available <= 0:
+                    continue
+                position = sheet.columns[("pct_occupied", sector)]
+                expected = occupied / available
+                if pct is None or abs(pct - expected) > PCT_TOLERANCE:
+                    raise Kh03Rejected(
+                        "pct_occupied_mismatch",
+                        f"{_where(source, sheet.name, excel_row, position, headers[position])}: % Occupied "
+                        f"{'-' if pct is None else pct} but occupied / available = {expected:.4f} "
+                        f"(tolerance {PCT_TOLERANCE})",
+                    )
+    tolerance = ENGLAND_TOLERANCE_PER_ROW * len(all_rows)
+    for key, position in sheet.columns.items():
+        if key[0] == "pct_occupied":
+            continue
+        england = sheet.england[key]
+        summed = sum((values[key] or Decimal(0) for _, values in all_rows), Decimal(0))
+        if england is not None and abs(england - summed) > tolerance:
+            raise Kh03Rejected(
+                "england_mismatch",
+                f"{_where(source, sheet.name, sheet.england_row, position, headers[position])}: England {england} "
+                f"is not the sum of the {len(all_rows)} rows below it, {summed} (tolerance {tolerance})",
+            )
+
+
+# ------------------------------------------------------------------------------------------------- entry
+
+
+def read_kh03(data: bytes, source_name: str) -> Kh03Workbook:
+    """Parse one KH03 overnight workbook (.xlsx or .xls).
+
+    Raises Kh03Rejected naming the file, sheet, row and column: unreadable_workbook, no_kh03_sheet,
+    missing_header, bad_value, missing_org_code, missing_england_row, duplicate_england_row, no_rows,
+    missing_period, unreadable_period, period_mismatch, unclear_file_name_period,
+    file_name_period_mismatch, total_mismatch, england_mismatch, pct_occupied_mismatch.
+    """
+    try:
+        workbook = CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged file
+        raise Kh03Rejected(
+            "unreadable_workbook",
+            f"{source_name} is not a readable .xlsx/.xls workbook ({type(exc).__name__}: {str(exc)[:200]})",
+        ) from exc
+    wanted = {" ".join(kind.split()).lower(): kind for kind in KH03_SHEETS}
+    found: list[tuple[str, str]] = []  # (sheet name as in the workbook, kind)
+    for name in workbook.sheet_names:
+        kind = wanted.get(" ".join(name.split()).lower())
+        if kind and kind not in {known for _, known in found}:
+            found.append((name, kind))
+    if not found:
+        raise Kh03Rejected(
+            "no_kh03_sheet",
+            f"{source_name} has none of the sheets {', '.join(KH03_SHEETS)}; its sheets: "
+            f"{', '.join(workbook.sheet_names) or '(none)'}",
+        )
+    sheets = {kind: _read_sheet(workbook, name, kind, source_name) for name, kind in found}
+
+    periods = [item for sheet in sheets.values() for item in sheet.periods]
+    if not periods:
+        raise Kh03Rejected(
+            "missing_period",
+            f"{source_name}: no title-block 'Period:' and no Year / Period End values on any KH03 sheet",
+        )
+    period = periods[0][1]
+    for where, other in periods[1:]:
+        if other != period:
+            raise Kh03Rejected(
+                "period_mismatch", f"{source_name}: {periods[0][0]} says {period} but {where} says {other}"
+            )
+    named = period_from_file_name(source_name)
+    if named is not None and named != period:
+        raise Kh03Rejected(
+            "file_name_period_mismatch",
+            f"{source_name}: the file name says {named} but the workbook ({periods[0][0]}) says {period}",
+        )
+
+    for sheet in sheets.values():
+        _check_sheet(sheet, source_name)
+
+    trust_rows: list[Kh03TrustRow] = []
+    region_rows: list[Kh03RegionRow] = []
+    specialty_rows: list[Kh03SpecialtyRow] = []
+    if TRUST_SHEET in sheets:
+        for code, (excel_row, label, region, values) in sheets[TRUST_SHEET].rows.items():
+            for sector in SECTORS:
+                trust_rows.append(Kh03TrustRow(
+                    code, label, region, sector, values[("available", sector)],  # type: ignore[arg-type]
+                    values[("occupied", sector)], values[("pct_occupied", sector)], excel_row,  # type: ignore[arg-type]
+                ))
+    if REGION_SHEET in sheets:
+        for code, (excel_row, label, _, values) in sheets[REGION_SHEET].rows.items():
+            for sector in SECTORS:
+                region_rows.append(Kh03RegionRow(
+                    code, label, sector, values[("available", sector)],  # type: ignore[arg-type]
+                    values[("occupied", sector)], values[("pct_occupied", sector)], excel_row,  # type: ignore[arg-type]
+                ))
+    if SPECIALTY_SHEET in sheets:
+        for code, (excel_row, label, region, values) in sheets[SPECIALTY_SHEET].rows.items():
+            for (_, specialty), value in values.items():
+                specialty_code, specialty_name = specialty.split("|", 1)
+                specialty_rows.append(Kh03SpecialtyRow(
+                    code, label, region, specialty_code, specialty_name, value, excel_row,  # type: ignore[arg-type]
+                ))
+    england_source = sheets.get(TRUST_SHEET) or sheets.get(REGION_SHEET)
+    england_row: tuple[Kh03EnglandRow, ...] = ()
+    if england_source is not None and england_source.england is not None:
+        values = england_source.england
+        england_row = tuple(
+            Kh03EnglandRow(
+                sector, values[("available", sector)],  # type: ignore[arg-type]
+                values[("occupied", sector)], values[("pct_occupied", sector)],  # type: ignore[arg-type]
+            )
+            for sector in SECTORS
+        )
+
+    title = next((sheet.title for sheet in sheets.values() if sheet.title.get("published")), {})
+    start, end = _quarter_dates(period)
+    return Kh03Workbook(
+        financial_year=period.financial_year,
+        quarter=period.quarter,
+        period_start=start,
+        period_end=end,
+        published=_parse_date_text(title.get("published", "")),
+        trust_rows=tuple(trust_rows),
+        region_rows=tuple(region_rows),
+        specialty_rows=tuple(specialty_rows),
+        england_row=england_row,
+        revised=_parse_date_text(title.get("revised", "")),
+        sheets=tuple(name for name, _ in found),
+        replaced_codes=tuple(code for sheet in sheets.values() for code in sheet.replaced),
+    )
