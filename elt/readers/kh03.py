@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from python_calamine import CalamineWorkbook
 
@@ -202,6 +203,8 @@ def _where(source: str, sheet: str, row: int, column: int | None = None, header:
 
 def _decimal(value: object) -> Decimal | None:
     """A numeric cell as Decimal; None for an empty cell; raises ValueError for anything else."""
+    if value.__class__ is float:  # nearly every cell: the fast path first
+        return Decimal(repr(value))  # the shortest repr round-trips the stored double without noise
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
@@ -275,6 +278,7 @@ def _period_from_title(text: str) -> _Period:
     return _Period(_financial_year(year - 1 if quarter == 4 else year), quarter)
 
 
+@lru_cache(maxsize=64)  # every data row repeats the same Year and Period End
 def _period_from_columns(year_text: str, period_end_text: str) -> _Period:
     """`2020-21` and `September` -> Q2 2020-21. Raises ValueError otherwise."""
     match = re.fullmatch(r"(\d{4})\s*[-/]\s*(\d{2})", year_text.strip())
@@ -455,12 +459,17 @@ def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -
 
     sheet = _Sheet(name, kind, title, periods, None, None, {}, [], columns)
     seen_column_periods: set[_Period] = set()
+    column_items = list(columns.items())
     for index in range(header + 1, len(rows)):
         row = rows[index]
         excel_row = index + 1
         values: dict[tuple[str, str], Decimal | None] = {}
-        for key, position in columns.items():
-            value = _cell(row, position)
+        width = len(row)
+        for key, position in column_items:
+            value = row[position] if position < width else None
+            if value.__class__ is float:  # nearly every cell: no further tests
+                values[key] = Decimal(repr(value))
+                continue
             if key[0] == "pct_occupied" and isinstance(value, str) and value.strip() == "-":
                 values[key] = None  # "-" is what KH03 prints where no beds were available
                 continue
