@@ -5,7 +5,8 @@ The workbook is generated here (openpyxl's write-only mode) in NHS England's lay
 `Available` / `Occupied` / `% Occupied` header band with blank spacer columns, the England row, then
 --trusts trust rows of 23 columns on `NHS Trust by Sector`, with totals, England row and percentages that
 agree as in the published files. The reader's time includes finding the header band, reading the
-period, typing every count as Decimal and checking every Total, the England row and every % Occupied;
+period, every count read (kept as the stored double, an exact Decimal on access), one row object per
+trust and sector, and checking every Total, the England row and every % Occupied;
 pandas only parses the sheet into a frame (header at row 15), checking nothing. Each is timed --rounds
 times (median). pandas with python-calamine is shown too, for scale.
 
@@ -118,12 +119,14 @@ def main() -> int:
     print(f"pandas.read_excel(engine='calamine'): {calamine_seconds:7.2f} s", flush=True)
 
     trusts = {row.org_code for row in workbook.trust_rows}
+    assert len(workbook.trust_rows) == 5 * args.trusts and workbook.trust_rows[-1].available > 0
     assert len(trusts) == args.trusts, f"the reader returned {len(trusts)} trusts, not {args.trusts}"
     assert len(frame) == args.trusts + 2, f"pandas read {len(frame)} rows"  # England row and the blank row
     ratio = openpyxl_seconds / ours
     print(f"""
 {args.trusts:,} trust rows x 5 sectors x 3 groups; {workbook.financial_year} Q{workbook.quarter}; median of {args.rounds} rounds.
-  project reader: read, typed as Decimal, every Total, the England row and every % Occupied checked
+  project reader: every count read into a row per trust and sector, every Total, the England row and
+                  every % Occupied checked
   openpyxl:       pandas frame of the sheet, nothing checked
 
 ratio openpyxl / project reader : {ratio:6.2f}   (target >= 5: {'met' if ratio >= 5 else 'NOT met'})

@@ -41,12 +41,14 @@ Pure: bytes in, frozen dataclasses out. python-calamine reads .xlsx and .xls.
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import NamedTuple
 
 from python_calamine import CalamineWorkbook
 
@@ -100,54 +102,99 @@ class Kh03Rejected(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Kh03TrustRow:
-    """One trust, one sector: average daily beds available and occupied over the quarter."""
+def _as_decimal(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(repr(value))
+
+
+class Kh03TrustRow(NamedTuple):
+    """One trust, one sector: average daily beds available and occupied over the quarter.
+
+    The `*_value` fields hold the doubles the workbook stores; `available`, `occupied` and `pct_occupied` give
+    them as Decimal, the double's shortest repr: exactly the decimal NHS England published, never rounded.
+    (Typing every one of half a million counts as Decimal while reading cost more than reading the file; a
+    loader writes `repr(value)`, the same digits.)"""
 
     org_code: str
     org_name: str
     region_code: str
     sector: str
-    available: Decimal
-    occupied: Decimal
-    pct_occupied: Decimal | None
+    available_value: float
+    occupied_value: float
+    pct_occupied_value: float | None
     sheet_row: int
 
+    @property
+    def available(self) -> Decimal:
+        return _as_decimal(self.available_value)  # type: ignore[return-value]
 
-@dataclass(frozen=True)
-class Kh03RegionRow:
-    """One region, one sector."""
+    @property
+    def occupied(self) -> Decimal:
+        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
+
+    @property
+    def pct_occupied(self) -> Decimal | None:
+        return _as_decimal(self.pct_occupied_value)
+
+
+class Kh03RegionRow(NamedTuple):
+    """One region, one sector (counts as in Kh03TrustRow)."""
 
     region_code: str
     region_name: str
     sector: str
-    available: Decimal
-    occupied: Decimal
-    pct_occupied: Decimal | None
+    available_value: float
+    occupied_value: float
+    pct_occupied_value: float | None
     sheet_row: int
 
+    @property
+    def available(self) -> Decimal:
+        return _as_decimal(self.available_value)  # type: ignore[return-value]
 
-@dataclass(frozen=True)
-class Kh03EnglandRow:
-    """England, one sector (from `NHS Trust by Sector`, else from `Region by Sector`)."""
+    @property
+    def occupied(self) -> Decimal:
+        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
+
+    @property
+    def pct_occupied(self) -> Decimal | None:
+        return _as_decimal(self.pct_occupied_value)
+
+
+class Kh03EnglandRow(NamedTuple):
+    """England, one sector (from `NHS Trust by Sector`, else from `Region by Sector`; counts as in Kh03TrustRow)."""
 
     sector: str
-    available: Decimal
-    occupied: Decimal
-    pct_occupied: Decimal | None
+    available_value: float
+    occupied_value: float
+    pct_occupied_value: float | None
+
+    @property
+    def available(self) -> Decimal:
+        return _as_decimal(self.available_value)  # type: ignore[return-value]
+
+    @property
+    def occupied(self) -> Decimal:
+        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
+
+    @property
+    def pct_occupied(self) -> Decimal | None:
+        return _as_decimal(self.pct_occupied_value)
 
 
-@dataclass(frozen=True)
-class Kh03SpecialtyRow:
-    """One trust, one consultant specialty: average daily beds occupied."""
+class Kh03SpecialtyRow(NamedTuple):
+    """One trust, one consultant specialty: average daily beds occupied (as in Kh03TrustRow)."""
 
     org_code: str
     org_name: str
     region_code: str
     specialty_code: str
     specialty_name: str
-    occupied: Decimal
+    occupied_value: float
     sheet_row: int
+
+    @property
+    def occupied(self) -> Decimal:
+        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -192,6 +239,12 @@ def _cell(row: Sequence[object], index: int) -> object:
     return row[index] if index < len(row) else None
 
 
+def _text(row: Sequence[object], index: int) -> str:
+    """A key cell (code, name) as stripped text; most are already strings."""
+    value = row[index] if index < len(row) else None
+    return value.strip() if value.__class__ is str else cell_text(value).strip()  # type: ignore[union-attr]
+
+
 def _where(source: str, sheet: str, row: int, column: int | None = None, header: str | None = None) -> str:
     place = f"{source}, sheet {sheet!r}, row {row}"
     if column is not None:
@@ -201,18 +254,19 @@ def _where(source: str, sheet: str, row: int, column: int | None = None, header:
     return place
 
 
-def _decimal(value: object) -> Decimal | None:
-    """A numeric cell as Decimal; None for an empty cell; raises ValueError for anything else."""
-    if value.__class__ is float:  # nearly every cell: the fast path first
-        return Decimal(repr(value))  # the shortest repr round-trips the stored double without noise
+def _number(value: object) -> float | None:
+    """A numeric cell as the double the workbook stores; None for an empty cell; ValueError for anything else.
+    Counts stay doubles while the sheet is read and checked, and become Decimal (the double's shortest repr,
+    exactly the decimal that was published) only in the rows handed out: typing 1.5 million cells as Decimal
+    up front cost more than reading the workbook."""
+    if value.__class__ is float:
+        return value  # type: ignore[return-value]
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))  # the shortest repr round-trips the stored double without noise
+        return float(value)
     if isinstance(value, str):
         try:
             result = Decimal(value.strip().replace(",", ""))
@@ -220,7 +274,7 @@ def _decimal(value: object) -> Decimal | None:
             raise ValueError(value) from exc
         if not result.is_finite():
             raise ValueError(value)
-        return result
+        return float(result)
     raise ValueError(value)
 
 
@@ -343,9 +397,9 @@ class _Sheet:
     kind: str  # TRUST_SHEET, REGION_SHEET or SPECIALTY_SHEET
     title: dict[str, str]  # "period", "published", "revised" -> text
     periods: list[tuple[str, _Period]]  # (where it was read, period)
-    england: dict[tuple[str, str], Decimal | None] | None  # (group, sector or specialty) -> value
+    england: dict[tuple[str, str], float | None] | None  # (group, sector or specialty) -> value
     england_row: int | None
-    rows: dict[str, tuple[int, str, str, dict[tuple[str, str], Decimal | None]]]  # code -> (row, name, region, values)
+    rows: dict[str, tuple[int, str, str, dict[tuple[str, str], float | None]]]  # code -> (row, name, region, values)
     replaced: list[str]
     columns: dict[tuple[str, str], int]
 
@@ -463,26 +517,26 @@ def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -
     for index in range(header + 1, len(rows)):
         row = rows[index]
         excel_row = index + 1
-        values: dict[tuple[str, str], Decimal | None] = {}
+        values: dict[tuple[str, str], float | None] = {}
         width = len(row)
         for key, position in column_items:
             value = row[position] if position < width else None
             if value.__class__ is float:  # nearly every cell: no further tests
-                values[key] = Decimal(repr(value))
+                values[key] = value
                 continue
             if key[0] == "pct_occupied" and isinstance(value, str) and value.strip() == "-":
                 values[key] = None  # "-" is what KH03 prints where no beds were available
                 continue
             try:
-                values[key] = _decimal(value)
+                values[key] = _number(value)
             except ValueError as exc:
                 raise Kh03Rejected(
                     "bad_value",
                     f"{_where(source, name, excel_row, position, raw_headers[position])}: "
                     f"{cell_text(value)!r} is not a number",
                 ) from exc
-        code = cell_text(_cell(row, code_col)).strip()
-        label = cell_text(_cell(row, name_col)).strip()
+        code = _text(row, code_col)
+        label = _text(row, name_col)
         if not code and all(value is None for value in values.values()):
             continue  # a blank spacer row or a footnote
         year_text = cell_text(_cell(row, year_col)) if year_col is not None else ""
@@ -529,18 +583,19 @@ def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -
 def _check_sheet(sheet: _Sheet, source: str) -> None:
     headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
     assert sheet.england is not None and sheet.england_row is not None
+    total_tolerance, pct_tolerance = float(TOTAL_TOLERANCE), float(PCT_TOLERANCE)
     all_rows = [(excel_row, values) for excel_row, _, _, values in sheet.rows.values()]
     if sheet.kind != SPECIALTY_SHEET:
         for excel_row, values in [(sheet.england_row, sheet.england), *all_rows]:
             for group in ("available", "occupied"):
                 total = values[(group, "Total")]
-                parts = sum((values[(group, sector)] for sector in SECTORS[1:]), Decimal(0))
-                if total is not None and abs(total - parts) > TOTAL_TOLERANCE:
+                parts = sum(values[(group, sector)] or 0.0 for sector in SECTORS[1:])
+                if total is not None and abs(total - parts) > total_tolerance:
                     position = sheet.columns[(group, "Total")]
                     raise Kh03Rejected(
                         "total_mismatch",
-                        f"{_where(source, sheet.name, excel_row, position, headers[position])}: Total {total} is not "
-                        f"the sum of its four sectors {parts} (tolerance {TOTAL_TOLERANCE})",
+                        f"{_where(source, sheet.name, excel_row, position, headers[position])}: Total {total!r} is not "
+                        f"the sum of its four sectors {parts:.6f} (tolerance {TOTAL_TOLERANCE})",
                     )
             for sector in SECTORS:
                 available = values[("available", sector)]
@@ -550,24 +605,24 @@ def _check_sheet(sheet: _Sheet, source: str) -> None:
                     continue
                 position = sheet.columns[("pct_occupied", sector)]
                 expected = occupied / available
-                if pct is None or abs(pct - expected) > PCT_TOLERANCE:
+                if pct is None or abs(pct - expected) > pct_tolerance:
                     raise Kh03Rejected(
                         "pct_occupied_mismatch",
                         f"{_where(source, sheet.name, excel_row, position, headers[position])}: % Occupied "
-                        f"{'-' if pct is None else pct} but occupied / available = {expected:.4f} "
+                        f"{'-' if pct is None else repr(pct)} but occupied / available = {expected:.4f} "
                         f"(tolerance {PCT_TOLERANCE})",
                     )
-    tolerance = ENGLAND_TOLERANCE_PER_ROW * len(all_rows)
+    tolerance = float(ENGLAND_TOLERANCE_PER_ROW) * len(all_rows)
     for key, position in sheet.columns.items():
         if key[0] == "pct_occupied":
             continue
         england = sheet.england[key]
-        summed = sum((values[key] or Decimal(0) for _, values in all_rows), Decimal(0))
+        summed = math.fsum(values[key] or 0.0 for _, values in all_rows)
         if england is not None and abs(england - summed) > tolerance:
             raise Kh03Rejected(
                 "england_mismatch",
-                f"{_where(source, sheet.name, sheet.england_row, position, headers[position])}: England {england} "
-                f"is not the sum of the {len(all_rows)} rows below it, {summed} (tolerance {tolerance})",
+                f"{_where(source, sheet.name, sheet.england_row, position, headers[position])}: England {england!r} "
+                f"is not the sum of the {len(all_rows)} rows below it, {summed:.6f} (tolerance {tolerance:g})",
             )
 
 

@@ -342,8 +342,12 @@ def test_not_a_workbook_is_rejected(data: bytes):
 
 def test_rows_are_frozen():
     workbook = read_kh03(build_kh03(), "x.xlsx")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # rows are named tuples: neither a field nor a count can be set
         workbook.trust_rows[0].available = Decimal(0)  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        workbook.trust_rows[0].available_value = 0.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        workbook.quarter = 4  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------- 2024-25 cells, rebuilt from the dump
