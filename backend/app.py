@@ -29,9 +29,10 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     from backend.api.facilities import bp as facilities_bp
     from backend.api.health import bp as health_bp
     from backend.api.openapi import bp as openapi_bp
+    from backend.api.operations import bp as operations_bp
 
-    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, clinical_bp])
-    for blueprint in (health_bp, facilities_bp, analytics_bp, clinical_bp, openapi_bp, dbt_docs_bp):
+    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, clinical_bp, operations_bp])
+    for blueprint in (health_bp, facilities_bp, analytics_bp, clinical_bp, operations_bp, openapi_bp, dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

@@ -20,7 +20,7 @@ bp = Blueprint("health", __name__)
 def served_marts() -> list[str]:
     from backend.api.openapi import ENDPOINTS
 
-    return sorted({resource.table for _, resource in ENDPOINTS})
+    return sorted({resource.table for _, resource in ENDPOINTS if resource.built_by_dbt})
 
 
 @bp.get("/health")

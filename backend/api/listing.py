@@ -70,6 +70,8 @@ class Resource:
     role: Literal["analyst", "clinician", "admin"] = "analyst"
     drop_types: tuple[str, ...] = ()
     patient_level: bool = False    # reads are audited (backend/auth.py)
+    # False for live operational tables (the ledger): as_of is the moment of the read, sources are none.
+    built_by_dbt: bool = True
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -263,7 +265,9 @@ def _total(conn, resource: Resource, filters: list[str], params: dict[str, Any],
 
 def provenance(conn, resource: Resource) -> tuple[datetime | None, list[int]]:
     """When the mart was built, and the ledger ids of the files loaded for its drop types before that (one
-    statement: both from the same snapshot, in one round trip)."""
+    statement: both from the same snapshot, in one round trip). A live table is as of the read itself."""
+    if not resource.built_by_dbt:
+        return conn.execute(text("select now()")).scalar(), []
     as_of, sources = conn.execute(text(
         f"select built.as_of, array(select file_id from ops.file_ledger where status = 'loaded' "  # noqa: S608
         f"and drop_type = any(:types) and finished_at <= built.as_of order by file_id) "

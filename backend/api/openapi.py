@@ -19,6 +19,7 @@ from backend.api.analytics import CONDITION_ANALYSIS, FACILITY_MONTHLY, FACILITY
 from backend.api.clinical import MEDICAL_RECORDS, PATIENT_SUMMARY, PATIENTS, TRIAGE_VISITS
 from backend.api.facilities import FACILITIES
 from backend.api.listing import TYPES, Column, Resource
+from backend.api.operations import DROPS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openapi", __name__)
@@ -34,6 +35,7 @@ ENDPOINTS: list[tuple[str, Resource]] = [
     ("/api/v1/patient-summary", PATIENT_SUMMARY),
     ("/api/v1/medical-records", MEDICAL_RECORDS),
     ("/api/v1/triage-visits", TRIAGE_VISITS),
+    ("/api/v1/drops", DROPS),
 ]
 ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters)",
           "401": "No API key, or not a valid one", "403": "The key's role may not read this",
@@ -141,13 +143,16 @@ def spec() -> dict[str, Any]:
             "properties": {c.name: _column_schema(c, columns.get(c.name, "")) for c in resource.columns},
         }
         access = ("Role **clinician** or **admin**; personal data: every call is written to the audit trail."
-                  if resource.patient_level else f"Role **{resource.role}** or above.")
+                  if resource.patient_level else f"Role **{resource.role}**" + (" or above." if resource.role != "admin"
+                                                                               else "."))
         mart = " ".join(columns.get("", "").split())
         paths[path] = {"get": {
             "operationId": "list_" + resource.name.replace("-", "_"),
-            "tags": ["patient-level" if resource.patient_level else "analytics"],
+            "tags": ["patient-level" if resource.patient_level else "operations" if resource.role == "admin"
+                     else "analytics"],
             "summary": resource.summary,
-            "description": f"{access} Reads `{resource.table}`. {mart}".strip(),
+            "description": f"{access} Reads `{resource.table}`. {mart}".strip()
+            + ("" if resource.built_by_dbt else " A live table: `meta.as_of` is the time of the read."),
             "security": [{"bearerKey": []}, {"headerKey": []}],
             "parameters": _parameters(resource, settings.max_page_size),
             "responses": {
