@@ -1,0 +1,100 @@
+"""backend/fetch.py against a real HTTP server on loopback: what it fetches, and everything it refuses."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from backend.fetch import FetchPolicy, FetchRefused, fetch
+
+WORKBOOK = b"PK\x03\x04" + b"x" * 5000  # the first bytes of a zip (xlsx) and some body
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        routes = {
+            "/kh03.xlsx": lambda: self._send(200, WORKBOOK, length=True),
+            "/big.xlsx": lambda: self._send(200, b"x" * 20_000, length=True),
+            "/big-unannounced.xlsx": lambda: self._send(200, b"x" * 20_000, length=False),
+            "/moved": lambda: self._redirect("/kh03.xlsx"),
+            "/moved-off-list": lambda: self._redirect(f"http://127.0.0.1:{self.server.server_port}/kh03.xlsx"),
+            "/moved-to-metadata": lambda: self._redirect("http://169.254.169.254/latest/meta-data/"),
+            "/loop": lambda: self._redirect("/loop"),
+        }
+        routes.get(self.path, lambda: self._send(404, b"not here", length=True))()
+
+    def _send(self, status: int, body: bytes, *, length: bool) -> None:
+        self.send_response(status)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.close_connection = True
+        self.send_header("Content-Type", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://localhost:{httpd.server_port}"
+    httpd.shutdown()
+
+
+# The test server is on loopback: these tests allow private addresses and http; the refusals below do not.
+LOCAL = FetchPolicy(allowed_hosts=("localhost",), max_bytes=10_000, allow_http=True, allow_private_addresses=True)
+
+
+def test_an_allowed_file_is_fetched_whole(server):
+    fetched = fetch(f"{server}/kh03.xlsx", LOCAL)
+    assert fetched.data == WORKBOOK and fetched.content_type.startswith("application/vnd.openxmlformats")
+
+
+def test_a_redirect_on_the_allowed_host_is_followed(server):
+    fetched = fetch(f"{server}/moved", LOCAL)
+    assert fetched.data == WORKBOOK and fetched.url.endswith("/kh03.xlsx")
+
+
+@pytest.mark.parametrize(("path", "code", "status"), [
+    ("/big.xlsx", "too_large", 413),                 # Content-Length over the limit: refused before reading
+    ("/big-unannounced.xlsx", "too_large", 413),     # no Content-Length: reading stops at the limit
+    ("/moved-off-list", "host_not_allowed", 400),    # 127.0.0.1 is not "localhost" on the list
+    ("/moved-to-metadata", "host_not_allowed", 400),
+    ("/loop", "too_many_redirects", 400),
+    ("/missing.xlsx", "fetch_failed", 502),
+])
+def test_what_the_server_answers_can_be_refused(server, path, code, status):
+    with pytest.raises(FetchRefused) as refused:
+        fetch(server + path, LOCAL)
+    assert (refused.value.code, refused.value.status) == (code, status)
+    assert refused.value.message
+
+
+@pytest.mark.parametrize(("url", "policy", "code"), [
+    ("http://localhost/x.xlsx", FetchPolicy(allowed_hosts=("localhost",), allow_http=True), "private_address"),
+    ("http://169.254.169.254/latest/meta-data/", FetchPolicy(allowed_hosts=("169.254.169.254",), allow_http=True),
+     "private_address"),
+    ("http://10.0.0.7/kh03.xlsx", FetchPolicy(allowed_hosts=("10.0.0.7",), allow_http=True), "private_address"),
+    ("http://www.england.nhs.uk/kh03.xlsx", FetchPolicy(), "scheme_not_allowed"),
+    ("ftp://www.england.nhs.uk/kh03.xlsx", FetchPolicy(allow_http=True), "scheme_not_allowed"),
+    ("https://evil.example/kh03.xlsx", FetchPolicy(), "host_not_allowed"),
+    ("https://www.england.nhs.uk.evil.example/kh03.xlsx", FetchPolicy(), "host_not_allowed"),
+    ("https://user@/kh03.xlsx", FetchPolicy(), "host_not_allowed"),
+])
+def test_urls_that_could_reach_what_they_should_not_are_refused_before_any_request(url, policy, code):
+    with pytest.raises(FetchRefused) as refused:
+        fetch(url, policy)
+    assert refused.value.code == code
