@@ -98,3 +98,56 @@ def test_urls_that_could_reach_what_they_should_not_are_refused_before_any_reque
     with pytest.raises(FetchRefused) as refused:
         fetch(url, policy)
     assert refused.value.code == code
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """An https server on loopback with a certificate for `localhost` from a CA made here."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_port, str(folder / "ca.pem")
+    httpd.shutdown()
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_certificate_for_the_name(tls_server):
+    port, ca = tls_server
+    policy = FetchPolicy(allowed_hosts=("localhost",), allow_private_addresses=True, ca_certs=ca)
+    assert fetch(f"https://localhost:{port}/kh03.xlsx", policy).data == WORKBOOK
+    # The same server under a name its certificate does not carry, or without trusting its CA: refused.
+    other_name = FetchPolicy(allowed_hosts=("127.0.0.1",), allow_private_addresses=True, ca_certs=ca)
+    for url, policy_used in ((f"https://127.0.0.1:{port}/kh03.xlsx", other_name),
+                             (f"https://localhost:{port}/kh03.xlsx",
+                              FetchPolicy(allowed_hosts=("localhost",), allow_private_addresses=True))):
+        with pytest.raises(FetchRefused) as refused:
+            fetch(url, policy_used)
+        assert refused.value.code == "fetch_failed"
