@@ -11,7 +11,10 @@
     instead, Postgres cannot tell that it keeps one day in a hundred, and types and joins every staging
     row before filtering. The lookup reads the ledger and the fact's file_id index only.
 #}
-{% macro reporting_days_filter(drop_type, date_column) -%}
+{% macro reporting_days_filter(drop_type, date_column, file_ids_column=none) -%}
+    {#- A daily rollup keeps the ids of the files behind each row in an array column instead of a file_id. -#}
+    {%- set in_this = ('file_ledger.file_id = any(existing_rows.' ~ file_ids_column ~ ')') if file_ids_column
+                      else 'existing_rows.file_id = file_ledger.file_id' -%}
     {%- set days_query -%}
         select file_ledger.reported_date
         from {{ ref('stg_ops__file_ledger') }} as file_ledger
@@ -20,7 +23,7 @@
             and file_ledger.reported_date is not null
             and not exists (
                 select from {{ this }} as existing_rows
-                where existing_rows.file_id = file_ledger.file_id
+                where {{ in_this }}
             )
 
         union
@@ -28,7 +31,7 @@
         select existing_rows.{{ date_column }}
         from {{ this }} as existing_rows
         inner join {{ ref('stg_ops__file_ledger') }} as file_ledger
-            on existing_rows.file_id = file_ledger.file_id
+            on {{ in_this }}
         where file_ledger.drop_type = '{{ drop_type }}'
             and not file_ledger.is_loaded
             and existing_rows.{{ date_column }} is not null
@@ -52,10 +55,11 @@
     row at all (or a file set aside with no successor) has none, so its old rows are removed here.
     Never matches anything after a full build.
 #}
-{% macro delete_rows_of_unloaded_files(drop_type) -%}
+{% macro delete_rows_of_unloaded_files(drop_type, file_ids_column=none) -%}
     delete from {{ this }} as existing_rows
     using {{ ref('stg_ops__file_ledger') }} as file_ledger
-    where existing_rows.file_id = file_ledger.file_id
+    where {{ ('file_ledger.file_id = any(existing_rows.' ~ file_ids_column ~ ')') if file_ids_column
+             else 'existing_rows.file_id = file_ledger.file_id' }}
         and file_ledger.drop_type = '{{ drop_type }}'
         and not file_ledger.is_loaded
 {%- endmacro %}

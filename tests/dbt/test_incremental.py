@@ -48,15 +48,23 @@ def _query(db, fact: str, template: str, params: tuple = ()) -> list[tuple]:
     return db.execute(query, params).fetchall()
 
 
+# Built from the facts through the daily rollups: a nightly build must leave them as a full build does.
+DERIVED = ("core.int_triage_visits_daily", "core.int_medical_records_daily", "analytics.triage_trends",
+           "analytics.facility_monthly", "analytics.facility_performance", "analytics.facility_stats")
+
+
 def _contents(db) -> dict[str, list[tuple]]:
-    """Every column of every row of both facts, in id order; all but built_at, which says when a row was written."""
+    """Every column of every row of both facts and of the tables built from them through the daily rollups,
+    in a fixed order; all but built_at, which says when a row was written."""
     contents = {}
-    for fact in FACTS:
-        columns = [name for (name,) in db.execute(
-            "select column_name from information_schema.columns where table_schema = 'core' and table_name = %s "
-            "and column_name <> 'built_at' order by ordinal_position", (fact,))]
-        contents[fact] = _query(db, fact, "select {columns} from {fact} order by {id}".replace(
-            "{columns}", ", ".join(f'"{name}"' for name in columns)))
+    for table in (*(f"core.{fact}" for fact in FACTS), *DERIVED):
+        schema, name = table.split(".")
+        columns = [column for (column,) in db.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
+            "and column_name <> 'built_at' order by ordinal_position", (schema, name))]
+        listed = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
+        contents[table] = db.execute(sql.SQL("select {} from {} order by {}").format(
+            listed, sql.Identifier(schema, name), listed)).fetchall()
     return contents
 
 
@@ -178,10 +186,8 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     # marts are constraints of their contracts, so the build fails before the table is swapped, and the
     # table keeps the rows it had (a data test would only have failed after the new rows were served).
     published = db.execute("select * from analytics.facility_performance order by facility_id").fetchall()
-    # (The fact's own constraints would refuse the level: dropped here to reach the mart's.)
-    db.execute("alter table core.fct_triage_visits drop constraint triage_level_between_1_and_5, "
-               "drop constraint is_urgent_eq_triage_level_le_2")
-    db.execute("update core.fct_triage_visits set triage_level = 9")
+    # (The fact's own constraints would refuse a level of 9: the daily rollup the mart reads gets it instead.)
+    db.execute("update core.int_triage_visits_daily set triage_level_sum = 9 * visit_count")
     with pytest.raises(DbtError, match="avg_triage_level_between") as refused:
         run_dbt(["run", "--select", "facility_performance"], settings=settings)
     assert "Failing row contains" not in str(refused.value)  # Postgres's DETAIL repeats the row's values

@@ -4,15 +4,15 @@
 #}
 with
 
-triage_visits as (
+daily_visits as (
 
-    select * from {{ ref('fct_triage_visits') }}
+    select * from {{ ref('int_triage_visits_daily') }}
 
 ),
 
-medical_records as (
+daily_records as (
 
-    select * from {{ ref('fct_medical_records') }}
+    select * from {{ ref('int_medical_records_daily') }}
 
 ),
 
@@ -27,11 +27,11 @@ monthly_visits as (
     select
         facility_id,
         cast(date_trunc('month', visit_date) as date) as month_start,
-        count(*) as triage_visit_count,
-        count(*) filter (where is_urgent) as urgent_visit_count,
-        count(distinct visit_date) as visit_days,
-        round(avg(triage_level), 2) as avg_triage_level
-    from triage_visits
+        cast(sum(visit_count) as bigint) as triage_visit_count,
+        cast(sum(urgent_count) as bigint) as urgent_visit_count,
+        count(*) as visit_days,
+        round(sum(triage_level_sum)::numeric / sum(visit_count), 2) as avg_triage_level
+    from daily_visits
     group by 1, 2
 
 ),
@@ -41,8 +41,8 @@ monthly_records as (
     select
         facility_id,
         cast(date_trunc('month', record_date) as date) as month_start,
-        count(*) as medical_record_count
-    from medical_records
+        cast(sum(record_count) as bigint) as medical_record_count
+    from daily_records
     group by 1, 2
 
 ),

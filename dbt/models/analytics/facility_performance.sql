@@ -16,15 +16,15 @@ patients as (
 
 ),
 
-medical_records as (
+daily_records as (
 
-    select * from {{ ref('fct_medical_records') }}
+    select * from {{ ref('int_medical_records_daily') }}
 
 ),
 
-triage_visits as (
+daily_visits as (
 
-    select * from {{ ref('fct_triage_visits') }}
+    select * from {{ ref('int_triage_visits_daily') }}
 
 ),
 
@@ -42,8 +42,8 @@ medical_record_counts as (
 
     select
         facility_id,
-        count(*) as medical_record_count
-    from medical_records
+        sum(record_count) as medical_record_count
+    from daily_records
     group by 1
 
 ),
@@ -52,13 +52,13 @@ triage_visit_summary as (
 
     select
         facility_id,
-        count(*) as triage_visit_count,
-        count(*) filter (where is_urgent) as urgent_visit_count,
-        avg(triage_level) as avg_triage_level,
+        sum(visit_count) as triage_visit_count,
+        sum(urgent_count) as urgent_visit_count,
+        sum(triage_level_sum)::numeric / sum(visit_count) as avg_triage_level,
         min(visit_date) as first_visit_date,
         max(visit_date) as last_visit_date,
-        count(distinct visit_date) as active_days
-    from triage_visits
+        count(*) as active_days
+    from daily_visits
     group by 1
 
 ),

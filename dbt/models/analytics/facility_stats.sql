@@ -11,9 +11,9 @@ facility_performance as (
 
 ),
 
-triage_visits as (
+daily_visits as (
 
-    select * from {{ ref('fct_triage_visits') }}
+    select * from {{ ref('int_triage_visits_daily') }}
 
 ),
 
@@ -27,10 +27,10 @@ state_acuity as (
 
     select
         facilities.state,
-        round(avg(triage_visits.triage_level), 2) as avg_triage_level
-    from triage_visits
+        round(sum(daily_visits.triage_level_sum)::numeric / sum(daily_visits.visit_count), 2) as avg_triage_level
+    from daily_visits
     inner join facilities
-        on triage_visits.facility_id = facilities.facility_id
+        on daily_visits.facility_id = facilities.facility_id
     group by 1
 
 ),

@@ -5,9 +5,10 @@
 #}
 with
 
-triage_visits as (
+daily_visits as (
 
-    select * from {{ ref('fct_triage_visits') }}
+    -- One row per facility and day with visits, kept up to date incrementally.
+    select * from {{ ref('int_triage_visits_daily') }}
 
 ),
 
@@ -22,23 +23,8 @@ facility_days as (
     select
         facility_id,
         generate_series(min(visit_date), max(visit_date), interval '1 day')::date as visit_date
-    from triage_visits
+    from daily_visits
     group by 1
-
-),
-
-daily_visits as (
-
-    select
-        facility_id,
-        visit_date,
-        count(*) as visit_count,
-        count(*) filter (where priority = 'Critical') as critical_count,
-        count(*) filter (where priority = 'High') as high_count,
-        count(*) filter (where priority = 'Medium') as medium_count,
-        count(*) filter (where priority = 'Low') as low_count
-    from triage_visits
-    group by 1, 2
 
 ),
 
