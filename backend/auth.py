@@ -48,7 +48,8 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _presented_key() -> str | None:
+def presented_key() -> str | None:
+    """The key the request sends (Authorization: Bearer, or X-API-Key), if any."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
@@ -57,7 +58,7 @@ def _presented_key() -> str | None:
 
 def authenticate() -> Caller:
     """The caller of this request, from its key; 401 without a valid, unrevoked one."""
-    key = _presented_key()
+    key = presented_key()
     if not key:
         raise ApiError(401, "unauthorized", f"this endpoint needs an API key: send `Authorization: Bearer <key>`; "
                                             f"{HOW_TO_GET_A_KEY}")

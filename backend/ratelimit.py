@@ -15,12 +15,12 @@ import hashlib
 from flask import Blueprint, Flask, request
 from flask_limiter import Limiter
 
+from backend.auth import presented_key
 from backend.config import ApiSettings
 
 
 def _caller() -> str:
-    header = request.headers.get("Authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("X-API-Key", "").strip()
+    key = presented_key()
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()
     return "addr:" + (request.remote_addr or "unknown")

@@ -166,7 +166,7 @@ def decode_cursor(cursor: str, size: int, sort: str) -> list[Any]:
 
 
 # --- parsing ----------------------------------------------------------------------------------------------------
-def parse_query(model: type[BaseModel], settings) -> BaseModel:
+def parse_query(model: type[BaseModel]) -> BaseModel:
     """request.args against a pydantic model; unknown parameters are a 400 naming the allowed ones."""
     allowed = sorted(model.model_fields)
     unknown = sorted(set(request.args) - set(allowed))
@@ -190,8 +190,8 @@ def parse_query(model: type[BaseModel], settings) -> BaseModel:
 def wants_csv(query: BaseModel) -> bool:
     if query.format:
         return query.format == "csv"
-    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
-    return best == "text/csv" and request.accept_mimetypes["text/csv"] > request.accept_mimetypes["application/json"]
+    # JSON unless the client prefers CSV (on a tie, e.g. */*, the first listed wins)
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
 
 
 # --- the query ---------------------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def provenance(conn, resource: Resource) -> tuple[datetime | None, list[int]]:
 def serve(resource: Resource, *, before_read: Callable[[], None] | None = None) -> Response:
     """The list endpoint's response for the current request."""
     settings = current_app.config["API_SETTINGS"]
-    query = parse_query(resource.query_model(), settings)
+    query = parse_query(resource.query_model())
     csv_out = wants_csv(query)
     if query.limit is not None and query.limit > (settings.max_csv_rows if csv_out else settings.max_page_size):
         cap = settings.max_csv_rows if csv_out else settings.max_page_size

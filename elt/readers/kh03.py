@@ -106,6 +106,16 @@ def _as_decimal(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(repr(value))
 
 
+def _decimal_of(field: str, doc: str) -> property:
+    """A row's count as Decimal: the stored double's shortest repr, exactly the decimal that was published."""
+    return property(lambda row: _as_decimal(getattr(row, field)), doc=doc)
+
+
+_AVAILABLE = _decimal_of("available_value", "Average daily beds available, as Decimal.")
+_OCCUPIED = _decimal_of("occupied_value", "Average daily beds occupied, as Decimal.")
+_PCT_OCCUPIED = _decimal_of("pct_occupied_value", "Occupied / available as published, as Decimal; None for '-'.")
+
+
 class Kh03TrustRow(NamedTuple):
     """One trust, one sector: average daily beds available and occupied over the quarter.
 
@@ -123,17 +133,9 @@ class Kh03TrustRow(NamedTuple):
     pct_occupied_value: float | None
     sheet_row: int
 
-    @property
-    def available(self) -> Decimal:
-        return _as_decimal(self.available_value)  # type: ignore[return-value]
-
-    @property
-    def occupied(self) -> Decimal:
-        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
-
-    @property
-    def pct_occupied(self) -> Decimal | None:
-        return _as_decimal(self.pct_occupied_value)
+    available = _AVAILABLE
+    occupied = _OCCUPIED
+    pct_occupied = _PCT_OCCUPIED
 
 
 class Kh03RegionRow(NamedTuple):
@@ -147,17 +149,9 @@ class Kh03RegionRow(NamedTuple):
     pct_occupied_value: float | None
     sheet_row: int
 
-    @property
-    def available(self) -> Decimal:
-        return _as_decimal(self.available_value)  # type: ignore[return-value]
-
-    @property
-    def occupied(self) -> Decimal:
-        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
-
-    @property
-    def pct_occupied(self) -> Decimal | None:
-        return _as_decimal(self.pct_occupied_value)
+    available = _AVAILABLE
+    occupied = _OCCUPIED
+    pct_occupied = _PCT_OCCUPIED
 
 
 class Kh03EnglandRow(NamedTuple):
@@ -168,17 +162,9 @@ class Kh03EnglandRow(NamedTuple):
     occupied_value: float
     pct_occupied_value: float | None
 
-    @property
-    def available(self) -> Decimal:
-        return _as_decimal(self.available_value)  # type: ignore[return-value]
-
-    @property
-    def occupied(self) -> Decimal:
-        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
-
-    @property
-    def pct_occupied(self) -> Decimal | None:
-        return _as_decimal(self.pct_occupied_value)
+    available = _AVAILABLE
+    occupied = _OCCUPIED
+    pct_occupied = _PCT_OCCUPIED
 
 
 class Kh03SpecialtyRow(NamedTuple):
@@ -192,9 +178,7 @@ class Kh03SpecialtyRow(NamedTuple):
     occupied_value: float
     sheet_row: int
 
-    @property
-    def occupied(self) -> Decimal:
-        return _as_decimal(self.occupied_value)  # type: ignore[return-value]
+    occupied = _OCCUPIED
 
 
 @dataclass(frozen=True)
