@@ -22,11 +22,12 @@ import psycopg
 
 from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
+from elt.readers.kh03 import Kh03Rejected, read_kh03, to_csv_tables
 from elt.readers.spreadsheet import spreadsheet_to_csv
 from elt.runs import is_transient
 from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
 from elt.warehouse import ledger
-from elt.warehouse.loader import FileRejected, copy_file, discard_rows, pg_message, write_rejects
+from elt.warehouse.loader import FileRejected, LoadResult, copy_file, discard_rows, pg_message, write_rejects
 from elt.warehouse.schema import ensure_warehouse
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,22 @@ def discover_new_files(source_system: str | None = None, *, drop_type: str | Non
                 log.warning("%s matches no drop contract under %s; left where it is", obj.key, prefix)
     log.info("found %d file(s) waiting under %s", len(keys), ", ".join(sorted({c.landing.prefix for c in contracts.values()})))
     return sorted(keys)
+
+
+def register_landed(key: str, *, settings: Settings | None = None) -> int:
+    """The ledger row (file id) of the object now at `key`, registered as 'discovered' if new: what an upload
+    through the API answers with. The load later finds the same row (same key and ETag)."""
+    settings = settings or get_settings()
+    contract = _contract_for_key(contracts_for(settings), key)
+    obj = ObjectStore(settings).head(key)
+    if obj is None:
+        raise FileNotFoundError(f"no object at {key}")
+    try:
+        period = reporting_period(contract, obj)
+    except FileRejected:
+        period = (None, None)  # the load quarantines it, saying why
+    with connect(settings) as conn:
+        return ledger.register(conn, obj, contract, period).file_id
 
 
 def _contract_for_key(contracts: dict[str, Contract], key: str) -> Contract:
@@ -327,6 +344,8 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
             with outcome.timed("copy"):
                 result = _copy_object(conn, store, contract, obj, file_id)
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
+            if result.period is not None:
+                ledger.set_period(conn, file_id, result.period)
             counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
                       "rows_read": result.rows_read}
             twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
@@ -337,7 +356,8 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
                 ledger.finish(conn, file_id, "duplicate", rows_loaded=0, error=outcome.error, duplicate_of=twin, **counts)
             else:
                 with outcome.timed("validate"):
-                    write_rejects(conn, contract, file_id, result)
+                    for table_contract in contract.table_contracts():
+                        write_rejects(conn, table_contract, file_id, result)
                 share = result.rows_rejected / result.rows_read
                 outcome.rows_rejected = result.rows_rejected
                 if share > contract.max_reject_share:
@@ -388,10 +408,31 @@ def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contrac
     if contract.format == "csv":
         return copy_file(conn, contract, file_id, lambda: store.iter_bytes(obj.key, if_match=obj.etag))
     workbook = store.read(obj.key, if_match=obj.etag)
+    if contract.reader == "kh03":
+        return _copy_kh03(conn, contract, file_id, workbook, posixpath.basename(obj.key))
     table = spreadsheet_to_csv(contract, workbook, source_name=posixpath.basename(obj.key))
     result = copy_file(conn, contract, file_id, lambda: iter([table]))
     result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
     return result
+
+
+def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, name: str) -> LoadResult:
+    """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
+    has). The ledger's period becomes the quarter the workbook itself states."""
+    try:
+        book = read_kh03(workbook, name)
+    except Kh03Rejected as exc:
+        raise FileRejected(exc.reason_code, exc.message) from exc
+    tables = to_csv_tables(book)
+    rows_read = 0
+    for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],
+                                    strict=True):
+        if part in tables:
+            rows_read += copy_file(conn, table_contract, file_id, lambda data=tables[part]: iter([data])).rows_read
+    log.info("%s: KH03 %s Q%d (%s to %s), sheets %s, %d rows", name, book.financial_year, book.quarter,
+             book.period_start, book.period_end, ", ".join(book.sheets), rows_read)
+    return LoadResult(sha256=hashlib.sha256(workbook).hexdigest(), encoding=contract.format.upper(), layout="default",
+                      rows_read=rows_read, period=(book.period_start, book.period_end))
 
 
 class _DryRun(Exception):

@@ -108,6 +108,13 @@ class Layout(BaseModel):
         return {header.strip().lower(): column for column, header in self.columns.items()}
 
 
+def _qualified_table(value: str) -> str:
+    parts = value.split(".")
+    if len(parts) != 2 or not all(_IDENT.match(p) for p in parts):
+        raise ValueError(f"target_table {value!r} must be schema.table in lower case")
+    return value
+
+
 class Check(BaseModel):
     """A rule between two columns of a row, e.g. allowed_amount <= billed_amount.
 
@@ -162,6 +169,16 @@ class Spreadsheet(BaseModel):
                               "(title blocks and blank rows above it are skipped).")
 
 
+class ExtraTable(BaseModel):
+    """A further raw table that the same file fills (a workbook whose sheets are tables of their own)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="What the table holds, e.g. the sheet it comes from.")
+    target_table: str
+    columns: list[Column]
+
+
 class Contract(BaseModel):
     """One drop type's contract, as declared in `elt/contracts/<drop_type>.yml`."""
 
@@ -172,6 +189,12 @@ class Contract(BaseModel):
     description: str
     source_system: str
     format: Literal["csv", "xlsx", "xls"]
+    reader: Literal["table", "kh03"] = Field(
+        "table", description="table: one table per file (a CSV, or a workbook sheet found by its header). kh03: NHS "
+                             "England's KH03 workbook reader (elt/readers/kh03.py), which checks the whole workbook and "
+                             "fills target_table and extra_tables (.xlsx and .xls alike).")
+    extra_tables: list[ExtraTable] = Field(
+        default_factory=list, description="Further raw tables the same file fills (reader kh03 only).")
     spreadsheet: Spreadsheet | None = Field(
         None, description="For xlsx and xls: the sheet and header search (defaults: first sheet, top 30 rows).")
     layouts: list[Layout] = Field(default_factory=list, description="Sender layouts; none means the column names.")
@@ -189,10 +212,26 @@ class Contract(BaseModel):
     @field_validator("target_table")
     @classmethod
     def _qualified(cls, value: str) -> str:
-        parts = value.split(".")
-        if len(parts) != 2 or not all(_IDENT.match(p) for p in parts):
-            raise ValueError(f"target_table {value!r} must be schema.table in lower case")
-        return value
+        return _qualified_table(value)
+
+    @model_validator(mode="after")
+    def _extra_tables_fit_the_reader(self) -> Contract:
+        if self.extra_tables and self.reader == "table":
+            raise ValueError("extra_tables need a reader that fills several tables (kh03)")
+        for extra in self.extra_tables:
+            _qualified_table(extra.target_table)
+        tables = [self.target_table, *(extra.target_table for extra in self.extra_tables)]
+        if len(set(tables)) != len(tables):
+            raise ValueError("target_table and extra_tables must name different tables")
+        return self
+
+    def table_contracts(self) -> list[Contract]:
+        """This contract, then one per extra table (same landing and rules, that table's columns): what the
+        schema and the loader handle one table at a time."""
+        return [self, *(
+            self.model_copy(update={"target_table": extra.target_table, "columns": extra.columns, "extra_tables": [],
+                                    "natural_key": [], "personal_data": [], "checks": [], "layouts": []})
+            for extra in self.extra_tables)]
 
     @model_validator(mode="after")
     def _spreadsheet_settings_fit_the_format(self) -> Contract:

@@ -83,6 +83,13 @@ def supersede_older(conn: psycopg.Connection, file_id: int) -> int:
     return cur.rowcount
 
 
+def set_period(conn: psycopg.Connection, file_id: int, period: tuple[date, date]) -> None:
+    """The period the file's own contents establish (a KH03 workbook's quarter), replacing the one assumed when
+    it was registered (the landing day), so that supersession compares the right periods."""
+    conn.execute("update ops.file_ledger set period_start = %s, period_end = %s where file_id = %s",
+                 (period[0], period[1], file_id))
+
+
 def note_error(conn: psycopg.Connection, file_id: int, error: str) -> None:
     """Why a file was not decided this time, on a row that stays as it is (e.g. 'discovered')."""
     conn.execute("update ops.file_ledger set error = %s where file_id = %s", (error, file_id))

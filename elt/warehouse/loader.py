@@ -16,6 +16,7 @@ import hashlib
 import queue
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 
 import psycopg
 from psycopg import errors, sql
@@ -40,6 +41,8 @@ class LoadResult:
     rows_rejected: int = 0
     rows_loaded: int = 0
     rejects_by_rule: dict[str, int] = field(default_factory=dict)
+    # The period the file's own contents report on, when its reader establishes one (KH03 workbooks).
+    period: tuple[date, date] | None = None
 
 
 # --- SQL for one column's value: shared by the load-time checks and the typed view -------------------------
@@ -282,7 +285,8 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
 
 
 def discard_rows(conn: psycopg.Connection, contract: Contract, file_id: int) -> None:
-    """Remove a file's rows from its raw table (a duplicate, or a file refused whole); rejects are kept."""
-    schema, table = contract.target_table.split(".")
-    conn.execute(sql.SQL("delete from {}.{} where _file_id = {}").format(
-        sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id)))
+    """Remove a file's rows from its raw tables (a duplicate, or a file refused whole); rejects are kept."""
+    for table_contract in contract.table_contracts():
+        schema, table = table_contract.target_table.split(".")
+        conn.execute(sql.SQL("delete from {}.{} where _file_id = {}").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id)))

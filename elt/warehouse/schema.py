@@ -1,4 +1,4 @@
-"""Creates the ops schema, one raw table per contract and its typed `__valid` view. Idempotent; run on every start.
+"""Creates the ops schema, one raw table per contract (and per extra table) and its typed `__valid` view. Idempotent; run on every start.
 
 A raw table keeps the contract's columns as text, exactly as they landed, plus lineage columns; the loader
 COPYs into it directly (elt/warehouse/loader.py). `<table>__valid` is what dbt reads: the rows without a
@@ -123,13 +123,14 @@ def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract]) -
     """Ops schema, every contract's raw table and typed view, and the roles' grants, in one transaction."""
     with conn.transaction():
         apply_ops_schema(conn)
-        for contract in contracts.values():
+        tables = [table for contract in contracts.values() for table in contract.table_contracts()]
+        for contract in tables:
             schema = contract.target_table.split(".")[0]
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
             conn.execute(raw_table_ddl(contract))
             _migrate_raw_table(conn, contract)
             _replace_valid_view(conn, contract)
-        apply_grants(conn, {c.target_table.split(".")[0] for c in contracts.values()})
+        apply_grants(conn, {c.target_table.split(".")[0] for c in tables})
 
 
 def _replace_valid_view(conn: psycopg.Connection, contract: Contract) -> None:
