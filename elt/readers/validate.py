@@ -18,6 +18,7 @@ import pandas as pd
 
 from elt.contracts import Column, Contract, Layout
 from elt.readers.csv_header import FileRejected, map_header, split_bom
+from elt.readers.kh03 import Kh03Rejected, read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
@@ -112,6 +113,8 @@ COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 
 def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
+    if contract.reader == "kh03":
+        return _validate_kh03(report, data, name)
     try:
         if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
             data = spreadsheet_to_csv(contract, data, source_name=name)
@@ -176,4 +179,18 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
             f"{contract.max_reject_share:.0%} allowed: the whole file would be refused")}]
     elif report.rows_rejected:
         report.status = "has_rejects"
+    return report
+
+
+def _validate_kh03(report: ValidationReport, data: bytes, name: str) -> ValidationReport:
+    """A KH03 workbook is checked whole by its reader (periods, totals, England row, % occupied): it loads
+    entirely or not at all, so the report is valid with its row count, or unreadable with the reason."""
+    try:
+        book = read_kh03(data, name)
+    except Kh03Rejected as exc:
+        report.status, report.errors = "unreadable", [{"rule": exc.reason_code, "message": exc.message}]
+        return report
+    # as the loader counts them: the England row is stored too (five sectors)
+    report.rows_read = report.rows_valid = (len(book.trust_rows) + len(book.region_rows) + len(book.specialty_rows)
+                                            + len(book.england_row))
     return report

@@ -200,3 +200,16 @@ def test_real_region_only_workbook_loads_its_region_rows_and_england(settings, s
     assert db.execute("select count(*) from raw.nhs_kh03_region_sector__valid "
                       "where sector = 'Learning Disabilities' and not is_england").fetchone() == (7,)
 
+
+
+def test_elt_validate_checks_a_workbook_as_the_loader_would():
+    from elt.config import Settings
+    from elt.pipeline import contracts_for
+    from elt.readers.validate import validate_bytes
+
+    contract = contracts_for(Settings(), drop_type="nhs_kh03_overnight")["nhs_kh03_overnight"]
+    trusts, regions = len(DEFAULT_TRUSTS), len({t.region for t in DEFAULT_TRUSTS})
+    good = validate_bytes(contract, build_kh03(), name="beds.xlsx")
+    assert (good.status, good.rows_read) == ("valid", (1 + trusts) * 5 + regions * 5 + trusts * len(SPECIALTIES))
+    bad = validate_bytes(contract, build_kh03(Kh03Spec(period_text=None, year=None, period_end=None)), name="beds.xlsx")
+    assert bad.status == "unreadable" and bad.errors[0]["rule"] == "missing_period"
