@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", frozen=True, populate_by_name=True)
 
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5433/warehouse",
@@ -33,6 +34,30 @@ class ApiSettings(BaseSettings):
         Path(__file__).resolve().parent.parent / "dbt" / "target",
         description="Where `elt docs` (dbt docs generate) writes index.html, manifest.json and catalog.json.",
     )
+
+    # --- drops through the API (POST /api/v1/drops, /drops/from-url; GET /api/v1/runs) -----------------------
+    upload_max_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest file an upload or a fetch by URL "
+                                  "may bring (a larger one is a 413); Flask's MAX_CONTENT_LENGTH is this plus room "
+                                  "for the multipart envelope.")
+    upload_role: Literal["analyst", "clinician", "admin"] = Field(
+        "analyst", description="Role needed to drop a file and to read a run's state: analysts are the people who "
+                               "drop these files.")
+    fetch_allowed_hosts: str = Field("www.england.nhs.uk", description="Comma-separated hosts (and their subdomains) "
+                                     "that /drops/from-url may fetch from; https only, public addresses only.")
+    fetch_timeout_seconds: float = Field(30.0, gt=0, description="Longest a fetch by URL may take, redirects included.")
+    airflow_url: str = Field("", description="Airflow's api-server (REST API v2), e.g. http://127.0.0.1:8080; empty: "
+                             "http://127.0.0.1:$AIRFLOW_PORT, where ./start.sh runs it.")
+    airflow_port: int = Field(8080, validation_alias=AliasChoices("API_AIRFLOW_PORT", "AIRFLOW_PORT"),
+                              description="The local api-server's port when API_AIRFLOW_URL is empty.")
+    airflow_user: str = Field("admin", validation_alias=AliasChoices("API_AIRFLOW_USER", "AIRFLOW_ADMIN_USER"),
+                              description="Airflow user that triggers the ingest DAGs (simple auth manager).")
+    airflow_password: SecretStr = Field(SecretStr("admin"), validation_alias=AliasChoices(
+        "API_AIRFLOW_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"), description="That user's password.")
+    airflow_timeout_seconds: float = Field(10.0, gt=0, description="Longest one call to Airflow may take before the "
+                                           "API gives up on it (an upload is then stored, with a warning).")
+
+    def airflow_base_url(self) -> str:
+        return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
 
     def sqlalchemy_url(self) -> str:
         url = self.database_url
