@@ -29,6 +29,7 @@ from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_p
 log = logging.getLogger("devstack")
 DAG_ID = "medilink_ingest"  # triggered on first start
 MARTS_DAG_ID = "medilink_marts"  # scheduled on the asset DAG_ID publishes
+BEDS_DAG_ID = "nhs_beds_ingest"  # KH03 workbooks: triggered by API uploads, and nightly
 
 
 def _env(name: str, default: str) -> str:
@@ -186,12 +187,12 @@ class Stack:
             log.warning("could not trigger %s: %s", DAG_ID, result.stderr[-1000:])
 
     def last_runs(self) -> list[tuple[str, str, str]]:
-        """(dag_id, run_id, state) of the latest run of each Medilink DAG."""
+        """(dag_id, run_id, state) of the latest run of each DAG (the bed DAG once it has run)."""
         try:
             with psycopg.connect(self.env["AIRFLOW_DATABASE_URL"], connect_timeout=3) as conn:
                 return conn.execute(
                     "select distinct on (dag_id) dag_id, run_id, state from dag_run where dag_id = any(%s) "
-                    "order by dag_id, id desc", ([DAG_ID, MARTS_DAG_ID],)
+                    "order by dag_id, id desc", ([DAG_ID, MARTS_DAG_ID, BEDS_DAG_ID],)
                 ).fetchall()
         except psycopg.Error:
             return []
@@ -237,10 +238,12 @@ class Stack:
  API           http://localhost:{self.api_port}/docs   (every endpoint; readiness: /ready)
                key: ./start.sh api-key create --name NAME --role analyst|clinician|admin
  Postgres      {self.env['DATABASE_URL']}   (Airflow metadata: database airflow)
- S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/
+ S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/ and nhs/kh03/
  Data          {self.data_dir}   (logs in {self.logs})
 
  Load waiting drops:   ./start.sh elt ingest        Ledger:  ./start.sh elt files
+ Upload a file:        curl -H "Authorization: Bearer $KEY" -F drop_type=nhs_kh03_overnight \\
+                            -F file=@Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx http://localhost:{self.api_port}/api/v1/drops
 ==================================================================================================
 """, flush=True)
 
@@ -259,10 +262,14 @@ class Stack:
             now = time.monotonic()
             if run != last_state or now - last_print > 300:
                 marts = (self.api_ready() or {}).get("marts", {})
-                built = sum(1 for mart in marts.values() if mart.get("built_at"))
+                nightly = [m for m in marts.values() if m.get("refreshed") != "on_arrival"]
+                beds = [m for m in marts.values() if m.get("refreshed") == "on_arrival"]
+                built = sum(1 for mart in nightly if mart.get("built_at"))
+                beds_text = (f"; bed marts {'built' if all(m.get('built_at') for m in beds) else 'not built yet (upload a KH03 workbook)'}"
+                             if beds else "")
                 run_text = "; ".join(f"{dag} {state} ({run_id})" for dag, run_id, state in run) or "no runs yet"
                 print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {self.file_counts()}; "
-                      f"marts the API serves: {built} of {len(marts) or '?'} built", flush=True)
+                      f"nightly marts the API serves: {built} of {len(nightly) or '?'} built{beds_text}", flush=True)
                 last_state, last_print = run, now
             time.sleep(5)
 
