@@ -9,12 +9,16 @@ from flask_cors import CORS
 
 from backend import auth, db, errors, ratelimit
 from backend.config import ApiSettings
+from elt.config import Settings
 
 
-def create_app(settings: ApiSettings | None = None) -> Flask:
+def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | None = None) -> Flask:
+    """`elt_settings`: the landing bucket, contracts and ledger that drops go to (default: the ELT's own, from
+    the environment)."""
     settings = settings or ApiSettings()
     app = Flask(__name__)
     app.config["API_SETTINGS"] = settings
+    app.config["ELT_SETTINGS"] = elt_settings
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -30,9 +34,13 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     from backend.api.health import bp as health_bp
     from backend.api.openapi import bp as openapi_bp
     from backend.api.operations import bp as operations_bp
+    from backend.api.uploads import bp as uploads_bp
+    from backend.api.uploads import init_app as init_uploads
 
-    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, clinical_bp, operations_bp])
-    for blueprint in (health_bp, facilities_bp, analytics_bp, clinical_bp, operations_bp, openapi_bp, dbt_docs_bp):
+    init_uploads(app, settings)
+    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, clinical_bp, operations_bp, uploads_bp])
+    for blueprint in (health_bp, facilities_bp, analytics_bp, clinical_bp, operations_bp, uploads_bp, openapi_bp,
+                      dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

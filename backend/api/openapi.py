@@ -20,6 +20,7 @@ from backend.api.clinical import MEDICAL_RECORDS, PATIENT_SUMMARY, PATIENTS, TRI
 from backend.api.facilities import FACILITIES
 from backend.api.listing import TYPES, Column, Resource
 from backend.api.operations import DROPS
+from backend.api.uploads import openapi_operations
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openapi", __name__)
@@ -37,6 +38,8 @@ ENDPOINTS: list[tuple[str, Resource]] = [
     ("/api/v1/triage-visits", TRIAGE_VISITS),
     ("/api/v1/drops", DROPS),
 ]
+# Endpoints that are not lists (dropping files, run states) describe their own operations beside their views.
+OPERATIONS = [openapi_operations]
 ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters)",
           "401": "No API key, or not a valid one", "403": "The key's role may not read this",
           "429": "Too many requests from this key (API_RATE_LIMIT); Retry-After says when to try again", "500": "Unexpected error (logged; no detail is returned)"}
@@ -117,7 +120,9 @@ def spec() -> dict[str, Any]:
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["status", "code", "message"],
             "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
-                           "allowed": {"type": "array", "items": {"type": "string"}}}}}},
+                           "allowed": {"type": "array", "items": {"type": "string"}},
+                           "rule": {"type": "string", "description": "The contract rule a dropped file breaks."},
+                           "key_pattern": {"type": "string", "description": "The names a drop type takes."}}}}},
         "Meta": {"type": "object",
                  "required": ["count", "limit", "next_cursor", "total", "total_is_exact", "as_of", "sources"],
                  "properties": {
@@ -167,6 +172,11 @@ def spec() -> dict[str, Any]:
                    for status, text in ERRORS.items()},
             },
         }}
+    for operations in OPERATIONS:
+        more_paths, more_schemas = operations(settings)
+        for path, methods in more_paths.items():
+            paths.setdefault(path, {}).update(methods)
+        schemas.update(more_schemas)
     paths["/health"] = {"get": {"operationId": "health", "tags": ["service"], "summary": "Liveness: the process answers.",
                                  "security": [], "responses": {"200": {"description": "Alive", "content": {
                                      "application/json": {"schema": {"type": "object"}}}}}}}
@@ -198,6 +208,19 @@ def openapi_json():
     return jsonify(spec())
 
 
+def _kind(schema: dict[str, Any]) -> str:
+    kind = schema.get("format") or schema.get("type", "object")
+    kind = kind if isinstance(kind, str) else kind[0]
+    return kind + (": " + ", ".join(str(v) for v in schema["enum"] if v is not None) if "enum" in schema else "")
+
+
+def _table(first: str, rows: list[tuple[str, dict[str, Any], str]]) -> str:
+    e = html.escape
+    return (f"<table><tr><th>{first}</th><th>type</th><th>meaning</th></tr>"
+            + "".join(f"<tr><td><code>{e(name)}</code></td><td>{e(_kind(schema))}</td><td>{e(text)}</td></tr>"
+                      for name, schema, text in rows) + "</table>")
+
+
 @bp.get("/docs")
 def docs():
     """The spec as one readable page (no scripts, nothing fetched from elsewhere)."""
@@ -211,28 +234,25 @@ def docs():
              "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). Model and column "
              "documentation: <a href='/dbt-docs/'>/dbt-docs/</a>.</p>"]
     for path, item in document["paths"].items():
-        op = item["get"]
-        parts.append(f"<h2 id='{e(op['operationId'])}'>GET <code>{e(path)}</code></h2><p>{e(op['summary'])}</p>")
-        if op.get("description"):
-            parts.append(f"<p>{e(op['description']).replace('**', '')}</p>")
-        if op.get("parameters"):
-            parts.append("<table><tr><th>parameter</th><th>type</th><th>meaning</th></tr>")
-            for p in op["parameters"]:
-                schema = p["schema"]
-                kind = schema.get("format") or schema["type"]
-                if "enum" in schema:
-                    kind += ": " + ", ".join(str(v) for v in schema["enum"])
-                parts.append(f"<tr><td><code>{e(p['name'])}</code></td><td>{e(kind)}</td><td>{e(p['description'])}</td></tr>")
-            parts.append("</table>")
-        ref = op["responses"]["200"]["content"]["application/json"]["schema"].get("properties", {}).get("data")
-        if ref:
-            row = document["components"]["schemas"][ref["items"]["$ref"].rsplit("/", 1)[1]]
-            parts.append("<table><tr><th>column</th><th>type</th><th>meaning</th></tr>")
-            for name, schema in row["properties"].items():
-                kind = schema.get("format") or schema["type"][0]
-                parts.append(f"<tr><td><code>{e(name)}</code></td><td>{e(kind)}</td>"
-                             f"<td>{e(schema.get('description', ''))}</td></tr>")
-            parts.append("</table>")
+        for method, op in item.items():
+            parts.append(f"<h2 id='{e(op['operationId'])}'>{method.upper()} <code>{e(path)}</code></h2>"
+                         f"<p>{e(op['summary'])}</p>")
+            if op.get("description"):
+                parts.append(f"<p>{e(op['description']).replace('**', '')}</p>")
+            if op.get("parameters"):
+                parts.append(_table("parameter", [(p["name"], p["schema"], p["description"]) for p in op["parameters"]]))
+            for media, content in op.get("requestBody", {}).get("content", {}).items():
+                parts.append(f"<p>Request body ({e(media)}):</p>" + _table("field", [
+                    (name, schema, schema.get("description", ""))
+                    for name, schema in content["schema"]["properties"].items()]))
+            success = next((r for status, r in op["responses"].items() if status.startswith("2")), {})
+            schema = success.get("content", {}).get("application/json", {}).get("schema", {})
+            rows = schema.get("properties", {}).get("data", {}).get("items")  # a list's rows, or the answer itself
+            ref = (rows or schema).get("$ref")
+            if ref:
+                described = document["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
+                parts.append(_table("column" if rows else "field", [
+                    (name, field, field.get("description", "")) for name, field in described.items()]))
     parts.append("</body></html>")
     response = Response("".join(parts), mimetype="text/html")
     response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"

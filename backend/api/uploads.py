@@ -1,0 +1,467 @@
+"""Dropping a file through the API, for the people who receive drops by e-mail or find them on NHS England's
+site rather than writing to the bucket (issue 6):
+
+* `POST /api/v1/drops`: a multipart upload, `file` plus the form field `drop_type`;
+* `POST /api/v1/drops/from-url`: `{"url", "drop_type"}`, fetched by backend/fetch.py from an allowed host;
+* `GET /api/v1/runs/<run_id>`: how the ingest run the drop started is going, and what became of the file.
+
+Both drops take the same path (`accept`), cheapest checks first, each refusal a 4xx that says what to do:
+the drop type is known (400, listing them); the extension is one the contract reads (415); the bytes are
+what the extension says (415); the size is within API_UPLOAD_MAX_BYTES (413); the name is one the drop
+type takes under its landing prefix (400, showing the pattern); nothing waits under that key already
+(409: a waiting file is never overwritten); the file passes its contract's whole-file rules with the
+loader's own readers (422, elt/preflight.py). Then it is stored under the landing prefix, registered in
+the file ledger (its `file_id` is the answer's `drop_id`) and the source system's ingest DAG is started
+with `conf {"key": ...}` through Airflow's REST API. From the moment it is stored nothing is lost: when
+Airflow cannot be reached the answer is still 202, with a warning that the nightly run will load it.
+
+Writes go to the landing bucket and the ledger with the ELT's settings (DATABASE_URL, S3_*: elt/config.py),
+as `elt put` does; the API's own database role stays read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
+from flask import Blueprint, Flask, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import text
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import secure_filename
+
+from backend.airflow_client import AirflowClient, AirflowError
+from backend.auth import Caller, require
+from backend.config import ApiSettings
+from backend.db import connection
+from backend.errors import ApiError
+from backend.fetch import FetchPolicy, FetchRefused, fetch
+from elt.config import Settings, get_settings
+from elt.contracts import Contract, load_contracts
+from elt.pipeline import register_landed
+from elt.preflight import check_content, check_drop
+from elt.readers.csv_header import FileRejected
+from elt.storage.s3 import ObjectStore
+
+log = logging.getLogger(__name__)
+bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
+
+# The DAG that loads one key (`conf {"key": ...}`) of each source system; the others load with `elt ingest`.
+INGEST_DAGS = {"medilink": "medilink_ingest", "nhs": "nhs_beds_ingest"}
+NIGHTLY = "02:00 UTC"
+CONTENT_TYPES = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "xls": "application/vnd.ms-excel",
+}
+MULTIPART_ROOM = 1024 * 1024  # bytes of multipart envelope and form fields allowed beside the file itself
+# Airflow's default [core] allowed_run_id_pattern, and a length its run_id column holds.
+RUN_ID = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
+
+
+def init_app(app: Flask, settings: ApiSettings) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = settings.upload_max_bytes + MULTIPART_ROOM
+    app.extensions["airflow"] = AirflowClient(settings.airflow_base_url(), settings.airflow_user,
+                                              settings.airflow_password.get_secret_value(),
+                                              timeout_seconds=settings.airflow_timeout_seconds)
+
+
+def _settings() -> ApiSettings:
+    return current_app.config["API_SETTINGS"]
+
+
+def warehouse() -> Settings:
+    """The ELT's settings: the landing bucket, the contracts, the ledger's database (tests pass their own)."""
+    return current_app.config.get("ELT_SETTINGS") or get_settings()
+
+
+def _store() -> ObjectStore:
+    if "landing_store" not in current_app.extensions:  # one boto3 client per process: it is thread-safe
+        current_app.extensions["landing_store"] = ObjectStore(warehouse())
+    return current_app.extensions["landing_store"]
+
+
+def fetch_policy(settings: ApiSettings) -> FetchPolicy:
+    """The fetch policy from the settings (tests put one of their own in app.config["FETCH_POLICY"])."""
+    return current_app.config.get("FETCH_POLICY") or FetchPolicy(
+        allowed_hosts=tuple(h.strip().lower() for h in settings.fetch_allowed_hosts.split(",") if h.strip()),
+        max_bytes=settings.upload_max_bytes, timeout_seconds=settings.fetch_timeout_seconds)
+
+
+def extensions(contract: Contract) -> tuple[str, ...]:
+    """File extensions a drop type reads: CSV for a CSV contract; .xlsx and .xls alike for a workbook (its
+    readers, python-calamine, read both)."""
+    return ("csv",) if contract.format == "csv" else ("xlsx", "xls")
+
+
+def safe_name(name: str) -> str:
+    """The base name of an uploaded file, reduced to letters, digits, `.`, `_` and `-` (no folders, no leading
+    dot: nothing that could climb out of the landing prefix or hide from the loader)."""
+    return secure_filename(re.split(r"[/\\]", name or "")[-1])[:200]
+
+
+# --- the one path of both drops ----------------------------------------------------------------------------
+def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str):
+    settings, elt_settings = _settings(), warehouse()
+    contracts = load_contracts(elt_settings.contracts_dir)
+    if not isinstance(drop_type, str) or drop_type not in contracts:
+        shown = f"unknown drop type {drop_type!r}" if drop_type else "no drop_type given"
+        raise ApiError(400, "unknown_drop_type", f"{shown}: send drop_type, one of {', '.join(sorted(contracts))}",
+                       allowed=sorted(contracts))
+    contract = contracts[drop_type]
+    allowed = extensions(contract)
+    file_name = safe_name(name)
+    if not file_name:
+        raise ApiError(400, "missing_file_name", f"the file has no usable name: give it one ending "
+                                                 f"{' or '.join('.' + e for e in allowed)}")
+    extension = file_name.rsplit(".", 1)[1].lower() if "." in file_name else ""
+    if extension not in allowed:
+        raise ApiError(415, "unsupported_extension",
+                       f"{drop_type} drops are {' or '.join('.' + e for e in allowed)} files; {file_name} is "
+                       + (f".{extension}" if extension else "without an extension")
+                       + ": send the file in that format, or choose the drop type it belongs to",
+                       allowed=[f".{e}" for e in allowed])
+    if len(data) > settings.upload_max_bytes:
+        raise ApiError(413, "too_large", f"{file_name} is {len(data):,} bytes; the limit is "
+                                         f"{settings.upload_max_bytes:,} (API_UPLOAD_MAX_BYTES): drop it in the "
+                                         f"bucket instead (`./start.sh elt put FILE`)")
+    try:
+        check_content(extension, data)
+    except FileRejected as exc:
+        raise ApiError(400 if exc.rule == "empty_file" else 415, exc.rule, f"{file_name}: {exc.message}") from None
+
+    key = contract.landing.prefix + file_name
+    matching = [c.drop_type for c in contracts.values() if c.matches(key)]
+    if matching != [drop_type]:
+        others = f" (it would also be read as {', '.join(m for m in matching if m != drop_type)})" if len(matching) > 1 else ""
+        raise ApiError(400, "name_not_accepted",
+                       f"{drop_type} does not take a file named {file_name}{others}: its names under "
+                       f"{contract.landing.prefix} must match {contract.landing.key_pattern}; rename the file",
+                       key_pattern=contract.landing.key_pattern)
+    store = _store()
+    try:
+        waiting = store.head(key)
+    except (BotoCoreError, ClientError) as exc:
+        raise _storage_unavailable(exc) from None
+    if waiting is not None:
+        raise ApiError(409, "already_waiting",
+                       f"{key} already waits to be loaded (since {waiting.last_modified:%Y-%m-%d %H:%M} UTC); it is "
+                       f"never overwritten: wait until it has been loaded, or send this file under another name")
+    try:
+        check_drop(contract, data, file_name)
+    except FileRejected as exc:
+        raise ApiError(422, "contract_violation", f"{file_name} breaks the {drop_type} contract: {exc.message}",
+                       rule=exc.rule) from None
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        store.put(key, data, content_type=CONTENT_TYPES[extension])
+    except (BotoCoreError, ClientError) as exc:
+        raise _storage_unavailable(exc) from None
+    log.info("drop %s (%s, %d bytes, sha256 %s) stored by API key %d from %s", key, drop_type, len(data), sha256,
+             caller.key_id, origin)
+    warnings: list[str] = []
+    drop_id = _register(key, elt_settings, warnings)
+    dag_id = INGEST_DAGS.get(contract.source_system)
+    run_id = None
+    stored = f"{file_name} is stored as {key}" + (f" (drop {drop_id})" if drop_id is not None else "")
+    if dag_id is None:
+        message = (f"{stored}. {contract.source_system} drops have no ingest DAG: it loads with "
+                   f"`elt ingest --drop-type {drop_type}` (or `--key {key}`)")
+    else:
+        run_id = _trigger(dag_id, key, drop_id, caller, warnings)
+        message = (f"{stored}; {dag_id} run {run_id} loads it: follow it at /api/v1/runs/{run_id}" if run_id
+                   else f"{stored}; it waits for the next {dag_id} run")
+    body = {
+        "drop_id": drop_id, "key": key, "drop_type": drop_type, "file_name": file_name, "size_bytes": len(data),
+        "sha256": sha256, "dag_id": dag_id, "run_id": run_id,
+        "status_url": f"/api/v1/runs/{run_id}" if run_id else None,
+        "message": message, "warning": " ".join(warnings) or None,
+    }
+    response = jsonify(body)
+    response.status_code = 202
+    if run_id:
+        response.headers["Location"] = body["status_url"]
+    return response
+
+
+def _storage_unavailable(exc: Exception) -> ApiError:
+    log.error("landing bucket unavailable: %s", type(exc).__name__)
+    return ApiError(503, "storage_unavailable", "the landing bucket did not answer, so nothing was stored; send the "
+                                                "file again shortly")
+
+
+def _register(key: str, elt_settings: Settings, warnings: list[str]) -> int | None:
+    """The file's ledger id. The file is stored already: a ledger that cannot be written now is a warning (the
+    next run registers the file when it finds it), not a failure that would make the sender drop it again."""
+    try:
+        return register_landed(key, settings=elt_settings)
+    except (psycopg.Error, BotoCoreError, ClientError) as exc:
+        log.error("drop %s stored but not registered in the ledger: %s", key, type(exc).__name__)
+        warnings.append("The file ledger could not be written just now, so there is no drop id yet; the file is "
+                        "stored and the next ingest run registers and loads it.")
+        return None
+
+
+def _trigger(dag_id: str, key: str, drop_id: int | None, caller: Caller, warnings: list[str]) -> str | None:
+    """Start `dag_id` for this key; None (and a warning) when Airflow cannot be reached or refuses."""
+    run_id = f"api_drop_{drop_id if drop_id is not None else 'new'}_{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+    note = f"Dropped through the API by key {caller.key_id}: {key}" + (f" (ledger file {drop_id})" if drop_id else "")
+    try:
+        run = current_app.extensions["airflow"].trigger(dag_id, {"key": key}, run_id=run_id, note=note)
+    except AirflowError as exc:
+        log.warning("drop %s stored; %s not triggered: %s", key, dag_id, exc.message)
+        warnings.append(f"Airflow could not start {dag_id} ({exc.message}). The file is stored and waits: the next "
+                        f"scheduled run ({NIGHTLY}) loads it, or trigger {dag_id} in the Airflow UI with key {key}.")
+        return None
+    return run.get("dag_run_id") or run_id
+
+
+# --- the endpoints --------------------------------------------------------------------------------------------
+@bp.post("/drops")
+def upload():
+    caller = require(_settings().upload_role)
+    try:
+        upload = request.files.get("file")
+        drop_type = request.form.get("drop_type")
+    except RequestEntityTooLarge:
+        limit = _settings().upload_max_bytes
+        raise ApiError(413, "too_large", f"the upload is larger than the limit of {limit:,} bytes "
+                                         f"(API_UPLOAD_MAX_BYTES): drop it in the bucket instead "
+                                         f"(`./start.sh elt put FILE`)") from None
+    if upload is None:
+        raise ApiError(400, "missing_file", "send the file as the multipart form field `file` (curl: -F "
+                                            "file=@NAME.xlsx) and its drop type as `drop_type` (-F drop_type=TYPE)")
+    data = upload.stream.read(_settings().upload_max_bytes + 1)
+    return accept(drop_type, upload.filename or "", data, caller, origin="upload")
+
+
+class FromUrl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000)
+    drop_type: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(None, max_length=200, description="File name to store it under, when the URL's "
+                                                               "path does not end in one.")
+
+
+FETCH_HINTS = {
+    "host_not_allowed": "download the file and upload it with POST /api/v1/drops, or ask an operator to add the "
+                        "host to API_FETCH_ALLOWED_HOSTS",
+    "scheme_not_allowed": "use the https:// address of the file",
+    "private_address": "only public servers can be fetched from; upload the file with POST /api/v1/drops",
+    "too_large": "drop it in the bucket instead (`./start.sh elt put FILE`)",
+    "fetch_failed": "check that the URL opens in a browser, then try again",
+    "too_many_redirects": "use the address the file finally downloads from",
+    "unresolvable_host": "check the URL",
+}
+
+
+@bp.post("/drops/from-url")
+def upload_from_url():
+    caller = require(_settings().upload_role)
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_body", 'send JSON: {"url": "https://...", "drop_type": "..."}',
+                       allowed=sorted(FromUrl.model_fields))
+    try:
+        body = FromUrl.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(400, "invalid_body", f"{where}: {first['msg']}", allowed=sorted(FromUrl.model_fields)) from None
+    try:
+        fetched = fetch(body.url, fetch_policy(_settings()))
+    except FetchRefused as exc:
+        hint = FETCH_HINTS.get(exc.code)
+        raise ApiError(exc.status, exc.code, exc.message + (f": {hint}" if hint else "")) from None
+    name = body.name or _name_from_url(fetched.url) or _name_from_url(body.url)
+    return accept(body.drop_type, name, fetched.data, caller, origin=fetched.url)
+
+
+def _name_from_url(url: str) -> str:
+    return posixpath.basename(unquote(urlsplit(url).path))
+
+
+@bp.get("/runs/<run_id>")
+def run_state(run_id: str):
+    require(_settings().upload_role)
+    if not RUN_ID.fullmatch(run_id):
+        raise ApiError(400, "invalid_run_id", "a run id is letters, digits and _ . ~ : + - (the `run_id` a drop "
+                                              "answered with)")
+    client: AirflowClient = current_app.extensions["airflow"]
+    for dag_id in INGEST_DAGS.values():
+        try:
+            run = client.get_run(dag_id, run_id)
+        except AirflowError as exc:
+            log.warning("run %s: Airflow did not answer: %s", run_id, exc.message)
+            raise ApiError(503, "airflow_unavailable", f"Airflow did not answer ({exc.message}); try again shortly. "
+                                                       "A dropped file is stored whatever Airflow does.") from None
+        if run is not None:
+            key = (run.get("conf") or {}).get("key")
+            return jsonify({
+                "run_id": run.get("dag_run_id", run_id), "dag_id": dag_id, "state": run.get("state"),
+                "run_type": run.get("run_type"), "queued_at": run.get("queued_at"),
+                "start_date": run.get("start_date"), "end_date": run.get("end_date"), "key": key,
+                "note": run.get("note"), "drop": _drop(key),
+            })
+    raise ApiError(404, "run_not_found", f"no run {run_id} of {' or '.join(INGEST_DAGS.values())}: use the run_id "
+                                         "a drop answered with")
+
+
+def _drop(key: Any) -> dict[str, Any] | None:
+    """The newest ledger row of the run's key: whether the file loaded, and why not."""
+    if not isinstance(key, str) or not key:
+        return None
+    conn = connection()
+    row = conn.execute(text(
+        "select file_id, drop_type, status, rows_loaded, rows_rejected, error from ops.file_ledger "
+        "where bucket = :bucket and key = :key order by file_id desc limit 1"),
+        {"bucket": warehouse().s3_bucket, "key": key}).mappings().one_or_none()
+    conn.rollback()
+    if row is None:
+        return None
+    return {"drop_id": row["file_id"], "drop_type": row["drop_type"], "status": row["status"],
+            "rows_loaded": row["rows_loaded"], "rows_rejected": row["rows_rejected"], "error": row["error"]}
+
+
+# --- what /openapi.json says about these endpoints -------------------------------------------------------------
+def _nullable(json_type: str, description: str, **more: Any) -> dict[str, Any]:
+    return {"type": [json_type, "null"], "description": description, **more}
+
+
+def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(paths -> method -> operation, component schemas) of the drop and run endpoints."""
+    try:
+        drop_types = sorted(load_contracts(warehouse().contracts_dir))
+    except Exception:  # noqa: BLE001 - the document is still served when a contract is broken; uploads say why
+        drop_types = []
+    role = f"Role **{settings.upload_role}**" + (" or above." if settings.upload_role != "admin" else ".")
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    common = {
+        "401": "No API key, or not a valid one", "403": "The key's role may not drop files",
+        "429": "Too many requests from this key (API_RATE_LIMIT); Retry-After says when to try again",
+        "500": "Unexpected error (logged; no detail is returned)",
+    }
+    drop_errors = {
+        "400": "Unknown drop type (`allowed` lists them), no file, or a name the drop type does not take "
+               "(`key_pattern` shows the names it takes)",
+        "409": "A file already waits under that key: it is never overwritten",
+        "413": f"Larger than API_UPLOAD_MAX_BYTES ({settings.upload_max_bytes:,} bytes)",
+        "415": "An extension the drop type does not read, or content that is not what the extension says",
+        "422": "The file breaks its contract (`rule` names the check; nothing was stored)",
+        "503": "The landing bucket did not answer (nothing was stored)",
+        **common,
+    }
+    accepted = {"202": {
+        "description": "Stored, registered and (for Medilink and NHS drops) its ingest run started. `run_id` is "
+                       "null when its source system has no DAG, or when Airflow could not be reached (`warning` says "
+                       "so: the file waits for the nightly run).",
+        "headers": {"Location": {"description": "`status_url`, when a run was started.", "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DropAccepted"}}}}}
+    drop_type = {"type": "string", "description": "The contract the file is a drop of.",
+                 **({"enum": drop_types} if drop_types else {})}
+    tags, security = ["drops"], [{"bearerKey": []}, {"headerKey": []}]
+    paths = {
+        "/api/v1/drops": {"post": {
+            "operationId": "upload_drop", "tags": tags, "security": security,
+            "summary": "Drop a file (.csv, .xlsx, .xls) for a drop type: checked, stored, and its load started.",
+            "description": f"{role} The file is checked before it is accepted (drop type, extension, content, size, "
+                           "name, nothing waiting under the same key, the contract's file-level rules), stored under "
+                           "the drop type's landing prefix under its own name, registered in the file ledger "
+                           "(`drop_id`), and the ingest DAG of its source system is started for it. Follow the "
+                           "load at `status_url`.",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file", "drop_type"],
+                "properties": {"file": {"type": "string", "format": "binary",
+                                        "description": "The file, under its own name (the name is kept)."},
+                               "drop_type": drop_type}}}}},
+            "responses": {**accepted, **{s: {"description": d, **error} for s, d in drop_errors.items()}},
+        }},
+        "/api/v1/drops/from-url": {"post": {
+            "operationId": "drop_from_url", "tags": tags, "security": security,
+            "summary": "Drop a file by its URL (from an allowed host): fetched, then as an upload.",
+            "description": f"{role} The file is fetched over https from a host on API_FETCH_ALLOWED_HOSTS (public "
+                           "addresses only; every redirect checked again; at most API_UPLOAD_MAX_BYTES), named after "
+                           "the URL's last path segment (or `name`), then checked, stored, registered and loaded as "
+                           "an upload is.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["url", "drop_type"], "additionalProperties": False,
+                "properties": {"url": {"type": "string", "maxLength": 2000, "description": "https URL of the file."},
+                               "drop_type": drop_type,
+                               "name": {"type": ["string", "null"], "maxLength": 200,
+                                        "description": "Name to store it under, when the URL does not end in one."}}}}}},
+            "responses": {**accepted, **{s: {"description": d, **error} for s, d in {
+                **drop_errors,
+                "400": drop_errors["400"] + "; a body that is not the JSON described, or a URL refused before "
+                                            "fetching (host not allowed, not https, a private address)",
+                "502": "The server at the URL failed or answered an error"}.items()}},
+        }},
+        "/api/v1/runs/{run_id}": {"get": {
+            "operationId": "get_run", "tags": tags, "security": security,
+            "summary": "The state of an ingest run a drop started, and what became of the file.",
+            "description": f"{role} Asks Airflow for the run (of {', '.join(INGEST_DAGS.values())}); `drop` is the "
+                           "file ledger's row for the run's key: `loaded`, or `quarantined`/`rejected` with the "
+                           "reason in `error`.",
+            "parameters": [{"name": "run_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": f"^{RUN_ID.pattern}$"},
+                            "description": "`run_id` of a drop's answer."}],
+            "responses": {
+                "200": {"description": "The run.", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/RunState"}}}},
+                **{s: {"description": d, **error} for s, d in {
+                    "400": "Not a run id", "404": "No ingest DAG has a run with this id", **common,
+                    "503": "Airflow did not answer"}.items()},
+            },
+        }},
+    }
+    schemas = {
+        "DropAccepted": {"type": "object", "additionalProperties": False, "required": [
+            "drop_id", "key", "drop_type", "file_name", "size_bytes", "sha256", "dag_id", "run_id", "status_url",
+            "message", "warning"], "properties": {
+            "drop_id": _nullable("integer", "The file's id in the file ledger (`GET /api/v1/drops`, `elt files`); "
+                                            "null only when the ledger could not be written (see `warning`)."),
+            "key": {"type": "string", "description": "Where the file is stored in the landing bucket."},
+            "drop_type": {"type": "string"},
+            "file_name": {"type": "string", "description": "The name it was stored under (the sent name, reduced "
+                                                           "to letters, digits, `.`, `_` and `-`)."},
+            "size_bytes": {"type": "integer"},
+            "sha256": {"type": "string", "description": "Hex sha256 of the bytes stored."},
+            "dag_id": _nullable("string", "The DAG that loads it; null when its source system has none."),
+            "run_id": _nullable("string", "The run started for it; null when none was (see `message`, `warning`)."),
+            "status_url": _nullable("string", "Where to follow the run."),
+            "message": {"type": "string", "description": "What happened, and what happens next."},
+            "warning": _nullable("string", "Something went wrong after the file was stored (it is not lost)."),
+        }},
+        "RunState": {"type": "object", "additionalProperties": False, "required": [
+            "run_id", "dag_id", "state", "run_type", "queued_at", "start_date", "end_date", "key", "note", "drop"],
+            "properties": {
+            "run_id": {"type": "string"},
+            "dag_id": {"type": "string"},
+            "state": _nullable("string", "Airflow's state: queued, running, success or failed."),
+            "run_type": _nullable("string", "manual for a run a drop started; scheduled for the nightly run."),
+            "queued_at": _nullable("string", "When the run was queued.", format="date-time"),
+            "start_date": _nullable("string", "When it started.", format="date-time"),
+            "end_date": _nullable("string", "When it ended.", format="date-time"),
+            "key": _nullable("string", "The object key the run loads (conf `key`); null for a run of every file."),
+            "note": _nullable("string", "Airflow's note on the run."),
+            "drop": {"oneOf": [{"type": "null"}, {
+                "type": "object", "additionalProperties": False,
+                "required": ["drop_id", "drop_type", "status", "rows_loaded", "rows_rejected", "error"],
+                "properties": {
+                    "drop_id": {"type": "integer"}, "drop_type": {"type": "string"},
+                    "status": {"type": "string", "description": "discovered, loading, loaded, rejected, "
+                                                                "quarantined, duplicate or superseded."},
+                    "rows_loaded": {"type": ["integer", "null"]}, "rows_rejected": {"type": ["integer", "null"]},
+                    "error": _nullable("string", "Why the file did not load; null when it did.")}}],
+                "description": "The file ledger's newest row for `key`: what became of the file."},
+        }},
+    }
+    return paths, schemas

@@ -1,0 +1,80 @@
+"""Checks a drop passes before it is accepted into the landing bucket, so that whoever drops a file by hand (the
+API's upload, a fetch by URL) hears at once what is wrong with it instead of finding it quarantined the
+next morning.
+
+* `check_content(extension, data)`: the bytes are what the name says: an .xlsx is a zip (`PK\\x03\\x04`), an
+  .xls an OLE compound document (`D0 CF 11 E0 A1 B1 1A E1`), a .csv text in UTF-8 or Windows-1252 without
+  NUL bytes (the two encodings the loader reads).
+* `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
+  readers (and so the same words) as the load: a CSV's header maps to a layout; a KH03 workbook passes
+  every KH03 check; another workbook has a sheet with the contract's header. Row-level problems are not
+  refusals: the load keeps bad rows aside with their reasons, as it does for any drop.
+
+Both raise `FileRejected(rule, message)`. Pure: bytes in, nothing out; no storage, no database.
+"""
+
+from __future__ import annotations
+
+from elt.contracts import Contract
+from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header
+from elt.readers.kh03 import Kh03Rejected, read_kh03
+from elt.readers.spreadsheet import spreadsheet_to_csv
+
+XLSX_MAGIC = b"PK\x03\x04"  # every .xlsx is a zip archive
+XLS_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")  # .xls: an OLE2 compound document
+MAGIC = {"xlsx": XLSX_MAGIC, "xls": XLS_MAGIC}
+WHAT = {"xlsx": "an Excel .xlsx workbook", "xls": "an Excel 97-2003 .xls workbook", "csv": "CSV text"}
+
+
+def sniff(data: bytes) -> str | None:
+    """What the bytes look like: 'xlsx', 'xls', 'csv' (text), or None."""
+    for extension, magic in MAGIC.items():
+        if data.startswith(magic):
+            return extension
+    if b"\x00" in data:
+        return None
+    body = data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            body.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return "csv"
+    return None
+
+
+def check_content(extension: str, data: bytes) -> None:
+    """The content is what the extension (`xlsx`, `xls` or `csv`, no dot) says."""
+    extension = extension.lower().lstrip(".")
+    if not data:
+        raise FileRejected("empty_file", "the file is empty")
+    found = sniff(data)
+    if found == extension:
+        return
+    said = f"the name says .{extension} ({WHAT.get(extension, extension)})"
+    if found in MAGIC:
+        raise FileRejected("content_mismatch", f"{said} but the content is {WHAT[found]}: rename it to "
+                                               f".{found}, or save it as {WHAT.get(extension, extension)}")
+    if found == "csv":
+        raise FileRejected("content_mismatch", f"{said} but the content is plain text: rename it to .csv if it "
+                                               f"is CSV, or upload the workbook itself")
+    if extension == "csv":
+        raise FileRejected("content_mismatch", f"{said} but the content is neither UTF-8 nor Windows-1252 text "
+                                               f"(it holds NUL bytes or undecodable bytes): export it again as CSV "
+                                               f"(UTF-8)")
+    raise FileRejected("content_mismatch", f"{said} but the content is not a workbook: export it again from Excel")
+
+
+def check_drop(contract: Contract, data: bytes, source_name: str) -> None:
+    """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix."""
+    if contract.format == "csv":
+        _, header = read_header(iter([data]))
+        map_header(contract, header)
+        return
+    if getattr(contract, "reader", "table") == "kh03":
+        try:
+            read_kh03(data, source_name)
+        except Kh03Rejected as exc:
+            raise FileRejected(exc.reason_code, exc.message) from exc
+        return
+    spreadsheet_to_csv(contract, data, source_name=source_name)
