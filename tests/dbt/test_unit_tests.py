@@ -7,8 +7,9 @@ import json
 from elt.transform import dbt_connection_env, run_dbt
 
 # Declared under `unit_tests:` in dbt/models/*/_*.yml: the moving average, the age band, the priority mapping,
-# blood-pressure parsing and the row filters, one or more per model.
+# blood-pressure parsing, the row filters and the bed-occupancy changes and flags, one or more per model.
 UNIT_TESTS = {
+    "bed_occupancy_trends_85_and_92_pct_flags", "bed_occupancy_trends_quarter_and_year_changes",
     "condition_analysis_age_bands_and_shares", "facility_monthly_volumes_and_averages",
     "facility_performance_counts_and_bands", "fct_triage_visits_keeps_only_rows_naming_one_patient",
     "fct_triage_visits_maps_triage_level_to_priority", "fct_triage_visits_parses_blood_pressure",
