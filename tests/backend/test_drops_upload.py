@@ -8,6 +8,7 @@ once stored, nothing is lost when Airflow is away.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from datetime import date
@@ -22,7 +23,7 @@ from backend.config import ApiSettings
 from backend.fetch import FetchPolicy
 from elt.preflight import sniff
 from tests.backend.fake_airflow import FakeAirflow
-from tests.conftest import shared_data
+from tests.conftest import REPO, shared_data
 from tests.elt.kh03_fixtures import Kh03Spec, build_kh03
 
 KH03_REAL = "Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx"
@@ -270,10 +271,19 @@ def test_when_airflow_cannot_start_the_run_the_file_is_kept_with_a_warning(make_
     assert response.status_code == 202
     body = response.get_json()
     assert body["run_id"] is None and body["status_url"] is None and body["dag_id"] == "medilink_ingest"
-    assert "02:00 UTC" in body["warning"] and "Airflow UI" in body["warning"]
+    assert "next scheduled run (02:00 UTC)" in body["warning"] and "Airflow UI" in body["warning"]
     assert stored_keys(store) == ["medical_records/input/triage_visits_2026-11-14.csv"]
     assert [row[2] for row in ledger(db)] == ["discovered"] and body["drop_id"] == ledger(db)[0][0]
     assert "Location" not in response.headers
+
+
+def test_the_warning_names_the_time_each_dag_runs_by_itself():
+    from backend.api.uploads import INGEST_DAGS, NIGHTLY
+
+    for dag_id in INGEST_DAGS.values():
+        source = (REPO / "airflow" / "dags" / f"{dag_id}.py").read_text()
+        minute, hour = re.search(r'schedule="(\d+) (\d+) \* \* \*"', source).groups()
+        assert NIGHTLY[dag_id] == f"{int(hour):02d}:{int(minute):02d} UTC"
 
 
 # --- from a URL ---------------------------------------------------------------------------------------------------
