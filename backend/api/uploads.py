@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -109,7 +109,8 @@ def safe_name(name: str) -> str:
 
 
 # --- the one path of both drops ----------------------------------------------------------------------------
-def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str):
+def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str) -> Response:
+    """Check, store, register and start the load of one drop; the 202 answer, or an ApiError saying why not."""
     settings, elt_settings = _settings(), warehouse()
     contracts = load_contracts(elt_settings.contracts_dir)
     if not isinstance(drop_type, str) or drop_type not in contracts:
@@ -283,12 +284,20 @@ def upload_from_url():
     except FetchRefused as exc:
         hint = FETCH_HINTS.get(exc.code)
         raise ApiError(exc.status, exc.code, exc.message + (f": {hint}" if hint else "")) from None
-    name = body.name or _name_from_url(fetched.url) or _name_from_url(body.url)
-    return accept(body.drop_type, name, fetched.data, caller, origin=fetched.url)
+    # Named after where the file ended up (a redirect's target), unless only the URL given has an extension.
+    names = [n for n in (_name_from_url(fetched.url), _name_from_url(body.url)) if n]
+    name = body.name or next((n for n in names if "." in n), names[0] if names else "")
+    return accept(body.drop_type, name, fetched.data, caller, origin=_without_query(fetched.url))
 
 
 def _name_from_url(url: str) -> str:
     return posixpath.basename(unquote(urlsplit(url).path))
+
+
+def _without_query(url: str) -> str:
+    """For the log: a query string may carry a signature or a token."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 @bp.get("/runs/<run_id>")

@@ -299,6 +299,8 @@ def file_server(medilink, kh03):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path == "/moved":
                 return self._send(302, b"", location=f"/nhs/{KH03_NAME}")
+            if self.path == "/nhs/Beds-Open-Overnight-by-id.xlsx":  # a named link to an unnamed download
+                return self._send(302, b"", location="/download")
             if self.path == "/moved-off-list":
                 return self._send(302, b"", location=f"http://127.0.0.1:{self.server.server_port}/nhs/{KH03_NAME}")
             data = files.get(self.path)
@@ -336,7 +338,9 @@ def test_a_file_fetched_by_url_takes_the_upload_path(make_client, file_server, s
     assert response.status_code == 202 and response.get_json()["key"].endswith("triage_visits_2026-11-14.csv")
     response = from_url(client, f"{file_server}/download", "nhs_kh03_overnight", name="Beds-Open-Overnight-extra.xlsx")
     assert response.status_code == 202 and response.get_json()["file_name"] == "Beds-Open-Overnight-extra.xlsx"
-    assert [row[2] for row in ledger(db)] == ["discovered"] * 3 and len(airflow.triggers()) == 3
+    response = from_url(client, f"{file_server}/nhs/Beds-Open-Overnight-by-id.xlsx", "nhs_kh03_overnight")
+    assert response.status_code == 202 and response.get_json()["file_name"] == "Beds-Open-Overnight-by-id.xlsx"
+    assert [row[2] for row in ledger(db)] == ["discovered"] * 4 and len(airflow.triggers()) == 4
 
 
 def test_a_fetch_by_url_takes_every_upload_check(make_client, file_server, store):
