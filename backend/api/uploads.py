@@ -63,7 +63,7 @@ CONTENT_TYPES = {
     "xls": "application/vnd.ms-excel",
 }
 MULTIPART_ROOM = 1024 * 1024  # bytes of multipart envelope and form fields allowed beside the file itself
-# Airflow's default [core] allowed_run_id_pattern, and a length its run_id column holds.
+# Airflow's default [scheduler] allowed_run_id_pattern, and a length its run_id column holds.
 RUN_ID = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 
 

@@ -74,3 +74,38 @@ def test_failures_say_whether_airflow_answered(airflow):
     assert unknown.value.status == 404 and "no_such_dag" in unknown.value.message
     with pytest.raises(AirflowUnavailable):
         AirflowClient(f"http://127.0.0.1:{closed_port()}", "admin", "admin", timeout_seconds=2).get_run("d", "r")
+
+
+def test_what_is_sent_and_read_is_what_airflow_itself_declares(airflow, tmp_path):
+    """The trigger and token bodies validate against Airflow's own request models, the run id the API makes
+    matches Airflow's default allowed_run_id_pattern, and the fields read from a run are DAGRunResponse's (in a
+    subprocess with its own AIRFLOW_HOME: importing Airflow writes its configuration there)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from backend.api.uploads import RUN_ID
+
+    client = AirflowClient(airflow.url, "admin", "admin")
+    client.trigger("medilink_ingest", {"key": "medical_records/input/x.csv"}, run_id="api_drop_7_20261203T101500123456Z",
+                   note="Dropped through the API by key 3")
+    token_body, trigger_body = (r.body for r in airflow.requests)
+    script = """
+import json, re, sys
+from airflow.api_fastapi.auth.managers.simple.datamodels.login import LoginBody
+from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse, TriggerDAGRunPostBody
+from airflow.configuration import conf
+token_body, trigger_body = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+LoginBody.model_validate(token_body)
+body = TriggerDAGRunPostBody.model_validate(trigger_body)
+assert body.logical_date is None and body.conf == trigger_body["conf"]
+assert re.match(conf.get("scheduler", "allowed_run_id_pattern"), body.dag_run_id)
+print(json.dumps(sorted(DAGRunResponse.model_fields)))
+"""
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(token_body), json.dumps(trigger_body)],
+                            capture_output=True, text=True, env={**os.environ, "AIRFLOW_HOME": str(tmp_path)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    fields = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert {"dag_run_id", "state", "run_type", "queued_at", "start_date", "end_date", "conf", "note"} <= fields
+    assert RUN_ID.fullmatch(trigger_body["dag_run_id"])
