@@ -28,6 +28,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     auth.init_app(app)
 
     from backend.api.analytics import bp as analytics_bp
+    from backend.api.beds import bp as beds_bp
     from backend.api.clinical import bp as clinical_bp
     from backend.api.dbt_docs import bp as dbt_docs_bp
     from backend.api.facilities import bp as facilities_bp
@@ -38,9 +39,9 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     from backend.api.uploads import init_app as init_uploads
 
     init_uploads(app, settings)
-    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, clinical_bp, operations_bp, uploads_bp])
-    for blueprint in (health_bp, facilities_bp, analytics_bp, clinical_bp, operations_bp, uploads_bp, openapi_bp,
-                      dbt_docs_bp):
+    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp])
+    for blueprint in (health_bp, facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp,
+                      openapi_bp, dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

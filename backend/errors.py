@@ -7,7 +7,7 @@ import traceback
 
 from flask import Flask, jsonify, request
 from psycopg import errors
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,15 @@ def init_app(app: Flask) -> None:
                             "(a date range, a facility) or page with a smaller limit.")
         log.error("database error on %s: %s: %s", request.path, type(getattr(exc, "orig", exc)).__name__, reason)
         return envelope(503, "database_unavailable", "The warehouse database did not answer; try again shortly.")
+
+    @app.errorhandler(ProgrammingError)
+    def _programming_error(exc: ProgrammingError):
+        if isinstance(getattr(exc, "orig", None), errors.UndefinedTable):
+            log.warning("%s reads a mart that has not been built yet", request.path)
+            return envelope(503, "not_built", "The mart behind this endpoint has not been built yet: it appears after "
+                            "its first file loads (for the bed marts, upload a KH03 workbook with POST "
+                            "/api/v1/drops). GET /ready lists every mart and when it was built.")
+        return _unexpected(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -138,8 +138,12 @@ def _contract_for_key(contracts: dict[str, Contract], key: str) -> Contract:
     return matching[0]
 
 
-def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date, date]:
-    """The period a file reports on: a day or a month named in its key, else the day it landed (UTC)."""
+def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None, date | None]:
+    """The period a file reports on: a day or a month named in its key, else the day it landed (UTC). None for a
+    reader that establishes the period from the file's contents (KH03): the load sets it, and a file refused
+    before that has none, rather than a landing day it does not report on."""
+    if contract.reader == "kh03":
+        return None, None
     pattern = contract.period.key_date_pattern
     if pattern:
         match = re.search(pattern, obj.key[len(contract.landing.prefix):])

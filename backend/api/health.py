@@ -23,6 +23,13 @@ def served_marts() -> list[str]:
     return sorted({resource.table for _, resource in ENDPOINTS if resource.built_by_dbt})
 
 
+def on_arrival_marts() -> set[str]:
+    """Marts rebuilt when their drop arrives (quarterly), not nightly: reported by /ready, never held against it."""
+    from backend.api.openapi import ENDPOINTS
+
+    return {resource.table for _, resource in ENDPOINTS if resource.refreshed == "on_arrival"}
+
+
 @bp.get("/health")
 def health():
     return jsonify(status="ok")
@@ -30,8 +37,10 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """200 when the database answers and every mart exists (`status` says `stale` when a build is older than
-    API_FRESHNESS_HOURS); 503 when the database does not answer or a mart has never been built."""
+    """200 when the database answers and every nightly mart exists (`status` says `stale` when a build is older
+    than API_FRESHNESS_HOURS); 503 when the database does not answer or a nightly mart has never been built.
+    Marts rebuilt when their drop arrives (the quarterly bed marts) are listed with `refreshed: on_arrival`
+    and their age, and never make the API unready."""
     settings = current_app.config["API_SETTINGS"]
     threshold = timedelta(hours=settings.freshness_hours)
     now = datetime.now(UTC)
@@ -50,15 +59,18 @@ def ready():
                 body["marts"][table] = {"built_at": built_at and built_at.isoformat(),
                                         "age_hours": age and round(age.total_seconds() / 3600, 2),
                                         "fresh": bool(age is not None and age <= threshold)}
+            for table in on_arrival_marts() & set(body["marts"]):
+                body["marts"][table]["refreshed"] = "on_arrival"
             files = conn.execute(text("select max(finished_at) from ops.file_ledger where status = 'loaded'")).scalar()
             body["last_file_loaded_at"] = files and files.isoformat()
     except SQLAlchemyError:
         log.warning("ready check: database unreachable or not readable", exc_info=True)
         body["status"] = "unavailable"
         return jsonify(body), 503
-    if any(mart["built_at"] is None for mart in body["marts"].values()):
+    nightly = [mart for mart in body["marts"].values() if mart.get("refreshed") != "on_arrival"]
+    if any(mart["built_at"] is None for mart in nightly):
         body["status"] = "not_built"
         return jsonify(body), 503
-    if not all(mart["fresh"] for mart in body["marts"].values()):
+    if not all(mart["fresh"] for mart in nightly):
         body["status"] = "stale"
     return jsonify(body), 200

@@ -72,6 +72,9 @@ class Resource:
     patient_level: bool = False    # reads are audited (backend/auth.py)
     # False for live operational tables (the ledger): as_of is the moment of the read, sources are none.
     built_by_dbt: bool = True
+    # "nightly": rebuilt every night, so /ready holds its age against API_FRESHNESS_HOURS and needs it built.
+    # "on_arrival": rebuilt when its drop arrives (quarterly KH03 workbooks): /ready reports it, never judges it.
+    refreshed: Literal["nightly", "on_arrival"] = "nightly"
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -214,9 +217,15 @@ class Plan:
         return {k: v for k, v in self.params.items() if k.startswith("f")}
 
 
-def plan(resource: Resource, query: BaseModel) -> Plan:
+def plan(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None = None) -> Plan:
+    """The statement's parts. `fixed`: column -> value from the path (e.g. one organisation's history), compared
+    exactly like an `eq` filter."""
     where: list[str] = []
     params: dict[str, Any] = {}
+    for index, (name, value) in enumerate((fixed or {}).items()):
+        resource.column(name)  # a declared column, never a name from the request
+        params[f"fp{index}"] = value
+        where.append(f"{name} = :fp{index}")
     for index, (param, (column, op)) in enumerate(resource.filter_params().items()):
         value = getattr(query, param)
         if value is None:
@@ -276,15 +285,16 @@ def provenance(conn, resource: Resource) -> tuple[datetime | None, list[int]]:
     return as_of, list(sources or [])
 
 
-def serve(resource: Resource, *, before_read: Callable[[], None] | None = None) -> Response:
-    """The list endpoint's response for the current request."""
+def serve(resource: Resource, *, before_read: Callable[[], None] | None = None,
+          fixed: dict[str, Any] | None = None) -> Response:
+    """The list endpoint's response for the current request; `fixed` filters come from the path."""
     settings = current_app.config["API_SETTINGS"]
     query = parse_query(resource.query_model())
     csv_out = wants_csv(query)
     if query.limit is not None and query.limit > (settings.max_csv_rows if csv_out else settings.max_page_size):
         cap = settings.max_csv_rows if csv_out else settings.max_page_size
         raise ApiError(400, "invalid_parameter", f"limit must be at most {cap}", allowed=sorted(query.model_fields))
-    p = plan(resource, query)
+    p = plan(resource, query, fixed)
     if before_read:
         before_read()
     if csv_out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from backend.api.analytics import CONDITION_ANALYSIS, FACILITY_MONTHLY, FACILITY_STATS, TRIAGE_TRENDS
+from backend.api.beds import NATIONAL, OCCUPANCY, ORGANISATION_HISTORY, PERIODS, SPECIALTIES
 from backend.api.clinical import MEDICAL_RECORDS, PATIENT_SUMMARY, PATIENTS, TRIAGE_VISITS
 from backend.api.facilities import FACILITIES
 from backend.api.listing import TYPES, Column, Resource
@@ -36,6 +38,11 @@ ENDPOINTS: list[tuple[str, Resource]] = [
     ("/api/v1/patient-summary", PATIENT_SUMMARY),
     ("/api/v1/medical-records", MEDICAL_RECORDS),
     ("/api/v1/triage-visits", TRIAGE_VISITS),
+    ("/api/v1/beds/occupancy", OCCUPANCY),
+    ("/api/v1/beds/organisations/{org_code}/history", ORGANISATION_HISTORY),
+    ("/api/v1/beds/national", NATIONAL),
+    ("/api/v1/beds/periods", PERIODS),
+    ("/api/v1/beds/specialties", SPECIALTIES),
     ("/api/v1/drops", DROPS),
 ]
 # Endpoints that are not lists (dropping files, run states) describe their own operations beside their views.
@@ -159,7 +166,10 @@ def spec() -> dict[str, Any]:
             "description": f"{access} Reads `{resource.table}`. {mart}".strip()
             + ("" if resource.built_by_dbt else " A live table: `meta.as_of` is the time of the read."),
             "security": [{"bearerKey": []}, {"headerKey": []}],
-            "parameters": _parameters(resource, settings.max_page_size),
+            "parameters": [
+                *({"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 20},
+                   "description": resource.column(name).description or name} for name in re.findall(r"{(\w+)}", path)),
+                *_parameters(resource, settings.max_page_size)],
             "responses": {
                 "200": {"description": "One page of rows, or the CSV download.", "content": {
                     "application/json": {"schema": {

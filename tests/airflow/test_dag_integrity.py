@@ -18,7 +18,7 @@ def dagbag(airflow_home):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"medilink_ingest", "medilink_marts"} <= set(dagbag.dags)
+    assert {"medilink_ingest", "medilink_marts", "nhs_beds_ingest"} <= set(dagbag.dags)
 
 
 def test_one_dag_per_file_named_after_it(dagbag):
@@ -63,10 +63,27 @@ def test_every_dbt_model_is_its_own_run_and_test_task(dagbag, dbt_manifest):
 
     manifest = json.loads(dbt_manifest.read_text())
     models = {node["name"] for node in manifest["nodes"].values()
-              if node["resource_type"] == "model" and node["config"]["materialized"] != "ephemeral"}
+              if node["resource_type"] == "model" and node["config"]["materialized"] != "ephemeral"
+              and "nhs_beds" not in node["tags"]}
     assert len(models) >= 12
     task_ids = set(dagbag.dags["medilink_marts"].task_ids)
     # A model with tests is a group of `run` and `test`; one without is a single `<model>_run` task.
     assert all(f"dbt.{m}.run" in task_ids or f"dbt.{m}_run" in task_ids for m in models), sorted(task_ids)
     assert {f"dbt.{m}.test" for m in models if m.startswith("stg_medilink")} <= task_ids
     assert "dbt_source_tests" in task_ids
+
+
+def test_bed_models_are_built_by_nhs_beds_ingest_only(dagbag, dbt_manifest):
+    import json
+
+    manifest = json.loads(dbt_manifest.read_text())
+    beds = {node["name"] for node in manifest["nodes"].values()
+            if node["resource_type"] == "model" and "nhs_beds" in node["tags"]}
+    assert {"fct_bed_occupancy", "bed_occupancy_trends", "bed_occupancy_national"} <= beds
+    marts_tasks = " ".join(dagbag.dags["medilink_marts"].task_ids)
+    assert not [model for model in beds if f"dbt.{model}" in marts_tasks]
+
+    dag = dagbag.dags["nhs_beds_ingest"]
+    assert dag.timetable.expression == "30 2 * * *" and dag.catchup is False
+    assert set(dag.params) == {"key", "dry_run", "rebuild_marts"}
+    assert [t.task_id for t in dag.topological_sort()] == ["discover", "load", "build_marts"]

@@ -1,7 +1,7 @@
 """Fixtures for the API tests, on a real Postgres:
 
-* `warehouse`: one database per session with three weeks of generated Medilink drops loaded through the real
-  ingest and built by real dbt, read only by the tests (session scope: the build takes a while);
+* `warehouse`: one database per session with three weeks of generated Medilink drops and two quarters of
+  generated KH03 workbooks loaded through the real ingest and built by real dbt, read only by the tests (session scope: the build takes a while);
 * `keys`: one API key per role in it, made the way an operator makes them;
 * `api` / `call`: the app factory on that database, and a GET with a role's key;
 * `app` / `client` and `facilities_mart`: a fresh database holding only a hand-made facility_performance mart,
@@ -56,7 +56,13 @@ def warehouse(pg_server_url, s3_endpoint_url, warehouse_template):
     settings = Settings(database_url=url, s3_endpoint_url=s3_endpoint_url, s3_bucket=bucket)
     for name, data in generate_medilink_drops(end_date=END, days=21, seed=11).files.items():
         s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
-    outcomes = [ingest_file(key, settings=settings) for key in discover_new_files("medilink", settings=settings)]
+    # Two quarters of KH03 bed occupancy (generated workbooks), so the /api/v1/beds endpoints have rows too.
+    from tests.elt.kh03_fixtures import Kh03Spec, build_kh03
+
+    for name, spec in (("Q1-2020-21", Kh03Spec(period_text="April to June 2020", period_end="June")),
+                       ("Q2-2020-21", Kh03Spec())):
+        s3.put_object(Bucket=bucket, Key=f"nhs/kh03/Beds-Open-Overnight-Web_File-{name}.xlsx", Body=build_kh03(spec))
+    outcomes = [ingest_file(key, settings=settings) for key in discover_new_files(settings=settings)]
     assert {o.status for o in outcomes} == {"loaded"}
     build(settings=settings)
     yield settings

@@ -43,13 +43,15 @@ def test_every_response_matches_its_schema(spec, call, path):
     ok = jsonschema.Draft202012Validator({**spec, "$ref": _pointer(
         path, "get", "responses", "200", "content", "application/json", "schema")})
     error = jsonschema.Draft202012Validator({**spec, "$ref": "#/components/schemas/Error"})
-    body = call(path, query_string={"limit": 50}).get_json()
+    path_values = {"org_code": "R1H"}  # a trust in the generated KH03 workbooks
+    url = re.sub(r"{(\w+)}", lambda m: path_values[m.group(1)], path)
+    body = call(url, query_string={"limit": 50}).get_json()
     assert body["data"]
     ok.validate(body)
-    refused = call(path, None)
+    refused = call(url, None)
     assert refused.status_code == 401
     error.validate(refused.get_json())
-    bad = call(path, query_string={"limit": "x"})
+    bad = call(url, query_string={"limit": "x"})
     assert bad.status_code == 400
     error.validate(bad.get_json())
 
