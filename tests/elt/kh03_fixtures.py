@@ -206,6 +206,25 @@ def build_kh03(spec: Kh03Spec | None = None) -> bytes:
     return out.getvalue()
 
 
+def as_xls(xlsx: bytes) -> bytes:
+    """The same workbook as a legacy .xls (BIFF8, what NHS England published before 2013-14), cell by cell with
+    xlwt. Numbers stay the same doubles; xlwt cannot write an empty sheet, so such a sheet gets no cells."""
+    import xlwt
+    from openpyxl import load_workbook
+
+    source = load_workbook(io.BytesIO(xlsx))
+    target = xlwt.Workbook()
+    for ws in source.worksheets:
+        sheet = target.add_sheet(ws.title)
+        for row in ws.iter_rows():
+            for cell in row:
+                if cell.value is not None:
+                    sheet.write(cell.row - 1, cell.column - 1, cell.value)
+    out = io.BytesIO()
+    target.save(out)
+    return out.getvalue()
+
+
 def dec(value: float) -> Decimal:
     """A spec float as the reader should return it: openpyxl stores 16 significant digits (`%.16g`), and
     the reader keeps the stored double's shortest repr exactly."""

@@ -23,6 +23,7 @@ from tests.elt.kh03_fixtures import (
     SPECIALTIES,
     Kh03Spec,
     Trust,
+    as_xls,
     build_kh03,
     dec,
 )
@@ -213,3 +214,20 @@ def test_elt_validate_checks_a_workbook_as_the_loader_would():
     assert (good.status, good.rows_read) == ("valid", (1 + trusts) * 5 + regions * 5 + trusts * len(SPECIALTIES))
     bad = validate_bytes(contract, build_kh03(Kh03Spec(period_text=None, year=None, period_end=None)), name="beds.xlsx")
     assert bad.status == "unreadable" and bad.errors[0]["rule"] == "missing_period"
+
+
+def test_a_legacy_xls_workbook_loads_like_the_xlsx(settings, store, db):
+    spec = Kh03Spec(first_column=1, region_code_header="SHA Code")  # an older era's layout, in an older format
+    data = as_xls(build_kh03(spec))
+    assert data[:8] == bytes.fromhex("D0CF11E0A1B11AE1")  # really an OLE2 .xls, not a zip
+    store.put(PREFIX + "Beds-Open-Overnight-2010-11.xls", data)
+
+    outcome = ingest_all(settings)[PREFIX + "Beds-Open-Overnight-2010-11.xls"]
+
+    assert outcome.status == "loaded", outcome.error
+    barts = DEFAULT_TRUSTS[0]
+    assert db.execute("select available, occupied from raw.nhs_kh03_trust_sector__valid "
+                      "where org_code = 'R1H' and sector = 'General & Acute'").fetchone() == (
+        dec(barts.available[0]), dec(barts.occupied[0]))
+    assert db.execute("select count(distinct org_code) from raw.nhs_kh03_specialty__valid").fetchone() == (
+        len(DEFAULT_TRUSTS),)
