@@ -8,8 +8,9 @@ gives no working key; the key is printed once, when it is created:
     ./start.sh api-key revoke 3
 
 Requests send `Authorization: Bearer <key>` (or `X-API-Key: <key>`). Roles nest, each seeing what the one
-before it sees: `analyst` (de-identified marts), `clinician` (also the patient-level endpoints, every read
-of which is written to `ops.api_audit` before any row is served), `admin` (also drops and runs).
+before it sees: `analyst` (de-identified marts and bed occupancy; may drop files and follow their runs, see
+API_UPLOAD_ROLE), `clinician` (also the patient-level endpoints, every read of which is written to
+`ops.api_audit` before any row is served), `admin` (also the file ledger, GET /api/v1/drops).
 """
 
 from __future__ import annotations
