@@ -163,6 +163,9 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
                        rule=exc.rule) from None
 
     sha256 = hashlib.sha256(data).hexdigest()
+    twin = _loaded_twin(drop_type, sha256)
+    if twin is not None:  # the same bytes again: nothing new to load, nothing stored
+        return _already_loaded(twin, key, drop_type, file_name, data, sha256)
     try:
         store.put(key, data, content_type=CONTENT_TYPES[extension])
     except (BotoCoreError, ClientError) as exc:
@@ -192,6 +195,30 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
     if run_id:
         response.headers["Location"] = body["status_url"]
     return response
+
+
+def _loaded_twin(drop_type: str, sha256: str) -> dict[str, Any] | None:
+    """The loaded ledger row holding exactly these bytes for this drop type, if any (the loader's duplicate rule)."""
+    conn = connection()
+    row = conn.execute(text(
+        "select file_id, key, finished_at from ops.file_ledger where drop_type = :drop_type and sha256 = :sha256 "
+        "and status = 'loaded' order by file_id desc limit 1"),
+        {"drop_type": drop_type, "sha256": sha256}).mappings().one_or_none()
+    conn.rollback()
+    return dict(row) if row else None
+
+
+def _already_loaded(twin: dict[str, Any], key: str, drop_type: str, file_name: str, data: bytes,
+                    sha256: str) -> Response:
+    loaded_at = twin["finished_at"].isoformat() if twin["finished_at"] else "earlier"
+    return jsonify({
+        "drop_id": twin["file_id"], "key": twin["key"], "drop_type": drop_type, "file_name": file_name,
+        "size_bytes": len(data), "sha256": sha256, "dag_id": None, "run_id": None, "status_url": None,
+        "message": f"{file_name} holds the same bytes as drop {twin['file_id']} ({twin['key']}), loaded {loaded_at}: "
+                   "nothing new to load, so nothing was stored. Its figures are already served; a revised "
+                   "file (other bytes) loads as a new drop.",
+        "warning": None,
+    })
 
 
 def _storage_unavailable(exc: Exception) -> ApiError:
@@ -370,7 +397,10 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
         "503": "The landing bucket did not answer (nothing was stored)",
         **common,
     }
-    accepted = {"202": {
+    accepted = {"200": {
+        "description": "Already loaded: the same bytes were loaded before for this drop type (`drop_id` is that "
+                       "file). Nothing is stored and no run is started.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DropAccepted"}}}}, "202": {
         "description": "Stored, registered and (for Medilink and NHS drops) its ingest run started. `run_id` is "
                        "null when its source system has no DAG, or when Airflow could not be reached (`warning` says "
                        "so: the file waits for the nightly run).",

@@ -136,6 +136,25 @@ def test_a_kh03_workbook_passes_every_check_and_starts_nhs_beds_ingest(client, s
     assert response.get_json()["dag_id"] == "nhs_beds_ingest"
 
 
+def test_the_same_bytes_again_are_answered_with_the_loaded_drop_and_not_stored(client, store, db, airflow, kh03,
+                                                                                settings):
+    from elt.pipeline import ingest_file
+
+    first = upload(client, "nhs_kh03_overnight", KH03_NAME, kh03).get_json()
+    assert ingest_file(first["key"], settings=settings).status == "loaded"  # what the triggered run does
+    triggers = len(airflow.triggers())
+
+    again = upload(client, "nhs_kh03_overnight", "Beds-Open-Overnight-Q2-2020-21-copy.xlsx", kh03)
+
+    assert again.status_code == 200
+    body = again.get_json()
+    assert (body["drop_id"], body["key"], body["run_id"]) == (first["drop_id"], first["key"], None)
+    assert "nothing new to load" in body["message"]
+    assert not [key for key in stored_keys(store) if not key.startswith("nhs/kh03/archive/")]
+    assert len(airflow.triggers()) == triggers
+    assert [row[2] for row in ledger(db)] == ["loaded"]
+
+
 def test_a_file_name_is_reduced_to_its_safe_base_name(client, store, medilink):
     response = upload(client, "medilink_facilities", "../../archive/x/facilities_2026-11-14.csv",
                       medilink["facilities_2026-11-14.csv"])
