@@ -35,7 +35,8 @@ within 0.5 bed; the England row is the sum of the other rows per column within 0
 reads as None; `-` beside available beds is rejected). Bed counts are daily averages: kept as Decimal
 exactly as stored (the float's shortest repr), never rounded.
 
-Pure: bytes in, frozen dataclasses out. python-calamine reads .xlsx and .xls.
+Pure: bytes in, frozen dataclasses out. python-calamine reads .xlsx and .xls; an .xlsx it cannot open is
+read with openpyxl instead.
 """
 
 from __future__ import annotations
@@ -614,21 +615,55 @@ def _check_sheet(sheet: _Sheet, source: str) -> None:
 # ------------------------------------------------------------------------------------------------- entry
 
 
-def read_kh03(data: bytes, source_name: str) -> Kh03Workbook:
-    """Parse one KH03 overnight workbook (.xlsx or .xls).
+class _OpenpyxlSheet:
+    def __init__(self, worksheet) -> None:
+        self._worksheet = worksheet
+
+    def to_python(self, skip_empty_area: bool = False) -> list[list[object]]:
+        return [list(row) for row in self._worksheet.iter_rows(values_only=True)]
+
+
+class _OpenpyxlWorkbook:
+    """An .xlsx read by openpyxl, with the part of python-calamine's interface this reader uses: the fallback
+    for a workbook calamine cannot open (slower, several times; the same cells)."""
+
+    def __init__(self, data: bytes) -> None:
+        from openpyxl import load_workbook
+
+        self._book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        self.sheet_names = list(self._book.sheetnames)
+
+    def get_sheet_by_name(self, name: str) -> _OpenpyxlSheet:
+        return _OpenpyxlSheet(self._book[name])
+
+
+def _open_workbook(data: bytes, source_name: str, engine: str):
+    """python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with openpyxl."""
+    if engine == "openpyxl":
+        return _OpenpyxlWorkbook(data)
+    try:
+        return CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged file
+        problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if data[:4] == b"PK\x03\x04":  # a zip, so perhaps an .xlsx that openpyxl can read
+            try:
+                return _OpenpyxlWorkbook(data)
+            except Exception as fallback:  # noqa: BLE001 - openpyxl too raises several types
+                problem += f"; openpyxl: {type(fallback).__name__}: {str(fallback)[:200]}"
+        raise Kh03Rejected(
+            "unreadable_workbook", f"{source_name} is not a readable .xlsx/.xls workbook ({problem})") from exc
+
+
+def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine") -> Kh03Workbook:
+    """Parse one KH03 overnight workbook (.xlsx or .xls). `engine="openpyxl"` reads an .xlsx with openpyxl
+    (the fallback, used by default only when calamine cannot open the file).
 
     Raises Kh03Rejected naming the file, sheet, row and column: unreadable_workbook, no_kh03_sheet,
     missing_header, bad_value, missing_org_code, missing_england_row, duplicate_england_row, no_rows,
     missing_period, unreadable_period, period_mismatch, unclear_file_name_period,
     file_name_period_mismatch, total_mismatch, england_mismatch, pct_occupied_mismatch.
     """
-    try:
-        workbook = CalamineWorkbook.from_filelike(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged file
-        raise Kh03Rejected(
-            "unreadable_workbook",
-            f"{source_name} is not a readable .xlsx/.xls workbook ({type(exc).__name__}: {str(exc)[:200]})",
-        ) from exc
+    workbook = _open_workbook(data, source_name, engine)
     wanted = {" ".join(kind.split()).lower(): kind for kind in KH03_SHEETS}
     found: list[tuple[str, str]] = []  # (sheet name as in the workbook, kind)
     for name in workbook.sheet_names:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from python_calamine import CalamineError
 
 from elt.readers.kh03 import SECTORS, Kh03Rejected, Kh03Workbook, period_from_file_name, read_kh03
 from tests.conftest import shared_data
@@ -419,3 +420,28 @@ def test_2024_25_q3_revised_trust_rows_five_character_code_and_appended_rows(kh0
     assert codes[-2:] == ["RNA", "RL1"]  # re-submitted after the sorted Y63 rows, kept
     rl1 = next(row for row in workbook.trust_rows if row.org_code == "RL1" and row.sector == "Total")
     assert rl1.available == dec(trusts[-1][6]) and rl1.region_code == "Y60"
+
+
+# ------------------------------------------------------------------------------------ openpyxl fallback
+
+
+@pytest.mark.parametrize("name", [Q1_FILE, Q2_FILE, Q3_2025_FILE])
+def test_openpyxl_reads_the_real_workbooks_as_calamine_does(kh03_dir: Path, name: str):
+    data = _real(kh03_dir, name).read_bytes()
+    assert read_kh03(data, name, engine="openpyxl") == read_kh03(data, name)
+
+
+def test_an_xlsx_calamine_cannot_open_is_read_with_openpyxl(monkeypatch):
+    import elt.readers.kh03 as kh03
+
+    data = build_kh03(Kh03Spec(appended=(FIVE_CHARACTER_TRUST,)))
+    expected = read_kh03(data, "beds.xlsx")
+
+    def refuse(_):
+        raise CalamineError("calamine cannot read this one")  # what calamine raises on a file it rejects
+
+    monkeypatch.setattr(kh03.CalamineWorkbook, "from_filelike", refuse)
+    assert read_kh03(data, "beds.xlsx") == expected
+    with pytest.raises(Kh03Rejected) as refused:
+        read_kh03(b"PK\x03\x04 not really a zip", "beds.xlsx")
+    assert refused.value.reason_code == "unreadable_workbook" and "openpyxl" in refused.value.message
