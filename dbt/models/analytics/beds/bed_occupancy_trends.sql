@@ -1,7 +1,7 @@
 {#
     One row per level ('trust' or 'region') per code per quarter per sector: beds, occupancy rate, the
     change on the quarter before and on the same quarter a year before, and the 85% / 92% general-and-acute
-    flags. Feeds /api/v1/beds/trends and BI.
+    flags. Feeds /api/v1/beds/occupancy and BI.
 #}
 with
 
