@@ -42,14 +42,17 @@ read with openpyxl instead.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from operator import itemgetter
 from typing import NamedTuple
 
 from python_calamine import CalamineWorkbook
@@ -500,30 +503,25 @@ def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -
     sheet = _Sheet(name, kind, title, periods, None, None, {}, [], columns)
     seen_column_periods: set[_Period] = set()
     column_items = list(columns.items())
+    keys = [key for key, _ in column_items]
+    positions = [position for _, position in column_items]
+    last_position = max(positions)
+    pick = itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
     for index in range(header + 1, len(rows)):
         row = rows[index]
         excel_row = index + 1
-        values: dict[tuple[str, str], float | None] = {}
         width = len(row)
-        for key, position in column_items:
-            value = row[position] if position < width else None
-            if value.__class__ is float:  # nearly every cell: no further tests
-                values[key] = value
-                continue
-            if key[0] == "pct_occupied" and isinstance(value, str) and value.strip() == "-":
-                values[key] = None  # "-" is what KH03 prints where no beds were available
-                continue
-            try:
-                values[key] = _number(value)
-            except ValueError as exc:
-                raise Kh03Rejected(
-                    "bad_value",
-                    f"{_where(source, name, excel_row, position, raw_headers[position])}: "
-                    f"{cell_text(value)!r} is not a number",
-                ) from exc
+        cells = pick(row) if width > last_position else tuple(row[p] if p < width else None for p in positions)
+        try:
+            # Nearly every row: every count a float cell. float.__float__ refuses anything else (None, text, int)
+            # in C, so such a row takes the cell-by-cell path below.
+            values: dict[tuple[str, str], float | None] = dict(zip(keys, map(_FLOAT_ONLY, cells), strict=True))
+            complete = True
+        except TypeError:
+            values, complete = _cell_values(cells, column_items, source, name, excel_row, raw_headers), False
         code = _text(row, code_col)
         label = _text(row, name_col)
-        if not code and all(value is None for value in values.values()):
+        if not complete and not code and all(value is None for value in values.values()):
             continue  # a blank spacer row or a footnote
         year_text = cell_text(_cell(row, year_col)) if year_col is not None else ""
         end_text = cell_text(_cell(row, end_col)) if end_col is not None else ""
@@ -539,7 +537,8 @@ def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -
             if period not in seen_column_periods:
                 seen_column_periods.add(period)
                 periods.append((f"sheet {name!r} row {excel_row} Year/Period End", period))
-        missing_values = [key for key, value in values.items() if value is None and key[0] != "pct_occupied"]
+        missing_values = [] if complete else [key for key, value in values.items()
+                                              if value is None and key[0] != "pct_occupied"]
         if missing_values:
             position = columns[missing_values[0]]
             raise Kh03Rejected(
@@ -566,16 +565,44 @@ def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -
     return sheet
 
 
+_FLOAT_ONLY = float.__float__  # the float itself; TypeError for any other type
+
+
+def _cell_values(cells: Sequence[object], column_items: list[tuple[tuple[str, str], int]], source: str, name: str,
+                 excel_row: int, raw_headers: list[str]) -> dict[tuple[str, str], float | None]:
+    """A row with something other than a float among its counts: each cell checked on its own."""
+    values: dict[tuple[str, str], float | None] = {}
+    for (key, position), value in zip(column_items, cells, strict=True):
+        if value.__class__ is float:
+            values[key] = value
+            continue
+        if key[0] == "pct_occupied" and isinstance(value, str) and value.strip() == "-":
+            values[key] = None  # "-" is what KH03 prints where no beds were available
+            continue
+        try:
+            values[key] = _number(value)
+        except ValueError as exc:
+            raise Kh03Rejected(
+                "bad_value",
+                f"{_where(source, name, excel_row, position, raw_headers[position])}: {cell_text(value)!r} is not a number",
+            ) from exc
+    return values
+
+
 def _check_sheet(sheet: _Sheet, source: str) -> None:
     headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
     assert sheet.england is not None and sheet.england_row is not None
     total_tolerance, pct_tolerance = float(TOTAL_TOLERANCE), float(PCT_TOLERANCE)
     all_rows = [(excel_row, values) for excel_row, _, _, values in sheet.rows.values()]
     if sheet.kind != SPECIALTY_SHEET:
+        # Keys spelled out once: these loops run for every row of a 100,000-trust sheet.
+        totals = [(group, (group, "Total"), *((group, sector) for sector in SECTORS[1:]))
+                  for group in ("available", "occupied")]
         for excel_row, values in [(sheet.england_row, sheet.england), *all_rows]:
-            for group in ("available", "occupied"):
-                total = values[(group, "Total")]
-                parts = sum(values[(group, sector)] or 0.0 for sector in SECTORS[1:])
+            for group, total_key, key_1, key_2, key_3, key_4 in totals:
+                total = values[total_key]
+                parts = ((values[key_1] or 0.0) + (values[key_2] or 0.0) + (values[key_3] or 0.0)
+                         + (values[key_4] or 0.0))
                 if total is not None and abs(total - parts) > total_tolerance:
                     position = sheet.columns[(group, "Total")]
                     raise Kh03Rejected(
@@ -599,11 +626,12 @@ def _check_sheet(sheet: _Sheet, source: str) -> None:
                         f"(tolerance {PCT_TOLERANCE})",
                     )
     tolerance = float(ENGLAND_TOLERANCE_PER_ROW) * len(all_rows)
+    row_values = [values for _, values in all_rows]
     for key, position in sheet.columns.items():
         if key[0] == "pct_occupied":
             continue
         england = sheet.england[key]
-        summed = math.fsum(values[key] or 0.0 for _, values in all_rows)
+        summed = math.fsum(map(itemgetter(key), row_values))  # counts: never None here (empty ones are refused)
         if england is not None and abs(england - summed) > tolerance:
             raise Kh03Rejected(
                 "england_mismatch",
@@ -654,6 +682,21 @@ def _open_workbook(data: bytes, source_name: str, engine: str):
             "unreadable_workbook", f"{source_name} is not a readable .xlsx/.xls workbook ({problem})") from exc
 
 
+@contextmanager
+def _without_cycle_collection():
+    """Python's cycle collector paused while a workbook becomes rows. A large sheet makes hundreds of thousands
+    of tuples and dicts, none of them in a cycle, and the collector would walk them again and again as they
+    pile up: about a quarter of the read time on a 100,000-trust sheet (./start.sh bench excel). Reference
+    counting still frees everything; the collector resumes (if it was on) when the read ends, however it ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine") -> Kh03Workbook:
     """Parse one KH03 overnight workbook (.xlsx or .xls). `engine="openpyxl"` reads an .xlsx with openpyxl
     (the fallback, used by default only when calamine cannot open the file).
@@ -663,6 +706,11 @@ def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine") -> Kh0
     missing_period, unreadable_period, period_mismatch, unclear_file_name_period,
     file_name_period_mismatch, total_mismatch, england_mismatch, pct_occupied_mismatch.
     """
+    with _without_cycle_collection():
+        return _read_kh03(data, source_name, engine)
+
+
+def _read_kh03(data: bytes, source_name: str, engine: str) -> Kh03Workbook:
     workbook = _open_workbook(data, source_name, engine)
     wanted = {" ".join(kind.split()).lower(): kind for kind in KH03_SHEETS}
     found: list[tuple[str, str]] = []  # (sheet name as in the workbook, kind)
@@ -703,20 +751,21 @@ def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine") -> Kh0
     trust_rows: list[Kh03TrustRow] = []
     region_rows: list[Kh03RegionRow] = []
     specialty_rows: list[Kh03SpecialtyRow] = []
+    # tuple.__new__ and keys spelled out once: half a million rows from a 100,000-trust sheet.
+    new, by_sector = tuple.__new__, [(sector, ("available", sector), ("occupied", sector), ("pct_occupied", sector))
+                                     for sector in SECTORS]
     if TRUST_SHEET in sheets:
-        for code, (excel_row, label, region, values) in sheets[TRUST_SHEET].rows.items():
-            for sector in SECTORS:
-                trust_rows.append(Kh03TrustRow(
-                    code, label, region, sector, values[("available", sector)],  # type: ignore[arg-type]
-                    values[("occupied", sector)], values[("pct_occupied", sector)], excel_row,  # type: ignore[arg-type]
-                ))
+        trust_rows = [
+            new(Kh03TrustRow, (code, label, region, sector, values[available], values[occupied], values[pct], excel_row))
+            for code, (excel_row, label, region, values) in sheets[TRUST_SHEET].rows.items()
+            for sector, available, occupied, pct in by_sector
+        ]
     if REGION_SHEET in sheets:
-        for code, (excel_row, label, _, values) in sheets[REGION_SHEET].rows.items():
-            for sector in SECTORS:
-                region_rows.append(Kh03RegionRow(
-                    code, label, sector, values[("available", sector)],  # type: ignore[arg-type]
-                    values[("occupied", sector)], values[("pct_occupied", sector)], excel_row,  # type: ignore[arg-type]
-                ))
+        region_rows = [
+            new(Kh03RegionRow, (code, label, sector, values[available], values[occupied], values[pct], excel_row))
+            for code, (excel_row, label, _, values) in sheets[REGION_SHEET].rows.items()
+            for sector, available, occupied, pct in by_sector
+        ]
     if SPECIALTY_SHEET in sheets:
         for code, (excel_row, label, region, values) in sheets[SPECIALTY_SHEET].rows.items():
             for (_, specialty), value in values.items():

@@ -445,3 +445,20 @@ def test_an_xlsx_calamine_cannot_open_is_read_with_openpyxl(monkeypatch):
     with pytest.raises(Kh03Rejected) as refused:
         read_kh03(b"PK\x03\x04 not really a zip", "beds.xlsx")
     assert refused.value.reason_code == "unreadable_workbook" and "openpyxl" in refused.value.message
+
+
+def test_the_cycle_collector_is_back_as_it_was_after_a_read_good_or_bad():
+    import gc
+
+    assert gc.isenabled()
+    read_kh03(build_kh03(), "beds.xlsx")
+    assert gc.isenabled()
+    with pytest.raises(Kh03Rejected):
+        read_kh03(b"not a workbook", "beds.xlsx")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_kh03(build_kh03(), "beds.xlsx")
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
