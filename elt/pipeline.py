@@ -185,7 +185,7 @@ def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: st
     if current is None or current.etag != obj.etag:
         log.warning("%s changed while it was being loaded; the new version stays for the next run", outcome.key)
         return None
-    if outcome.status in {"loaded", "duplicate"}:
+    if outcome.status in {"loaded", "duplicate", "superseded"}:
         target = planned if _is_archive_key(contract, planned) else _target_key(
             store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
         store.move(outcome.key, target, if_match=obj.etag)
@@ -260,7 +260,7 @@ def _finish_move(store: ObjectStore, contract: Contract, outcome: FileOutcome, r
                  obj: StoredObject, early: _EarlyArchive | None, planned: str | None) -> str | None:
     if early is not None:
         copied = early.finished()
-        if copied and outcome.status in {"loaded", "duplicate"}:
+        if copied and outcome.status in {"loaded", "duplicate", "superseded"}:
             current = store.head(outcome.key)
             if current is not None and current.etag == obj.etag:
                 store.delete(outcome.key)
@@ -349,7 +349,7 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
                 result = _copy_object(conn, store, contract, obj, file_id)
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             if result.period is not None:
-                ledger.set_period(conn, file_id, result.period)
+                ledger.set_period(conn, file_id, result.period, result.published_on)
             counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
                       "rows_read": result.rows_read}
             twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
@@ -375,10 +375,17 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
                                   error=outcome.error, **counts)
                     return outcome, "reject_share"
                 outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
-                if contract.period.supersede:
+                newer = ledger.later_publication(conn, file_id) if contract.period.supersede else None
+                if newer is not None:
+                    # An older edition of a period whose revision is loaded already: kept (its rows stay in raw,
+                    # for history) but not current.
+                    outcome.status = "superseded"
+                    outcome.error = f"published before file {newer}, which is loaded for the same period and stays current"
+                    ledger.superseded_on_arrival(conn, file_id, newer)
+                elif contract.period.supersede:
                     ledger.supersede_older(conn, file_id)
-                ledger.finish(conn, file_id, "loaded", rows_loaded=result.rows_loaded,
-                              rows_rejected=result.rows_rejected, **counts)
+                ledger.finish(conn, file_id, outcome.status, rows_loaded=result.rows_loaded,
+                              rows_rejected=result.rows_rejected, error=outcome.error, **counts)
             if dry_run:
                 raise _DryRun
             commit_started = time.perf_counter()
@@ -435,8 +442,10 @@ def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workb
             rows_read += copy_file(conn, table_contract, file_id, lambda data=tables[part]: iter([data])).rows_read
     log.info("%s: KH03 %s Q%d (%s to %s), sheets %s, %d rows", name, book.financial_year, book.quarter,
              book.period_start, book.period_end, ", ".join(book.sheets), rows_read)
+    published = book.revised if isinstance(book.revised, date) else book.published
     return LoadResult(sha256=hashlib.sha256(workbook).hexdigest(), encoding=contract.format.upper(), layout="default",
-                      rows_read=rows_read, period=(book.period_start, book.period_end))
+                      rows_read=rows_read, period=(book.period_start, book.period_end),
+                      published_on=published if isinstance(published, date) else None)
 
 
 class _DryRun(Exception):

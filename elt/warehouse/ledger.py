@@ -83,11 +83,28 @@ def supersede_older(conn: psycopg.Connection, file_id: int) -> int:
     return cur.rowcount
 
 
-def set_period(conn: psycopg.Connection, file_id: int, period: tuple[date, date]) -> None:
-    """The period the file's own contents establish (a KH03 workbook's quarter), replacing the one assumed when
-    it was registered (the landing day), so that supersession compares the right periods."""
-    conn.execute("update ops.file_ledger set period_start = %s, period_end = %s where file_id = %s",
-                 (period[0], period[1], file_id))
+def set_period(conn: psycopg.Connection, file_id: int, period: tuple[date, date], published_on: date | None = None) -> None:
+    """The period the file's own contents establish (a KH03 workbook's quarter), and when it was published, so
+    that supersession compares the right periods and publications."""
+    conn.execute("update ops.file_ledger set period_start = %s, period_end = %s, published_on = %s where file_id = %s",
+                 (period[0], period[1], published_on, file_id))
+
+
+def later_publication(conn: psycopg.Connection, file_id: int) -> int | None:
+    """A loaded file of the same drop type and period that was published after this one (both dates known): an
+    older edition arriving late, which must not replace the revision already loaded."""
+    row = conn.execute(
+        "select loaded.file_id from ops.file_ledger as loaded join ops.file_ledger as new on new.file_id = %s "
+        "where loaded.drop_type = new.drop_type and loaded.period_start = new.period_start "
+        "and loaded.period_end = new.period_end and loaded.status = 'loaded' and loaded.file_id <> new.file_id "
+        "and loaded.published_on > new.published_on order by loaded.published_on desc limit 1",
+        (file_id,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def superseded_on_arrival(conn: psycopg.Connection, file_id: int, by: int) -> None:
+    conn.execute("update ops.file_ledger set superseded_by = %s where file_id = %s", (by, file_id))
 
 
 def note_error(conn: psycopg.Connection, file_id: int, error: str) -> None:

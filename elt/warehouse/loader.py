@@ -43,6 +43,8 @@ class LoadResult:
     rejects_by_rule: dict[str, int] = field(default_factory=dict)
     # The period the file's own contents report on, when its reader establishes one (KH03 workbooks).
     period: tuple[date, date] | None = None
+    # When the publisher issued the file, when its contents say (a KH03 workbook's Revised: or Published: date).
+    published_on: date | None = None
 
 
 # --- SQL for one column's value: shared by the load-time checks and the typed view -------------------------

@@ -231,3 +231,30 @@ def test_a_legacy_xls_workbook_loads_like_the_xlsx(settings, store, db):
         dec(barts.available[0]), dec(barts.occupied[0]))
     assert db.execute("select count(distinct org_code) from raw.nhs_kh03_specialty__valid").fetchone() == (
         len(DEFAULT_TRUSTS),)
+
+
+def test_an_older_edition_arriving_after_its_revision_stays_history(settings, store, db):
+    revised_barts = Trust("R1H", "BARTS HEALTH NHS TRUST", "Y56", (1500.5, 0.0, 180.25, 0.0), (1400.75, 0.0, 100.5, 0.0))
+    revision = Kh03Spec(appended=(revised_barts,), published="18th February 2021")
+    store.put(PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21-revised.xlsx", build_kh03(revision))
+    revised = ingest_all(settings)[PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21-revised.xlsx"]
+    # The first edition (published 19 November 2020) is dropped again afterwards, e.g. from an old download.
+    store.put(PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21.xlsx", build_kh03(Kh03Spec()))
+
+    original = ingest_all(settings)[PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21.xlsx"]
+
+    assert original.status == "superseded" and f"file {revised.file_id}" in original.error
+    assert original.moved_to.startswith(PREFIX + "archive/")  # kept as history, not quarantined
+    rows = db.execute("select file_id, status, published_on, superseded_by from ops.file_ledger order by 1").fetchall()
+    assert rows == [(revised.file_id, "loaded", date(2021, 2, 18), None),
+                    (original.file_id, "superseded", date(2020, 11, 19), revised.file_id)]
+    assert db.execute("select count(*) from raw.nhs_kh03_trust_sector where _file_id = %s",
+                      (original.file_id,)).fetchone()[0] > 0  # its rows stay in raw
+
+    # A later revision still takes over, in the usual way.
+    store.put(PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21-revised-2.xlsx",
+              build_kh03(Kh03Spec(published="20th May 2021")))
+    latest = ingest_all(settings)[PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21-revised-2.xlsx"]
+    assert latest.status == "loaded"
+    assert db.execute("select status, superseded_by from ops.file_ledger where file_id = %s",
+                      (revised.file_id,)).fetchone() == ("superseded", latest.file_id)

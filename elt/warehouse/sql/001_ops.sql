@@ -78,3 +78,8 @@ begin
         alter table ops.pipeline_runs add primary key (dag_id, run_id);
     end if;
 end $$;
+
+-- When the file's publisher issued it, for drops that say so inside the file (a KH03 workbook's Revised: or
+-- Published: date): of two files for one period, the later publication is the current one, whatever order
+-- they arrive in.
+alter table ops.file_ledger add column if not exists published_on date;
