@@ -48,7 +48,7 @@ from elt.contracts import Contract, load_contracts
 from elt.pipeline import register_landed
 from elt.preflight import check_content, check_drop
 from elt.readers.csv_header import FileRejected
-from elt.storage.s3 import ObjectStore
+from elt.storage.s3 import ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
@@ -167,7 +167,11 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
     if twin is not None:  # the same bytes again: nothing new to load, nothing stored
         return _already_loaded(twin, key, drop_type, file_name, data, sha256)
     try:
-        store.put(key, data, content_type=CONTENT_TYPES[extension])
+        # Atomic: of two drops racing past the check above, S3 stores one and refuses the other.
+        store.put(key, data, content_type=CONTENT_TYPES[extension], only_if_absent=True)
+    except ObjectExists:
+        raise ApiError(409, "already_waiting", f"{key} was stored by another drop a moment ago; it is never "
+                       "overwritten: wait until it has been loaded, or send this file under another name") from None
     except (BotoCoreError, ClientError) as exc:
         raise _storage_unavailable(exc) from None
     log.info("drop %s (%s, %d bytes, sha256 %s) stored by API key %d from %s", key, drop_type, len(data), sha256,

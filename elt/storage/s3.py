@@ -23,6 +23,10 @@ class ObjectChanged(Exception):
     """The object under a key is no longer the version (ETag) asked for: it was uploaded again."""
 
 
+class ObjectExists(Exception):
+    """Something is already stored under the key (a put that must not overwrite)."""
+
+
 def _precondition_failed(exc: ClientError) -> bool:
     error = exc.response.get("Error", {})
     return error.get("Code") in {"PreconditionFailed", "412"} or exc.response.get(
@@ -99,8 +103,18 @@ class ObjectStore:
     def read(self, key: str, *, if_match: str | None = None) -> bytes:
         return self._get(key, if_match)["Body"].read()
 
-    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+            only_if_absent: bool = False) -> None:
+        """Store `data` at `key`. With `only_if_absent`, S3 itself refuses when an object is there already
+        (If-None-Match: *, atomic against a concurrent put): ObjectExists."""
+        condition = {"IfNoneMatch": "*"} if only_if_absent else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **condition)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if only_if_absent and (_precondition_failed(exc) or code == "ConditionalRequestConflict"):
+                raise ObjectExists(key) from exc
+            raise
 
     def copy(self, source_key: str, target_key: str, *, if_match: str | None = None) -> None:
         """Server-side copy. With `if_match`, only while the source is still that version (ETag); else

@@ -122,3 +122,14 @@ def test_listing_follows_pagination_past_a_thousand_keys(settings, store):
         client.put_object(Bucket=bucket, Key=f"{PREFIX}{index:04d}/facilities.csv", Body=b"x")
     keys = discover_new_files("medilink", settings=settings)
     assert len(keys) == 1_500 and len(set(keys)) == 1_500
+
+
+def test_a_put_that_must_not_overwrite_is_refused_by_s3_itself(store):
+    from elt.storage.s3 import ObjectExists
+
+    store.put(PREFIX + "facilities.csv", b"first", only_if_absent=True)
+    with pytest.raises(ObjectExists):
+        store.put(PREFIX + "facilities.csv", b"second", only_if_absent=True)
+    assert store.read(PREFIX + "facilities.csv") == b"first"
+    store.put(PREFIX + "facilities.csv", b"third")  # an ordinary put still replaces
+    assert store.read(PREFIX + "facilities.csv") == b"third"
