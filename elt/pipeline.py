@@ -22,7 +22,7 @@ import psycopg
 
 from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
-from elt.readers.kh03 import Kh03Rejected, read_kh03, to_csv_tables
+from elt.readers.kh03 import read_kh03, to_csv_tables
 from elt.readers.spreadsheet import spreadsheet_to_csv
 from elt.runs import is_transient
 from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
@@ -430,10 +430,7 @@ def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contrac
 def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, name: str) -> LoadResult:
     """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
     has). The ledger's period becomes the quarter the workbook itself states."""
-    try:
-        book = read_kh03(workbook, name)
-    except Kh03Rejected as exc:
-        raise FileRejected(exc.reason_code, exc.message) from exc
+    book = read_kh03(workbook, name)  # Kh03Rejected is a FileRejected: quarantined with its reason
     tables = to_csv_tables(book)
     rows_read = 0
     for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from elt.contracts import Contract
 from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header
-from elt.readers.kh03 import Kh03Rejected, read_kh03
+from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
 XLSX_MAGIC = b"PK\x03\x04"  # every .xlsx is a zip archive
@@ -71,10 +71,7 @@ def check_drop(contract: Contract, data: bytes, source_name: str) -> None:
         _, header = read_header(iter([data]))
         map_header(contract, header)
         return
-    if getattr(contract, "reader", "table") == "kh03":
-        try:
-            read_kh03(data, source_name)
-        except Kh03Rejected as exc:
-            raise FileRejected(exc.reason_code, exc.message) from exc
+    if contract.reader == "kh03":
+        read_kh03(data, source_name)  # Kh03Rejected is a FileRejected
         return
     spreadsheet_to_csv(contract, data, source_name=source_name)

@@ -55,9 +55,8 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import NamedTuple
 
-from python_calamine import CalamineWorkbook
-
-from elt.readers.spreadsheet import cell_text
+from elt.readers.csv_header import FileRejected
+from elt.readers.spreadsheet import Workbook, cell_text, open_workbook
 
 TRUST_SHEET = "NHS Trust by Sector"
 REGION_SHEET = "Region by Sector"
@@ -98,13 +97,16 @@ _QUARTER_BY_END_MONTH = {6: 1, 9: 2, 12: 3, 3: 4}
 _QUARTER_BY_START_MONTH = {4: 1, 7: 2, 10: 3, 1: 4}
 
 
-class Kh03Rejected(Exception):
-    """The workbook cannot be loaded as KH03: `reason_code` for the rejects table, `message` for people."""
+class Kh03Rejected(FileRejected):
+    """The workbook cannot be loaded as KH03: `rule` (also `reason_code`) for the ledger, `message` for people. A
+    FileRejected, so the loader quarantines it and the API refuses it like any file that breaks its contract."""
 
-    def __init__(self, reason_code: str, message: str) -> None:
-        super().__init__(f"{reason_code}: {message}")
-        self.reason_code = reason_code
-        self.message = message
+    @property
+    def reason_code(self) -> str:
+        return self.rule
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.message}"
 
 
 def _as_decimal(value: float | None) -> Decimal | None:
@@ -415,7 +417,7 @@ def _title_block(rows: list[list[object]], header: int) -> dict[str, str]:
     return found
 
 
-def _read_sheet(workbook: CalamineWorkbook, name: str, kind: str, source: str) -> _Sheet:
+def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet:
     try:
         rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
     except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged sheet
@@ -643,45 +645,6 @@ def _check_sheet(sheet: _Sheet, source: str) -> None:
 # ------------------------------------------------------------------------------------------------- entry
 
 
-class _OpenpyxlSheet:
-    def __init__(self, worksheet) -> None:
-        self._worksheet = worksheet
-
-    def to_python(self, skip_empty_area: bool = False) -> list[list[object]]:
-        return [list(row) for row in self._worksheet.iter_rows(values_only=True)]
-
-
-class _OpenpyxlWorkbook:
-    """An .xlsx read by openpyxl, with the part of python-calamine's interface this reader uses: the fallback
-    for a workbook calamine cannot open (slower, several times; the same cells)."""
-
-    def __init__(self, data: bytes) -> None:
-        from openpyxl import load_workbook
-
-        self._book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        self.sheet_names = list(self._book.sheetnames)
-
-    def get_sheet_by_name(self, name: str) -> _OpenpyxlSheet:
-        return _OpenpyxlSheet(self._book[name])
-
-
-def _open_workbook(data: bytes, source_name: str, engine: str):
-    """python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with openpyxl."""
-    if engine == "openpyxl":
-        return _OpenpyxlWorkbook(data)
-    try:
-        return CalamineWorkbook.from_filelike(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged file
-        problem = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if data[:4] == b"PK\x03\x04":  # a zip, so perhaps an .xlsx that openpyxl can read
-            try:
-                return _OpenpyxlWorkbook(data)
-            except Exception as fallback:  # noqa: BLE001 - openpyxl too raises several types
-                problem += f"; openpyxl: {type(fallback).__name__}: {str(fallback)[:200]}"
-        raise Kh03Rejected(
-            "unreadable_workbook", f"{source_name} is not a readable .xlsx/.xls workbook ({problem})") from exc
-
-
 @contextmanager
 def _without_cycle_collection():
     """Python's cycle collector paused while a workbook becomes rows. A large sheet makes hundreds of thousands
@@ -711,7 +674,7 @@ def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine") -> Kh0
 
 
 def _read_kh03(data: bytes, source_name: str, engine: str) -> Kh03Workbook:
-    workbook = _open_workbook(data, source_name, engine)
+    workbook = open_workbook(data, source_name, engine=engine, rejected=Kh03Rejected)
     wanted = {" ".join(kind.split()).lower(): kind for kind in KH03_SHEETS}
     found: list[tuple[str, str]] = []  # (sheet name as in the workbook, kind)
     for name in workbook.sheet_names:

@@ -7,7 +7,8 @@ Data rows are every row below the header, blank rows in the middle included (so 
 header + n, which is what a reject's row number means); blank rows at the end are dropped. Cells are
 written as text the way a person reads them: integral numbers without `.0`, dates as ISO dates.
 
-python-calamine reads both formats (and is several times faster than openpyxl). Pure: bytes in, bytes out.
+python-calamine reads both formats (and is several times faster than openpyxl); an .xlsx it cannot open is read
+with openpyxl (`open_workbook`, shared with the KH03 reader). Pure: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -45,14 +46,51 @@ def _csv_line(cells: list[str]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def _read_rows(contract: Contract, data: bytes, source_name: str) -> tuple[str, list[list[object]]]:
+class _OpenpyxlSheet:
+    def __init__(self, worksheet) -> None:
+        self._worksheet = worksheet
+
+    def to_python(self, skip_empty_area: bool = False) -> list[list[object]]:
+        return [list(row) for row in self._worksheet.iter_rows(values_only=True)]
+
+
+class _OpenpyxlWorkbook:
+    """An .xlsx read by openpyxl, with the part of python-calamine's interface the readers use: the fallback
+    for a workbook calamine cannot open (several times slower; the same cells)."""
+
+    def __init__(self, data: bytes) -> None:
+        from openpyxl import load_workbook
+
+        self._book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        self.sheet_names = list(self._book.sheetnames)
+
+    def get_sheet_by_name(self, name: str) -> _OpenpyxlSheet:
+        return _OpenpyxlSheet(self._book[name])
+
+
+Workbook = CalamineWorkbook | _OpenpyxlWorkbook  # what open_workbook gives: sheet_names, get_sheet_by_name()
+
+
+def open_workbook(data: bytes, source_name: str, *, what: str = "xlsx/xls", engine: str = "calamine",
+                  rejected: type[FileRejected] = FileRejected) -> Workbook:
+    """The workbook, read by python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with
+    openpyxl (`engine="openpyxl"` asks for it directly). Neither: `rejected("unreadable_workbook", ...)`."""
+    if engine == "openpyxl":
+        return _OpenpyxlWorkbook(data)
     try:
-        workbook = CalamineWorkbook.from_filelike(io.BytesIO(data))
+        return CalamineWorkbook.from_filelike(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged file
-        raise FileRejected(
-            "unreadable_workbook",
-            f"{source_name} is not a readable {contract.format} workbook ({type(exc).__name__}: {str(exc)[:200]})",
-        ) from exc
+        problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if data[:4] == b"PK\x03\x04":  # a zip, so perhaps an .xlsx that openpyxl can read
+            try:
+                return _OpenpyxlWorkbook(data)
+            except Exception as fallback:  # noqa: BLE001 - openpyxl too raises several types
+                problem += f"; openpyxl: {type(fallback).__name__}: {str(fallback)[:200]}"
+        raise rejected("unreadable_workbook", f"{source_name} is not a readable {what} workbook ({problem})") from exc
+
+
+def _read_rows(contract: Contract, data: bytes, source_name: str) -> tuple[str, list[list[object]]]:
+    workbook = open_workbook(data, source_name, what=contract.format)
     names = workbook.sheet_names
     wanted = contract.sheet_settings.sheet
     if wanted is None:

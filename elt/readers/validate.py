@@ -18,7 +18,7 @@ import pandas as pd
 
 from elt.contracts import Column, Contract, Layout
 from elt.readers.csv_header import FileRejected, map_header, split_bom
-from elt.readers.kh03 import Kh03Rejected, read_kh03
+from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
@@ -187,8 +187,8 @@ def _validate_kh03(report: ValidationReport, data: bytes, name: str) -> Validati
     entirely or not at all, so the report is valid with its row count, or unreadable with the reason."""
     try:
         book = read_kh03(data, name)
-    except Kh03Rejected as exc:
-        report.status, report.errors = "unreadable", [{"rule": exc.reason_code, "message": exc.message}]
+    except FileRejected as exc:  # Kh03Rejected
+        report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
         return report
     # as the loader counts them: the England row is stored too (five sectors)
     report.rows_read = report.rows_valid = (len(book.trust_rows) + len(book.region_rows) + len(book.specialty_rows)

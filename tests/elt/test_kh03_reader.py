@@ -432,7 +432,7 @@ def test_openpyxl_reads_the_real_workbooks_as_calamine_does(kh03_dir: Path, name
 
 
 def test_an_xlsx_calamine_cannot_open_is_read_with_openpyxl(monkeypatch):
-    import elt.readers.kh03 as kh03
+    import elt.readers.spreadsheet as spreadsheet
 
     data = build_kh03(Kh03Spec(appended=(FIVE_CHARACTER_TRUST,)))
     expected = read_kh03(data, "beds.xlsx")
@@ -440,7 +440,7 @@ def test_an_xlsx_calamine_cannot_open_is_read_with_openpyxl(monkeypatch):
     def refuse(_):
         raise CalamineError("calamine cannot read this one")  # what calamine raises on a file it rejects
 
-    monkeypatch.setattr(kh03.CalamineWorkbook, "from_filelike", refuse)
+    monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_filelike", refuse)
     assert read_kh03(data, "beds.xlsx") == expected
     with pytest.raises(Kh03Rejected) as refused:
         read_kh03(b"PK\x03\x04 not really a zip", "beds.xlsx")
