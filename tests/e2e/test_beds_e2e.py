@@ -10,37 +10,16 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from tests.conftest import shared_data
-from tests.elt.kh03_fixtures import Kh03Spec, build_kh03
+from tests.elt.kh03_fixtures import Kh03Spec, build_kh03, openpyxl_row, openpyxl_sheet
 
 PREFIX = "nhs/kh03/"
 DAGS = Path(__file__).resolve().parents[2] / "airflow" / "dags"
 Q1_FILE = "2021-Q1-Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx"
 Q2_FILE = "Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx"
 GA = "General & Acute"
-
-
-def _sheet(path: Path, sheet: str) -> tuple[list[list], dict[tuple[str | None, str], int]]:
-    """The sheet's rows below its header, and (group, header) -> column position; group None for the key columns."""
-    rows = [list(r) for r in openpyxl.load_workbook(path, read_only=True, data_only=True)[sheet].iter_rows(values_only=True)]
-    header = next(i for i, r in enumerate(rows) if "Year" in r and "Period End" in r)
-    group, positions = None, {}
-    for position, name in enumerate(rows[header]):
-        label = rows[header - 1][position] if position < len(rows[header - 1]) else None
-        group = label if label in ("Available", "Occupied", "% Occupied") else group
-        if name:
-            positions[(group, str(name).strip())] = position
-    return rows[header + 1:], positions
-
-
-def _row_cells(path: Path, sheet: str, name_or_code: str) -> dict[tuple[str | None, str], object]:
-    """(group, header) -> value of the row holding `name_or_code`."""
-    rows, positions = _sheet(path, sheet)
-    target = next(r for r in rows if name_or_code in r)
-    return {key: target[position] for key, position in positions.items()}
 
 
 def _client(settings):
@@ -78,7 +57,7 @@ def test_kh03_workbooks_in_s3_reach_the_bed_endpoints(settings, store, db, airfl
     client = _client(settings)
 
     # England, Q2 2020-21, general and acute: the workbook's England row.
-    england = _row_cells(q2, "NHS Trust by Sector", "England")
+    england = openpyxl_row(q2, "NHS Trust by Sector", "England")
     body = client.get("/api/v1/beds/national", query_string={"financial_year": "2020-21", "quarter": 2,
                                                             "sector": GA}).get_json()
     assert body["meta"]["total"] == 1
@@ -96,7 +75,7 @@ def test_kh03_workbooks_in_s3_reach_the_bed_endpoints(settings, store, db, airfl
         ("2020-21", 2, "2020-07-01"), ("2020-21", 1, "2020-04-01")]
 
     # One trust's history: its G&A rate in each quarter and the change between them, from the cells.
-    barts_q1, barts_q2 = _row_cells(q1, "NHS Trust by Sector", "R1H"), _row_cells(q2, "NHS Trust by Sector", "R1H")
+    barts_q1, barts_q2 = openpyxl_row(q1, "NHS Trust by Sector", "R1H"), openpyxl_row(q2, "NHS Trust by Sector", "R1H")
     rate_q1 = barts_q1[("Occupied", GA)] / barts_q1[("Available", GA)]
     rate_q2 = barts_q2[("Occupied", GA)] / barts_q2[("Available", GA)]
     history = client.get("/api/v1/beds/organisations/R1H/history", query_string={"sector": GA}).get_json()["data"]
@@ -108,7 +87,7 @@ def test_kh03_workbooks_in_s3_reach_the_bed_endpoints(settings, store, db, airfl
     assert history[1]["is_above_85_pct"] is (rate_q2 > 0.85)
 
     # The 92% flag: as many trusts as the Q2 workbook has with G&A occupied / available above 0.92.
-    rows, at = _sheet(q2, "NHS Trust by Sector")
+    rows, at = openpyxl_sheet(q2, "NHS Trust by Sector")
     trusts = [r for r in rows if r[at[(None, "Org Code")]]]
     above = sum(1 for r in trusts if (r[at[("Available", GA)]] or 0) > 0
                 and r[at[("Occupied", GA)]] / r[at[("Available", GA)]] > 0.92)
@@ -119,7 +98,7 @@ def test_kh03_workbooks_in_s3_reach_the_bed_endpoints(settings, store, db, airfl
     assert flagged["meta"]["total"] == above
 
     # Specialties: Barts' general surgery in Q2, from the specialty sheet.
-    surgery = _row_cells(q2, "Occupied by Specialty", "R1H")
+    surgery = openpyxl_row(q2, "Occupied by Specialty", "R1H")
     specialty = client.get("/api/v1/beds/specialties", query_string={
         "org_code": "R1H", "quarter": 2, "specialty_code": "100"}).get_json()["data"]
     assert len(specialty) == 1 and specialty[0]["specialty_name"] == "General Surgery"

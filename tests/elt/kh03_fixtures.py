@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from openpyxl import Workbook
 
@@ -204,6 +205,33 @@ def build_kh03(spec: Kh03Spec | None = None) -> bytes:
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()
+
+
+def openpyxl_sheet(path: Path, sheet: str) -> tuple[list[list], dict[tuple[str | None, str], int]]:
+    """A real workbook's sheet read with openpyxl, independently of the project's reader: the rows below the
+    header row (the one holding `Year` and `Period End`), and (group, header) -> column position, the group
+    being the `Available` / `Occupied` / `% Occupied` label over the first column of its block (None for the
+    key columns)."""
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    rows = [list(r) for r in workbook[sheet].iter_rows(values_only=True)]
+    workbook.close()
+    header = next(i for i, r in enumerate(rows) if "Year" in r and "Period End" in r)
+    group, positions = None, {}
+    for position, name in enumerate(rows[header]):
+        label = rows[header - 1][position] if position < len(rows[header - 1]) else None
+        group = label if label in ("Available", "Occupied", "% Occupied") else group
+        if name:
+            positions[(group, str(name).strip())] = position
+    return rows[header + 1:], positions
+
+
+def openpyxl_row(path: Path, sheet: str, name_or_code: str) -> dict[tuple[str | None, str], object]:
+    """(group, header) -> value of the first row below the header holding `name_or_code` (see openpyxl_sheet)."""
+    rows, positions = openpyxl_sheet(path, sheet)
+    target = next(r for r in rows if name_or_code in r)
+    return {key: target[position] for key, position in positions.items()}
 
 
 def as_xls(xlsx: bytes) -> bytes:

@@ -26,6 +26,7 @@ from tests.elt.kh03_fixtures import (
     as_xls,
     build_kh03,
     dec,
+    openpyxl_row,
 )
 
 PREFIX = "nhs/kh03/"
@@ -147,20 +148,6 @@ def test_the_same_workbook_under_another_name_is_a_duplicate(settings, store, db
     assert db.execute("select count(distinct _file_id) from raw.nhs_kh03_trust_sector").fetchone() == (1,)
 
 
-def _england_cells(path, sheet: str) -> dict[tuple[str, str], float]:
-    """(group, sector header) -> the England row's value, read with openpyxl."""
-    rows = [list(r) for r in openpyxl.load_workbook(path, read_only=True, data_only=True)[sheet].iter_rows(values_only=True)]
-    header = next(i for i, r in enumerate(rows) if "Year" in r and "Period End" in r)
-    group, cells = None, {}
-    england = next(r for r in rows[header + 1:] if "England" in r)
-    for position, name in enumerate(rows[header]):
-        label = rows[header - 1][position] if position < len(rows[header - 1]) else None
-        group = label if label in ("Available", "Occupied", "% Occupied") else group
-        if name and group:
-            cells[(group, str(name).strip())] = england[position]
-    return cells
-
-
 @pytest.mark.parametrize(("name", "start", "end"), [(Q2_FILE, date(2020, 7, 1), date(2020, 9, 30)),
                                                     (Q1_FILE, date(2020, 4, 1), date(2020, 6, 30))])
 def test_real_2020_21_workbooks_load_with_the_published_england_row(settings, store, db, name, start, end):
@@ -171,7 +158,7 @@ def test_real_2020_21_workbooks_load_with_the_published_england_row(settings, st
 
     assert outcome.status == "loaded", outcome.error
     assert db.execute("select period_start, period_end from ops.file_ledger").fetchone() == (start, end)
-    cells = _england_cells(path, "NHS Trust by Sector")
+    cells = openpyxl_row(path, "NHS Trust by Sector", "England")
     got = db.execute("select available, occupied from raw.nhs_kh03_trust_sector__valid "
                      "where is_england and sector = 'General & Acute'").fetchone()
     assert got == (Decimal(repr(cells[("Available", "General & Acute")])),
@@ -194,7 +181,7 @@ def test_real_region_only_workbook_loads_its_region_rows_and_england(settings, s
     assert db.execute("select period_start, period_end from ops.file_ledger").fetchone() == (
         date(2025, 10, 1), date(2025, 12, 31))
     assert db.execute("select count(*) from raw.nhs_kh03_trust_sector").fetchone() == (0,)
-    cells = _england_cells(path, "Region by Sector")
+    cells = openpyxl_row(path, "Region by Sector", "England")
     assert db.execute("select available from raw.nhs_kh03_region_sector__valid where is_england "
                       "and sector = 'General & Acute'").fetchone() == (
         Decimal(repr(cells[("Available", "General & Acute")])),)

@@ -29,6 +29,7 @@ from tests.elt.kh03_fixtures import (
     build_kh03,
     dec,
     kept_trusts,
+    openpyxl_row,
 )
 
 # ------------------------------------------------------------------------------------------- real files
@@ -50,20 +51,6 @@ def _real(kh03_dir: Path, name: str) -> Path:
     return path
 
 
-def _openpyxl_row(path: Path, sheet: str, name_or_code: str) -> dict[tuple[str, str], object]:
-    """(group, header) -> cell value for the row whose cells hold `name_or_code`, read with openpyxl."""
-    ws = openpyxl.load_workbook(path, read_only=True, data_only=True)[sheet]
-    rows = [list(row) for row in ws.iter_rows(values_only=True)]
-    header_index = next(i for i, row in enumerate(rows) if "Year" in row and "Period End" in row)
-    groups, current = [], None
-    for position, header in enumerate(rows[header_index]):
-        label = rows[header_index - 1][position] if position < len(rows[header_index - 1]) else None
-        current = label if label in ("Available", "Occupied", "% Occupied") else current
-        groups.append((current, (header or "").strip()))
-    target = next(row for row in rows[header_index + 1:] if name_or_code in row)
-    return {key: value for key, value in zip(groups, target, strict=False)}
-
-
 def _expected_pct(value: object) -> Decimal | None:
     return None if value == "-" else Decimal(repr(float(value)))
 
@@ -82,13 +69,13 @@ def test_real_2020_21_workbooks(kh03_dir: Path, name: str, quarter: int, start: 
     assert (workbook.financial_year, workbook.quarter) == ("2020-21", quarter)
     assert (workbook.period_start, workbook.period_end, workbook.published) == (start, end, published)
 
-    england = _openpyxl_row(path, "NHS Trust by Sector", "England")
+    england = openpyxl_row(path, "NHS Trust by Sector", "England")
     row = workbook.england("General & Acute")
     assert row.available == Decimal(repr(england[("Available", "General & Acute")]))
     assert row.occupied == Decimal(repr(england[("Occupied", "General & Acute")]))
     assert row.pct_occupied == _expected_pct(england[("% Occupied", "General & Acute")])
 
-    barts = _openpyxl_row(path, "NHS Trust by Sector", "R1H")
+    barts = openpyxl_row(path, "NHS Trust by Sector", "R1H")
     by_sector = {trust.sector: trust for trust in workbook.trust_rows if trust.org_code == "R1H"}
     assert set(by_sector) == set(SECTORS)
     for sector, header in [("Total", "Total"), ("General & Acute", "General & Acute"),
@@ -118,10 +105,10 @@ def test_real_2025_26_region_only_workbook(kh03_dir: Path):
     assert {row.sector for row in workbook.region_rows} == set(SECTORS)  # "Learning Disability" normalised
     london = {row.sector: row for row in workbook.region_rows if row.region_code == "Y56"}
     assert london["Total"].region_name == "LONDON"
-    cells = _openpyxl_row(path, "Region by Sector", "LONDON")
+    cells = openpyxl_row(path, "Region by Sector", "LONDON")
     assert london["Learning Disabilities"].available == Decimal(repr(cells[("Available", "Learning Disability")]))
     assert london["Learning Disabilities"].occupied == Decimal(repr(cells[("Occupied", "Learning Disability")]))
-    england = _openpyxl_row(path, "Region by Sector", "England")
+    england = openpyxl_row(path, "Region by Sector", "England")
     assert workbook.england("General & Acute").available == Decimal(repr(england[("Available", "General & Acute")]))
 
 
