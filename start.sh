@@ -98,7 +98,13 @@ case "$command" in
     load_env
     data_dir=${DATA_DIR:-.data}
     read -r -p "Delete $data_dir (database, bucket contents, logs)? [y/N] " answer
-    [ "$answer" = "y" ] && rm -rf "$data_dir" && echo "deleted $data_dir"
+    [ "$answer" = "y" ] || exit 0
+    # A checkout in a private folder keeps its Postgres cluster elsewhere, behind this link (elt/devstack/servers.py).
+    if [ -L "$data_dir/postgres" ]; then
+      cluster=$(readlink -f "$data_dir/postgres")
+      rm -rf "$cluster" && echo "deleted $cluster"
+    fi
+    rm -rf "$data_dir" && echo "deleted $data_dir"
     ;;
   *)
     echo "usage: ./start.sh [up|test [pytest args]|bench NAME|elt ARGS|api-key create|list|revoke ...|reset]" >&2

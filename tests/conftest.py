@@ -9,9 +9,12 @@ bucket, so tests never see each other's files or rows.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -38,13 +41,25 @@ def pg_server_url(tmp_path_factory):
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
+    with embedded_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server.url("postgres")
+
+
+@contextmanager
+def embedded_postgres(log_dir: Path):
+    """A throwaway Postgres 16 (elt.devstack.servers.EmbeddedPostgres), stopped and deleted afterwards. Its
+    cluster goes in a fresh folder under the system's temporary directory, which the server's system user
+    (under root) can enter, unlike pytest's own temporary folders (0700)."""
     from elt.devstack.servers import EmbeddedPostgres, free_port
 
-    root = tmp_path_factory.mktemp("postgres")
-    server = EmbeddedPostgres(root / "data", free_port(), root / "postgres.log")
-    server.start()
-    yield server.url("postgres")
-    server.stop()
+    cluster = Path(tempfile.mkdtemp(prefix="hw-test-pg-"))
+    server = EmbeddedPostgres(cluster, free_port(), log_dir / "postgres.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(cluster, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,15 @@
 
 Both run as child processes on 127.0.0.1 in their own process group, so a supervisor (./start.sh, or the
 pytest session) can stop them cleanly. Postgres refuses to run as root, so under root it runs as a
-dedicated system user, as pgserver itself does.
+dedicated system user, as pgserver itself does. That user must reach the binaries (in .venv) and the
+cluster's folder; a checkout under a folder other users cannot enter (root's home is 0700) hides both. Then
+the binaries are copied once to a shared folder (SHARED_ROOT) and the cluster lives there too, behind a
+symbolic link where it was asked for. Nothing of the user's is made readable to others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +28,8 @@ import psycopg
 log = logging.getLogger(__name__)
 
 PG_RUN_AS = "pgserver"
+# Where binaries and clusters go when the system user cannot reach them in the checkout (only ever as root).
+SHARED_ROOT = Path("/var/lib/health-warehouse")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -89,42 +95,111 @@ def pg_bin_dir() -> Path:
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
+def can_reach(path: Path, run_as: dict) -> bool:
+    """Whether the user of `run_as` (subprocess's user/group arguments) may enter `path` (every folder on the
+    way included): asked of the system itself, so ACLs and group rights count too."""
+    if not run_as:
+        return True
+    return subprocess.run(["test", "-x", str(path)], capture_output=True, **run_as).returncode == 0
+
+
+def reachable_bin_dir(bin_dir: Path, run_as: dict) -> Path:
+    """`bin_dir`, or a copy that the user of `run_as` can run, made once per build of the binaries in SHARED_ROOT:
+    the installation (bin, lib, share) and the libraries the wheel keeps beside its package (`pgserver.libs`,
+    found through the binaries' rpath `$ORIGIN/../../../pgserver.libs`), 34 MB in all, in the same layout."""
+    if can_reach(bin_dir / "initdb", run_as):
+        return bin_dir
+    install = bin_dir.parent  # .../site-packages/pgserver/pginstall
+    build = hashlib.sha256((bin_dir / "postgres").read_bytes()).hexdigest()[:16]
+    copy = SHARED_ROOT / f"postgres-{build}"
+    copied_bin = copy / install.parent.name / install.name / bin_dir.name
+    if not (copied_bin / "postgres").exists():
+        log.info("copying the Postgres binaries to %s: user %s cannot enter %s", copy, PG_RUN_AS, install)
+        SHARED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        partial = SHARED_ROOT / f".{copy.name}.{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(install, partial / install.parent.name / install.name, symlinks=True)
+        libs = install.parent.with_name(install.parent.name + ".libs")
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for folder in (partial, partial / install.parent.name):
+            folder.chmod(0o755)
+        partial.rename(copy)  # atomic: a copy that is there is whole
+    return copied_bin
+
+
+def reachable_data_dir(data_dir: Path, run_as: dict) -> Path:
+    """Where the cluster of `data_dir` lives: there, when the user of `run_as` can reach it; else in SHARED_ROOT,
+    with `data_dir` a symbolic link to it (so `.data/postgres` still leads to the cluster)."""
+    if data_dir.is_symlink():
+        return data_dir.resolve()
+    if can_reach(data_dir.parent, run_as):
+        return data_dir
+    if (data_dir / "PG_VERSION").exists():
+        raise RuntimeError(f"user {PG_RUN_AS} cannot enter {data_dir.parent}, where the Postgres cluster is: "
+                           f"run `chmod o+x` on the folders above it, or move the checkout")
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    target = SHARED_ROOT / "clusters" / f"{data_dir.parent.name or 'root'}-{data_dir.name}-{digest}"
+    target.mkdir(parents=True, exist_ok=True)
+    SHARED_ROOT.chmod(0o755)
+    (SHARED_ROOT / "clusters").chmod(0o755)
+    if data_dir.exists():
+        data_dir.rmdir()  # an empty folder made before the cluster was
+    data_dir.symlink_to(target, target_is_directory=True)
+    log.info("user %s cannot enter %s: the Postgres cluster lives in %s (%s links to it)", PG_RUN_AS,
+             data_dir.parent, target, data_dir)
+    return target
+
+
 class EmbeddedPostgres:
     """A Postgres 16 cluster in `data_dir`, listening on 127.0.0.1:`port` with trust auth for `postgres`."""
 
-    def __init__(self, data_dir: Path, port: int, log_file: Path):
-        self.data_dir = Path(data_dir).resolve()
+    def __init__(self, data_dir: Path, port: int, log_file: Path, *, bin_dir: Path | None = None):
+        self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.log_file = log_file
+        self.bin_dir = bin_dir
         self.process: subprocess.Popen | None = None
-        self._user = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run_as(self) -> dict:
+        """subprocess arguments that run Postgres as the system user PG_RUN_AS under root; {} otherwise."""
         if os.geteuid() != 0:
             return {}
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        from pgserver.utils import ensure_user_exists
 
         entry = ensure_user_exists(PG_RUN_AS)
-        ensure_prefix_permissions(self.data_dir)
-        for path in [self.data_dir, *self.data_dir.rglob("*")]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
-    def start(self, timeout: float = 60) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        bin_dir = pg_bin_dir()
+    def _prepare(self) -> tuple[Path, dict]:
+        """(the binaries to run, the subprocess arguments to run them with), the cluster's folder made and owned."""
         run_as = self._run_as()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir = reachable_data_dir(self.data_dir, run_as)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        bin_dir = reachable_bin_dir(self.bin_dir or pg_bin_dir(), run_as)
+        if run_as:
+            for path in [self.data_dir, *self.data_dir.rglob("*")]:
+                os.chown(path, run_as["user"], run_as["group"])
+        return bin_dir, run_as
+
+    def start(self, timeout: float = 60) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        bin_dir, run_as = self._prepare()
+        # cwd: the cluster's folder, which the server's user can enter (the caller's may be private).
+        run_as = {**run_as, "cwd": self.data_dir}
         if not (self.data_dir / "PG_VERSION").exists():
             log.info("initialising Postgres cluster in %s", self.data_dir)
-            subprocess.run(
+            result = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                  "-E", "UTF8", "--locale=C"],
-                check=True, capture_output=True, **run_as,
+                capture_output=True, text=True, **run_as,
             )
+            if result.returncode != 0:
+                raise RuntimeError(f"initdb failed (exit {result.returncode}) in {self.data_dir}: "
+                                   f"{(result.stderr or result.stdout).strip()[-1500:]}")
         if not port_is_free(self.port):
             raise RuntimeError(f"port {self.port} is in use; set PG_PORT in .env to a free port")
         with open(self.log_file, "ab") as out:

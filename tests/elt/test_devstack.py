@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import tempfile
 from pathlib import Path
+
+import psycopg
+import pytest
 
 from elt.devstack.servers import LocalS3, free_port
 
@@ -33,3 +40,42 @@ def test_ci_runs_exactly_the_readme_test_command():
     lines = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert lines[-1] == "./start.sh test"
     assert "./start.sh test" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user (initdb refuses root)")
+def test_postgres_starts_from_a_checkout_inside_a_folder_only_root_may_enter(tmp_path, monkeypatch):
+    """A checkout in root's home (0700): the server's system user can reach neither the binaries in .venv nor
+    the cluster's folder. Both move to a shared folder; the private folder stays private."""
+    from elt.devstack import servers
+
+    private = Path(tempfile.mkdtemp(prefix="hw-private-"))  # like /root: drwx------ root
+    shared = Path(tempfile.mkdtemp(prefix="hw-shared-"))
+    shared.chmod(0o755)
+    monkeypatch.setattr(servers, "SHARED_ROOT", shared / "health-warehouse")
+    try:
+        private.chmod(0o700)
+        # The wheel's layout: pgserver/pginstall/bin, whose rpath finds the libraries in ../../../pgserver.libs
+        site_packages = private / "checkout" / ".venv" / "site-packages"
+        installed = servers.pg_bin_dir().parent.parent
+        for folder in (installed, installed.with_name("pgserver.libs")):
+            shutil.copytree(folder, site_packages / folder.name, symlinks=True)
+        binaries = site_packages / "pgserver" / "pginstall"
+        data_dir = private / "checkout" / ".data" / "postgres"
+        server = servers.EmbeddedPostgres(data_dir, servers.free_port(), tmp_path / "pg.log", bin_dir=binaries / "bin")
+        server.start()
+        try:
+            with psycopg.connect(server.url(), autocommit=True) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+        finally:
+            server.stop()
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # nothing of the user's was opened to others
+        assert data_dir.is_symlink() and (data_dir.resolve() / "PG_VERSION").exists()
+        assert data_dir.resolve().is_relative_to(shared)
+        # The next start finds the same cluster through the link.
+        again = servers.EmbeddedPostgres(data_dir, servers.free_port(), tmp_path / "pg.log", bin_dir=binaries / "bin")
+        again.start()
+        again.stop()
+        assert again.data_dir == data_dir.resolve()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)

@@ -13,7 +13,7 @@ import pytest
 
 from elt.config import Settings
 from elt.pipeline import discover_new_files, ingest_file
-from tests.conftest import create_database
+from tests.conftest import create_database, embedded_postgres
 
 PREFIX = "medical_records/input/"
 HEADER = b"facility_name,patient_first_name,patient_last_name,triage_level,chief_complaint,vital_signs,conditions,recommendations\n"
@@ -79,12 +79,9 @@ def test_loader_killed_mid_copy_leaves_nothing_and_the_rerun_loads_once(settings
 
 
 def test_postgres_crash_during_a_run_then_the_retried_run_loads_every_file_once(tmp_path, s3_endpoint_url, store, warehouse_template, settings):
-    from elt.devstack.servers import EmbeddedPostgres, free_port
     from elt.pipeline import prepare
 
-    server = EmbeddedPostgres(tmp_path / "pg", free_port(), tmp_path / "pg.log")
-    server.start()
-    try:
+    with embedded_postgres(tmp_path) as server:  # the whole cluster is thrown away afterwards
         database_url = create_database(server.url("postgres"), "warehouse")
         crashing = Settings(database_url=database_url, s3_endpoint_url=s3_endpoint_url, s3_bucket=settings.s3_bucket)
         prepare(crashing)
@@ -112,8 +109,6 @@ def test_postgres_crash_during_a_run_then_the_retried_run_loads_every_file_once(
             statuses = conn.execute("select status, count(*) from ops.file_ledger group by 1").fetchall()
         assert [n for _, n in per_file] == [10, 10, 400_000]
         assert statuses == [("loaded", 3)]
-    finally:
-        server.stop()  # the whole cluster is thrown away with tmp_path
 
 
 def test_listing_follows_pagination_past_a_thousand_keys(settings, store):
