@@ -192,6 +192,10 @@ def spec() -> dict[str, Any]:
                                      "application/json": {"schema": {"type": "object"}}}}}}}
     paths["/ready"] = {"get": {"operationId": "ready", "tags": ["service"],
                                "summary": "Readiness: the database answers and every mart is built; how fresh each is.",
+                               "description": "Per mart: `built` (the table exists), `has_rows` (false when the "
+                                              "files loaded so far held none of its rows), `built_at`, `age_hours`, "
+                                              "`fresh`, and `refreshed: on_arrival` for marts rebuilt when their drop "
+                                              "arrives (bed occupancy), which never make the API unready.",
                                "security": [], "responses": {
                                    "200": {"description": "Ready (`status` is `stale` when a mart is older than "
                                                           "API_FRESHNESS_HOURS)",

@@ -261,15 +261,9 @@ class Stack:
             run = self.last_runs()
             now = time.monotonic()
             if run != last_state or now - last_print > 300:
-                marts = (self.api_ready() or {}).get("marts", {})
-                nightly = [m for m in marts.values() if m.get("refreshed") != "on_arrival"]
-                beds = [m for m in marts.values() if m.get("refreshed") == "on_arrival"]
-                built = sum(1 for mart in nightly if mart.get("built_at"))
-                beds_text = (f"; bed marts {'built' if all(m.get('built_at') for m in beds) else 'not built yet (upload a KH03 workbook)'}"
-                             if beds else "")
                 run_text = "; ".join(f"{dag} {state} ({run_id})" for dag, run_id, state in run) or "no runs yet"
                 print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {self.file_counts()}; "
-                      f"nightly marts the API serves: {built} of {len(nightly) or '?'} built{beds_text}", flush=True)
+                      f"{marts_status((self.api_ready() or {}).get('marts', {}))}", flush=True)
                 last_state, last_print = run, now
             time.sleep(5)
 
@@ -295,6 +289,24 @@ class Stack:
         if self.postgres:
             self.postgres.stop()
         print("stopped; data kept in", self.data_dir, flush=True)
+
+
+def marts_status(marts: dict[str, dict]) -> str:
+    """The status line's words on the marts of /ready: how many nightly marts are built, and of the bed marts
+    (built when a KH03 workbook loads) what is there and what is still empty."""
+    nightly = [m for m in marts.values() if m.get("refreshed") != "on_arrival"]
+    text = f"nightly marts the API serves: {sum(1 for m in nightly if m.get('built'))} of {len(nightly) or '?'} built"
+    beds = {name: m for name, m in marts.items() if m.get("refreshed") == "on_arrival"}
+    if not beds:
+        return text
+    if not any(m.get("built") for m in beds.values()):
+        return text + "; bed marts not built yet (upload a KH03 workbook)"
+    empty = sorted(name.split(".")[-1] for name, m in beds.items() if not m.get("has_rows"))
+    with_rows = len(beds) - len(empty)
+    if not empty:
+        return text + f"; bed marts built, all {len(beds)} with rows"
+    return (text + f"; bed marts built, {with_rows} of {len(beds)} with rows (empty: {', '.join(empty)}: no workbook "
+            "loaded so far has the sheets they come from)")
 
 
 def _interrupt(signum, frame):

@@ -178,4 +178,23 @@ def test_ready_lists_the_bed_marts_but_does_not_wait_for_them(app, db):
 
     assert response.status_code == 200 and response.get_json()["status"] == "ready"
     marts = response.get_json()["marts"]
-    assert marts["analytics.bed_occupancy_trends"] == {"built_at": None, "fresh": False, "refreshed": "on_arrival"}
+    assert marts["analytics.bed_occupancy_trends"] == {"built": False, "has_rows": False, "built_at": None,
+                                                       "fresh": False, "refreshed": "on_arrival"}
+
+    # A workbook with only the trust sheet: the bed marts are built, one of them with no rows. /ready and the
+    # ./start.sh status line say what is there and what is empty, not "not built".
+    from elt.devstack.__main__ import marts_status
+
+    assert "bed marts not built yet (upload a KH03 workbook)" in marts_status(marts)
+    for table in sorted(beds):
+        db.execute(f"create table {table} (built_at timestamptz)")
+        db.execute(f"grant select on {table} to api_reader")
+        if table != "analytics.specialty_occupancy":
+            db.execute(f"insert into {table} values (now())")  # noqa: S608
+    marts = app.test_client().get("/ready").get_json()["marts"]
+    assert marts["analytics.specialty_occupancy"]["built"] is True
+    assert marts["analytics.specialty_occupancy"]["has_rows"] is False
+    assert marts["analytics.bed_occupancy_trends"]["has_rows"] is True
+    line = marts_status(marts)
+    assert "not built" not in line
+    assert f"bed marts built, {len(beds) - 1} of {len(beds)} with rows (empty: specialty_occupancy" in line

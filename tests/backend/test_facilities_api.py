@@ -21,7 +21,8 @@ def test_ready_is_503_while_marts_are_missing_and_names_them(app, facilities_mar
     assert body["status"] == "not_built" and body["database"]["ok"] is True
     assert body["marts"]["analytics.facility_performance"]["built_at"] == "2026-11-15T02:10:00+00:00"
     assert body["marts"]["analytics.facility_performance"]["fresh"] is False  # built weeks before this test ran
-    assert body["marts"]["analytics.triage_trends"] == {"built_at": None, "fresh": False}
+    assert body["marts"]["analytics.triage_trends"] == {"built": False, "has_rows": False, "built_at": None,
+                                                        "fresh": False}
 
 
 def test_ready_is_503_when_the_database_is_unreachable():
