@@ -139,7 +139,9 @@ def reachable_data_dir(data_dir: Path, run_as: dict) -> Path:
         raise RuntimeError(f"user {PG_RUN_AS} cannot enter {data_dir.parent}, where the Postgres cluster is: "
                            f"run `chmod o+x` on the folders above it, or move the checkout")
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-    target = SHARED_ROOT / "clusters" / f"{data_dir.parent.name or 'root'}-{data_dir.name}-{digest}"
+    # e.g. repo-data-postgres-<digest>: the checkout, the data folder and the cluster's name, then the full path's hash
+    label = "-".join(part.strip(".") for part in data_dir.parts[-3:] if part.strip("./"))
+    target = SHARED_ROOT / "clusters" / f"{label}-{digest}"
     target.mkdir(parents=True, exist_ok=True)
     SHARED_ROOT.chmod(0o755)
     (SHARED_ROOT / "clusters").chmod(0o755)
