@@ -24,6 +24,14 @@ import psycopg
 log = logging.getLogger(__name__)
 
 PG_RUN_AS = "pgserver"
+# Who may connect how, rewritten on every start. The owner is trusted on loopback: the server listens on 127.0.0.1
+# only, for ./start.sh and the tests. Every other login (the API's and BI's: elt/warehouse/roles.py) must give its
+# password, as on a production server, so that a wrong or missing password fails here as it would there.
+PG_HBA = """# Written by elt/devstack/servers.py (EmbeddedPostgres) on every start: edits here are lost.
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+host    all       postgres  127.0.0.1/32   trust
+host    all       all       127.0.0.1/32   scram-sha-256
+"""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -90,7 +98,8 @@ def pg_bin_dir() -> Path:
 
 
 class EmbeddedPostgres:
-    """A Postgres 16 cluster in `data_dir`, listening on 127.0.0.1:`port` with trust auth for `postgres`."""
+    """A Postgres 16 cluster in `data_dir`, listening on 127.0.0.1:`port`: trust auth for the owner `postgres`,
+    passwords (scram-sha-256) for every other login (PG_HBA)."""
 
     def __init__(self, data_dir: Path, port: int, log_file: Path):
         self.data_dir = Path(data_dir).resolve()
@@ -125,6 +134,7 @@ class EmbeddedPostgres:
                  "-E", "UTF8", "--locale=C"],
                 check=True, capture_output=True, **run_as,
             )
+        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)  # also turns a cluster made before it away from trust-all
         if not port_is_free(self.port):
             raise RuntimeError(f"port {self.port} is in use; set PG_PORT in .env to a free port")
         with open(self.log_file, "ab") as out:
