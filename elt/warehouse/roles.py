@@ -179,16 +179,21 @@ def _ensure_login(conn: psycopg.Connection, login: Login, password: str | None) 
 
 def _set_memberships(conn: psycopg.Connection, login: Login, groups: set[str]) -> None:
     name = sql.Identifier(login.name)
-    current = {row[0] for row in conn.execute(
-        "select granted.rolname from pg_auth_members as membership "
+    # Since Postgres 16 one membership may be granted several times, by different grantors: each is revoked.
+    grants = conn.execute(
+        "select granted.rolname, grantor.rolname from pg_auth_members as membership "
         "join pg_roles as granted on granted.oid = membership.roleid "
-        "join pg_roles as member on member.oid = membership.member where member.rolname = %s", (login.name,))}
-    for group in sorted(set(login.groups) & groups - current):
+        "join pg_roles as grantor on grantor.oid = membership.grantor "
+        "join pg_roles as member on member.oid = membership.member where member.rolname = %s "
+        "order by 1, 2", (login.name,)).fetchall()
+    for group in sorted(set(login.groups) & groups - {group for group, _ in grants}):
         conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(group), name))
-    for group in sorted(current - set(login.groups)):
-        log.warning("login %s was a member of %s; revoking it (it may be a member of %s only)",
-                    login.name, group, ", ".join(login.groups))
-        conn.execute(sql.SQL("revoke {} from {}").format(sql.Identifier(group), name))
+    for group, grantor in grants:
+        if group not in login.groups:
+            log.warning("login %s was made a member of %s by %s; revoking it (it may be a member of %s only)",
+                        login.name, group, grantor, ", ".join(login.groups))
+            conn.execute(sql.SQL("revoke {} from {} granted by {}").format(
+                sql.Identifier(group), name, sql.Identifier(grantor)))
 
 
 def _verifier(conn: psycopg.Connection, user: str, password: str) -> str:

@@ -65,9 +65,21 @@ def test_a_login_given_more_is_put_back_in_shape_by_the_next_start(settings, db,
     db.execute("grant warehouse_loader to health_api")
     db.execute("alter role health_api createrole createdb")
     db.execute("alter role health_bi nologin")
-    prepare(settings.model_copy(update={k: SecretStr(v) for k, v in login_passwords.items()}))
-    assert shape(db, API_LOGIN.name) == ((False, False, False, False, False, True), {"api_reader"})
-    assert shape(db, BI_LOGIN.name) == ((False, False, False, False, False, True), {"bi_reader"})
+    # The same membership granted a second time by another admin (a grant of its own since Postgres 16).
+    admin, password = f"t_admin_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    db.execute(f"create role {admin} login password '{password}' createrole")
+    db.execute(f"grant warehouse_loader, api_reader to {admin} with admin option")
+    try:
+        where = settings.pg_parts()
+        with psycopg.connect(f"postgresql://{admin}:{password}@{where['host']}:{where['port']}/{where['dbname']}",
+                             autocommit=True) as other:
+            other.execute("grant warehouse_loader, api_reader to health_api")
+        prepare(settings.model_copy(update={k: SecretStr(v) for k, v in login_passwords.items()}))
+        assert shape(db, API_LOGIN.name) == ((False, False, False, False, False, True), {"api_reader"})
+        assert shape(db, BI_LOGIN.name) == ((False, False, False, False, False, True), {"bi_reader"})
+    finally:
+        db.execute(f"drop owned by {admin}")
+        db.execute(f"drop role {admin}")
 
 
 def test_a_changed_password_takes_effect_on_the_next_start(settings, login_passwords, restore_logins):
