@@ -3,7 +3,10 @@
 # command serves the API; the compose file gives each Airflow service its own command.
 #
 #   docker build -t health-warehouse:local .
-#   docker run --rm -p 5000:5000 -e DATABASE_URL=postgresql://... health-warehouse:local
+#   docker run --rm -p 5000:5000 -e API_DATABASE_URL=postgresql://HOST:5432/warehouse \
+#       -e API_DB_PASSWORD=... -e API_DROPS_DB_PASSWORD=... health-warehouse:local
+# (the API logs in as its own logins, health_api and health_api_drops, which `elt init-db` creates: never give
+# it the owner's DATABASE_URL)
 FROM python:3.11-slim-bookworm
 
 # Airflow's home (airflow.cfg with the generated secrets, task logs, SimpleAuthManager passwords) is a

@@ -1,12 +1,21 @@
-"""API settings from the environment: `DATABASE_URL` plus `API_*` variables (see .env.example)."""
+"""API settings from the environment: `DATABASE_URL` plus `API_*` variables (see .env.example).
+
+The API logs in as its own logins, never as the warehouse owner: `health_api` for its reads (member of
+`api_reader` only) and `health_api_drops` to register a dropped file in the ledger (`drop_registrar` only),
+with API_DB_PASSWORD and API_DROPS_DB_PASSWORD; `elt init-db` creates both from the same variables
+(elt/warehouse/roles.py). The database URL then says only where the warehouse is.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elt.warehouse.roles import API_LOGIN, DROPS_LOGIN, Login
 
 
 class ApiSettings(BaseSettings):
@@ -15,14 +24,21 @@ class ApiSettings(BaseSettings):
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5433/warehouse",
         validation_alias=AliasChoices("API_DATABASE_URL", "DATABASE_URL"),
-        description="Warehouse Postgres; the API reads only published marts.",
+        description="Warehouse Postgres: its host, port, database and parameters (sslmode ...). Its user and "
+                    "password are used only when API_DB_PASSWORD is unset (a login a database admin made).",
     )
+    db_password: SecretStr | None = Field(None, validation_alias=API_LOGIN.password_variable, description=(
+        f"Password of the login {API_LOGIN.name}, which the API reads as (member of api_reader only)."))
+    drops_db_password: SecretStr | None = Field(None, validation_alias=DROPS_LOGIN.password_variable, description=(
+        f"Password of the login {DROPS_LOGIN.name}, which registers a dropped file in the ledger and can do "
+        "nothing else."))
     cors_origins: str = Field("http://localhost:3000", description="Comma-separated origins allowed by CORS.")
     max_page_size: int = Field(500, ge=1, le=10_000, description="Largest `limit` of a JSON page.")
     default_page_size: int = Field(100, ge=1, description="Rows per JSON page when `limit` is not given.")
     max_csv_rows: int = Field(1_000_000, ge=1, description="Most rows one CSV download streams (then X-Next-Cursor).")
-    db_role: str = Field("api_reader", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Postgres role the API's connections switch to ('' keeps the "
-                         "login user's): read access to the published marts only.")
+    db_role: str = Field("api_reader", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Postgres role the API's "
+                         "connections switch to ('' keeps the login's): read access to the published marts only. "
+                         "Not a boundary by itself (a connection may RESET ROLE): the login is.")
     rate_limit: str = Field("600 per minute", description="Requests per API key on /api/v1 (flask-limiter "
                             "syntax, e.g. '100 per minute; 5000 per day'); empty turns limits off.")
     rate_limit_storage: str = Field("memory://", description="Where the counters live: memory:// is per API process.")
@@ -59,8 +75,24 @@ class ApiSettings(BaseSettings):
     def airflow_base_url(self) -> str:
         return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
 
+    def login_url(self, login: Login, password: SecretStr | None) -> str:
+        """libpq URL to log in as `login`: database_url's host, port, database and parameters with that login and
+        password; database_url as it is when no password is configured."""
+        if password is None or not password.get_secret_value():
+            return self.database_url
+        parts = urlsplit(self.database_url)
+        userinfo = f"{quote(login.name, safe='')}:{quote(password.get_secret_value(), safe='')}"
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc.rpartition('@')[2]}"))
+
+    def reads_url(self) -> str:
+        return self.login_url(API_LOGIN, self.db_password)
+
+    def drops_url(self) -> str:
+        return self.login_url(DROPS_LOGIN, self.drops_db_password)
+
     def sqlalchemy_url(self) -> str:
-        url = self.database_url
+        """The reads' URL for SQLAlchemy (psycopg 3 driver)."""
+        url = self.reads_url()
         for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         "production: their inputs are fixed rows, so they check the SQL (once per change, in `./start.sh test`), "
         "not the night's data, and they cost about 0.4 s each.",
     )
+
+    # Passwords of the project's own logins (elt/warehouse/roles.py, LOGINS), which every start creates or
+    # corrects. Unset: the login is left as a database admin made it (or not created). ./start.sh generates them.
+    api_db_password: SecretStr | None = Field(None, description="Password of the API's login `health_api` (reads).")
+    api_drops_db_password: SecretStr | None = Field(
+        None, description="Password of `health_api_drops`, the login the API registers dropped files with.")
+    bi_db_password: SecretStr | None = Field(None, description="Password of `health_bi`, the BI tools' login.")
 
     def pg_parts(self) -> dict[str, str]:
         """Host, port, user, password and database of `database_url`, for tools that want them apart (dbt)."""

@@ -28,6 +28,7 @@ from elt.runs import is_transient
 from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
 from elt.warehouse import ledger
 from elt.warehouse.loader import FileRejected, LoadResult, copy_file, discard_rows, pg_message, write_rejects
+from elt.warehouse.roles import login_passwords
 from elt.warehouse.schema import ensure_warehouse
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,10 @@ def contracts_for(settings: Settings, *, source_system: str | None = None, drop_
 
 
 def prepare(settings: Settings | None = None) -> None:
-    """Create the ops schema and raw tables for every contract (idempotent)."""
+    """Create the ops schema and raw tables for every contract, the roles and the logins (idempotent)."""
     settings = settings or get_settings()
     with connect(settings) as conn:
-        ensure_warehouse(conn, load_contracts(settings.contracts_dir))
+        ensure_warehouse(conn, load_contracts(settings.contracts_dir), login_passwords(settings))
 
 
 def discover_new_files(source_system: str | None = None, *, drop_type: str | None = None,

@@ -185,6 +185,12 @@ resource "aws_db_parameter_group" "warehouse" {
     name  = "log_min_duration_statement"
     value = "5000"
   }
+
+  # Who logged in, as which login, from where: the API's, the drops' and BI's logins are told apart here.
+  parameter {
+    name  = "log_connections"
+    value = "1"
+  }
 }
 
 resource "aws_db_instance" "warehouse" {

@@ -88,14 +88,25 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def warehouse_template(pg_server_url) -> str:
-    """A database with the ops schema and every contract's raw table, cloned by each test."""
+def login_passwords() -> dict[str, str]:
+    """Passwords of the project's logins (health_api, health_api_drops, health_bi) for this session, by Settings
+    field. Logins belong to the whole server, so every test database shares them; the template sets them."""
+    import secrets
+
+    from elt.warehouse.roles import LOGINS
+
+    return {login.password_setting: secrets.token_urlsafe(18) for login in LOGINS}
+
+
+@pytest.fixture(scope="session")
+def warehouse_template(pg_server_url, login_passwords) -> str:
+    """A database with the ops schema and every contract's raw table, cloned by each test; the logins made."""
     from elt.config import Settings
     from elt.pipeline import prepare
 
     name = "hw_template"
     url = create_database(pg_server_url, name)
-    prepare(Settings(database_url=url))
+    prepare(Settings(database_url=url, **login_passwords))
     return name
 
 

@@ -23,6 +23,7 @@ README = ROOT / "README.md"
 
 SERVICES = {
     "postgres",
+    "warehouse-init",
     "minio",
     "minio-init",
     "airflow-init",
@@ -198,11 +199,62 @@ def test_every_app_image_service_gets_a_database_url():
     missing = [
         name
         for name, svc in services.items()
-        if not {"DATABASE_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"} & set(environment(svc))
+        if not {"DATABASE_URL", "API_DATABASE_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"} & set(environment(svc))
     ]
     assert not missing, (
-        f"services {missing} use the app image but get neither DATABASE_URL nor AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+        f"services {missing} use the app image but get neither DATABASE_URL, API_DATABASE_URL nor "
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
     )
+
+
+# Variables that carry the warehouse owner's or Airflow's database credentials.
+OWNER_CREDENTIALS = {"DATABASE_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_DATABASE_URL", "DBT_PG_USER",
+                     "DBT_PG_PASSWORD", "PGPASSWORD", "PGUSER"}
+
+
+def test_the_api_logs_in_as_its_own_logins_without_the_owners_credentials():
+    from elt.warehouse.roles import API_LOGIN, DROPS_LOGIN
+
+    env = environment(compose()["services"]["api"])
+    assert not OWNER_CREDENTIALS & set(env), (
+        f"the api service is given the owner's credentials {sorted(OWNER_CREDENTIALS & set(env))}: it must log in "
+        f"as {API_LOGIN.name} and {DROPS_LOGIN.name} only"
+    )
+    url = urlsplit(env.get("API_DATABASE_URL", ""))
+    assert url.hostname == "postgres" and url.username is None and url.password is None, (
+        f"API_DATABASE_URL={env.get('API_DATABASE_URL')!r} must name the postgres service without a user or password"
+    )
+    for login in (API_LOGIN, DROPS_LOGIN):
+        assert env.get(login.password_variable, "").startswith(f"${{{login.password_variable}:?"), (
+            f"the api service does not take {login.password_variable} from .env (required, no default)"
+        )
+
+
+def test_warehouse_init_creates_every_login_before_the_api_starts():
+    from elt.warehouse.roles import LOGINS
+
+    services = compose()["services"]
+    init = services["warehouse-init"]
+    assert init.get("command") == ["elt", "init-db"] and init.get("restart") == "no"
+    env = environment(init)
+    missing = [login.password_variable for login in LOGINS if not env.get(login.password_variable, "").startswith(
+        f"${{{login.password_variable}:?")]
+    assert not missing, f"warehouse-init does not require {missing} from .env: their logins get no password"
+    assert services["api"]["depends_on"].get("warehouse-init") == {"condition": "service_completed_successfully"}
+
+
+def test_no_login_password_is_shipped_and_each_is_documented():
+    from elt.warehouse.roles import LOGINS
+
+    env = env_example()
+    text = ENV_EXAMPLE.read_text()
+    readme = README.read_text()
+    for login in LOGINS:
+        variable = login.password_variable
+        assert env.get(variable) == "", f".env.example must list {variable} commented out and empty (no default)"
+        assert re.search(rf"^{variable}=", text, re.M) is None, f".env.example ships an active {variable}"
+        assert login.name in text, f".env.example does not say which login {variable} is the password of"
+        assert variable in readme, f"README.md's Configuration does not mention {variable}"
 
 
 def test_airflow_services_share_one_metadata_database():
@@ -227,6 +279,7 @@ def test_connection_urls_point_at_compose_services():
         env = environment(svc)
         for key in (
             "DATABASE_URL",
+            "API_DATABASE_URL",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
             "S3_ENDPOINT_URL",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",

@@ -15,8 +15,9 @@ the file ledger (its `file_id` is the answer's `drop_id`) and the source system'
 with `conf {"key": ...}` through Airflow's REST API. From the moment it is stored nothing is lost: when
 Airflow cannot be reached the answer is still 202, with a warning that the nightly run will load it.
 
-Writes go to the landing bucket and the ledger with the ELT's settings (DATABASE_URL, S3_*: elt/config.py),
-as `elt put` does; the API's own database role stays read-only.
+Files go to the landing bucket with the ELT's settings (S3_*: elt/config.py), as `elt put` does. The ledger row
+is written as the login `health_api_drops` (API_DROPS_DB_PASSWORD), which may register a file and nothing else,
+never with the warehouse owner's DATABASE_URL; the API's reads stay read-only.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def _register(key: str, elt_settings: Settings, warnings: list[str]) -> int | No
     """The file's ledger id. The file is stored already: a ledger that cannot be written now is a warning (the
     next run registers the file when it finds it), not a failure that would make the sender drop it again."""
     try:
-        return register_landed(key, settings=elt_settings)
+        return register_landed(key, settings=elt_settings.model_copy(update={"database_url": _settings().drops_url()}))
     except (psycopg.Error, BotoCoreError, ClientError) as exc:
         log.error("drop %s stored but not registered in the ledger: %s", key, type(exc).__name__)
         warnings.append("The file ledger could not be written just now, so there is no drop id yet; the file is "

@@ -19,12 +19,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.error import HTTPError
+from urllib.parse import urlsplit, urlunsplit
 from urllib.request import urlopen
 
 import psycopg
 
 from elt.config import REPO_ROOT
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_process, wait_for
+from elt.warehouse.roles import API_LOGIN, BI_LOGIN, DROPS_LOGIN, LOGINS
 
 log = logging.getLogger("devstack")
 DAG_ID = "medilink_ingest"  # triggered on first start
@@ -32,8 +34,48 @@ MARTS_DAG_ID = "medilink_marts"  # scheduled on the asset DAG_ID publishes
 BEDS_DAG_ID = "nhs_beds_ingest"  # KH03 workbooks: triggered by API uploads, and nightly
 
 
+# Variables that carry the warehouse owner's or Airflow's database credentials: the API's process is not given them.
+OWNER_VARIABLES = ("DATABASE_URL", "AIRFLOW_DATABASE_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "DBT_PG_USER",
+                   "DBT_PG_PASSWORD", "PGPASSWORD", "PGUSER")
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def ensure_login_passwords(env_file: Path, env: dict[str, str]) -> list[str]:
+    """Give every project login (elt/warehouse/roles.py) a password: one that `env` (the environment and .env)
+    does not set is generated and written to `env_file`, so it stays the same on the next start. No default
+    password is shipped. Returns the variables it generated."""
+    lines = env_file.read_text().splitlines() if env_file.exists() else []
+    generated = []
+    for variable in (login.password_variable for login in LOGINS):
+        if env.get(variable):
+            continue
+        env[variable] = secrets.token_urlsafe(24)
+        line = f"{variable}={env[variable]}"
+        empty = [i for i, text in enumerate(lines) if text.strip() == f"{variable}="]
+        if empty:  # an active `VAR=` line would shadow one appended below it (./start.sh keeps the first)
+            lines[empty[0]] = line
+        else:
+            lines.append(line)
+        generated.append(variable)
+    if generated:
+        env_file.write_text("\n".join(lines) + "\n")
+        env_file.chmod(0o600)  # it holds passwords now
+    return generated
+
+
+def api_environment(env: dict[str, str]) -> dict[str, str]:
+    """The API's environment: where the warehouse is (API_DATABASE_URL, without the owner's user and password)
+    and the passwords of its own two logins, but no owner, Airflow or BI credentials."""
+    api_env = {key: value for key, value in env.items() if key not in OWNER_VARIABLES}
+    others = {login.password_variable for login in LOGINS} - {API_LOGIN.password_variable, DROPS_LOGIN.password_variable}
+    api_env = {key: value for key, value in api_env.items() if key not in others}
+    if not api_env.get("API_DATABASE_URL") and env.get("DATABASE_URL"):
+        parts = urlsplit(env["DATABASE_URL"])
+        api_env["API_DATABASE_URL"] = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return api_env
 
 
 @dataclass
@@ -156,7 +198,7 @@ class Stack:
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         service = Service("api", [gunicorn, "--bind", f"127.0.0.1:{self.api_port}", "--workers",
                                   _env("API_WORKERS", "2"), "-c", "python:backend.gunicorn_conf", "backend.wsgi:app"],
-                          self.logs / "api.log", env=self.env)
+                          self.logs / "api.log", env=api_environment(self.env))
         service.start()
         self.services.append(service)
 
@@ -238,6 +280,7 @@ class Stack:
  API           http://localhost:{self.api_port}/docs   (every endpoint; readiness: /ready)
                key: ./start.sh api-key create --name NAME --role analyst|clinician|admin
  Postgres      {self.env['DATABASE_URL']}   (Airflow metadata: database airflow)
+               BI tools: user {BI_LOGIN.name}, password BI_DB_PASSWORD in .env (analytics schema only)
  S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/ and nhs/kh03/
  Data          {self.data_dir}   (logs in {self.logs})
 
@@ -321,6 +364,8 @@ def up() -> int:
         signal.signal(sig, _interrupt)
     try:
         stack.check_ports()
+        for variable in ensure_login_passwords(REPO_ROOT / ".env", stack.env):
+            log.info("generated %s (a random password) into .env", variable)
         stack.start_postgres()
         stack.start_s3()
         subprocess.run([str(Path(sys.executable).with_name("elt")), "init-db"], env=stack.env, check=True)

@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 PG_RUN_AS = "pgserver"
 # Where binaries and clusters go when the system user cannot reach them in the checkout (only ever as root).
 SHARED_ROOT = Path("/var/lib/health-warehouse")
+# Who may connect how, rewritten on every start. The owner is trusted on loopback: the server listens on 127.0.0.1
+# only, for ./start.sh and the tests. Every other login (the API's and BI's: elt/warehouse/roles.py) must give its
+# password, as on a production server, so that a wrong or missing password fails here as it would there.
+PG_HBA = """# Written by elt/devstack/servers.py (EmbeddedPostgres) on every start: edits here are lost.
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+host    all       postgres  127.0.0.1/32   trust
+host    all       all       127.0.0.1/32   scram-sha-256
+"""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -154,7 +162,8 @@ def reachable_data_dir(data_dir: Path, run_as: dict) -> Path:
 
 
 class EmbeddedPostgres:
-    """A Postgres 16 cluster in `data_dir`, listening on 127.0.0.1:`port` with trust auth for `postgres`."""
+    """A Postgres 16 cluster in `data_dir`, listening on 127.0.0.1:`port`: trust auth for the owner `postgres`,
+    passwords (scram-sha-256) for every other login (PG_HBA)."""
 
     def __init__(self, data_dir: Path, port: int, log_file: Path, *, bin_dir: Path | None = None):
         self.data_dir = Path(data_dir).absolute()
@@ -202,6 +211,7 @@ class EmbeddedPostgres:
             if result.returncode != 0:
                 raise RuntimeError(f"initdb failed (exit {result.returncode}) in {self.data_dir}: "
                                    f"{(result.stderr or result.stdout).strip()[-1500:]}")
+        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)  # also turns a cluster made before it away from trust-all
         if not port_is_free(self.port):
             raise RuntimeError(f"port {self.port} is in use; set PG_PORT in .env to a free port")
         with open(self.log_file, "ab") as out:

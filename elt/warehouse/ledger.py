@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -18,6 +19,19 @@ from elt.contracts import Contract
 from elt.storage.s3 import StoredObject
 
 FINAL_STATES = frozenset({"loaded", "rejected", "quarantined", "duplicate", "superseded"})
+# What registering an object version writes, updates when it is seen again, and reads back. The role that the
+# API registers its drops with (elt/warehouse/roles.py, drop_registrar) is granted exactly these columns.
+REGISTERED_COLUMNS = ("bucket", "key", "etag", "size_bytes", "drop_type", "contract_version", "period_start",
+                      "period_end", "landed_at")
+REGISTER_UPDATES = ("size_bytes",)
+REGISTER_RETURNS = ("file_id", "status", "archived_key")
+_REGISTER = sql.SQL(
+    "insert into ops.file_ledger ({columns}) values ({values}) on conflict (bucket, key, etag) do update set {updates} "
+    "returning {returns}"
+).format(columns=sql.SQL(", ").join(map(sql.Identifier, REGISTERED_COLUMNS)),
+         values=sql.SQL(", ").join(sql.Placeholder() * len(REGISTERED_COLUMNS)),
+         updates=sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in REGISTER_UPDATES),
+         returns=sql.SQL(", ").join(map(sql.Identifier, REGISTER_RETURNS)))
 
 
 @dataclass(frozen=True)
@@ -30,14 +44,8 @@ class LedgerEntry:
 def register(conn: psycopg.Connection, obj: StoredObject, contract: Contract, period: tuple[date, date]) -> LedgerEntry:
     """The ledger row for this object version, created as 'discovered' if new. Commits."""
     with conn.transaction():
-        row = conn.execute(
-            "insert into ops.file_ledger (bucket, key, etag, size_bytes, drop_type, contract_version, "
-            "period_start, period_end, landed_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "on conflict (bucket, key, etag) do update set size_bytes = excluded.size_bytes "
-            "returning file_id, status, archived_key",
-            (obj.bucket, obj.key, obj.etag, obj.size, contract.drop_type, contract.version,
-             period[0], period[1], obj.last_modified),
-        ).fetchone()
+        row = conn.execute(_REGISTER, (obj.bucket, obj.key, obj.etag, obj.size, contract.drop_type, contract.version,
+                                       period[0], period[1], obj.last_modified)).fetchone()
     return LedgerEntry(*row)
 
 

@@ -8,6 +8,7 @@ reject, trimmed, null spellings as NULL, sender formats rewritten and cast to th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib import resources
 
 import psycopg
@@ -119,8 +120,10 @@ def valid_view_ddl(contract: Contract) -> sql.Composed:
              schema=sql.Identifier(schema), table=sql.Identifier(table), join=join if by_layout else sql.SQL(""))
 
 
-def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract]) -> None:
-    """Ops schema, every contract's raw table and typed view, and the roles' grants, in one transaction."""
+def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract],
+                     passwords: Mapping[str, str | None] | None = None) -> None:
+    """Ops schema, every contract's raw table and typed view, the roles' grants and the project's logins
+    (`passwords`: login name -> configured password, elt/warehouse/roles.py), in one transaction."""
     with conn.transaction():
         apply_ops_schema(conn)
         tables = [table for contract in contracts.values() for table in contract.table_contracts()]
@@ -130,7 +133,7 @@ def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract]) -
             conn.execute(raw_table_ddl(contract))
             _migrate_raw_table(conn, contract)
             _replace_valid_view(conn, contract)
-        apply_grants(conn, {c.target_table.split(".")[0] for c in tables})
+        apply_grants(conn, {c.target_table.split(".")[0] for c in tables}, passwords)
 
 
 def _replace_valid_view(conn: psycopg.Connection, contract: Contract) -> None:

@@ -74,10 +74,17 @@ def keys(warehouse) -> dict[str, str]:
     return {role: create_key(warehouse.database_url, f"test {role}", role) for role in ("analyst", "clinician", "admin")}
 
 
+def api_settings(database_url: str, login_passwords: dict[str, str], **overrides) -> ApiSettings:
+    """The API's settings as deployed: on `database_url`'s database, logged in as its own logins (health_api for
+    reads, health_api_drops for registering drops), not as the owner in the URL."""
+    return ApiSettings(database_url=database_url, db_password=login_passwords["api_db_password"],
+                       drops_db_password=login_passwords["api_drops_db_password"], **overrides)
+
+
 @pytest.fixture(scope="session")
-def api(warehouse, dbt_manifest):
-    return create_app(ApiSettings(database_url=warehouse.database_url, max_page_size=50, default_page_size=20,
-                                  rate_limit=""))  # tests call far more often than a client may
+def api(warehouse, dbt_manifest, login_passwords):
+    return create_app(api_settings(warehouse.database_url, login_passwords, max_page_size=50, default_page_size=20,
+                                   rate_limit=""))  # tests call far more often than a client may
 
 
 @pytest.fixture
@@ -102,8 +109,8 @@ def wdb(warehouse):
 
 
 @pytest.fixture
-def app(settings):
-    return create_app(ApiSettings(database_url=settings.database_url, max_page_size=50, default_page_size=2))
+def app(settings, login_passwords):
+    return create_app(api_settings(settings.database_url, login_passwords, max_page_size=50, default_page_size=2))
 
 
 @pytest.fixture

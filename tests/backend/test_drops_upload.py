@@ -22,6 +22,7 @@ from backend.auth import create_key
 from backend.config import ApiSettings
 from backend.fetch import FetchPolicy
 from elt.preflight import sniff
+from tests.backend.conftest import api_settings
 from tests.backend.fake_airflow import FakeAirflow
 from tests.conftest import REPO, shared_data
 from tests.elt.kh03_fixtures import Kh03Spec, build_kh03
@@ -61,12 +62,13 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def make_client(settings, airflow, drop_keys):
-    """A test client of an app on this test's warehouse and bucket, sending a key of `role`."""
+def make_client(settings, airflow, drop_keys, login_passwords):
+    """A test client of an app on this test's warehouse and bucket, sending a key of `role`; the app logs in as
+    its own logins, so a drop is registered as health_api_drops."""
 
     def make(role: str | None = "analyst", fetch_policy: FetchPolicy | None = None, **overrides):
-        api = ApiSettings(**{"database_url": settings.database_url, "rate_limit": "", "airflow_url": airflow.url,
-                             **overrides})
+        api = api_settings(settings.database_url, login_passwords, **{"rate_limit": "", "airflow_url": airflow.url,
+                                                                       **overrides})
         app = create_app(api, elt_settings=settings)
         if fetch_policy:
             app.config["FETCH_POLICY"] = fetch_policy

@@ -29,9 +29,11 @@ def built(settings, store, db):
 
 
 def login_as(db, settings, role: str) -> psycopg.Connection:
-    user = f"t_{role}_{uuid.uuid4().hex[:6]}"
-    db.execute(f'create role "{user}" login in role {role}')
-    return psycopg.connect(settings.database_url.replace("postgres@", f"{user}@", 1), autocommit=True)
+    """A new login in `role` only, connected with its password (the test server asks every login but the owner
+    for one)."""
+    user, password = f"t_{role}_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    db.execute(f"create role \"{user}\" login password '{password}' in role {role}")
+    return psycopg.connect(settings.database_url.replace("postgres@", f"{user}:{password}@", 1), autocommit=True)
 
 
 def can_read(conn: psycopg.Connection, query: str) -> bool:
