@@ -21,6 +21,10 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     app.config["ELT_SETTINGS"] = elt_settings
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.upload_role is not None:
+        logging.getLogger(__name__).warning(
+            "API_UPLOAD_ROLE is no longer read: each drop type's contract declares the role that may drop it "
+            "(drop_role, revision_role in elt/contracts/*.yml); remove it from the environment")
 
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     db.init_app(app, settings)

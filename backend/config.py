@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,9 +37,8 @@ class ApiSettings(BaseSettings):
     upload_max_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest file an upload or a fetch by URL "
                                   "may bring (a larger one is a 413); Flask's MAX_CONTENT_LENGTH is this plus room "
                                   "for the multipart envelope.")
-    upload_role: Literal["analyst", "clinician", "admin"] = Field(
-        "analyst", description="Role needed to drop a file and to read a run's state: analysts are the people who "
-                               "drop these files.")
+    upload_role: str | None = Field(None, description="No longer read: the role needed to drop a file is declared "
+                                    "per drop type in its contract (drop_role). Set, it only earns a warning.")
     fetch_allowed_hosts: str = Field("www.england.nhs.uk", description="Comma-separated hosts (and their subdomains) "
                                      "that /drops/from-url may fetch from; https only, public addresses only.")
     fetch_timeout_seconds: float = Field(30.0, gt=0, description="Longest a fetch by URL may take, redirects included.")

@@ -6,7 +6,7 @@ Applications and people log in as their own users and are granted one of these N
 |---|---|
 | `warehouse_loader` | write raw tables and the ops ledger (the `elt` loader); read reject values |
 | `warehouse_transformer` | read raw views and the ledger (dbt); it creates the marts it owns |
-| `api_reader` | read core, clinical and analytics marts, the ledger, and rejects without their values; check API keys and append to the API's audit trail |
+| `api_reader` | read core, clinical and analytics marts, the ledger, and rejects without their values; check API keys and append to the API's audit trail and its record of the runs drops started |
 | `bi_reader` | read the de-identified analytics marts only |
 
 Reject values (`ops.load_rejects.raw_value`) may be personal data: only the loader role (and the
@@ -59,6 +59,8 @@ def apply_grants(conn: psycopg.Connection, raw_schemas: set[str]) -> None:
         (API_READER, sql.SQL("grant select (key_id, role, key_hash, revoked_at) on ops.api_keys to {}").format(
             ident(API_READER))),
         (API_READER, sql.SQL("grant insert on ops.api_audit to {}").format(ident(API_READER))),
+        # the runs a drop started, and whose key started them (GET /api/v1/runs/<id>)
+        (API_READER, sql.SQL("grant select, insert on ops.api_runs to {}").format(ident(API_READER))),
     ]
     for role in (TRANSFORMER, API_READER):
         statements.append((role, sql.SQL("grant select ({}) on ops.load_rejects to {}").format(
