@@ -37,12 +37,14 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     from backend.api.dbt_docs import bp as dbt_docs_bp
     from backend.api.facilities import bp as facilities_bp
     from backend.api.health import bp as health_bp
+    from backend.api.listing import init_app as init_listing
     from backend.api.openapi import bp as openapi_bp
     from backend.api.operations import bp as operations_bp
     from backend.api.uploads import bp as uploads_bp
     from backend.api.uploads import init_app as init_uploads
 
     init_uploads(app, settings)
+    init_listing(app, settings)
     ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp])
     for blueprint in (health_bp, facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp,
                       openapi_bp, dbt_docs_bp):

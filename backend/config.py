@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from pydantic import AliasChoices, Field, SecretStr
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,11 +20,21 @@ class ApiSettings(BaseSettings):
     max_page_size: int = Field(500, ge=1, le=10_000, description="Largest `limit` of a JSON page.")
     default_page_size: int = Field(100, ge=1, description="Rows per JSON page when `limit` is not given.")
     max_csv_rows: int = Field(1_000_000, ge=1, description="Most rows one CSV download streams (then X-Next-Cursor).")
+    # --- the server (backend/gunicorn_conf.py reads these) ------------------------------------------------------
+    workers: int = Field(2, ge=1, description="gunicorn worker processes.")
+    threads: int = Field(8, ge=2, description="Threads per worker (gthread): requests one worker serves at once. "
+                                             "A slow client holds one thread, never the worker's heartbeat.")
+    csv_streams: int = Field(4, ge=1, description="CSV downloads one worker streams at once; one more is a 503 "
+                             "with Retry-After. Below API_THREADS, so downloads to slow clients always leave "
+                             "threads for other calls.")
     db_role: str = Field("api_reader", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Postgres role the API's connections switch to ('' keeps the "
                          "login user's): read access to the published marts only.")
     rate_limit: str = Field("600 per minute", description="Requests per API key on /api/v1 (flask-limiter "
                             "syntax, e.g. '100 per minute; 5000 per day'); empty turns limits off.")
     rate_limit_storage: str = Field("memory://", description="Where the counters live: memory:// is per API process.")
+    auth_failure_limit: str = Field("20 per minute", description="Failed authentications (401s) one client address "
+                                    "may make on /api/v1; over it, every request from the address is a 429 until "
+                                    "the window passes. Empty turns it off.")
     freshness_hours: float = Field(26, gt=0, description="/ready calls a mart stale when its build is older than "
                                    "this (the nightly run starts at 02:00 UTC).")
     statement_timeout_ms: int = Field(5_000, ge=100, description="Postgres statement_timeout for API queries.")
@@ -52,6 +63,13 @@ class ApiSettings(BaseSettings):
         "API_AIRFLOW_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"), description="That user's password.")
     airflow_timeout_seconds: float = Field(10.0, gt=0, description="Longest one call to Airflow may take before the "
                                            "API gives up on it (an upload is then stored, with a warning).")
+
+    @model_validator(mode="after")
+    def _downloads_leave_threads_free(self) -> ApiSettings:
+        if self.csv_streams >= self.threads:
+            raise ValueError(f"API_CSV_STREAMS ({self.csv_streams}) must be below API_THREADS ({self.threads}), so "
+                             "that CSV downloads to slow clients never take every thread of a worker")
+        return self
 
     def airflow_base_url(self) -> str:
         return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")

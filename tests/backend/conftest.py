@@ -76,8 +76,9 @@ def keys(warehouse) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def api(warehouse, dbt_manifest):
+    # Tests call far more often than a client may, and fail to authenticate on purpose: no limits.
     return create_app(ApiSettings(database_url=warehouse.database_url, max_page_size=50, default_page_size=20,
-                                  rate_limit=""))  # tests call far more often than a client may
+                                  rate_limit="", auth_failure_limit=""))
 
 
 @pytest.fixture
