@@ -159,8 +159,10 @@ class CsvExport:
             self._leave()
 
     def _append(self, chunk: str) -> None:
-        data = chunk.encode()
-        self._spool.write(data)  # unbuffered: readable by the response as soon as it is counted
+        data = memoryview(chunk.encode())
+        written = 0
+        while written < len(data):  # unbuffered (readable by the response as soon as it is counted), so it may be short
+            written += self._spool.write(data[written:])
         with self._cond:
             self._written += len(data)
             self._cond.notify_all()
