@@ -24,7 +24,8 @@ ENV PYTHONUNBUFFERED=1 \
     DO_NOT_TRACK=1 \
     SCARF_ANALYTICS=false \
     DBT_SEND_ANONYMOUS_USAGE_STATS=false \
-    API_WORKERS=2
+    API_WORKERS=2 \
+    API_THREADS=8
 
 # Same uid/gid as the official Airflow image, so volumes move between the two without chown.
 RUN groupadd --system --gid 50000 app \
@@ -56,5 +57,6 @@ USER app
 
 EXPOSE 5000 8080
 
-# Shell form through sh -c only to expand API_WORKERS; exec hands PID 1 (and SIGTERM) to gunicorn.
-CMD ["sh", "-c", "exec gunicorn -c python:backend.gunicorn_conf --bind 0.0.0.0:5000 --workers \"${API_WORKERS}\" 'backend.app:create_app()'"]
+# gunicorn is PID 1 (it gets SIGTERM). Workers, threads and the worker class come from backend/gunicorn_conf.py,
+# which reads API_WORKERS and API_THREADS.
+CMD ["gunicorn", "-c", "python:backend.gunicorn_conf", "--bind", "0.0.0.0:5000", "backend.app:create_app()"]

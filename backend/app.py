@@ -21,6 +21,10 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     app.config["ELT_SETTINGS"] = elt_settings
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.upload_role is not None:
+        logging.getLogger(__name__).warning(
+            "API_UPLOAD_ROLE is no longer read: each drop type's contract declares the role that may drop it "
+            "(drop_role, revision_role in elt/contracts/*.yml); remove it from the environment")
 
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     db.init_app(app, settings)
@@ -33,12 +37,14 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     from backend.api.dbt_docs import bp as dbt_docs_bp
     from backend.api.facilities import bp as facilities_bp
     from backend.api.health import bp as health_bp
+    from backend.api.listing import init_app as init_listing
     from backend.api.openapi import bp as openapi_bp
     from backend.api.operations import bp as operations_bp
     from backend.api.uploads import bp as uploads_bp
     from backend.api.uploads import init_app as init_uploads
 
     init_uploads(app, settings)
+    init_listing(app, settings)
     ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp])
     for blueprint in (health_bp, facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp,
                       openapi_bp, dbt_docs_bp):

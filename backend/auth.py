@@ -8,9 +8,10 @@ gives no working key; the key is printed once, when it is created:
     ./start.sh api-key revoke 3
 
 Requests send `Authorization: Bearer <key>` (or `X-API-Key: <key>`). Roles nest, each seeing what the one
-before it sees: `analyst` (de-identified marts and bed occupancy; may drop files and follow their runs, see
-API_UPLOAD_ROLE), `clinician` (also the patient-level endpoints, every read of which is written to
-`ops.api_audit` before any row is served), `admin` (also the file ledger, GET /api/v1/drops).
+before it sees: `analyst` (de-identified marts and bed occupancy), `clinician` (also the patient-level
+endpoints, every read of which is written to `ops.api_audit` before any row is served), `admin` (also the
+file ledger, GET /api/v1/drops, and every run). Which role may drop a file of a drop type is declared in its
+contract (`drop_role`, `revision_role`: elt/contracts); a run is shown to the key that started it and to admins.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from sqlalchemy import text
 
 from backend.db import connection
 from backend.errors import ApiError
+from elt.contracts import ROLES
 
 log = logging.getLogger(__name__)
 
-ROLES = ("analyst", "clinician", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 _KEY = re.compile(r"hwk_(\d{1,18})_([A-Za-z0-9_-]{32,128})")
 HOW_TO_GET_A_KEY = "create one with `./start.sh api-key create --name NAME --role analyst|clinician|admin`"
@@ -75,11 +76,16 @@ def authenticate() -> Caller:
     return Caller(int(match.group(1)), row.role)
 
 
+def has_role(caller: Caller, role: str) -> bool:
+    """True when the caller's role is `role` or above (roles nest)."""
+    return _RANK[caller.role] >= _RANK[role]
+
+
 def require(role: str) -> Caller:
     """The authenticated caller, if its role is `role` or above; 403 otherwise."""
     caller = g.get("caller") or authenticate()
     g.caller = caller
-    if _RANK[caller.role] < _RANK[role]:
+    if not has_role(caller, role):
         raise ApiError(403, "forbidden", f"this endpoint needs the {role} role (or above); this key has {caller.role}")
     return caller
 

@@ -9,10 +9,9 @@ with API_DB_PASSWORD and API_DROPS_DB_PASSWORD; `elt init-db` creates both from 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elt.warehouse.roles import API_LOGIN, DROPS_LOGIN, Login
@@ -36,12 +35,22 @@ class ApiSettings(BaseSettings):
     max_page_size: int = Field(500, ge=1, le=10_000, description="Largest `limit` of a JSON page.")
     default_page_size: int = Field(100, ge=1, description="Rows per JSON page when `limit` is not given.")
     max_csv_rows: int = Field(1_000_000, ge=1, description="Most rows one CSV download streams (then X-Next-Cursor).")
+    # --- the server (backend/gunicorn_conf.py reads these) ------------------------------------------------------
+    workers: int = Field(2, ge=1, description="gunicorn worker processes.")
+    threads: int = Field(8, ge=2, description="Threads per worker (gthread): requests one worker serves at once. "
+                                             "A slow client holds one thread, never the worker's heartbeat.")
+    csv_streams: int = Field(4, ge=1, description="CSV downloads one worker streams at once; one more is a 503 "
+                             "with Retry-After. Below API_THREADS, so downloads to slow clients always leave "
+                             "threads for other calls.")
     db_role: str = Field("api_reader", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Postgres role the API's "
                          "connections switch to ('' keeps the login's): read access to the published marts only. "
                          "Not a boundary by itself (a connection may RESET ROLE): the login is.")
     rate_limit: str = Field("600 per minute", description="Requests per API key on /api/v1 (flask-limiter "
                             "syntax, e.g. '100 per minute; 5000 per day'); empty turns limits off.")
     rate_limit_storage: str = Field("memory://", description="Where the counters live: memory:// is per API process.")
+    auth_failure_limit: str = Field("20 per minute", description="Failed authentications (401s) one client address "
+                                    "may make on /api/v1; over it, every request from the address is a 429 until "
+                                    "the window passes. Empty turns it off.")
     freshness_hours: float = Field(26, gt=0, description="/ready calls a mart stale when its build is older than "
                                    "this (the nightly run starts at 02:00 UTC).")
     statement_timeout_ms: int = Field(5_000, ge=100, description="Postgres statement_timeout for API queries.")
@@ -55,9 +64,8 @@ class ApiSettings(BaseSettings):
     upload_max_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest file an upload or a fetch by URL "
                                   "may bring (a larger one is a 413); Flask's MAX_CONTENT_LENGTH is this plus room "
                                   "for the multipart envelope.")
-    upload_role: Literal["analyst", "clinician", "admin"] = Field(
-        "analyst", description="Role needed to drop a file and to read a run's state: analysts are the people who "
-                               "drop these files.")
+    upload_role: str | None = Field(None, description="No longer read: the role needed to drop a file is declared "
+                                    "per drop type in its contract (drop_role). Set, it only earns a warning.")
     fetch_allowed_hosts: str = Field("www.england.nhs.uk", description="Comma-separated hosts (and their subdomains) "
                                      "that /drops/from-url may fetch from; https only, public addresses only.")
     fetch_timeout_seconds: float = Field(30.0, gt=0, description="Longest a fetch by URL may take, redirects included.")
@@ -71,6 +79,13 @@ class ApiSettings(BaseSettings):
         "API_AIRFLOW_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"), description="That user's password.")
     airflow_timeout_seconds: float = Field(10.0, gt=0, description="Longest one call to Airflow may take before the "
                                            "API gives up on it (an upload is then stored, with a warning).")
+
+    @model_validator(mode="after")
+    def _downloads_leave_threads_free(self) -> ApiSettings:
+        if self.csv_streams >= self.threads:
+            raise ValueError(f"API_CSV_STREAMS ({self.csv_streams}) must be below API_THREADS ({self.threads}), so "
+                             "that CSV downloads to slow clients never take every thread of a worker")
+        return self
 
     def airflow_base_url(self) -> str:
         return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")

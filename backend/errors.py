@@ -14,9 +14,10 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **details):
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **details):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers or {}
 
 
 def envelope(status: int, code: str, message: str, **details):
@@ -27,7 +28,8 @@ def envelope(status: int, code: str, message: str, **details):
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return envelope(exc.status, exc.code, exc.message, **exc.details)
+        body, status = envelope(exc.status, exc.code, exc.message, **exc.details)
+        return body, status, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

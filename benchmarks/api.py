@@ -167,9 +167,11 @@ def main() -> int:
 
             port = free_port()
             workers = os.environ.get("API_WORKERS", "2")
-            env = {**os.environ, "DATABASE_URL": url, "API_RATE_LIMIT": "", "API_DBT_DOCS_DIR": str(root)}
-            api = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}",
-                                    "--workers", workers, "backend.wsgi:app"], env=env, cwd=REPO,
+            env = {**os.environ, "DATABASE_URL": url, "API_RATE_LIMIT": "", "API_AUTH_FAILURE_LIMIT": "",
+                   "API_DBT_DOCS_DIR": str(root), "API_WORKERS": workers}
+            # As ./start.sh runs it: backend/gunicorn_conf.py sets the (threaded) workers from API_WORKERS/API_THREADS.
+            api = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf",
+                                    "--bind", f"127.0.0.1:{port}", "backend.wsgi:app"], env=env, cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=open(root / "api.log", "w"))
             for _ in range(100):
                 try:
@@ -247,7 +249,7 @@ def main() -> int:
     deep_ratio = api_deep[2] / api_first[2]
     print(f"""
 fact table: {total:,} rows; filter record_date >= {since}: {matching:,} rows; {PAGE} per page.
-API: gunicorn, {workers} workers, on loopback, clinician key (every call checked and audited: {audited:,} audit rows).
+API: gunicorn, {workers} threaded workers (backend/gunicorn_conf.py), on loopback, clinician key (every call checked and audited: {audited:,} audit rows).
 concurrency {args.concurrency}, {args.seconds:.0f} s per scenario. Clients are threads in this process.
 
                                         req/s      p50 ms     p99 ms

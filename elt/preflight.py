@@ -8,12 +8,16 @@ next morning.
 * `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
   readers (and so the same words) as the load: a CSV's header maps to a layout; a KH03 workbook passes
   every KH03 check; another workbook has a sheet with the contract's header. Row-level problems are not
-  refusals: the load keeps bad rows aside with their reasons, as it does for any drop.
+  refusals: the load keeps bad rows aside with their reasons, as it does for any drop. It returns the
+  reporting period the contents establish (a KH03 workbook's quarter), which the API needs to tell a new
+  quarter from a revision of a loaded one.
 
-Both raise `FileRejected(rule, message)`. Pure: bytes in, nothing out; no storage, no database.
+Both raise `FileRejected(rule, message)`. Pure: bytes in, no storage, no database.
 """
 
 from __future__ import annotations
+
+from datetime import date
 
 from elt.contracts import Contract
 from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header
@@ -65,13 +69,15 @@ def check_content(extension: str, data: bytes) -> None:
     raise FileRejected("content_mismatch", f"{said} but the content is not a workbook: export it again from Excel")
 
 
-def check_drop(contract: Contract, data: bytes, source_name: str) -> None:
-    """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix."""
+def check_drop(contract: Contract, data: bytes, source_name: str) -> tuple[date, date] | None:
+    """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix. Returns the reporting
+    period the file's own contents establish (a KH03 workbook's quarter), None when its key says it."""
     if contract.format == "csv":
         _, header = read_header(iter([data]))
         map_header(contract, header)
-        return
+        return None
     if contract.reader == "kh03":
-        read_kh03(data, source_name)  # Kh03Rejected is a FileRejected
-        return
+        book = read_kh03(data, source_name)  # Kh03Rejected is a FileRejected
+        return book.period_start, book.period_end
     spreadsheet_to_csv(contract, data, source_name=source_name)
+    return None

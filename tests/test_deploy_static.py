@@ -7,6 +7,7 @@ nobody documented or silently ignores a setting in .env. These tests only read f
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -383,13 +384,33 @@ def test_dockerfile_environment_and_default_command():
     assert dags.endswith("/airflow/dags"), (
         f"AIRFLOW__CORE__DAGS_FOLDER={dags!r} is not the repository's airflow/dags"
     )
-    cmds = [args for keyword, args in dockerfile_instructions() if keyword == "CMD"]
+    cmds = [command_line(args) for keyword, args in dockerfile_instructions() if keyword == "CMD"]
     assert cmds and "gunicorn" in cmds[-1] and "backend.app:create_app()" in cmds[-1], (
         f"Dockerfile's default CMD does not serve the API with gunicorn: {cmds[-1:] or 'no CMD'}"
     )
     assert "-c python:backend.gunicorn_conf" in cmds[-1], (
         "Dockerfile's gunicorn does not load backend/gunicorn_conf.py (its access log would print query strings)"
     )
+    # The worker class, workers and threads are the config file's (threaded workers, docs/decisions): a flag on
+    # the command line would override them.
+    for flag in ("-k ", "--worker-class", "--workers", "-w ", "--threads"):
+        assert flag not in cmds[-1], f"Dockerfile's gunicorn overrides backend/gunicorn_conf.py with {flag.strip()}"
+
+
+def command_line(args: str) -> str:
+    """A CMD's arguments as one command line, whether written in exec form (a JSON array) or shell form."""
+    return " ".join(json.loads(args)) if args.startswith("[") else args
+
+
+def test_the_api_runs_threaded_workers_sized_from_the_settings(monkeypatch):
+    import importlib
+
+    import backend.gunicorn_conf
+
+    monkeypatch.setenv("API_WORKERS", "3")
+    monkeypatch.setenv("API_THREADS", "12")
+    conf = importlib.reload(backend.gunicorn_conf)
+    assert (conf.worker_class, conf.workers, conf.threads) == ("gthread", 3, 12)
 
 
 # --- README ------------------------------------------------------------------------------------------

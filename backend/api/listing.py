@@ -14,26 +14,28 @@ read it and which drop types it is built from. `serve(resource)` answers a reque
 * `meta.as_of` is when dbt built the mart (`max(built_at)`) and `meta.sources` the ledger ids of the files
   loaded for its drop types before that build;
 * `Accept: text/csv` or `format=csv` streams the rows as CSV (all matching rows unless `limit` is given),
-  with the meta as `X-*` headers.
+  with the meta as `X-*` headers: complete or visibly cut off, neutralised against spreadsheet formulas,
+  never holding the database for a slow client (backend/api/csv_export.py).
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
-from collections.abc import Callable, Iterator
+import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any, Literal
 
-from flask import Response, current_app, jsonify, request, stream_with_context
+from flask import Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from sqlalchemy import text
 
+from backend.api.csv_export import CsvExport, Meta, header_line, line_writer
 from backend.db import connection, engine
 from backend.errors import ApiError
 
@@ -141,20 +143,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return format(value, "f")  # exactly as stored: 0.2500, not 0.25 or 2.5e-1
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(jsonable(value))
-
-
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
+
+
+BIGINT = re.compile(r"-?[0-9]{1,19}")
+INVALID_CURSOR = "cursor is not one this API issued for this sort; start again without it"
 
 
 def decode_cursor(cursor: str, size: int, sort: str) -> list[Any]:
@@ -164,8 +158,37 @@ def decode_cursor(cursor: str, size: int, sort: str) -> list[Any]:
         values = None
     if (not isinstance(values, list) or len(values) != size + 1 or values[0] != sort
             or not all(isinstance(v, str) for v in values)):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued for this sort; start again without it")
+        raise ApiError(400, "invalid_cursor", INVALID_CURSOR)
     return values[1:]
+
+
+def cursor_value(value: str, column_type: str) -> Any:
+    """A cursor's value as its column's type, checked here rather than by Postgres's cast (a value that decodes
+    but does not cast, e.g. a date cursor "x", is the client's error: 400, never a 500)."""
+    try:
+        if "\x00" in value:
+            raise ValueError("NUL")  # no Postgres text holds one
+        if column_type == "integer":
+            number = int(value) if BIGINT.fullmatch(value) else None  # int() alone takes " 1_0", "１"
+            if number is None or not -(2**63) <= number < 2**63:
+                raise ValueError("not a bigint")
+            return number
+        if column_type == "number":
+            number = Decimal(value)
+            if not number.is_finite():
+                raise ValueError("not finite")
+            return number
+        if column_type == "date":
+            return date.fromisoformat(value)
+        if column_type == "datetime":
+            return datetime.fromisoformat(value)
+        if column_type == "boolean":
+            return {"True": True, "False": False}[value]
+        if column_type == "text":
+            return value
+    except (ValueError, KeyError, InvalidOperation):
+        pass
+    raise ApiError(400, "invalid_cursor", INVALID_CURSOR)
 
 
 # --- parsing ----------------------------------------------------------------------------------------------------
@@ -245,8 +268,9 @@ def plan(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None = No
         values = decode_cursor(query.cursor, len(order), sort)
         casts = []
         for index, (name, value) in enumerate(zip(order, values, strict=True)):
-            params[f"k{index}"] = value
-            casts.append(f"cast(:k{index} as {TYPES[resource.column(name).type][1]})")
+            column_type = resource.column(name).type
+            params[f"k{index}"] = cursor_value(value, column_type)
+            casts.append(f"cast(:k{index} as {TYPES[column_type][1]})")
         keyset = f"({', '.join(order)}) {'<' if descending else '>'} ({', '.join(casts)})"
     select = ", ".join(c.name for c in resource.columns)
     return Plan(select, where, keyset, params, order, descending, sort)
@@ -316,34 +340,36 @@ def serve(resource: Resource, *, before_read: Callable[[], None] | None = None,
     )
 
 
+def init_app(app: Flask, settings) -> None:
+    """The download slots of this process (API_CSV_STREAMS): see backend/api/csv_export.py."""
+    app.extensions["csv_slots"] = threading.BoundedSemaphore(settings.csv_streams)
+
+
 def _csv_response(resource: Resource, query: BaseModel, p: Plan, settings) -> Response:
+    slots: threading.BoundedSemaphore = current_app.extensions["csv_slots"]
+    if not slots.acquire(blocking=False):
+        raise ApiError(503, "too_many_downloads",
+                       f"this server streams {settings.csv_streams} CSV downloads at once (API_CSV_STREAMS) and all "
+                       "are in use; try again shortly, or page through the JSON",
+                       headers={"Retry-After": "5"})
     limit = query.limit or settings.max_csv_rows
-    conn = connection()
-    total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
-    as_of, sources = provenance(conn, resource)
-    conn.rollback()
-    names = [c.name for c in resource.columns]
 
-    def rows() -> Iterator[str]:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(names)
-        # A server-side cursor: rows go out as they come, memory stays flat however many there are.
-        with engine().connect().execution_options(stream_results=True, yield_per=2000) as conn:
-            result = conn.execute(text(_sql(resource, p, limit)), {**p.params, "limit": limit})
-            for row in result:
-                writer.writerow([csv_cell(v) for v in row])
-                if out.tell() > 64_000:
-                    yield out.getvalue()
-                    out.seek(0)
-                    out.truncate()
-        yield out.getvalue()
+    def read_meta(conn) -> Meta:
+        total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
+        as_of, sources = provenance(conn, resource)
+        return Meta(total, exact, as_of, sources)
 
-    response = Response(stream_with_context(rows()), mimetype="text/csv")
+    export = CsvExport(
+        engine(), _sql(resource, p, limit), {**p.params, "limit": limit},
+        header_line([c.name for c in resource.columns]), line_writer([c.type for c in resource.columns]),
+        read_meta, resource.name, release=slots.release).start()
+    meta = export.wait_until_ready()  # an error before the first rows is still an ordinary error response
+
+    response = Response(export, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{resource.name}.csv"'
-    response.headers["X-Total-Count"] = str(total)
-    response.headers["X-Total-Is-Exact"] = "true" if exact else "false"
-    response.headers["X-As-Of"] = jsonable(as_of) or ""
-    response.headers["X-Sources"] = ",".join(map(str, sources))
+    response.headers["X-Total-Count"] = str(meta.total)
+    response.headers["X-Total-Is-Exact"] = "true" if meta.exact else "false"
+    response.headers["X-As-Of"] = jsonable(meta.as_of) or ""
+    response.headers["X-Sources"] = ",".join(map(str, meta.sources))
     response.headers["X-Source-Table"] = resource.table
     return response

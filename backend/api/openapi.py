@@ -47,9 +47,14 @@ ENDPOINTS: list[tuple[str, Resource]] = [
 ]
 # Endpoints that are not lists (dropping files, run states) describe their own operations beside their views.
 OPERATIONS = [openapi_operations]
-ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters)",
+ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters), or a cursor this API did "
+                 "not issue for this sort (`invalid_cursor`)",
           "401": "No API key, or not a valid one", "403": "The key's role may not read this",
-          "429": "Too many requests from this key (API_RATE_LIMIT); Retry-After says when to try again", "500": "Unexpected error (logged; no detail is returned)"}
+          "429": "Too many requests from this key (API_RATE_LIMIT), or too many failed authentications from this "
+                 "address (API_AUTH_FAILURE_LIMIT); Retry-After says when to try again",
+          "500": "Unexpected error (logged; no detail is returned)",
+          "503": "The mart is not built yet (`not_built`), the query took too long (`query_timeout`), the database "
+                 "did not answer, or every CSV download of this server is in use (`too_many_downloads`, Retry-After)"}
 
 
 @lru_cache(maxsize=4)
@@ -114,7 +119,10 @@ def _parameters(resource: Resource, max_page_size: int) -> list[dict[str, Any]]:
                         "estimate (`meta.total_is_exact` says which)."},
         {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["json", "csv"]},
          "description": "`csv` (or `Accept: text/csv`) streams CSV, with the meta in X-Total-Count, X-As-Of, "
-                        "X-Sources headers."},
+                        "X-Sources headers. Text cells are quoted, and one that begins with =, +, -, @, tab, CR, LF "
+                        "or ' gets a leading ' (a spreadsheet shows it as text, never runs it as a formula). A "
+                        "download cut off half-way ends without the last chunk of its chunked body (an error in "
+                        "any HTTP/1.1 client), never as a shorter file that looks whole."},
     ]
     return params
 

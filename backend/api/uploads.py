@@ -6,14 +6,19 @@ site rather than writing to the bucket (issue 6):
 * `GET /api/v1/runs/<run_id>`: how the ingest run the drop started is going, and what became of the file.
 
 Both drops take the same path (`accept`), cheapest checks first, each refusal a 4xx that says what to do:
-the drop type is known (400, listing them); the extension is one the contract reads (415); the bytes are
+the drop type is known (400, listing them); the caller's role may drop it (403: each contract declares its
+`drop_role`; patient-level drop types need clinician or admin); the extension is one the contract reads (415); the bytes are
 what the extension says (415); the size is within API_UPLOAD_MAX_BYTES (413); the name is one the drop
 type takes under its landing prefix (400, showing the pattern); nothing waits under that key already
 (409: a waiting file is never overwritten); the file passes its contract's whole-file rules with the
-loader's own readers (422, elt/preflight.py). Then it is stored under the landing prefix, registered in
+loader's own readers (422, elt/preflight.py); a file for a period that a loaded file reports on already
+(a revised KH03 quarter, which would replace served figures) needs the contract's `revision_role` (403). Then
+it is stored under the landing prefix, registered in
 the file ledger (its `file_id` is the answer's `drop_id`) and the source system's ingest DAG is started
 with `conf {"key": ...}` through Airflow's REST API. From the moment it is stored nothing is lost: when
 Airflow cannot be reached the answer is still 202, with a warning that the nightly run will load it.
+`ops.api_runs` records which key started each run: `GET /api/v1/runs/<run_id>` shows a run to that key and to
+admins, and is a 404 for everyone else.
 
 Files go to the landing bucket with the ELT's settings (S3_*: elt/config.py), as `elt put` does. The ledger row
 is written as the login `health_api_drops` (API_DROPS_DB_PASSWORD), which may register a file and nothing else,
@@ -35,21 +40,22 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
 from backend.airflow_client import AirflowClient, AirflowError
-from backend.auth import Caller, require
+from backend.auth import Caller, has_role, require
 from backend.config import ApiSettings
 from backend.db import connection
 from backend.errors import ApiError
 from backend.fetch import FetchPolicy, FetchRefused, fetch
 from elt.config import Settings, get_settings
-from elt.contracts import Contract, load_contracts
-from elt.pipeline import register_landed
+from elt.contracts import ROLES, Contract, load_contracts
+from elt.pipeline import register_landed, reporting_period
 from elt.preflight import check_content, check_drop
 from elt.readers.csv_header import FileRejected
-from elt.storage.s3 import ObjectExists, ObjectStore
+from elt.storage.s3 import ObjectExists, ObjectStore, StoredObject
 
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
@@ -119,6 +125,7 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
         raise ApiError(400, "unknown_drop_type", f"{shown}: send drop_type, one of {', '.join(sorted(contracts))}",
                        allowed=sorted(contracts))
     contract = contracts[drop_type]
+    _may_drop(contract, caller, contract.drop_role, "")
     allowed = extensions(contract)
     file_name = safe_name(name)
     if not file_name:
@@ -158,7 +165,7 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
                        f"{key} already waits to be loaded (since {waiting.last_modified:%Y-%m-%d %H:%M} UTC); it is "
                        f"never overwritten: wait until it has been loaded, or send this file under another name")
     try:
-        check_drop(contract, data, file_name)
+        period = check_drop(contract, data, file_name) or _key_period(contract, key)
     except FileRejected as exc:
         raise ApiError(422, "contract_violation", f"{file_name} breaks the {drop_type} contract: {exc.message}",
                        rule=exc.rule) from None
@@ -167,6 +174,12 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
     twin = _loaded_twin(drop_type, sha256)
     if twin is not None:  # the same bytes again: nothing new to load, nothing stored
         return _already_loaded(twin, key, drop_type, file_name, data, sha256)
+    if contract.revision_role and period is not None:
+        loaded = _loaded_for_period(drop_type, period)
+        if loaded is not None:
+            _may_drop(contract, caller, contract.role_to_drop(replaces_loaded_period=True),
+                      f" to replace the loaded file {loaded} for {period[0]:%Y-%m-%d} to {period[1]:%Y-%m-%d} (a "
+                      f"revision supersedes the figures served for that period)")
     try:
         # Atomic: of two drops racing past the check above, S3 stores one and refuses the other.
         store.put(key, data, content_type=CONTENT_TYPES[extension], only_if_absent=True)
@@ -200,6 +213,32 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
     if run_id:
         response.headers["Location"] = body["status_url"]
     return response
+
+
+def _may_drop(contract: Contract, caller: Caller, role: str, why: str) -> None:
+    """403 unless the caller has `role` (or above): the contract's drop_role, or its revision_role (`why`)."""
+    if not has_role(caller, role):
+        raise ApiError(403, "forbidden", f"{contract.drop_type} drops{why} need the {role} role (or above), as its "
+                                         f"contract declares; this key has {caller.role}", required_role=role)
+
+
+def _key_period(contract: Contract, key: str) -> tuple[Any, Any] | None:
+    """The period the key names, for a contract whose newer files supersede older ones by it (revision_role)."""
+    if not contract.revision_role or contract.reader == "kh03":
+        return None
+    period = reporting_period(contract, StoredObject("", key, "", 0, datetime.now(UTC)))
+    return period if period[0] is not None else None
+
+
+def _loaded_for_period(drop_type: str, period: tuple[Any, Any]) -> int | None:
+    """The loaded file of this drop type that reports on exactly this period, if any."""
+    conn = connection()
+    file_id = conn.execute(text(
+        "select file_id from ops.file_ledger where drop_type = :drop_type and status = 'loaded' "
+        "and period_start = :start and period_end = :end order by file_id desc limit 1"),
+        {"drop_type": drop_type, "start": period[0], "end": period[1]}).scalar()
+    conn.rollback()
+    return file_id
 
 
 def _loaded_twin(drop_type: str, sha256: str) -> dict[str, Any] | None:
@@ -247,6 +286,7 @@ def _register(key: str, elt_settings: Settings, warnings: list[str]) -> int | No
 def _trigger(dag_id: str, key: str, drop_id: int | None, caller: Caller, warnings: list[str]) -> str | None:
     """Start `dag_id` for this key; None (and a warning) when Airflow cannot be reached or refuses."""
     run_id = f"api_drop_{drop_id if drop_id is not None else 'new'}_{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+    _record_run(dag_id, run_id, key, drop_id, caller, warnings)
     note = f"Dropped through the API by key {caller.key_id}: {key}" + (f" (ledger file {drop_id})" if drop_id else "")
     try:
         run = current_app.extensions["airflow"].trigger(dag_id, {"key": key}, run_id=run_id, note=note)
@@ -258,10 +298,38 @@ def _trigger(dag_id: str, key: str, drop_id: int | None, caller: Caller, warning
     return run.get("dag_run_id") or run_id
 
 
+def _record_run(dag_id: str, run_id: str, key: str, drop_id: int | None, caller: Caller, warnings: list[str]) -> None:
+    """Who starts this run (before it is asked of Airflow): GET /runs/<run_id> shows it to that key and admins."""
+    conn = connection()
+    conn.rollback()
+    try:
+        with conn.begin():
+            conn.execute(text("set transaction read write"))  # the API's connections default to read only
+            conn.execute(text("insert into ops.api_runs (dag_id, run_id, key_id, object_key, file_id) "
+                              "values (:dag_id, :run_id, :key_id, :key, :file_id)"),
+                         {"dag_id": dag_id, "run_id": run_id, "key_id": caller.key_id, "key": key, "file_id": drop_id})
+    except SQLAlchemyError as exc:
+        log.error("run %s of %s for %s: not recorded as started by key %d: %s", run_id, dag_id, key, caller.key_id,
+                  type(getattr(exc, "orig", exc)).__name__)
+        warnings.append("The run could not be recorded as yours just now, so only an admin can follow it at its "
+                        "status_url; the file loads all the same.")
+
+
+def _runs_visible_to(caller: Caller, run_id: str) -> tuple[str, ...]:
+    """The ingest DAGs whose run `run_id` the caller may see: every one for admins, else those it started."""
+    if has_role(caller, "admin"):
+        return tuple(INGEST_DAGS.values())
+    conn = connection()
+    started = set(conn.execute(text("select dag_id from ops.api_runs where run_id = :run_id and key_id = :key_id"),
+                               {"run_id": run_id, "key_id": caller.key_id}).scalars())
+    conn.rollback()
+    return tuple(dag_id for dag_id in INGEST_DAGS.values() if dag_id in started)
+
+
 # --- the endpoints --------------------------------------------------------------------------------------------
 @bp.post("/drops")
 def upload():
-    caller = require(_settings().upload_role)
+    caller = require(ROLES[0])  # any key; the drop type's contract says which role may drop it (accept)
     try:
         upload = request.files.get("file")
         drop_type = request.form.get("drop_type")
@@ -295,12 +363,14 @@ FETCH_HINTS = {
     "fetch_failed": "check that the URL opens in a browser, then try again",
     "too_many_redirects": "use the address the file finally downloads from",
     "unresolvable_host": "check the URL",
+    "invalid_url": "check the URL (a port is 1 to 65535)",
+    "fetch_timeout": "the server is too slow: download the file and upload it with POST /api/v1/drops",
 }
 
 
 @bp.post("/drops/from-url")
 def upload_from_url():
-    caller = require(_settings().upload_role)
+    caller = require(ROLES[0])  # any key; the drop type's contract says which role may drop it (accept)
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_body", 'send JSON: {"url": "https://...", "drop_type": "..."}',
@@ -334,12 +404,13 @@ def _without_query(url: str) -> str:
 
 @bp.get("/runs/<run_id>")
 def run_state(run_id: str):
-    require(_settings().upload_role)
+    caller = require(ROLES[0])
     if not RUN_ID.fullmatch(run_id):
         raise ApiError(400, "invalid_run_id", "a run id is letters, digits and _ . ~ : + - (the `run_id` a drop "
                                               "answered with)")
     client: AirflowClient = current_app.extensions["airflow"]
-    for dag_id in INGEST_DAGS.values():
+    # A run someone else started is answered exactly like one that does not exist: its existence is not told.
+    for dag_id in _runs_visible_to(caller, run_id):
         try:
             run = client.get_run(dag_id, run_id)
         except AirflowError as exc:
@@ -354,8 +425,8 @@ def run_state(run_id: str):
                 "start_date": run.get("start_date"), "end_date": run.get("end_date"), "key": key,
                 "note": run.get("note"), "drop": _drop(key),
             })
-    raise ApiError(404, "run_not_found", f"no run {run_id} of {' or '.join(INGEST_DAGS.values())}: use the run_id "
-                                         "a drop answered with")
+    raise ApiError(404, "run_not_found", f"no run {run_id} of {' or '.join(INGEST_DAGS.values())} that this key may "
+                                         "see: use the run_id your drop answered with (admins see every run)")
 
 
 def _drop(key: Any) -> dict[str, Any] | None:
@@ -379,17 +450,29 @@ def _nullable(json_type: str, description: str, **more: Any) -> dict[str, Any]:
     return {"type": [json_type, "null"], "description": description, **more}
 
 
+def drop_roles_text(contracts: dict[str, Contract]) -> str:
+    """Who may drop what, from the contracts: one sentence for the OpenAPI document."""
+    parts = [f"`{name}`: {c.drop_role}" + (f" ({c.revision_role} to replace a loaded period's file)"
+                                           if c.revision_role and c.revision_role != c.drop_role else "")
+             for name, c in sorted(contracts.items())]
+    return ("Roles needed to drop (or above): " + "; ".join(parts) + ".") if parts else ""
+
+
 def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(paths -> method -> operation, component schemas) of the drop and run endpoints."""
     try:
-        drop_types = sorted(load_contracts(warehouse().contracts_dir))
+        contracts = load_contracts(warehouse().contracts_dir)
     except Exception:  # noqa: BLE001 - the document is still served when a contract is broken; uploads say why
-        drop_types = []
-    role = f"Role **{settings.upload_role}**" + (" or above." if settings.upload_role != "admin" else ".")
+        contracts = {}
+    drop_types = sorted(contracts)
+    role = f"Any key; the drop type's contract says which role may drop it. {drop_roles_text(contracts)}"
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     common = {
-        "401": "No API key, or not a valid one", "403": "The key's role may not drop files",
-        "429": "Too many requests from this key (API_RATE_LIMIT); Retry-After says when to try again",
+        "401": "No API key, or not a valid one",
+        "403": "The key's role may not drop this drop type, or may not replace the file loaded for its period "
+               "(`required_role` names the role needed)",
+        "429": "Too many requests from this key (API_RATE_LIMIT), or too many failed authentications from this "
+               "address (API_AUTH_FAILURE_LIMIT); Retry-After says when to try again",
         "500": "Unexpected error (logged; no detail is returned)",
     }
     drop_errors = {
@@ -414,9 +497,12 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
     drop_type = {"type": "string", "description": "The contract the file is a drop of.",
                  **({"enum": drop_types} if drop_types else {})}
     tags, security = ["drops"], [{"bearerKey": []}, {"headerKey": []}]
+    # Machine-readable beside the prose: drop type -> the least role that may drop it, and replace a loaded period.
+    roles = {"x-drop-roles": {name: {"drop_role": c.drop_role, "revision_role": c.revision_role or c.drop_role}
+                              for name, c in sorted(contracts.items())}}
     paths = {
         "/api/v1/drops": {"post": {
-            "operationId": "upload_drop", "tags": tags, "security": security,
+            "operationId": "upload_drop", "tags": tags, "security": security, **roles,
             "summary": "Drop a file (.csv, .xlsx, .xls) for a drop type: checked, stored, and its load started.",
             "description": f"{role} The file is checked before it is accepted (drop type, extension, content, size, "
                            "name, nothing waiting under the same key, the contract's file-level rules), stored under "
@@ -431,7 +517,7 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
             "responses": {**accepted, **{s: {"description": d, **error} for s, d in drop_errors.items()}},
         }},
         "/api/v1/drops/from-url": {"post": {
-            "operationId": "drop_from_url", "tags": tags, "security": security,
+            "operationId": "drop_from_url", "tags": tags, "security": security, **roles,
             "summary": "Drop a file by its URL (from an allowed host): fetched, then as an upload.",
             "description": f"{role} The file is fetched over https from a host on API_FETCH_ALLOWED_HOSTS (public "
                            "addresses only; every redirect checked again; at most API_UPLOAD_MAX_BYTES), named after "
@@ -446,13 +532,16 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
             "responses": {**accepted, **{s: {"description": d, **error} for s, d in {
                 **drop_errors,
                 "400": drop_errors["400"] + "; a body that is not the JSON described, or a URL refused before "
-                                            "fetching (host not allowed, not https, a private address)",
-                "502": "The server at the URL failed or answered an error"}.items()}},
+                                            "fetching (not a valid URL or port, host not allowed, not https, not a "
+                                            "public address)",
+                "502": "The server at the URL failed or answered an error",
+                "504": "The whole fetch (redirects and body) took longer than API_FETCH_TIMEOUT_SECONDS"}.items()}},
         }},
         "/api/v1/runs/{run_id}": {"get": {
             "operationId": "get_run", "tags": tags, "security": security,
             "summary": "The state of an ingest run a drop started, and what became of the file.",
-            "description": f"{role} Asks Airflow for the run (of {', '.join(INGEST_DAGS.values())}); `drop` is the "
+            "description": "Any key: a run is shown to the key whose drop started it, and to admins (any other "
+                           f"run is a 404). Asks Airflow for the run (of {', '.join(INGEST_DAGS.values())}); `drop` is the "
                            "file ledger's row for the run's key: `loaded`, or `quarantined`/`rejected` with the "
                            "reason in `error`.",
             "parameters": [{"name": "run_id", "in": "path", "required": True,
@@ -462,7 +551,8 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
                 "200": {"description": "The run.", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/RunState"}}}},
                 **{s: {"description": d, **error} for s, d in {
-                    "400": "Not a run id", "404": "No ingest DAG has a run with this id", **common,
+                    "400": "Not a run id", "404": "No ingest DAG has a run with this id that this key may see",
+                    **{status: text for status, text in common.items() if status != "403"},
                     "503": "Airflow did not answer"}.items()},
             },
         }},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -41,6 +41,11 @@ DATE_FORMATS = frozenset({"YYYY-MM-DD", "MM/DD/YYYY", "DD/MM/YYYY", "YYYYMMDD"})
 NUMBER_FORMATS = frozenset({"plain", "currency"})
 ValueFormat = Literal["YYYY-MM-DD", "MM/DD/YYYY", "DD/MM/YYYY", "YYYYMMDD", "plain", "currency"]
 NUMERIC_TYPES = frozenset({"smallint", "integer", "bigint", "numeric", "double precision"})
+
+# The API's roles, lowest first: each sees what the ones before it see (backend/auth.py). Declared here because a
+# contract says which of them may drop its files, and the API imports the order from here.
+Role = Literal["analyst", "clinician", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
 
 
 class ContractError(ValueError):
@@ -205,6 +210,13 @@ class Contract(BaseModel):
     natural_key: list[str]
     max_reject_share: float = Field(0.1, ge=0, le=1)
     personal_data: list[str] = Field(default_factory=list)
+    drop_role: Role = Field(
+        "admin", description="The least API role that may drop a file of this type (POST /api/v1/drops and "
+                             "/drops/from-url); admin when not declared. A drop type with personal_data needs "
+                             "clinician or admin: analysts see de-identified marts only.")
+    revision_role: Role | None = Field(
+        None, description="The least API role that may drop a file for a period a loaded file reports on already "
+                          "(it supersedes figures that are served, e.g. a revised KH03 quarter). None: drop_role.")
     columns: list[Column]
     delimiter: str = ","
     null_values: list[str] = Field(default_factory=lambda: ["", "N/A", "NA", "-", "NULL"])
@@ -238,6 +250,23 @@ class Contract(BaseModel):
         if self.format == "csv" and self.spreadsheet is not None:
             raise ValueError("spreadsheet settings are for xlsx and xls contracts, not csv")
         return self
+
+    @model_validator(mode="after")
+    def _drop_roles_fit_the_data(self) -> Contract:
+        if self.personal_data and ROLES.index(self.drop_role) < ROLES.index("clinician"):
+            raise ValueError(f"drop_role {self.drop_role!r}: a drop type with personal_data "
+                             f"({', '.join(self.personal_data)}) may be dropped by clinician or admin only")
+        if self.revision_role is not None:
+            if ROLES.index(self.revision_role) < ROLES.index(self.drop_role):
+                raise ValueError(f"revision_role {self.revision_role!r} is below drop_role {self.drop_role!r}")
+            if not self.period.supersede or (self.reader != "kh03" and not self.period.key_date_pattern):
+                raise ValueError("revision_role needs files that supersede one another (period.supersede: true) "
+                                 "and a period known before the load (a key_date_pattern, or the kh03 reader)")
+        return self
+
+    def role_to_drop(self, replaces_loaded_period: bool) -> str:
+        """The least role that may drop this file: revision_role when it would replace a loaded period's file."""
+        return (self.revision_role or self.drop_role) if replaces_loaded_period else self.drop_role
 
     @property
     def sheet_settings(self) -> Spreadsheet:

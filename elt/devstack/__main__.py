@@ -196,9 +196,9 @@ class Stack:
 
     def start_api(self) -> None:
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        service = Service("api", [gunicorn, "--bind", f"127.0.0.1:{self.api_port}", "--workers",
-                                  _env("API_WORKERS", "2"), "-c", "python:backend.gunicorn_conf", "backend.wsgi:app"],
-                          self.logs / "api.log", env=api_environment(self.env))
+        # Workers, threads and the worker class come from backend/gunicorn_conf.py (API_WORKERS, API_THREADS).
+        service = Service("api", [gunicorn, "--bind", f"127.0.0.1:{self.api_port}", "-c", "python:backend.gunicorn_conf",
+                                  "backend.wsgi:app"], self.logs / "api.log", env=api_environment(self.env))
         service.start()
         self.services.append(service)
 

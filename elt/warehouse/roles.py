@@ -7,7 +7,7 @@ Group roles (NOLOGIN): people and applications log in as their own users and are
 |---|---|
 | `warehouse_loader` | write raw tables and the ops ledger (the `elt` loader); read reject values |
 | `warehouse_transformer` | read raw views and the ledger (dbt); it creates the marts it owns |
-| `api_reader` | read core, clinical and analytics marts, the ledger, and rejects without their values; check API keys and append to the API's audit trail |
+| `api_reader` | read core, clinical and analytics marts, the ledger, and rejects without their values; check API keys and append to the API's audit trail and its record of the runs drops started |
 | `drop_registrar` | register a dropped file in the ledger: insert a `discovered` row (the columns of `ledger.register`) and nothing else |
 | `bi_reader` | read the de-identified analytics marts only |
 
@@ -114,6 +114,8 @@ def _grant_statements(raw_schemas: set[str]) -> list[tuple[str, sql.Composable]]
             columns(REGISTER_UPDATES), ident(DROP_REGISTRAR))),
         (DROP_REGISTRAR, sql.SQL("grant select ({}) on ops.file_ledger to {}").format(
             columns(REGISTERED_COLUMNS + REGISTER_RETURNS), ident(DROP_REGISTRAR))),
+        # the runs a drop started, and whose key started them (GET /api/v1/runs/<id>)
+        (API_READER, sql.SQL("grant select, insert on ops.api_runs to {}").format(ident(API_READER))),
     ]
     for role in (TRANSFORMER, API_READER):
         statements.append((role, sql.SQL("grant select ({}) on ops.load_rejects to {}").format(

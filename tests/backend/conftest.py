@@ -84,7 +84,8 @@ def api_settings(database_url: str, login_passwords: dict[str, str], **overrides
 @pytest.fixture(scope="session")
 def api(warehouse, dbt_manifest, login_passwords):
     return create_app(api_settings(warehouse.database_url, login_passwords, max_page_size=50, default_page_size=20,
-                                   rate_limit=""))  # tests call far more often than a client may
+                                   rate_limit="", auth_failure_limit=""))
+    # tests call far more often than a client may, and fail to authenticate on purpose: no limits
 
 
 @pytest.fixture

@@ -199,7 +199,7 @@ def test_an_upload_is_registered_with_the_drops_login_not_the_owner(settings, lo
         app = create_app(api_settings(settings.database_url, passwords, rate_limit="", airflow_url=airflow.url),
                          elt_settings=settings)
         client = app.test_client()
-        key = create_key(settings.database_url, "drops", "analyst")
+        key = create_key(settings.database_url, "drops", "clinician")  # triage visits are patient-level
         response = client.post("/api/v1/drops", headers={"Authorization": f"Bearer {key}"},
                                data={"drop_type": "medilink_triage_visits",
                                      "file": (BytesIO(data), "triage_visits_2026-11-14.csv")},

@@ -40,8 +40,9 @@ def airflow():
 
 @pytest.fixture
 def drops_app(settings, airflow):
-    app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="", airflow_url=airflow.url,
-                                 upload_max_bytes=200_000, fetch_timeout_seconds=3), elt_settings=settings)
+    app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="", auth_failure_limit="",
+                                 airflow_url=airflow.url, upload_max_bytes=200_000, fetch_timeout_seconds=3),
+                     elt_settings=settings)
     key = create_key(settings.database_url, "drops openapi", "analyst")
     return app, {"Authorization": f"Bearer {key}"}
 

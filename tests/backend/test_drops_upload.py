@@ -3,7 +3,9 @@ landing bucket, with a loopback server answering like Airflow 3's REST API (test
 
 A drop is stored with its bytes unchanged under its drop type's landing prefix, registered in the ledger as
 'discovered' and its ingest DAG started with conf {"key": key}; every refusal stores nothing and says why;
-once stored, nothing is lost when Airflow is away.
+once stored, nothing is lost when Airflow is away. Who may drop what is the contract's (drop_role,
+revision_role); a run is shown to the key that started it and to admins. The tests' client is a clinician
+key unless a test says otherwise (Medilink visits are patient-level).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def airflow():
 
 @pytest.fixture
 def drop_keys(settings) -> dict[str, str]:
-    return {role: create_key(settings.database_url, f"drops {role}", role) for role in ("analyst", "admin")}
+    return {role: create_key(settings.database_url, f"drops {role}", role) for role in ("analyst", "clinician", "admin")}
 
 
 def closed_port() -> int:
@@ -66,7 +68,7 @@ def make_client(settings, airflow, drop_keys, login_passwords):
     """A test client of an app on this test's warehouse and bucket, sending a key of `role`; the app logs in as
     its own logins, so a drop is registered as health_api_drops."""
 
-    def make(role: str | None = "analyst", fetch_policy: FetchPolicy | None = None, **overrides):
+    def make(role: str | None = "clinician", fetch_policy: FetchPolicy | None = None, **overrides):
         api = api_settings(settings.database_url, login_passwords, **{"rate_limit": "", "airflow_url": airflow.url,
                                                                        **overrides})
         app = create_app(api, elt_settings=settings)
@@ -176,7 +178,7 @@ def test_a_source_system_without_a_dag_is_stored_and_told_how_it_loads(settings,
     app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="", airflow_url=airflow.url),
                      elt_settings=elt_settings)
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {drop_keys['analyst']}"
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {drop_keys['clinician']}"  # claims name members
     data = (b"ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,DiagnosisCode,ProcedureCode,BilledAmount\n"
             b"C1,M1,1234567890,2024-01-31,2024-01-30,E11.9,99213,120.00\n")
     response = upload(client, "claims", "bluecross_2024-01.csv", data)
@@ -268,14 +270,86 @@ def test_a_missing_file_part_is_a_400(client):
     assert response.status_code == 400 and "-F file=@" in response.get_json()["error"]["message"]
 
 
-def test_dropping_needs_a_key_and_the_upload_role(make_client, medilink, store):
+def test_dropping_needs_a_key(make_client, medilink, store):
     data = medilink["triage_visits_2026-11-14.csv"]
     response = upload(make_client(role=None), "medilink_triage_visits", "triage_visits_2026-11-14.csv", data)
     assert response.status_code == 401
-    response = upload(make_client(upload_role="admin"), "medilink_triage_visits", "triage_visits_2026-11-14.csv", data)
-    assert response.status_code == 403 and "admin" in response.get_json()["error"]["message"]
-    assert make_client(upload_role="admin").get("/api/v1/runs/x").status_code == 403
     assert stored_keys(store) == []
+
+
+# --- who may drop what: each contract's drop_role and revision_role ------------------------------------------------
+PATIENT_LEVEL_DROPS = [
+    ("medilink_patients", "patients_2026-11-14.csv"), ("medilink_medical_records", "medical_records_2026-11-14.csv"),
+    ("medilink_triage_visits", "triage_visits_2026-11-14.csv"),
+]
+
+
+@pytest.mark.parametrize(("drop_type", "name"), PATIENT_LEVEL_DROPS)
+def test_an_analyst_may_not_drop_patient_level_files_a_clinician_may(make_client, store, db, airflow, medilink,
+                                                                     drop_type, name):
+    response = upload(make_client("analyst"), drop_type, name, medilink[name])
+    error = response.get_json()["error"]
+    assert (response.status_code, error["code"], error["required_role"]) == (403, "forbidden", "clinician")
+    assert drop_type in error["message"] and "clinician" in error["message"] and "analyst" in error["message"]
+    assert stored_keys(store) == [] and ledger(db) == [] and airflow.requests == []
+    assert upload(make_client("clinician"), drop_type, name, medilink[name]).status_code == 202
+    assert stored_keys(store) == [f"medical_records/input/{name}"]
+
+
+def test_the_role_to_drop_is_read_from_the_contract(settings, airflow, drop_keys, tmp_path, medilink, store):
+    """No list of drop types and roles in the API: a contract that asks for admin gets admin."""
+    for path in settings.contracts_dir.glob("*.yml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    facilities = tmp_path / "medilink_facilities.yml"
+    facilities.write_text(facilities.read_text().replace("drop_role: analyst", "drop_role: admin"))
+    app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="", airflow_url=airflow.url),
+                     elt_settings=settings.model_copy(update={"contracts_dir": tmp_path}))
+    data, name = medilink["facilities_2026-11-14.csv"], "facilities_2026-11-14.csv"
+    for role, status in (("analyst", 403), ("clinician", 403), ("admin", 202)):
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {drop_keys[role]}"
+        assert upload(client, "medilink_facilities", name, data).status_code == status, role
+    document = app.test_client().get("/openapi.json").get_json()["paths"]["/api/v1/drops"]["post"]
+    assert document["x-drop-roles"]["medilink_facilities"] == {"drop_role": "admin", "revision_role": "admin"}
+
+
+def test_the_openapi_document_tells_the_role_of_every_drop_type(client, settings):
+    from elt.contracts import load_contracts
+
+    contracts = load_contracts(settings.contracts_dir)
+    operation = client.get("/openapi.json").get_json()["paths"]["/api/v1/drops"]["post"]
+    assert operation["x-drop-roles"] == {name: {"drop_role": c.drop_role, "revision_role": c.revision_role or c.drop_role}
+                                         for name, c in contracts.items()}
+    for name, contract in contracts.items():
+        assert f"`{name}`: {contract.drop_role}" in operation["description"]
+    assert operation["x-drop-roles"]["medilink_patients"]["drop_role"] == "clinician"
+    assert operation["x-drop-roles"]["nhs_kh03_overnight"] == {"drop_role": "analyst", "revision_role": "admin"}
+
+
+def test_an_analyst_may_add_a_kh03_quarter_but_only_an_admin_may_replace_a_loaded_one(make_client, store, db,
+                                                                                     settings, airflow):
+    """The first edition of a quarter is the analyst's to drop; a revision supersedes figures that are served."""
+    from elt.pipeline import ingest_file
+
+    analyst, admin = make_client("analyst"), make_client("admin")
+    first = upload(analyst, "nhs_kh03_overnight", KH03_NAME, build_kh03())
+    assert first.status_code == 202, first.get_json()
+    assert ingest_file(first.get_json()["key"], settings=settings).status == "loaded"  # what the run does
+
+    revised = build_kh03(Kh03Spec(published="20th December 2020"))  # the same quarter, published again
+    response = upload(analyst, "nhs_kh03_overnight", "Beds-Open-Overnight-Q2-2020-21-revised.xlsx", revised)
+    error = response.get_json()["error"]
+    assert (response.status_code, error["code"], error["required_role"]) == (403, "forbidden", "admin")
+    loaded = first.get_json()["drop_id"]
+    assert f"loaded file {loaded}" in error["message"] and "2020-07-01 to 2020-09-30" in error["message"]
+    assert [row[0] for row in ledger(db)] == [loaded] and len(airflow.triggers()) == 1
+
+    # Another quarter is new: the analyst may add it.
+    q3 = build_kh03(Kh03Spec(period_text="October to December 2020", period_end="December"))
+    assert upload(analyst, "nhs_kh03_overnight", "Beds-Open-Overnight-Q3-2020-21.xlsx", q3).status_code == 202
+    # The revision, by an admin.
+    response = upload(admin, "nhs_kh03_overnight", "Beds-Open-Overnight-Q2-2020-21-revised.xlsx", revised)
+    assert response.status_code == 202, response.get_json()
 
 
 # --- Airflow away: stored, registered, a warning ------------------------------------------------------------------
@@ -398,6 +472,15 @@ def test_only_the_allowed_hosts_are_fetched_from(make_client, store):
     assert error["code"] == "private_address"
 
 
+@pytest.mark.parametrize("url", ["https://www.england.nhs.uk:99999/kh03.xlsx", "https://www.england.nhs.uk:x/kh03.xlsx",
+                                 "https://[www.england.nhs.uk/kh03.xlsx"])
+def test_a_url_that_does_not_parse_is_a_400_not_a_server_error(client, store, url):
+    response = from_url(client, url, "nhs_kh03_overnight")
+    error = response.get_json()["error"]
+    assert (response.status_code, error["code"]) == (400, "invalid_url")
+    assert "check the URL" in error["message"] and stored_keys(store) == []
+
+
 @pytest.mark.parametrize("body", [None, [], {"url": "https://www.england.nhs.uk/x.xlsx"},
                                   {"url": "https://www.england.nhs.uk/x.xlsx", "drop_type": "x", "extra": 1}])
 def test_a_body_that_is_not_the_json_described_is_a_400(client, body):
@@ -425,15 +508,18 @@ def test_a_run_says_how_the_load_is_going(client, airflow, medilink, db):
     assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["medilink_ingest"] * 2
 
 
-def test_a_run_of_the_nhs_dag_is_found_too(client, airflow):
+def test_a_run_of_the_nhs_dag_is_found_too_by_an_admin(make_client, airflow):
     airflow.runs[("nhs_beds_ingest", "scheduled__2026-11-15T02:00:00+00:00")] = {
         "dag_run_id": "scheduled__2026-11-15T02:00:00+00:00", "state": "running", "run_type": "scheduled",
         "queued_at": None, "start_date": "2026-11-15T02:00:01Z", "end_date": None, "conf": {}, "note": None}
-    run = client.get("/api/v1/runs/scheduled__2026-11-15T02:00:00+00:00").get_json()
+    run = make_client("admin").get("/api/v1/runs/scheduled__2026-11-15T02:00:00+00:00").get_json()
     assert (run["dag_id"], run["state"], run["key"], run["drop"]) == ("nhs_beds_ingest", "running", None, None)
+    # Nobody's drop started it: only admins see it.
+    assert make_client("clinician").get("/api/v1/runs/scheduled__2026-11-15T02:00:00+00:00").status_code == 404
 
 
-def test_an_unknown_run_is_a_404_and_a_bad_id_a_400(client, airflow):
+def test_an_unknown_run_is_a_404_and_a_bad_id_a_400(make_client, airflow):
+    client = make_client("admin")
     response = client.get("/api/v1/runs/manual__nothing")
     assert response.status_code == 404 and "medilink_ingest" in response.get_json()["error"]["message"]
     assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["medilink_ingest", "nhs_beds_ingest"]
@@ -441,8 +527,34 @@ def test_an_unknown_run_is_a_404_and_a_bad_id_a_400(client, airflow):
     assert client.get("/api/v1/runs/" + "x" * 251).status_code == 400
 
 
+def test_a_run_and_its_files_ledger_error_are_shown_only_to_the_key_that_started_it_and_admins(
+        settings, make_client, airflow, drop_keys, db, kh03):
+    """Another caller cannot read a run, nor so the ledger error of the file it loaded; it is answered as a run that
+    does not exist."""
+    starter = make_client("analyst")
+    body = upload(starter, "nhs_kh03_overnight", KH03_NAME, kh03).get_json()
+    db.execute("update ops.file_ledger set status = 'quarantined', error = 'bad_value: Org Code R1H ...' "
+               "where file_id = %s", (body["drop_id"],))
+    other_analyst = create_key(settings.database_url, "another analyst", "analyst")
+    for headers in ({"Authorization": f"Bearer {other_analyst}"}, {"Authorization": f"Bearer {drop_keys['clinician']}"}):
+        response = starter.get(body["status_url"], headers=headers)
+        error = response.get_json()["error"]
+        assert (response.status_code, error["code"]) == (404, "run_not_found")  # as if there were no such run
+        assert "bad_value" not in response.get_data(as_text=True)
+    unknown = starter.get("/api/v1/runs/api_drop_999_20261203T101500123456Z",
+                          headers={"Authorization": f"Bearer {other_analyst}"})
+    assert unknown.get_json()["error"]["message"] == error["message"].replace(body["run_id"], "api_drop_999_20261203T101500123456Z")
+    assert [r.path for r in airflow.calls("GET")] == []  # nothing was even asked of Airflow for them
+    mine = starter.get(body["status_url"]).get_json()
+    assert mine["drop"]["error"] == "bad_value: Org Code R1H ..."
+    assert make_client("admin").get(body["status_url"]).get_json()["drop"]["drop_id"] == body["drop_id"]
+    assert db.execute("select key_id, object_key, file_id from ops.api_runs where run_id = %s",
+                      (body["run_id"],)).fetchall() == [(int(drop_keys["analyst"].split("_")[1]), body["key"],
+                                                          body["drop_id"])]
+
+
 def test_runs_answer_503_when_airflow_is_away(make_client):
-    client = make_client(airflow_url=f"http://127.0.0.1:{closed_port()}", airflow_timeout_seconds=2)
+    client = make_client("admin", airflow_url=f"http://127.0.0.1:{closed_port()}", airflow_timeout_seconds=2)
     response = client.get("/api/v1/runs/manual__x")
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "airflow_unavailable"
 

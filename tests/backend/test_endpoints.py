@@ -4,8 +4,10 @@ written here, never through the API's own query builder."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -132,6 +134,35 @@ def test_a_cursor_is_only_valid_for_its_own_sort(call):
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_cursor"
 
 
+# Values that decode but fit no column of their type (Postgres's cast would refuse them): a cursor is the client's
+# to send back, so a tampered one is the client's error.
+NOT_OF_TYPE = {"date": ["x", "2026-02-30", "20261"], "datetime": ["x", "2026-13-01T00:00:00"],
+               "integer": ["x", "1.5", "9" * 30, "１２"], "number": ["x", "NaN", "1e999999999"],
+               "boolean": ["maybe", "1"], "text": ["a\x00b"]}
+
+
+def _with_value(cursor: str, position: int, value: str) -> str:
+    values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    values[position + 1] = value  # values[0] is the sort the cursor belongs to
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("path", list(BY_PATH))
+def test_a_cursor_that_decodes_but_does_not_fit_its_columns_is_a_400(call, path):
+    resource = BY_PATH[path]
+    for sort in resource.sort_choices():
+        cursor = call(path, query_string={"sort": sort, "limit": 1}).get_json()["meta"]["next_cursor"]
+        assert cursor, (path, sort)
+        order = [sort.lstrip("-"), *(k for k in resource.key if k != sort.lstrip("-"))]
+        for position, name in enumerate(order):
+            for value in NOT_OF_TYPE[resource.column(name).type]:
+                response = call(path, query_string={"sort": sort, "limit": 1,
+                                                    "cursor": _with_value(cursor, position, value)})
+                assert response.status_code == 400, (sort, name, value, response.status_code)
+                assert response.get_json()["error"]["code"] == "invalid_cursor"
+        assert call(path, query_string={"sort": sort, "limit": 1, "cursor": cursor}).status_code == 200
+
+
 def test_date_ranges_are_inclusive(call, wdb):
     day = date(2026, 11, 10)
     rows, _ = walk(call, "/api/v1/triage-trends", visit_date_from=str(day - timedelta(days=2)), visit_date_to=str(day))
@@ -235,22 +266,24 @@ def _csv(response) -> list[dict]:
     return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
 
 
-def _as_csv_cell(value) -> str:
+def _as_csv_cell(value, column_type: str) -> str:
     if value is None:
         return ""
     if isinstance(value, list):
-        return ";".join(value)
+        value = ";".join(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if column_type in ("text", "text[]") and str(value)[:1] in ("=", "+", "-", "@", "\t", "\r", "\n", "'"):
+        return "'" + str(value)  # a phone number such as +234..., neutralised against spreadsheet formulas
     return str(value)
 
 
-def _same_cell(csv_value: str, json_value) -> bool:
+def _same_cell(csv_value: str, json_value, column_type: str) -> bool:
     """CSV writes numerics exactly as stored (0.2500); JSON gives them as numbers (0.25), i.e. the nearest double
     (a bed-occupancy rate such as 0.88913428571428571429 is 0.8891342857142857 in JSON)."""
     if isinstance(json_value, float) and csv_value:
         return float(Decimal(csv_value)) == json_value
-    return csv_value == _as_csv_cell(json_value)
+    return csv_value == _as_csv_cell(json_value, column_type)
 
 
 @pytest.mark.parametrize("path", list(BY_PATH))
@@ -269,7 +302,8 @@ def test_csv_holds_what_json_holds(call, wdb, path):
     assert list(rows[0]) == [c.name for c in resource.columns]
     # Every row, not a page: CSV is the spreadsheet user's whole answer.
     assert len(rows) == len(expected)
-    assert all(_same_cell(got[k], v) for got, row in zip(rows, expected, strict=True) for k, v in row.items())
+    assert all(_same_cell(got[k], v, resource.column(k).type)
+               for got, row in zip(rows, expected, strict=True) for k, v in row.items())
 
 
 def test_csv_numbers_are_written_exactly_as_stored(call, wdb):

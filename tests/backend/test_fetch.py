@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -25,8 +26,27 @@ class Handler(BaseHTTPRequestHandler):
             "/moved-off-list": lambda: self._redirect(f"http://127.0.0.1:{self.server.server_port}/kh03.xlsx"),
             "/moved-to-metadata": lambda: self._redirect("http://169.254.169.254/latest/meta-data/"),
             "/loop": lambda: self._redirect("/loop"),
+            "/trickle.xlsx": self._trickle,
         }
+        if self.path.startswith("/slow-hop/"):  # each hop answers after 0.4 s; /slow-hop/0 is the file
+            time.sleep(0.4)
+            left = int(self.path.rsplit("/", 1)[1])
+            return self._redirect(f"/slow-hop/{left - 1}") if left else self._send(200, WORKBOOK, length=True)
         routes.get(self.path, lambda: self._send(404, b"not here", length=True))()
+
+    def _trickle(self) -> None:
+        """A byte every 0.1 s: each read returns quickly, the whole body takes 4 s."""
+        body = WORKBOOK[:40]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:  # the fetch gave up and shut the connection
+            pass
 
     def _send(self, status: int, body: bytes, *, length: bool) -> None:
         self.send_response(status)
@@ -98,6 +118,58 @@ def test_urls_that_could_reach_what_they_should_not_are_refused_before_any_reque
     with pytest.raises(FetchRefused) as refused:
         fetch(url, policy)
     assert refused.value.code == code
+
+
+# Not globally reachable (ipaddress's is_global), or carrying such an IPv4 address: shared address space
+# (carrier-grade NAT), documentation, benchmarking, reserved, multicast, IPv4-mapped loopback, NAT64 and 6to4
+# spellings of 127.0.0.1, unique-local and link-local IPv6.
+NOT_GLOBAL = ["100.64.0.1", "100.127.255.254", "192.0.2.1", "198.18.0.1", "240.0.0.1", "224.0.0.1",
+              "::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1", "fd00::1", "fe80::1"]
+
+
+@pytest.mark.parametrize("address", NOT_GLOBAL)
+def test_addresses_that_are_not_globally_reachable_are_never_fetched(address):
+    host = f"[{address}]" if ":" in address else address
+    policy = FetchPolicy(allowed_hosts=(address,), timeout_seconds=2)  # on the list: only the address refuses it
+    with pytest.raises(FetchRefused) as refused:
+        fetch(f"https://{host}/kh03.xlsx", policy)
+    assert (refused.value.code, refused.value.status) == ("private_address", 400)
+
+
+def test_global_addresses_are_public_including_their_ipv6_spellings():
+    import ipaddress
+
+    from backend.fetch import is_public
+
+    for address in ("8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1"):
+        assert is_public(ipaddress.ip_address(address)), address
+    assert not any(is_public(ipaddress.ip_address(address)) for address in NOT_GLOBAL)
+
+
+@pytest.mark.parametrize("url", ["https://www.england.nhs.uk:0/kh03.xlsx", "https://www.england.nhs.uk:99999/kh03.xlsx",
+                                 "https://www.england.nhs.uk:x/kh03.xlsx", "https://www.england.nhs.uk:-1/kh03.xlsx",
+                                 "https://[www.england.nhs.uk/kh03.xlsx"])
+def test_a_url_with_a_bad_port_or_host_is_refused_as_invalid(url):
+    with pytest.raises(FetchRefused) as refused:
+        fetch(url, FetchPolicy(timeout_seconds=2))
+    assert (refused.value.code, refused.value.status) == ("invalid_url", 400)
+
+
+def test_the_timeout_bounds_the_whole_fetch_not_each_read(server):
+    """Each byte of the body comes within the timeout; the whole body does not."""
+    with pytest.raises(FetchRefused) as refused:
+        fetch(f"{server}/trickle.xlsx", FetchPolicy(allowed_hosts=("localhost",), allow_http=True,
+                                                    allow_private_addresses=True, timeout_seconds=1))
+    assert (refused.value.code, refused.value.status) == ("fetch_timeout", 504)
+
+
+def test_the_timeout_bounds_every_redirect_together(server):
+    """Four hops of 0.4 s each (three redirects, then the file): every hop within a 1 s timeout, the chain not."""
+    policy = FetchPolicy(allowed_hosts=("localhost",), allow_http=True, allow_private_addresses=True,
+                         timeout_seconds=1)
+    with pytest.raises(FetchRefused) as refused:
+        fetch(f"{server}/slow-hop/3", policy)
+    assert refused.value.code == "fetch_timeout"
 
 
 @pytest.fixture(scope="module")

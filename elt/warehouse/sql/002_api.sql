@@ -24,3 +24,16 @@ create table if not exists ops.api_audit (
     remote_addr text
 );
 create index if not exists api_audit_key_at_idx on ops.api_audit (key_id, at);
+
+-- The ingest runs the API started for a drop, and which key started each: GET /api/v1/runs/<run_id> shows a run
+-- (and its file's ledger row) to that key and to admins only. Written before the run is asked of Airflow.
+create table if not exists ops.api_runs (
+    dag_id      text        not null,
+    run_id      text        not null,
+    key_id      bigint      not null references ops.api_keys (key_id),
+    object_key  text        not null,
+    file_id     bigint,
+    created_at  timestamptz not null default now(),
+    primary key (dag_id, run_id)
+);
+create index if not exists api_runs_run_id_idx on ops.api_runs (run_id);

@@ -1,0 +1,221 @@
+"""CSV downloads under the production server (gunicorn, as ./start.sh and the image run it, on loopback) with
+clients that read at a few KB/s: every download arrives whole or visibly broken, and slow ones never keep the
+server from answering everyone else.
+
+The slow clients shrink their receive buffer so that the kernel cannot swallow the file for them; the server's
+own send buffer still takes about 2 MB on loopback, so the mart here makes a CSV of several MB. gunicorn runs
+with a worker timeout of 4 s instead of 30, so that a download outlasting it takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backend.auth import create_key
+from elt.devstack.servers import free_port
+from tests.backend.conftest import FACILITY_PERFORMANCE_DDL
+
+ROWS = 30_000
+SLOW_READS = 32  # reads of 2 KB every 0.25 s (8 KB/s): at least 8 s, twice the worker timeout
+GATE_ROW = 20_000  # the row the failing stream stops at (below)
+
+# 30,000 facilities of about 180 bytes of CSV each: some 5 MB, more than loopback's buffers hold.
+FILL = f"""
+insert into analytics.facility_performance (facility_id, facility_name, state, lga, facility_type, patient_count,
+    medical_record_count, triage_visit_count, urgent_visit_count, avg_triage_level, first_visit_date, last_visit_date,
+    active_days, avg_daily_visits, volume_band, built_at)
+select 'f' || lpad(n::text, 6, '0'), 'Facility ' || lpad(n::text, 6, '0') || ' of the streaming test', 'Oyo',
+    'Ibadan North', 'Primary Health Center', n, n % 17, n % 101, n % 7, 2.5, date '2026-11-01', date '2026-11-14',
+    14, 1.25, 'Low', now()
+from generate_series(1, {ROWS}) as n;
+analyze analytics.facility_performance;
+"""  # noqa: S608 - the module's own constants
+
+
+class SmallBuffer(http.client.HTTPConnection):
+    """A client with a 4 KB receive buffer: it takes what it reads, and no more."""
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect((self.host, self.port))
+
+
+def start_gunicorn(database_url: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf", "--bind",
+         f"127.0.0.1:{port}", "--timeout", "4", "backend.wsgi:app"],
+        env={**os.environ, "DATABASE_URL": database_url, "API_WORKERS": "1", "API_RATE_LIMIT": "",
+             "API_AUTH_FAILURE_LIMIT": "", **env},
+        stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return server, port
+        except OSError:
+            time.sleep(0.1)
+    server.terminate()
+    raise AssertionError("gunicorn did not answer: " + (tmp_path / "gunicorn.log").read_text()[-2000:])
+
+
+@pytest.fixture
+def served(settings, db, tmp_path):
+    db.execute(FACILITY_PERFORMANCE_DDL)
+    db.execute(FILL)
+    key = create_key(settings.database_url, "streaming", "analyst")
+    server, port = start_gunicorn(settings.database_url, tmp_path)
+    yield port, {"Authorization": f"Bearer {key}"}
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def slow_download(port: int, headers: dict, path: str, started: threading.Event, others_done: threading.Event,
+                  results: dict, name: str) -> None:
+    """Read 2 KB every 0.25 s, at least SLOW_READS times and until the other callers are answered, then the rest
+    at full speed. http.client raises IncompleteRead when a chunked body ends without its last chunk."""
+    conn = SmallBuffer("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        started.set()
+        body, reads = bytearray(), 0
+        while reads < SLOW_READS or not others_done.is_set():
+            chunk = response.read(2048)
+            if not chunk:
+                break
+            body += chunk
+            reads += 1
+            time.sleep(0.25)
+        body += response.read()
+        results[name] = (response.status, response.headers, bytes(body))
+    except (http.client.HTTPException, OSError) as exc:
+        results[name] = exc
+    finally:
+        started.set()
+        conn.close()
+
+
+def test_slow_downloads_arrive_whole_and_others_are_answered_meanwhile(served, db):
+    port, headers = served
+    expected_ids = [r[0] for r in db.execute("select facility_id from analytics.facility_performance "
+                                             "order by facility_name, facility_id")]
+    others_done, results, threads, started = threading.Event(), {}, [], []
+    for name in ("slow-1", "slow-2"):
+        started.append(threading.Event())
+        threads.append(threading.Thread(target=slow_download, args=(
+            port, headers, "/api/v1/facilities?format=csv", started[-1], others_done, results, name)))
+        threads[-1].start()
+    for event in started:
+        event.wait(timeout=60)
+
+    # While both slow downloads are in progress, other callers are answered (a generous socket timeout; no clock).
+    answers = []
+    for path in ("/health", "/api/v1/facilities?limit=5", "/api/v1/facilities?format=csv&state=Oyo&limit=10"):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                answers.append((response.status, len(response.read())))
+        except OSError as exc:
+            answers.append((type(exc).__name__, 0))
+    in_progress = [name for name in ("slow-1", "slow-2") if name not in results]
+    others_done.set()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert [status for status, _ in answers] == [200, 200, 200], answers
+    assert in_progress == ["slow-1", "slow-2"]  # they were answered while both downloads went on
+    for name in ("slow-1", "slow-2"):
+        result = results[name]
+        assert not isinstance(result, Exception), f"{name}: {result!r}"
+        status, response_headers, body = result
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+        assert status == 200 and body.endswith(b"\r\n")
+        assert int(response_headers["X-Total-Count"]) == len(rows) == ROWS
+        assert [row["facility_id"] for row in rows] == expected_ids
+
+
+# --- a stream that fails half-way --------------------------------------------------------------------------------
+# The mart is a view whose row GATE_ROW waits for an advisory lock the test holds, but only inside a cursor (the
+# download's rows, not its count): the download has sent thousands of rows when its connection is terminated.
+# The gate is declared stable so that the view is merged into the query, and (a costly function, under a LIMIT)
+# evaluated only for each row as it is fetched, after the sort.
+GATED = f"""
+create schema if not exists analytics;
+create table analytics.facility_rows (like analytics.facility_performance);
+insert into analytics.facility_rows select * from analytics.facility_performance;
+create index on analytics.facility_rows (facility_name, facility_id);
+drop table analytics.facility_performance;
+create function analytics.gate(value text, facility_id text) returns text language plpgsql stable as $$
+begin
+    if facility_id = 'f{GATE_ROW:06d}' and exists (select 1 from pg_cursors) then
+        perform pg_advisory_lock_shared(4242);
+        perform pg_advisory_unlock_shared(4242);
+    end if;
+    return value;
+end $$;
+create view analytics.facility_performance as
+    select facility_id, facility_name, state, analytics.gate(lga, facility_id) as lga, facility_type, patient_count,
+        medical_record_count, triage_visit_count, urgent_visit_count, avg_triage_level, first_visit_date,
+        last_visit_date, active_days, avg_daily_visits, volume_band, built_at
+    from analytics.facility_rows;
+grant select on analytics.facility_performance to api_reader;
+"""  # noqa: S608 - the module's own constants
+
+
+def test_a_stream_that_fails_half_way_ends_without_its_last_chunk(settings, db, tmp_path):
+    db.execute(FACILITY_PERFORMANCE_DDL)
+    db.execute(FILL)
+    db.execute(GATED)
+    key = create_key(settings.database_url, "streaming", "analyst")
+    server, port = start_gunicorn(settings.database_url, tmp_path, API_STATEMENT_TIMEOUT_MS="600000")
+    holder = psycopg.connect(settings.database_url, autocommit=True)
+    try:
+        holder.execute("select pg_advisory_lock(4242)")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("GET", "/api/v1/facilities?format=csv", headers={"Authorization": f"Bearer {key}"})
+        response = conn.getresponse()
+        assert response.status == 200 and int(response.headers["X-Total-Count"]) == ROWS
+        pid = None
+        for _ in range(600):  # until the download's query waits at the gate
+            row = db.execute("select pid from pg_stat_activity where application_name = 'health-api' "
+                             "and wait_event_type = 'Lock' and wait_event = 'advisory'").fetchone()
+            if row:
+                pid = row[0]
+                break
+            time.sleep(0.1)
+        assert pid is not None, "the download never reached the gate row"
+        assert db.execute("select pg_terminate_backend(%s)", (pid,)).fetchone()[0] is True
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            response.read()
+        received = cut.value.partial.decode()
+        assert 0 < received.count("\r\n") - 1 < GATE_ROW  # rows were sent, but not all of them
+        conn.close()
+
+        holder.execute("select pg_advisory_unlock(4242)")
+        # The worker carries on: the next download is whole.
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/facilities?format=csv",
+                headers={"Authorization": f"Bearer {key}"}), timeout=120) as again:
+            assert len(list(csv.DictReader(io.StringIO(again.read().decode())))) == ROWS
+    finally:
+        holder.close()
+        server.terminate()
+        server.wait(timeout=30)
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert "Error handling request" in log and "Facility 0" not in log  # logged, without a row's values
