@@ -8,12 +8,14 @@ and why. A run is (dag_id, run_id): scheduled run ids repeat across DAGs.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import traceback
 from datetime import datetime
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import ReadTimeoutError
 
 from elt.config import Settings, get_settings
 
@@ -33,6 +35,37 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def blames_the_file(exc: BaseException) -> bool:
+    """True when a failure that a retry cannot cure came from this file's content: a reader tripping over it, or
+    a Postgres data exception (SQLSTATE class 22). False for the warehouse (a missing table, a privilege) and the
+    object store, which would fail every file alike: quarantining all of them would not help."""
+    if is_transient(exc):
+        return False
+    if isinstance(exc, psycopg.Error):
+        return isinstance(exc, psycopg.DataError)
+    return not isinstance(exc, BotoCoreError | ClientError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """An exception in words that carry no value from a file: its class, a Postgres SQLSTATE, where in the code it
+    was raised, and the message only of a connection failure (which is about the network, never a row). What the
+    ledger, the task log and ops.pipeline_runs say about a load that failed unexpectedly."""
+    parts = [type(exc).__name__]
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        parts.append(f"SQLSTATE {sqlstate}")
+    if is_transient(exc) and str(exc).strip():
+        parts.append(str(exc).strip().splitlines()[0][:200])
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    package = f"{os.sep}elt{os.sep}"
+    ours = [frame for frame in frames if package in frame.filename] or frames
+    if ours:
+        where = ours[-1]
+        path = "elt/" + where.filename.rsplit(package, 1)[-1] if package in where.filename else where.filename
+        parts.append(f"raised at {path}:{where.lineno} in {where.name}")
+    return ", ".join(parts)
 
 
 # dbt reports a lost or refused connection only as text (dbt-postgres wraps psycopg2's errors).

@@ -56,19 +56,23 @@ def test_validate_reports_exactly_the_loaders_rejects(name, settings, store, db)
 
 
 @pytest.mark.parametrize(
-    ("payload", "rule"),
+    ("payload", "status", "rule"),
     [
-        (b"", "empty_file"),
-        (b"facility_name,first_name,last_name,sex,dob,phone\n", "no_rows"),
-        (b"facility,first,last\nA,B,C\n", "unexpected_columns"),
-        (b"facility_name,first_name,last_name,sex\nA,B,C,M\n", "missing_columns"),
-        (b"facility_name,first_name,last_name,sex,dob,phone\nA,\x81\x8d,C,M,1990-01-01,1\n", "undecodable_text"),
-        (b"facility_name,first_name,last_name,sex,dob,phone\nA,B,C,M,1990-01-01,1,extra\n", "malformed_csv"),
+        # read, but breaking a whole-file rule of the contract
+        (b"", "off_contract", "empty_file"),
+        (b"facility_name,first_name,last_name,sex,dob,phone\n", "off_contract", "no_rows"),
+        (b"facility,first,last\nA,B,C\n", "off_contract", "unexpected_columns"),
+        (b"facility_name,first_name,last_name,sex\nA,B,C,M\n", "off_contract", "missing_columns"),
+        # not readable as CSV text at all
+        (b"facility_name,first_name,last_name,sex,dob,phone\nA,\x81\x8d,C,M,1990-01-01,1\n", "unreadable",
+         "undecodable_text"),
+        (b"facility_name,first_name,last_name,sex,dob,phone\nA,B,C,M,1990-01-01,1,extra\n", "unreadable",
+         "malformed_csv"),
     ],
 )
-def test_unreadable_files_get_the_loaders_rule(payload, rule):
+def test_a_file_that_would_be_quarantined_gets_the_loaders_rule_and_says_whether_it_was_read(payload, status, rule):
     report = validate_bytes(CONTRACTS["medilink_patients"], payload)
-    assert report.status == "unreadable" and report.errors[0]["rule"] == rule
+    assert (report.status, report.errors[0]["rule"]) == (status, rule)
 
 
 def test_cli_validate_prints_json_and_exits_by_verdict(tmp_path, capsys):
