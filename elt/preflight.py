@@ -6,8 +6,8 @@ next morning.
   .xls an OLE compound document (`D0 CF 11 E0 A1 B1 1A E1`), a .csv text in UTF-8 or Windows-1252 without
   NUL bytes (the two encodings the loader reads).
 * `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
-  readers (and so the same words) as the load: a CSV's header maps to a layout and its text is UTF-8 or
-  Windows-1252 throughout (not a mix of the two); a KH03 workbook passes
+  readers (and so the same words) as the load: a CSV is not empty, its header maps to a layout, its text is
+  UTF-8 or Windows-1252 throughout (not a mix of the two) and it has rows; a KH03 workbook passes
   every KH03 check; another workbook has a sheet with the contract's header. Row-level problems are not
   refusals: the load keeps bad rows aside with their reasons, as it does for any drop.
 
@@ -17,7 +17,7 @@ Both raise `FileRejected(rule, message)`. Pure: bytes in, nothing out; no storag
 from __future__ import annotations
 
 from elt.contracts import Contract
-from elt.readers.csv_header import UTF8_BOM, FileRejected, check_text, map_header, read_header
+from elt.readers.csv_header import UTF8_BOM, FileRejected, blank, check_text, map_header, read_header
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
@@ -69,9 +69,13 @@ def check_content(extension: str, data: bytes) -> None:
 def check_drop(contract: Contract, data: bytes, source_name: str) -> None:
     """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix."""
     if contract.format == "csv":
+        if blank(data):
+            raise FileRejected("empty_file", "the file is empty")
         _, header = read_header(iter([data]))  # looks at no more than MAX_HEADER_BYTES
         map_header(contract, header)
         check_text(data)  # the encodings the loader reads, and not a mix of them
+        if blank(data[len(header):]):
+            raise FileRejected("no_rows", "the file has a header but no data rows")
         return
     if contract.reader == "kh03":
         read_kh03(data, source_name)  # Kh03Rejected is a FileRejected

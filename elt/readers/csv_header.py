@@ -17,15 +17,17 @@ import difflib
 import io
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from elt.contracts import Contract, Layout
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-# The longest first line read as a header. A contract's header is a few hundred bytes (claims, the widest,
-# has 14 columns); 64 KiB leaves room for 10,000 short column names and is half the csv module's field limit.
-MAX_HEADER_BYTES = 64 * 1024
+# The longest first line read as a header. A contract's header is a few hundred bytes (claims, the widest, has
+# 14 columns); 1 MiB leaves room for a sender's 10,000 columns, and bounds what a first line without a line end
+# (a 100 MB "header") costs before it is refused.
+MAX_HEADER_BYTES = 1024 * 1024
 # Characters that never occur in a text header (tab, CR and LF are left to the CSV parser).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A UTF-8 encoded character of two to four bytes: in a file that is not UTF-8 as a whole, a sign that it mixes
@@ -61,6 +63,11 @@ class FileRejected(Exception):
 def split_bom(first: bytes) -> tuple[bytes, bool]:
     has_bom = first.startswith(UTF8_BOM)
     return (first[len(UTF8_BOM) :] if has_bom else first), has_bom
+
+
+def blank(data: bytes) -> bool:
+    """Nothing but a byte order mark and white space: an empty file, as far as its contract is concerned."""
+    return not data.strip(UTF8_BOM + b" \r\n\t")
 
 
 def read_header(chunks: Iterator[bytes], *, limit: int = MAX_HEADER_BYTES) -> tuple[list[bytes], bytes]:
@@ -148,10 +155,23 @@ def header_fields(contract: Contract, header_line: bytes) -> list[str]:
         raise FileRejected("undecodable_text", "the header holds control characters: the file is not CSV text "
                                                "(binary?): export it as CSV UTF-8")
     try:
-        return next(csv.reader(io.StringIO(text.rstrip("\r")), delimiter=contract.delimiter, strict=True), [])
+        with field_size_limit(len(text) + 1):
+            return next(csv.reader(io.StringIO(text.rstrip("\r")), delimiter=contract.delimiter, strict=True), [])
     except csv.Error:  # its own messages name no value, but a fixed text is sure not to
         raise FileRejected("malformed_csv", "the header is not valid CSV (a quote that is not closed, or text "
                                             "after a closing quote)") from None
+
+
+@contextmanager
+def field_size_limit(limit: int):
+    """The csv module refuses a field over 128 KiB; Postgres's COPY reads one of any length. Raised for a parse
+    whose input is already bounded (a header line, a file held in memory), then put back."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def positions(numbers: list[int], labels: list[str] | None = None) -> str:
@@ -179,7 +199,7 @@ def _near_misses(unknown: list[tuple[int, str]], absent: list[str]) -> list[tupl
     the expected column is ever shown, never the text that was sent."""
     hints = []
     lowered = {name.strip().lower(): name for name in absent}
-    for position, raw in unknown:
+    for position, raw in unknown[:_SHOWN_POSITIONS * 4]:
         close = difflib.get_close_matches(raw.strip().lower(), list(lowered), n=1)
         if close:
             hints.append((position, lowered[close[0]]))
@@ -194,6 +214,16 @@ def _unknown_message(unknown: list[tuple[int, str]], absent: list[str], named: s
     said = f"{positions([n for n, _ in unknown], labels)} are not columns of {named}"
     shown = "; ".join(f"{positions([n], labels).removeprefix('header ')} looks like {name}" for n, name in hints)
     return said + (f" ({shown})" if shown else "")
+
+
+def _other_delimiter(contract: Contract, fields: list[str]) -> str:
+    """' (is it delimited by ";" rather than ","?)' for a one-field header that holds a common other delimiter."""
+    if len(fields) != 1:
+        return ""
+    for other in (";", "\t", "|"):
+        if other != contract.delimiter and other in fields[0]:
+            return f" (is it delimited by {other!r} rather than {contract.delimiter!r}?)"
+    return ""
 
 
 def map_header(contract: Contract, header_line: bytes, *, labels: list[str] | None = None) -> HeaderMatch:
@@ -220,8 +250,9 @@ def map_header(contract: Contract, header_line: bytes, *, labels: list[str] | No
     if unknown and len(unknown) == len(fields):
         raise FileRejected(
             "unexpected_columns",
-            f"none of the header's {len(fields)} fields is a column of {named}: if the file was exported without "
-            f"its header row, export it again with it; the first line must name the columns: {', '.join(expected)}")
+            f"none of the header's {len(fields)} fields is a column of {named}{_other_delimiter(contract, fields)}: "
+            "if the file was exported without its header row, export it again with it; the first line must name "
+            f"the columns: {', '.join(expected)}")
     if unknown:
         raise FileRejected(
             "unexpected_columns",

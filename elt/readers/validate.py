@@ -11,14 +11,21 @@ import csv
 import io
 import re
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
 import pandas as pd
 
 from elt.contracts import Column, Contract, Layout
-from elt.readers.csv_header import UTF8_BOM, FileRejected, check_text, map_header, read_header, split_bom
+from elt.readers.csv_header import (
+    FileRejected,
+    blank,
+    check_text,
+    field_size_limit,
+    map_header,
+    read_header,
+    split_bom,
+)
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
@@ -62,21 +69,10 @@ def period_of(start: date, end: date, *, source: str, label: str | None = None) 
     return {"start": start.isoformat(), "end": end.isoformat(), "label": label, "source": source}
 
 
-@contextmanager
-def _field_size_limit(limit: int):
-    """Postgres's COPY reads a cell of any length; the csv module stops at 128 KiB unless told otherwise."""
-    previous = csv.field_size_limit()
-    csv.field_size_limit(max(previous, limit))
-    try:
-        yield
-    finally:
-        csv.field_size_limit(previous)
-
-
 def _rows(text: str, contract: Contract) -> list[list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=contract.delimiter)
     try:
-        with _field_size_limit(len(text) + 1):
+        with field_size_limit(len(text) + 1):
             return list(reader)[1:]
     except csv.Error:  # the csv module's messages name no value, but a fixed text is sure not to
         raise FileRejected("malformed_csv", f"line {reader.line_num} is not valid CSV") from None
@@ -84,7 +80,7 @@ def _rows(text: str, contract: Contract) -> list[list[str]]:
 
 def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
     """(canonical values of every data row, the sender layout)."""
-    if not data.strip(UTF8_BOM + b" \r\n\t"):
+    if blank(data):
         raise FileRejected("empty_file", "the file is empty")
     _, header = read_header(iter([data]))  # the loader's bounded header read, CR-only line ends included
     match = map_header(contract, header)

@@ -26,9 +26,9 @@ from psycopg.copy import QueuedLibpqWriter
 
 from elt.contracts import Check, Column, Contract, Layout
 from elt.readers.csv_header import (
-    UTF8_BOM,
     UTF8_MULTIBYTE,
     FileRejected,
+    blank,
     map_header,
     mixed_encodings_message,
     read_header,
@@ -192,7 +192,7 @@ def copy_file(conn: psycopg.Connection, contract: Contract, file_id: int,
     whose message names lines and columns, never the file's text."""
     stream = open_stream()
     head_chunks, header = read_header(stream)  # bounded: a first line over MAX_HEADER_BYTES is refused
-    if not b"".join(head_chunks).strip(UTF8_BOM + b" \r\n\t"):
+    if blank(b"".join(head_chunks)):
         raise FileRejected("empty_file", "the file is empty")
     match = map_header(contract, header)
     # One loader at a time per raw table, so that the identity numbers this file's rows 1..n in file order.
