@@ -37,6 +37,10 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+# This package's folder: the innermost of its frames says where a failure surfaced in code we own.
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def blames_the_file(exc: BaseException) -> bool:
     """True when a failure that a retry cannot cure came from this file's content: a reader tripping over it, or
     a Postgres data exception (SQLSTATE class 22). False for the warehouse (a missing table, a privilege) and the
@@ -59,11 +63,11 @@ def describe_failure(exc: BaseException) -> str:
     if is_transient(exc) and str(exc).strip():
         parts.append(str(exc).strip().splitlines()[0][:200])
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    package = f"{os.sep}elt{os.sep}"
-    ours = [frame for frame in frames if package in frame.filename] or frames
+    ours = [frame for frame in frames if frame.filename.startswith(_PACKAGE)] or frames
     if ours:
         where = ours[-1]
-        path = "elt/" + where.filename.rsplit(package, 1)[-1] if package in where.filename else where.filename
+        path = os.path.relpath(where.filename, os.path.dirname(_PACKAGE.rstrip(os.sep))) if where.filename.startswith(_PACKAGE) \
+            else where.filename
         parts.append(f"raised at {path}:{where.lineno} in {where.name}")
     return ", ".join(parts)
 
