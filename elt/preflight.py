@@ -7,9 +7,10 @@ next morning.
   NUL bytes (the two encodings the loader reads).
 * `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
   readers (and so the same words) as the load: a CSV is not empty, its header maps to a layout, its text is
-  UTF-8 or Windows-1252 throughout (not a mix of the two) and it has rows; a KH03 workbook passes
-  every KH03 check; another workbook has a sheet with the contract's header. Row-level problems are not
-  refusals: the load keeps bad rows aside with their reasons, as it does for any drop.
+  UTF-8 or Windows-1252 throughout (not a mix of the two), its line ends are of one kind and it has rows;
+  a KH03 workbook passes every KH03 check; another workbook has a sheet with the contract's header.
+  Row-level problems are not refusals: the load keeps bad rows aside with their reasons, as it does for
+  any drop.
 
 Both raise `FileRejected(rule, message)`. Pure: bytes in, nothing out; no storage, no database.
 """
@@ -17,7 +18,16 @@ Both raise `FileRejected(rule, message)`. Pure: bytes in, nothing out; no storag
 from __future__ import annotations
 
 from elt.contracts import Contract
-from elt.readers.csv_header import UTF8_BOM, FileRejected, blank, check_text, map_header, read_header
+from elt.readers.csv_header import (
+    UTF8_BOM,
+    FileRejected,
+    blank,
+    check_line_ends,
+    check_text,
+    map_header,
+    read_header,
+    split_bom,
+)
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
@@ -73,7 +83,8 @@ def check_drop(contract: Contract, data: bytes, source_name: str) -> None:
             raise FileRejected("empty_file", "the file is empty")
         _, header = read_header(iter([data]))  # looks at no more than MAX_HEADER_BYTES
         map_header(contract, header)
-        check_text(data)  # the encodings the loader reads, and not a mix of them
+        codec = check_text(data)  # the encodings the loader reads, and not a mix of them
+        check_line_ends(split_bom(data)[0].decode(codec))  # one kind of line end, as COPY requires
         if blank(data[len(header):]):
             raise FileRejected("no_rows", "the file has a header but no data rows")
         return

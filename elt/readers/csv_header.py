@@ -122,6 +122,27 @@ def check_text(data: bytes) -> str:
     return "cp1252"
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_LINE_END_NAMES = {"\r\n": "CRLF", "\r": "CR", "\n": "LF"}
+
+
+def check_line_ends(text: str) -> None:
+    """Every line end outside quotes is the first one's kind (LF, CRLF or CR), as Postgres's COPY requires.
+    Raises FileRejected (malformed_csv) naming the line that breaks it. A quote opens or closes quoting wherever
+    it stands (COPY's rule), so the text between an odd and an even quote is inside a cell."""
+    first, line = None, 1
+    for index, segment in enumerate(text.split('"')):
+        if index % 2:
+            continue
+        for match in _LINE_END.finditer(segment):
+            first = first or match.group()
+            if match.group() != first:
+                raise FileRejected("malformed_csv", f"line {line} ends with {_LINE_END_NAMES[match.group()]}, the "
+                                                    f"lines before it with {_LINE_END_NAMES[first]}: save the file "
+                                                    "again with one kind of line end")
+            line += 1
+
+
 def mixed_encodings_message(where: str) -> str:
     return (f"the file mixes encodings: it is not UTF-8 as a whole ({where} is not), yet other bytes are UTF-8 "
             "characters; read as Windows-1252 they would load garbled: save the whole file again as CSV UTF-8")

@@ -20,6 +20,7 @@ from elt.contracts import Column, Contract, Layout
 from elt.readers.csv_header import (
     FileRejected,
     blank,
+    check_line_ends,
     check_text,
     field_size_limit,
     map_header,
@@ -86,6 +87,7 @@ def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
     match = map_header(contract, header)
     columns = match.columns
     text = split_bom(data)[0].decode(check_text(data))
+    check_line_ends(text)
     rows = _rows(text, contract)
     for number, row in enumerate(rows, start=1):
         if len(row) != len(columns):

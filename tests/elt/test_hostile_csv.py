@@ -106,6 +106,12 @@ CORPUS: dict[str, Case] = {
                                   ("quarantined", "malformed_csv"), (202, "malformed_csv")),
     "a row with a field too many": Case(lambda: good().replace(b"Obi", b"Obi,extra"), ("unreadable", "malformed_csv"),
                                         ("quarantined", "malformed_csv"), (202, "malformed_csv")),
+    "line ends of two kinds (a CR header, LF rows)": Case(
+        lambda: (HEADER + "\r" + csv_text(*ROWS)).encode(), ("unreadable", "malformed_csv"),
+        ("quarantined", "malformed_csv"), (422, "malformed_csv")),
+    "line ends of two kinds (LF, then a CRLF row)": Case(
+        lambda: good().replace(b"\n", b"\r\n", 2).replace(b"\r\n", b"\n", 1), ("unreadable", "malformed_csv"),
+        ("quarantined", "malformed_csv"), (422, "malformed_csv")),
     "no header row": Case(lambda: csv_text(*ROWS).encode(), ("off_contract", "unexpected_columns"),
                           ("quarantined", "unexpected_columns"), (422, "unexpected_columns")),
     "semicolon-delimited": Case(lambda: good().replace(b",", b";"), ("off_contract", "unexpected_columns"),
@@ -116,6 +122,8 @@ CORPUS: dict[str, Case] = {
     # Files that look hostile but are data: they load, whole.
     "CR-only line ends (old Mac Excel)": Case(lambda: good(end="\r"), ("valid", None), ("loaded", None), (202, None),
                                               rows=2),
+    "CRLF with a quoted LF in a cell": Case(lambda: good(end="\r\n").replace(b"General Hospital,Ada", b'"General\nHospital",Ada'),
+                                            ("valid", None), ("loaded", None), (202, None), rows=2),
     "a cell of 1 MB": Case(lambda: good().replace(b"+2348012345678", b"9" * (1024 * 1024)), ("valid", None),
                            ("loaded", None), (202, None), rows=2),
 }

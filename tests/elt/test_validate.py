@@ -156,3 +156,20 @@ def test_cli_validate_says_when_a_name_has_no_period_or_an_impossible_one(tmp_pa
     assert main(["validate", str(impossible), "--drop-type", "medilink_patients", "--format", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["status"], report["errors"][0]["rule"], report["period"]) == ("off_contract", "bad_period", None)
+
+
+def test_the_runbooks_table_of_quarantine_rules_says_which_ones_are_unreadable():
+    """docs/operations.md explains every rule; its `kind` column must agree with UNREADABLE_RULES."""
+    import re
+
+    from elt.readers.csv_header import UNREADABLE_RULES
+    from tests.conftest import REPO
+
+    runbook = (REPO / "docs" / "operations.md").read_text()
+    table = runbook[runbook.index("### Why a file was quarantined"):]
+    kinds = {}
+    for rules, kind in re.findall(r"^\| ([^|]+) \| (unreadable|off_contract|—) \|", table, flags=re.MULTILINE):
+        for rule in re.findall(r"`([a-z_]+)`", rules):
+            kinds[rule] = kind
+    assert {rule for rule, kind in kinds.items() if kind == "unreadable"} == set(UNREADABLE_RULES)
+    assert {"empty_file", "unexpected_columns", "no_rows", "bad_period", "load_error"} <= set(kinds)
