@@ -147,7 +147,7 @@ def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None
     try:
         named = contract.period_in_key(obj.key[len(contract.landing.prefix):])
     except ValueError as exc:
-        raise FileRejected("bad_period", str(exc).replace("in the name", "in the key")) from None
+        raise FileRejected("bad_period", f"{exc} (in the key)") from None
     if named is not None:
         return named
     day = obj.last_modified.astimezone(UTC).date()

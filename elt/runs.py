@@ -28,13 +28,18 @@ TRANSIENT = (psycopg.OperationalError, BotoConnectionError, ReadTimeoutError, Co
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass on a retry (connections, timeouts); False for bad data or code."""
+    return _transient_cause(exc) is not None
+
+
+def _transient_cause(exc: BaseException | None) -> BaseException | None:
+    """The connection or timeout failure in the exception's chain, if there is one."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, TRANSIENT):
-            return True
+            return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 # This package's folder: the innermost of its frames says where a failure surfaced in code we own.
@@ -60,8 +65,9 @@ def describe_failure(exc: BaseException) -> str:
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate:
         parts.append(f"SQLSTATE {sqlstate}")
-    if is_transient(exc) and str(exc).strip():
-        parts.append(str(exc).strip().splitlines()[0][:200])
+    cause = _transient_cause(exc)
+    if cause is not None and str(cause).strip():  # the connection failure's own words, not a wrapper's
+        parts.append(str(cause).strip().splitlines()[0][:200])
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
     ours = [frame for frame in frames if frame.filename.startswith(_PACKAGE)] or frames
     if ours:

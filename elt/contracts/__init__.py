@@ -318,7 +318,7 @@ class Contract(BaseModel):
                 return date(year, month, 1), date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
             day = date.fromisoformat(match.group(1))
         except ValueError:
-            raise ValueError(f"the period {match.group(0)!r} in the name is not a real date") from None
+            raise ValueError(f"the period {match.group(0)!r} is not a real date") from None
         return day, day
 
     def matches(self, key: str) -> bool:

@@ -148,7 +148,7 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
     try:
         named = contract.period_in_key(name.replace("\\", "/"))
     except ValueError as exc:
-        return report.refuse(FileRejected("bad_period", str(exc)))
+        return report.refuse(FileRejected("bad_period", f"{exc} (in the file name)"))
     report.period = period_of(*named, source="file name") if named else None
     try:
         if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
