@@ -137,6 +137,24 @@ def test_the_corpus_holds_every_case_the_issue_names():
     assert len(CORPUS) >= 20
 
 
+def test_reading_a_header_pulls_no_more_than_the_limit_and_one_chunk_of_a_line_without_end():
+    from elt.readers.csv_header import FileRejected, read_header
+
+    chunk, pulled = 256 * 1024, []
+
+    def stream():  # 100 MB without a line end, as S3 would stream it
+        for _ in range(400):
+            pulled.append(chunk)
+            yield b"x" * chunk
+
+    with pytest.raises(FileRejected) as refused:
+        read_header(stream())
+    assert refused.value.rule == "header_too_long"
+    assert sum(pulled) <= MAX_HEADER_BYTES + chunk  # the rest of the stream is never read
+    assert read_header(iter([b"a,b\rc,d\r"]))[1] == b"a,b"  # a lone CR ends the header (old Mac exports)
+    assert read_header(iter([b"a,", b"b\r", b"\nc,d\r\n"]))[1] == b"a,b"
+
+
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_elt_validate_gives_a_verdict_not_a_traceback(name, tmp_path, capsys):
     from elt.cli import main
