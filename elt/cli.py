@@ -59,12 +59,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"error: unknown drop type {args.drop_type!r}; known: {', '.join(sorted(contracts))}", file=sys.stderr)
         return 2
     path = Path(args.path)
-    report = validate_bytes(contracts[args.drop_type], path.read_bytes(), name=str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {path}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
+    contract = contracts[args.drop_type]
+    try:
+        report = validate_bytes(contract, data, name=str(path))
+    except Exception as exc:  # noqa: BLE001 - a bug, not the file: said without the message, which may quote it
+        from elt.runs import describe_failure
+
+        print(f"error: elt validate failed on an error it did not expect ({describe_failure(exc)}); the file was "
+              "not judged. Please report it.", file=sys.stderr)
+        return 2
     if args.format == "json":
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         print(f"{report.file}: {report.status} ({report.drop_type} v{report.contract_version}): "
               f"{report.rows_read} rows read, {report.rows_valid} valid, {report.rows_rejected} rejected")
+        print(f"  period: {_period_line(contract, report)}")
         for error in report.errors:
             print(f"  file error [{error['rule']}]: {error['message']}")
         for reject in report.rejects[: args.limit]:
@@ -72,6 +86,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if len(report.rejects) > args.limit:
             print(f"  ... {len(report.rejects) - args.limit} more (use --limit or --format json)")
     return 0 if report.status in {"valid", "has_rejects"} else 1
+
+
+def _period_line(contract, report) -> str:
+    """The reporting period the file establishes, and where it comes from; or why there is none."""
+    period = report.period
+    if period is not None:
+        dates = "" if period["start"] == period["label"] else f", {period['start']} to {period['end']}"
+        return f"{period['label']}{dates} (from the {period['source']})"
+    if contract.reader == "kh03":
+        return "not established (the workbook states its quarter; see the error)"
+    if contract.period.key_date_pattern and report.errors and report.errors[0]["rule"] == "bad_period":
+        return "the date in the file name does not exist"
+    if contract.period.key_date_pattern:
+        return (f"none in the file name (it does not match {contract.period.key_date_pattern}): the loader uses "
+                "the day the file lands")
+    return "none: the loader uses the day the file lands"
 
 
 def cmd_put(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import pendulum
 
-from elt.runs import is_transient, is_transient_message, record_run, record_task_failure
+from elt.runs import describe_failure, is_transient, is_transient_message, record_run, record_task_failure
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +46,46 @@ def medilink_raw_asset():
 
 
 def load_file(key: str, *, dry_run: bool, settings=None) -> dict:
-    """elt.pipeline.ingest_file for one key. A failure that a retry cannot cure fails the task without retries."""
+    """elt.pipeline.ingest_file for one key. A failure that a retry cannot cure fails the task without retries.
+
+    What reaches the task log and ops.pipeline_runs is the error's class and place (elt.runs.describe_failure),
+    never its message or a chained traceback: an error raised while reading a file may quote the file.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
     from elt.pipeline import ingest_file
 
     try:
-        return ingest_file(key, dry_run=dry_run, settings=settings).as_dict()
+        outcome = ingest_file(key, dry_run=dry_run, settings=settings)
     except Exception as exc:
         if is_transient(exc):
-            log.warning("load of %s failed on a connection or timeout; Airflow retries it with backoff", key)
-            raise
+            log.warning("load of %s failed on a connection or timeout (%s); Airflow retries it with backoff", key,
+                        describe_failure(exc))
+            raise TransientLoadFailure(f"load of {key} failed: {describe_failure(exc)}") from None
         raise AirflowFailException(
             f"load of {key} failed and will not be retried (not a connection or timeout failure): "
-            f"{type(exc).__name__}. The reason is on the file's ledger row (`elt files`).") from exc
+            f"{describe_failure(exc)}. The file stays waiting; the reason is on its ledger row (`elt files`).") from None
+    if outcome.status == "failed":  # quarantined after an error the loader did not expect: the run must show it
+        raise AirflowFailException(f"{outcome.key}: {outcome.error}")
+    return outcome.as_dict()
+
+
+class TransientLoadFailure(Exception):
+    """A load that lost its connection or timed out, retold without the original's message: Airflow retries it."""
+
+
+# The trigger rule of the task after the mapped loads (publish, build_marts): it runs once every load has
+# finished, failed ones included, so the files that loaded are published even when another file's load failed.
+AFTER_LOADS = "all_done"
+
+
+def fail_the_run_if_a_load_failed(loads) -> None:
+    """A leaf task after the loads with the default trigger rule (all_success): when a load failed it ends
+    `upstream_failed`, so the run is marked failed, although the task after the loads (AFTER_LOADS) published
+    what did load."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    loads >> EmptyOperator(task_id="all_loads_succeeded", doc_md=fail_the_run_if_a_load_failed.__doc__)
 
 
 def build_models(select: str, *, settings=None) -> None:
@@ -101,7 +127,8 @@ def _task_label(ti) -> str:
 def on_task_failure(context) -> None:
     """Task callback, after the last try: the failed task and why go on the run's record (ops.pipeline_runs)."""
     ti, exc = context["ti"], context.get("exception")
-    # The exception's class and first line: load and dbt errors never carry row values (elt.loader.pg_message).
+    # The exception's class and first line: load errors are retold without values (load_file), dbt's
+    # without the refused row (_prepare_dbt_task).
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if exc else "failed"
     try:
         record_task_failure(ti.run_id, ti.dag_id, _task_label(ti), reason, started_at=_run_started(context))

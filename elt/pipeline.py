@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import psycopg
 
@@ -24,10 +24,10 @@ from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
 from elt.readers.kh03 import read_kh03, to_csv_tables
 from elt.readers.spreadsheet import spreadsheet_to_csv
-from elt.runs import is_transient
+from elt.runs import blames_the_file, describe_failure, is_transient
 from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
 from elt.warehouse import ledger
-from elt.warehouse.loader import FileRejected, LoadResult, copy_file, discard_rows, pg_message, write_rejects
+from elt.warehouse.loader import FileRejected, LoadResult, copy_file, discard_rows, write_rejects
 from elt.warehouse.roles import login_passwords
 from elt.warehouse.schema import ensure_warehouse
 
@@ -145,21 +145,12 @@ def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None
     before that has none, rather than a landing day it does not report on."""
     if contract.reader == "kh03":
         return None, None
-    pattern = contract.period.key_date_pattern
-    if pattern:
-        match = re.search(pattern, obj.key[len(contract.landing.prefix):])
-        if match:
-            named = match.groupdict()
-            try:
-                if named.get("year") and named.get("month"):
-                    year, month = int(named["year"]), int(named["month"])
-                    start = date(year, month, 1)
-                    end = date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
-                    return start, end
-                day = date.fromisoformat(match.group(1))
-            except ValueError as exc:
-                raise FileRejected("bad_period", f"the period {match.group(0)!r} in the key is not a real date") from exc
-            return day, day
+    try:
+        named = contract.period_in_key(obj.key[len(contract.landing.prefix):])
+    except ValueError as exc:
+        raise FileRejected("bad_period", f"{exc} (in the key)") from None
+    if named is not None:
+        return named
     day = obj.last_modified.astimezone(UTC).date()
     return day, day
 
@@ -293,7 +284,7 @@ def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = 
 def _note_failure(settings: Settings, obj: StoredObject, exc: Exception) -> None:
     """Write why a load attempt failed onto its ledger row (which stays 'discovered', to be retried)."""
     kind = "transient, will be retried" if is_transient(exc) else "error"
-    message = f"load attempt failed ({kind}): {type(exc).__name__}: {pg_message(exc)}"[:500]
+    message = f"load attempt failed ({kind}): {describe_failure(exc)}"[:500]
     try:
         with connect(settings) as conn:
             conn.execute(
@@ -409,7 +400,30 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
             with conn.transaction():
                 ledger.finish(conn, file_id, "quarantined", rows_read=outcome.rows_read, error=outcome.error)
         return outcome, exc.rule
+    except Exception as exc:
+        if not blames_the_file(exc):
+            raise  # a connection, the warehouse or S3: the file stays waiting, for a retry or the next run
+        return _failed_on_content(conn, outcome, exc, dry_run=dry_run), LOAD_ERROR
     return outcome, None
+
+
+# The rule of a file whose load failed on an error the loader did not expect (a reader tripping over its content).
+LOAD_ERROR = "load_error"
+
+
+def _failed_on_content(conn: psycopg.Connection, outcome: FileOutcome, exc: Exception, *, dry_run: bool) -> FileOutcome:
+    """The last line of defence: the file is quarantined like a refused one (so it neither fails every night
+    nor blocks the others), its status is `failed` (so the task and the run say so), and the reason is the
+    error's class and place, never its message, which may quote the file."""
+    outcome.status = "failed"
+    outcome.error = (f"{LOAD_ERROR}: the load failed on an error it did not expect ({describe_failure(exc)}); the "
+                     "file is quarantined so that it does not hold up the others: once the cause is fixed, put it "
+                     "back under the landing prefix")
+    log.error("%s: %s", outcome.key, outcome.error)
+    if not dry_run:
+        with conn.transaction():
+            ledger.finish(conn, outcome.file_id, "quarantined", rows_read=outcome.rows_read, error=outcome.error)
+    return outcome
 
 
 def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int):

@@ -6,9 +6,11 @@ next morning.
   .xls an OLE compound document (`D0 CF 11 E0 A1 B1 1A E1`), a .csv text in UTF-8 or Windows-1252 without
   NUL bytes (the two encodings the loader reads).
 * `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
-  readers (and so the same words) as the load: a CSV's header maps to a layout; a KH03 workbook passes
-  every KH03 check; another workbook has a sheet with the contract's header. Row-level problems are not
-  refusals: the load keeps bad rows aside with their reasons, as it does for any drop. It returns the
+  readers (and so the same words) as the load: a CSV is not empty, its header maps to a layout, its text is
+  UTF-8 or Windows-1252 throughout (not a mix of the two), its line ends are of one kind and it has rows;
+  a KH03 workbook passes every KH03 check; another workbook has a sheet with the contract's header.
+  Row-level problems are not refusals: the load keeps bad rows aside with their reasons, as it does for
+  any drop. It returns the
   reporting period the contents establish (a KH03 workbook's quarter), which the API needs to tell a new
   quarter from a revision of a loaded one.
 
@@ -20,7 +22,16 @@ from __future__ import annotations
 from datetime import date
 
 from elt.contracts import Contract
-from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header
+from elt.readers.csv_header import (
+    UTF8_BOM,
+    FileRejected,
+    blank,
+    check_line_ends,
+    check_text,
+    map_header,
+    read_header,
+    split_bom,
+)
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
@@ -73,8 +84,14 @@ def check_drop(contract: Contract, data: bytes, source_name: str) -> tuple[date,
     """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix. Returns the reporting
     period the file's own contents establish (a KH03 workbook's quarter), None when its key says it."""
     if contract.format == "csv":
-        _, header = read_header(iter([data]))
+        if blank(data):
+            raise FileRejected("empty_file", "the file is empty")
+        _, header = read_header(iter([data]))  # looks at no more than MAX_HEADER_BYTES
         map_header(contract, header)
+        codec = check_text(data)  # the encodings the loader reads, and not a mix of them
+        check_line_ends(split_bom(data)[0].decode(codec))  # one kind of line end, as COPY requires
+        if blank(data[len(header):]):
+            raise FileRejected("no_rows", "the file has a header but no data rows")
         return None
     if contract.reader == "kh03":
         book = read_kh03(data, source_name)  # Kh03Rejected is a FileRejected

@@ -8,12 +8,14 @@ and why. A run is (dag_id, run_id): scheduled run ids repeat across DAGs.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import traceback
 from datetime import datetime
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import ReadTimeoutError
 
 from elt.config import Settings, get_settings
 
@@ -26,13 +28,54 @@ TRANSIENT = (psycopg.OperationalError, BotoConnectionError, ReadTimeoutError, Co
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass on a retry (connections, timeouts); False for bad data or code."""
+    return _transient_cause(exc) is not None
+
+
+def _transient_cause(exc: BaseException | None) -> BaseException | None:
+    """The connection or timeout failure in the exception's chain, if there is one."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, TRANSIENT):
-            return True
+            return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
+
+
+# This package's folder: the innermost of its frames says where a failure surfaced in code we own.
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def blames_the_file(exc: BaseException) -> bool:
+    """True when a failure that a retry cannot cure came from this file's content: a reader tripping over it, or
+    a Postgres data exception (SQLSTATE class 22). False for the warehouse (a missing table, a privilege) and the
+    object store, which would fail every file alike: quarantining all of them would not help."""
+    if is_transient(exc):
+        return False
+    if isinstance(exc, psycopg.Error):
+        return isinstance(exc, psycopg.DataError)
+    return not isinstance(exc, BotoCoreError | ClientError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """An exception in words that carry no value from a file: its class, a Postgres SQLSTATE, where in the code it
+    was raised, and the message only of a connection failure (which is about the network, never a row). What the
+    ledger, the task log and ops.pipeline_runs say about a load that failed unexpectedly."""
+    parts = [type(exc).__name__]
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        parts.append(f"SQLSTATE {sqlstate}")
+    cause = _transient_cause(exc)
+    if cause is not None and str(cause).strip():  # the connection failure's own words, not a wrapper's
+        parts.append(str(cause).strip().splitlines()[0][:200])
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    ours = [frame for frame in frames if frame.filename.startswith(_PACKAGE)] or frames
+    if ours:
+        where = ours[-1]
+        path = os.path.relpath(where.filename, os.path.dirname(_PACKAGE.rstrip(os.sep))) if where.filename.startswith(_PACKAGE) \
+            else where.filename
+        parts.append(f"raised at {path}:{where.lineno} in {where.name}")
+    return ", ".join(parts)
 
 
 # dbt reports a lost or refused connection only as text (dbt-postgres wraps psycopg2's errors).

@@ -12,6 +12,11 @@ after the commit), and `publish` emits the `medilink_raw` asset when at least on
 `medilink_marts` is scheduled on that asset, so the marts rebuild when, and only when, new raw data is
 published. A run that loads nothing (every file already in the ledger) triggers no rebuild.
 
+One file's failed load never holds back the others: `publish` runs once every load has finished, failed
+ones included, and publishes what loaded; `all_loads_succeeded` then ends `upstream_failed`, so the run
+is marked failed and the failed load shows in red. A load that failed on an error the loader did not
+expect has its file quarantined with the reason (`load_error`), so it does not fail again every night.
+
 Re-running a day is safe: a file already in the ledger is not loaded again, the same bytes under a new key
 are recorded as a duplicate, and new bytes for the same day supersede the earlier file (history is kept).
 Bad files are moved to `medical_records/quarantine/` with a `.error.json` saying why; see `elt files`.
@@ -24,7 +29,14 @@ import logging
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from elt.orchestration import DEFAULT_ARGS, medilink_raw_asset, on_run_finished, on_task_failure
+from elt.orchestration import (
+    AFTER_LOADS,
+    DEFAULT_ARGS,
+    fail_the_run_if_a_load_failed,
+    medilink_raw_asset,
+    on_run_finished,
+    on_task_failure,
+)
 
 log = logging.getLogger(__name__)
 MEDILINK_RAW = medilink_raw_asset()
@@ -64,7 +76,7 @@ def medilink_ingest():
 
         return load_file(key, dry_run=params["dry_run"])
 
-    @task(outlets=[MEDILINK_RAW], trigger_rule="none_failed")
+    @task(outlets=[MEDILINK_RAW], trigger_rule=AFTER_LOADS)
     def publish(outcomes: list[dict], **context) -> dict:
         """Logs what the loads did and emits `medilink_raw` when there is something new for dbt."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -83,7 +95,9 @@ def medilink_ingest():
         log.info("published medilink_raw: %s; medilink_marts rebuilds the marts", summary)
         return summary
 
-    publish(load.expand(key=discover()))
+    loads = load.expand(key=discover())
+    publish(loads)
+    fail_the_run_if_a_load_failed(loads)
 
 
 medilink_ingest()

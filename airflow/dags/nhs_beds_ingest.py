@@ -15,6 +15,9 @@ tag:nhs_beds` (staging, core and analytics models of the beds, and their tests) 
 one run of this DAG takes a workbook all the way to the API: its state is what `GET /api/v1/runs/<run_id>`
 reports. A revised workbook for a quarter supersedes the earlier one (history kept in raw and the ledger).
 The medilink DAGs never build these models, so two DAGs never write the same table at once.
+
+One workbook's failed load never holds back the others: `build_marts` runs once every load has finished
+and builds what loaded; `all_loads_succeeded` then ends `upstream_failed`, so the run is marked failed.
 """
 
 import logging
@@ -22,7 +25,13 @@ import logging
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from elt.orchestration import DEFAULT_ARGS, on_run_finished, on_task_failure
+from elt.orchestration import (
+    AFTER_LOADS,
+    DEFAULT_ARGS,
+    fail_the_run_if_a_load_failed,
+    on_run_finished,
+    on_task_failure,
+)
 
 log = logging.getLogger(__name__)
 BEDS_MODELS = "tag:nhs_beds"
@@ -61,7 +70,7 @@ def nhs_beds_ingest():
 
         return load_file(key, dry_run=params["dry_run"])
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule=AFTER_LOADS)
     def build_marts(outcomes: list[dict], **context) -> dict:
         """`dbt build` of the bed models when a workbook loaded (or `rebuild_marts`)."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -79,7 +88,9 @@ def nhs_beds_ingest():
         build_models(BEDS_MODELS)
         return summary
 
-    build_marts(load.expand(key=discover()))
+    loads = load.expand(key=discover())
+    build_marts(loads)
+    fail_the_run_if_a_load_failed(loads)
 
 
 nhs_beds_ingest()

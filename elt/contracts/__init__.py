@@ -14,7 +14,7 @@ in SQL (the loader, the view) and in pandas (`elt validate`): see FORMATS.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -331,6 +331,24 @@ class Contract(BaseModel):
         value_format = self.value_format(layout, column)
         shown = f" written as {value_format}" if value_format and value_format != "plain" else ""
         return f"{column.name} is not a valid {column.type}{shown}"
+
+    def period_in_key(self, name: str) -> tuple[date, date] | None:
+        """The period `period.key_date_pattern` finds in a key below the landing prefix (or in a local file's
+        path, for `elt validate`): a day, or a calendar month, as (first day, last day). None when the contract
+        has no pattern or the name does not match it. Raises ValueError when the date it finds does not exist."""
+        pattern = self.period.key_date_pattern
+        match = re.search(pattern, name) if pattern else None
+        if match is None:
+            return None
+        named = match.groupdict()
+        try:
+            if named.get("year") and named.get("month"):
+                year, month = int(named["year"]), int(named["month"])
+                return date(year, month, 1), date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+            day = date.fromisoformat(match.group(1))
+        except ValueError:
+            raise ValueError(f"the period {match.group(0)!r} is not a real date") from None
+        return day, day
 
     def matches(self, key: str) -> bool:
         """True when an object key belongs to this drop type (and is not archived or quarantined)."""

@@ -122,7 +122,8 @@ def spreadsheet_to_csv(contract: Contract, data: bytes, *, source_name: str = "t
         if not kept:
             continue
         try:
-            map_header(contract, _csv_line([cells[position] for position in kept]))
+            map_header(contract, _csv_line([cells[position] for position in kept]),
+                       labels=[_column_letter(position) for position in kept])
         except FileRejected as exc:
             recognised = sum(1 for position in kept if cells[position].strip().lower() in known)
             if recognised and (closest is None or recognised > closest[0]):
@@ -133,6 +134,16 @@ def spreadsheet_to_csv(contract: Contract, data: bytes, *, source_name: str = "t
     if closest is None:
         raise FileRejected("missing_header", f"no header row with the contract's columns in {where}")
     raise FileRejected("missing_header", f"no header row in {where}; the closest is row {closest[1]}: {closest[2]}")
+
+
+def _column_letter(index: int) -> str:
+    """Excel's name of a 0-based column: 0 -> A, 26 -> AA."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
 
 
 def _table(rows: list[list[str]], kept: list[int], *, header: list[str], sheet: str) -> bytes:

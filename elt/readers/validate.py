@@ -17,7 +17,16 @@ from datetime import date
 import pandas as pd
 
 from elt.contracts import Column, Contract, Layout
-from elt.readers.csv_header import FileRejected, map_header, split_bom
+from elt.readers.csv_header import (
+    FileRejected,
+    blank,
+    check_line_ends,
+    check_text,
+    field_size_limit,
+    map_header,
+    read_header,
+    split_bom,
+)
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
 
@@ -25,42 +34,61 @@ INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1),
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
+# What `status` says, from best to worst. A file that cannot be read is `unreadable`; a file that was
+# read but breaks a whole-file rule of its contract (its header, its period, a KH03 total) is `off_contract`
+# (FileRejected.kind says which); both would be quarantined. `refused`: too many bad rows, the whole file would be
+# refused. `has_rejects`: it would load, without its bad rows. `valid`: it would load whole.
+STATUSES = ("valid", "has_rejects", "refused", "off_contract", "unreadable")
+
+
 @dataclass
 class ValidationReport:
     file: str
     drop_type: str
     contract_version: int
-    status: str = "valid"  # valid | has_rejects | refused (over the bad-row share) | unreadable
+    status: str = "valid"  # one of STATUSES
     rows_read: int = 0
     rows_valid: int = 0
     rows_rejected: int = 0
+    # The reporting period the file establishes: {"start", "end", "label", "source"}; None when it names none.
+    period: dict | None = None
     rejects: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def refuse(self, exc: FileRejected) -> ValidationReport:
+        self.status, self.errors = exc.kind, [{"rule": exc.rule, "message": exc.message}]
+        return self
 
-def _decode(data: bytes) -> str:
-    body, _ = split_bom(data)
+
+def period_of(start: date, end: date, *, source: str, label: str | None = None) -> dict:
+    """The report's `period`: a day ('2026-11-14'), a calendar month ('2024-01') or the label given (a quarter)."""
+    if label is None:
+        label = start.isoformat() if start == end else start.strftime("%Y-%m") if start.day == 1 else f"{start} to {end}"
+    return {"start": start.isoformat(), "end": end.isoformat(), "label": label, "source": source}
+
+
+def _rows(text: str, contract: Contract) -> list[list[str]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=contract.delimiter)
     try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return body.decode("cp1252")
-    except UnicodeDecodeError as exc:
-        raise FileRejected("undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text (byte {exc.start})") from exc
+        with field_size_limit(len(text) + 1):
+            return list(reader)[1:]
+    except csv.Error:  # the csv module's messages name no value, but a fixed text is sure not to
+        raise FileRejected("malformed_csv", f"line {reader.line_num} is not valid CSV") from None
 
 
 def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
     """(canonical values of every data row, the sender layout)."""
-    if not data.strip(b"\xef\xbb\xbf \r\n\t"):
+    if blank(data):
         raise FileRejected("empty_file", "the file is empty")
-    match = map_header(contract, data.split(b"\n", 1)[0])
+    _, header = read_header(iter([data]))  # the loader's bounded header read, CR-only line ends included
+    match = map_header(contract, header)
     columns = match.columns
-    text = _decode(data)
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=contract.delimiter))[1:]
+    text = split_bom(data)[0].decode(check_text(data))
+    check_line_ends(text)
+    rows = _rows(text, contract)
     for number, row in enumerate(rows, start=1):
         if len(row) != len(columns):
             raise FileRejected("malformed_csv", f"row {number} has {len(row)} fields, the header has {len(columns)}")
@@ -112,16 +140,22 @@ COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 
 
 def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
+    """`name` is the file's name or path: for a drop type whose key names its period (a Medilink day, a claims
+    month), the period is read from it as the loader reads it from the key."""
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
     if contract.reader == "kh03":
         return _validate_kh03(report, data, name)
+    try:
+        named = contract.period_in_key(name.replace("\\", "/"))
+    except ValueError as exc:
+        return report.refuse(FileRejected("bad_period", f"{exc} (in the file name)"))
+    report.period = period_of(*named, source="file name") if named else None
     try:
         if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
             data = spreadsheet_to_csv(contract, data, source_name=name)
         frame, layout = _frame(contract, data)
     except FileRejected as exc:
-        report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
-        return report
+        return report.refuse(exc)
     report.rows_read = len(frame)
     failures: list[pd.DataFrame] = []
 
@@ -184,12 +218,14 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
 
 def _validate_kh03(report: ValidationReport, data: bytes, name: str) -> ValidationReport:
     """A KH03 workbook is checked whole by its reader (periods, totals, England row, % occupied): it loads
-    entirely or not at all, so the report is valid with its row count, or unreadable with the reason."""
+    entirely or not at all, so the report is valid with its row count and the quarter it establishes, or
+    unreadable / off_contract with the reason."""
     try:
         book = read_kh03(data, name)
     except FileRejected as exc:  # Kh03Rejected
-        report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
-        return report
+        return report.refuse(exc)
+    report.period = period_of(book.period_start, book.period_end, source="workbook",
+                              label=f"{book.financial_year} Q{book.quarter}")
     # as the loader counts them: the England row is stored too (five sectors)
     report.rows_read = report.rows_valid = (len(book.trust_rows) + len(book.region_rows) + len(book.specialty_rows)
                                             + len(book.england_row))

@@ -13,7 +13,9 @@ the ledger's final state and the data in one transaction. See docs/decisions/000
 from __future__ import annotations
 
 import hashlib
+import itertools
 import queue
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -23,7 +25,15 @@ from psycopg import errors, sql
 from psycopg.copy import QueuedLibpqWriter
 
 from elt.contracts import Check, Column, Contract, Layout
-from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header, split_bom
+from elt.readers.csv_header import (
+    UTF8_MULTIBYTE,
+    FileRejected,
+    blank,
+    map_header,
+    mixed_encodings_message,
+    read_header,
+    split_bom,
+)
 
 __all__ = ["FileRejected", "LoadResult", "copy_file", "discard_rows", "write_rejects"]
 # Encodings tried in order; Windows-1252 is what spreadsheet exports on Windows produce.
@@ -141,8 +151,9 @@ def _check_rule(contract: Contract, check: Check) -> tuple[str, sql.Composable, 
 
 
 def _copy(cur: psycopg.Cursor, contract: Contract, columns: list[str], chunks: list[bytes], rest: Iterator[bytes],
-          pg_encoding: str) -> tuple[str, int]:
-    """Stream the file into the raw table; returns the sha256 of the bytes as stored and the rows copied."""
+          pg_encoding: str, inspect: Callable[[bytes], None] | None = None) -> tuple[str, int]:
+    """Stream the file into the raw table; returns the sha256 of the bytes as stored and the rows copied.
+    `inspect` sees every chunk before it is sent (and may refuse the file by raising)."""
     digest = hashlib.sha256()
     schema, table = contract.target_table.split(".")
     statement = sql.SQL(
@@ -150,11 +161,12 @@ def _copy(cur: psycopg.Cursor, contract: Contract, columns: list[str], chunks: l
     ).format(sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
              sql.Literal(contract.delimiter), sql.Literal(pg_encoding))
     with cur.copy(statement, writer=_BoundedQueuedWriter(cur)) as copy:
-        for index, chunk in enumerate(chunks):
+        for index, chunk in enumerate(itertools.chain(chunks, rest)):
             digest.update(chunk)
-            copy.write(split_bom(chunk)[0] if index == 0 else chunk)
-        for chunk in rest:
-            digest.update(chunk)
+            if index == 0:
+                chunk, _ = split_bom(chunk)
+            if inspect is not None:
+                inspect(chunk)
             copy.write(chunk)
     return digest.hexdigest(), cur.rowcount
 
@@ -176,44 +188,81 @@ def _restart_row_numbers(conn: psycopg.Connection, contract: Contract) -> None:
 
 def copy_file(conn: psycopg.Connection, contract: Contract, file_id: int,
               open_stream: Callable[[], Iterator[bytes]]) -> LoadResult:
-    """COPY the file into its raw table as file `file_id`, trying UTF-8 then Windows-1252. Raises FileRejected."""
+    """COPY the file into its raw table as file `file_id`, trying UTF-8 then Windows-1252. Raises FileRejected,
+    whose message names lines and columns, never the file's text."""
     stream = open_stream()
-    head_chunks, header = read_header(stream)
-    if not b"".join(head_chunks).strip(UTF8_BOM + b" \r\n\t"):
+    head_chunks, header = read_header(stream)  # bounded: a first line over MAX_HEADER_BYTES is refused
+    if blank(b"".join(head_chunks)):
         raise FileRejected("empty_file", "the file is empty")
     match = map_header(contract, header)
     # One loader at a time per raw table, so that the identity numbers this file's rows 1..n in file order.
     conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (_LOAD_LOCK_CLASS, contract.target_table))
     conn.execute("select set_config('elt.file_id', %s, true)", (str(file_id),))
+    not_utf8: str | None = None
     last_error: Exception | None = None
     for attempt, (pg_encoding, _) in enumerate(ENCODINGS):
         if attempt:
             stream = open_stream()
             head_chunks, _ = read_header(stream)
         _restart_row_numbers(conn, contract)
+        # Read as Windows-1252 only when no part of it is UTF-8: a file that mixes the two would load garbled.
+        inspect = _MixedEncodingWatch(not_utf8) if not_utf8 else None
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint: a failed encoding leaves no rows
-                sha256, rows_read = _copy(cur, contract, match.columns, head_chunks, stream, pg_encoding)
+                sha256, rows_read = _copy(cur, contract, match.columns, head_chunks, stream, pg_encoding, inspect)
         except (errors.CharacterNotInRepertoire, errors.UntranslatableCharacter) as exc:
+            not_utf8 = not_utf8 or where_in_file(exc) or "a line"
             last_error = exc
             continue
         except errors.BadCopyFileFormat as exc:
-            raise FileRejected("malformed_csv", pg_message(exc)) from exc
+            raise FileRejected("malformed_csv", copy_problem(exc)) from None
         if rows_read == 0:
             raise FileRejected("no_rows", "the file has a header but no data rows")
         return LoadResult(sha256=sha256, encoding=pg_encoding, layout=match.layout.name, rows_read=rows_read)
-    raise FileRejected(
-        "undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text ({pg_message(last_error)})"
-    )
+    where = where_in_file(last_error) or "a line"
+    if "0x00" in (last_error.diag.message_primary or ""):
+        raise FileRejected("undecodable_text", f"{where} holds NUL bytes: the file is not UTF-8 or Windows-1252 "
+                                               "text (binary, or UTF-16?): export it as CSV UTF-8")
+    raise FileRejected("undecodable_text", f"the file is neither UTF-8 nor Windows-1252 text ({where}): export it "
+                                           "as CSV UTF-8")
 
 
-def pg_message(exc: Exception | None) -> str:
-    """Postgres's message plus its CONTEXT line (which names the CSV line), never the row's values."""
-    diag = getattr(exc, "diag", None)
-    if diag is None:
-        return str(exc)
-    context = (diag.context or "").split(":")[0]
-    return f"{diag.message_primary or str(exc).splitlines()[0]}{f' ({context})' if context else ''}"
+class _MixedEncodingWatch:
+    """Refuses a file (mixed_encodings) as soon as a chunk holds a UTF-8 character, once the file has been found
+    not to be UTF-8 as a whole. Keeps the last bytes of each chunk, so a character split between two is seen."""
+
+    def __init__(self, not_utf8: str):
+        self.not_utf8, self.tail = not_utf8, b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if UTF8_MULTIBYTE.search(self.tail + chunk[:3]) or UTF8_MULTIBYTE.search(chunk):
+            raise FileRejected("mixed_encodings", mixed_encodings_message(self.not_utf8))
+        self.tail = chunk[-3:]
+
+
+# Postgres's own descriptions of a malformed CSV (copyfromparse.c): fixed texts naming at most a column of the
+# raw table. Any other message is replaced by a general one, since it may quote the file.
+_SAFE_COPY_MESSAGE = re.compile(
+    r"(extra data after last expected column|missing data for column \"[a-z_][a-z0-9_]*\"|unterminated CSV quoted "
+    r"field|(literal|unquoted) (carriage return|newline) found in data|end-of-copy marker corrupt|end-of-copy "
+    r"marker does not match previous newline style)")
+_COPY_CONTEXT = re.compile(r"COPY [a-z_][a-z0-9_]*, line (\d+)(?:, column ([a-z_][a-z0-9_]*))?")
+
+
+def where_in_file(exc: Exception) -> str | None:
+    """'line 7' or 'line 7, column phone', from the CONTEXT of a COPY error (whose tail quotes the row: not kept)."""
+    match = _COPY_CONTEXT.match(getattr(getattr(exc, "diag", None), "context", None) or "")
+    if match is None:
+        return None
+    return f"line {match.group(1)}" + (f", column {match.group(2)}" if match.group(2) else "")
+
+
+def copy_problem(exc: Exception) -> str:
+    """What Postgres found wrong with a CSV, and where, without any of the file's text."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None) or ""
+    what = primary if _SAFE_COPY_MESSAGE.fullmatch(primary) else "the file is not valid CSV"
+    where = where_in_file(exc)
+    return f"{what} ({where})" if where else what
 
 
 def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None) -> sql.Composed:

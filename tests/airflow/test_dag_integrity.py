@@ -86,4 +86,16 @@ def test_bed_models_are_built_by_nhs_beds_ingest_only(dagbag, dbt_manifest):
     dag = dagbag.dags["nhs_beds_ingest"]
     assert dag.timetable.expression == "30 2 * * *" and dag.catchup is False
     assert set(dag.params) == {"key", "dry_run", "rebuild_marts"}
-    assert [t.task_id for t in dag.topological_sort()] == ["discover", "load", "build_marts"]
+    assert [t.task_id for t in dag.topological_sort()][:2] == ["discover", "load"]
+    assert set(dag.task_ids) == {"discover", "load", "build_marts", "all_loads_succeeded"}
+
+
+@pytest.mark.parametrize(("dag_id", "after_loads"), [("medilink_ingest", "publish"), ("nhs_beds_ingest", "build_marts")])
+def test_a_failed_load_holds_back_neither_the_good_files_nor_the_runs_failure(dagbag, dag_id, after_loads):
+    """The task after the loads runs once they are all done, failed ones included (so the files that loaded are
+    published); a leaf with the default rule then fails the run when any load failed."""
+    dag = dagbag.dags[dag_id]
+    assert dag.get_task(after_loads).trigger_rule == "all_done"
+    assert dag.get_task(after_loads).upstream_task_ids == {"load"}
+    gate = dag.get_task("all_loads_succeeded")
+    assert gate.trigger_rule == "all_success" and gate.upstream_task_ids == {"load"} and not gate.downstream_task_ids

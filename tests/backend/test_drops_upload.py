@@ -206,7 +206,7 @@ def test_refusals_store_nothing_and_say_what_to_do(client, store, db, airflow, m
         (("medilink_triage_visits", "patients_2026-11-14.csv", medilink["patients_2026-11-14.csv"]),
          (400, "name_not_accepted", "triage_visits")),
         (("medilink_triage_visits", "triage_visits_2026-11-14.csv",
-          triage.replace(b"triage_level", b"triage_lvl", 1)), (422, "contract_violation", "triage_lvl")),
+          triage.replace(b"triage_level", b"triage_lvl", 1)), (422, "contract_violation", "did you mean triage_level?")),
         (("nhs_kh03_overnight", KH03_NAME, build_kh03(Kh03Spec(total_overrides={("R1H", "available"): 1.0}))),
          (422, "contract_violation", "Total")),
         (("nhs_kh03_overnight", "Beds-Open-Overnight-Q3-2024-25.xlsx", kh03),

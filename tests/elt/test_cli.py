@@ -56,8 +56,9 @@ def test_files_says_in_full_why_a_file_was_quarantined_and_where_it_went(cli_env
 
     assert main(["files"]) == 0
     out = capsys.readouterr().out
-    # The misspelled column and the one it should have been, untruncated, and where the file now sits.
-    assert "columns not in contract medilink_triage_visits v1: patient_lastname; missing: patient_last_name" in out
+    # The misspelled column's position and the one it should have been, untruncated, and where the file now sits.
+    assert ("header column 3 is not a column of contract medilink_triage_visits v1 (did you mean patient_last_name?); "
+            "missing: patient_last_name") in out
     assert "now at medical_records/quarantine/" in out
     # The other file loaded one row; its second row broke two rules: where to read them.
     assert "2 row(s) rejected" not in out and "1 row(s) rejected; see `elt rejects" in out

@@ -199,8 +199,11 @@ def test_elt_validate_checks_a_workbook_as_the_loader_would():
     trusts, regions = len(DEFAULT_TRUSTS), len({t.region for t in DEFAULT_TRUSTS})
     good = validate_bytes(contract, build_kh03(), name="beds.xlsx")
     assert (good.status, good.rows_read) == ("valid", (1 + trusts) * 5 + regions * 5 + trusts * len(SPECIALTIES))
+    # The quarter it establishes: the generated workbook's period is July to September 2020, 2020-21 Q2.
+    assert good.period == {"start": "2020-07-01", "end": "2020-09-30", "label": "2020-21 Q2", "source": "workbook"}
     bad = validate_bytes(contract, build_kh03(Kh03Spec(period_text=None, year=None, period_end=None)), name="beds.xlsx")
-    assert bad.status == "unreadable" and bad.errors[0]["rule"] == "missing_period"
+    # Read perfectly, but no period can be established: off the contract, not unreadable.
+    assert (bad.status, bad.errors[0]["rule"], bad.period) == ("off_contract", "missing_period", None)
 
 
 def test_a_legacy_xls_workbook_loads_like_the_xlsx(settings, store, db):

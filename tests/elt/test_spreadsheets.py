@@ -108,7 +108,7 @@ def test_rows_are_numbered_from_the_header_and_checked_by_the_contract(contract)
     (b"", "unreadable_workbook", "not a readable xlsx workbook"),
     (workbook([HEADER, ["A", None, 1, 6.6, None]], sheet="Sheet1"), "missing_sheet", "no sheet 'Facilities'; its sheets: Notes, Sheet1"),
     (workbook([["Name", None, "Bedz", "Lat", "Opened"], ["A", None, 1, 6.6, None]]), "missing_header",
-     "the closest is row 6: columns not in contract test_sheet_facilities v1: Bedz"),
+     "the closest is row 6: header column D is not a column of contract test_sheet_facilities v1 (did you mean beds?)"),
     (workbook([["Something", "else"]], title=False), "missing_header", "no header row with the contract's columns"),
     (workbook([HEADER]), "no_rows", "has a header but no data rows"),
 ])
