@@ -1,7 +1,6 @@
 {#
-    Statistical disclosure control of the de-identified marts (docs/decisions/0008-disclosure-control-of-the-
-    de-identified-marts.md): what BI tools and the analyst role see of a count of people, or of events about
-    people (visits, records).
+    Statistical disclosure control of the de-identified marts (docs/decisions/0008-disclosure-control.md): what
+    BI tools and the analyst role see of a count of people, or of events about people (visits, records).
 
     * 0 is published as 0: a true zero, nobody.
     * 1 .. threshold-1 is withheld: null in the mart, and the row's `is_..._suppressed` marker is true.
