@@ -39,6 +39,18 @@ class Settings(BaseSettings):
         "production: their inputs are fixed rows, so they check the SQL (once per change, in `./start.sh test`), "
         "not the night's data, and they cost about 0.4 s each.",
     )
+    sdc_threshold: int = Field(
+        10, ge=1, le=999_999,
+        description="Statistical disclosure control of the de-identified marts (the analytics schema: BI tools and the "
+        "API's analyst role): a count of people, or of events about people, from 1 to this minus one is withheld "
+        "(null, with an is_..._suppressed marker). 1 withholds nothing. Passed to dbt as DBT_SDC_THRESHOLD.",
+    )
+    sdc_rounding_base: int = Field(
+        5, ge=1, le=999_999,
+        description="Published counts at or above SDC_THRESHOLD are rounded to the nearest multiple of this, halves "
+        "up (NHS England's practice: 5). 1 does not round. Passed to dbt as DBT_SDC_ROUNDING_BASE; dbt refuses a "
+        "pair under which a published figure would fall below the threshold or stand for one count alone.",
+    )
 
     # Passwords of the project's own logins (elt/warehouse/roles.py, LOGINS), which every start creates or
     # corrects. Unset: the login is left as a database admin made it (or not created). ./start.sh generates them.

@@ -170,7 +170,8 @@ def _prepare_dbt_task(context, operator) -> None:
     """Cosmos interceptor, run in the task just before dbt starts.
 
     * The DBT_PG_* variables that dbt/profiles.yml reads, from DATABASE_URL as `elt build` takes them: the DAG
-      holds no connection details.
+      holds no connection details. With them the DBT_SDC_* of the marts' disclosure control (SDC_THRESHOLD,
+      SDC_ROUNDING_BASE), so a nightly run publishes what `elt build` would.
     * Retries only where they can help: a failed dbt test, or a model that failed for any reason but a lost
       or refused connection, fails the task at once.
     """

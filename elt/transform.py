@@ -23,12 +23,15 @@ class DbtError(RuntimeError):
 
 
 def dbt_connection_env(settings: Settings) -> dict[str, str]:
-    """The variables dbt/profiles.yml reads (DBT_PG_*, from `database_url`), dbt's tracking opt-out, and
-    unless `dbt_unit_tests` is set, the exclusion of unit tests from `dbt build` and `dbt test`."""
+    """The variables dbt/profiles.yml reads (DBT_PG_*, from `database_url`), the disclosure control of the
+    de-identified marts (DBT_SDC_*, read by dbt/macros/disclosure_control.sql), dbt's tracking opt-out, and
+    unless `dbt_unit_tests` is set, the exclusion of unit tests from `dbt build` and `dbt test`. Both ways dbt
+    runs take them from here: `run_dbt` (elt build) and the Airflow tasks (elt/orchestration.py)."""
     parts = settings.pg_parts()
     env = {
         "DBT_PG_HOST": parts["host"], "DBT_PG_PORT": parts["port"], "DBT_PG_USER": parts["user"],
         "DBT_PG_PASSWORD": parts["password"], "DBT_PG_DBNAME": parts["dbname"],
+        "DBT_SDC_THRESHOLD": str(settings.sdc_threshold), "DBT_SDC_ROUNDING_BASE": str(settings.sdc_rounding_base),
         "DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     if not settings.dbt_unit_tests:
@@ -97,10 +100,12 @@ def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
         log.info("dbt | %s", line)
     if process.wait() != 0:
         # The summary lines, and after a "Database Error" the lines that say what Postgres refused (a
-        # broken constraint names itself there).
+        # broken constraint names itself there), after a "Compilation Error" what the project refused (a
+        # disclosure-control setting out of bounds says so there).
         failures = [ln for index, ln in enumerate(lines)
                     if "ERROR" in ln or "FAIL" in ln or "Error" in ln
-                    or any("Database Error" in earlier for earlier in lines[max(0, index - 2):index])][-20:]
+                    or any("Database Error" in earlier or "Compilation Error" in earlier
+                           for earlier in lines[max(0, index - 2):index])][-20:]
         raise DbtError(f"dbt {' '.join(args)} failed (exit {process.returncode}):\n" + "\n".join(failures))
     return lines
 

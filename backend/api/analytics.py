@@ -1,6 +1,11 @@
 """The de-identified analytics marts (no names, phone numbers or birth dates; age bands; opaque ids):
 monthly facility figures, daily triage trends, conditions by state, age band and sex, and the seed's
 facility statistics per state. The analyst role and above.
+
+Every count of people or of their visits and records is under disclosure control in the mart itself
+(dbt/macros/disclosure_control.sql): 0 as is, 1 to SDC_THRESHOLD-1 withheld (null, with its `is_..._suppressed`
+marker served beside it), larger counts rounded to the nearest SDC_ROUNDING_BASE. The API serves the marts as
+BI tools read them: there is no unprotected copy to reach.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ FACILITY_MONTHLY = Resource(
         Column("urgent_share", "number"),
         Column("avg_triage_level", "number"),
         Column("medical_record_count", "integer"),
+        Column("is_triage_visit_count_suppressed", "boolean"),
+        Column("is_urgent_visit_count_suppressed", "boolean"),
+        Column("is_medical_record_count_suppressed", "boolean"),
     ),
     key=("facility_id", "month_start"),
     default_sort="month_start",
@@ -57,6 +65,10 @@ TRIAGE_TRENDS = Resource(
         Column("is_full_window", "boolean"),
         Column("visit_count_prev_7d", "integer"),
         Column("week_over_week_change", "number"),
+        Column("is_visit_count_suppressed", "boolean"),
+        Column("is_priority_mix_suppressed", "boolean"),
+        Column("is_visit_count_7d_suppressed", "boolean"),
+        Column("is_visit_count_prev_7d_suppressed", "boolean"),
     ),
     key=("facility_id", "visit_date"),
     default_sort="visit_date",
@@ -75,6 +87,7 @@ CONDITION_ANALYSIS = Resource(
         Column("visit_count", "integer"),
         Column("patient_count", "integer"),
         Column("share_of_state_visits", "number"),
+        Column("is_suppressed", "boolean", filter="eq"),
     ),
     key=("state", "age_band", "sex", "condition_name"),
     default_sort="state",
@@ -93,6 +106,10 @@ FACILITY_STATS = Resource(
         Column("triage_visit_count", "integer"),
         Column("urgent_visit_count", "integer"),
         Column("avg_triage_level", "number"),
+        Column("is_patient_count_suppressed", "boolean"),
+        Column("is_medical_record_count_suppressed", "boolean"),
+        Column("is_triage_visit_count_suppressed", "boolean"),
+        Column("is_urgent_visit_count_suppressed", "boolean"),
     ),
     key=("state",),
     default_sort="state",

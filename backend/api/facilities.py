@@ -1,6 +1,8 @@
 """GET /api/v1/facilities: every facility with its activity figures, from analytics.facility_performance.
 
-De-identified (no patient-level column): the analyst role and above.
+De-identified (no patient-level column, counts under disclosure control: withheld counts are null with an
+`is_<count>_suppressed` marker, dbt/macros/disclosure_control.sql): the analyst role and above. Counts do not sort:
+a withheld one has no place in an order, and keyset pages need a value in every row.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ FACILITIES = Resource(
         Column("state", filter="eq", sortable=True),
         Column("lga", filter="eq"),
         Column("facility_type", filter="eq"),
-        Column("patient_count", "integer", sortable=True),
-        Column("medical_record_count", "integer", sortable=True),
-        Column("triage_visit_count", "integer", sortable=True),
+        Column("patient_count", "integer"),
+        Column("medical_record_count", "integer"),
+        Column("triage_visit_count", "integer"),
         Column("urgent_visit_count", "integer"),
         Column("avg_triage_level", "number"),
         Column("first_visit_date", "date"),
@@ -34,6 +36,10 @@ FACILITIES = Resource(
         Column("active_days", "integer"),
         Column("avg_daily_visits", "number"),
         Column("volume_band", filter="eq", choices=("High", "Medium", "Low")),
+        Column("is_patient_count_suppressed", "boolean"),
+        Column("is_medical_record_count_suppressed", "boolean"),
+        Column("is_triage_visit_count_suppressed", "boolean"),
+        Column("is_urgent_visit_count_suppressed", "boolean"),
     ),
     key=("facility_id",),
     default_sort="facility_name",

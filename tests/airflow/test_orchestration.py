@@ -73,6 +73,20 @@ def test_dbt_gets_its_connection_from_the_environment_not_the_dag(dbt_operators,
     assert env["DBT_PG_PORT"] == settings.pg_parts()["port"]
 
 
+def test_dbt_gets_the_disclosure_rule_of_the_settings_as_elt_build_does(dbt_operators, monkeypatch):
+    from elt.config import get_settings
+    from elt.orchestration import _prepare_dbt_task
+
+    assert (dbt_operators["run"].env["DBT_SDC_THRESHOLD"], dbt_operators["run"].env["DBT_SDC_ROUNDING_BASE"]) == ("10", "5")
+    monkeypatch.setenv("SDC_THRESHOLD", "20")
+    monkeypatch.setenv("SDC_ROUNDING_BASE", "10")
+    get_settings.cache_clear()
+    operator = dbt_operators["test"]
+    operator.env = {}
+    _prepare_dbt_task({}, operator)
+    assert (operator.env["DBT_SDC_THRESHOLD"], operator.env["DBT_SDC_ROUNDING_BASE"]) == ("20", "10")
+
+
 def test_a_dbt_model_is_retried_only_when_the_connection_failed(dbt_operators):
     from airflow.sdk.exceptions import AirflowFailException
     from cosmos.exceptions import CosmosDbtRunError

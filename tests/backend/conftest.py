@@ -23,15 +23,23 @@ from tests.conftest import create_database, drop_database
 
 PREFIX = "medical_records/input/"
 END = date(2026, 11, 14)
+# The Medilink drops the `warehouse` is built from (tests that work out its figures from the CSV bytes use them).
+WAREHOUSE_DROPS = {"end_date": END, "days": 21, "seed": 11}
 
-# The published mart's columns, as dbt's enforced contract declares them (dbt/models/analytics).
+# The published mart's columns, as dbt's enforced contract declares them (dbt/models/analytics). The figures
+# put in it by hand test the API's paging, filters and exports; disclosure control is dbt's (and
+# tests/backend/test_disclosure_control.py checks what the API serves from marts dbt built).
 FACILITY_PERFORMANCE_DDL = """
 create schema if not exists analytics;
 create table analytics.facility_performance (
     facility_id text, facility_name text, state text, lga text, facility_type text,
     patient_count bigint, medical_record_count bigint, triage_visit_count bigint, urgent_visit_count bigint,
     avg_triage_level numeric, first_visit_date date, last_visit_date date, active_days bigint,
-    avg_daily_visits numeric, volume_band text, built_at timestamptz
+    avg_daily_visits numeric, volume_band text, built_at timestamptz,
+    is_patient_count_suppressed boolean not null default false,
+    is_medical_record_count_suppressed boolean not null default false,
+    is_triage_visit_count_suppressed boolean not null default false,
+    is_urgent_visit_count_suppressed boolean not null default false
 );
 grant usage on schema analytics to api_reader;
 grant select on analytics.facility_performance to api_reader;
@@ -54,7 +62,7 @@ def warehouse(pg_server_url, s3_endpoint_url, warehouse_template):
     s3 = boto3.client("s3", endpoint_url=s3_endpoint_url, region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
     settings = Settings(database_url=url, s3_endpoint_url=s3_endpoint_url, s3_bucket=bucket)
-    for name, data in generate_medilink_drops(end_date=END, days=21, seed=11).files.items():
+    for name, data in generate_medilink_drops(**WAREHOUSE_DROPS).files.items():
         s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
     # Two quarters of KH03 bed occupancy (generated workbooks), so the /api/v1/beds endpoints have rows too.
     from tests.elt.kh03_fixtures import Kh03Spec, build_kh03

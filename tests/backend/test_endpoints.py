@@ -308,10 +308,10 @@ def test_csv_holds_what_json_holds(call, wdb, path):
 
 def test_csv_numbers_are_written_exactly_as_stored(call, wdb):
     rows = _csv(call("/api/v1/triage-trends", query_string={"format": "csv", "limit": 200}))
-    served = {(r["facility_id"], r["visit_date"]): r["urgent_share"] for r in rows}
+    served = {(r["facility_id"], r["visit_date"]): r["visit_count_7d_avg"] for r in rows}
     stored = {(f, str(d)): v for f, d, v in wdb.execute(
-        "select facility_id, visit_date, urgent_share from analytics.triage_trends")}
-    # urgent_share is numeric with 4 decimals: 0.2500 stays 0.2500 (a float would print 0.25).
+        "select facility_id, visit_date, visit_count_7d_avg from analytics.triage_trends")}
+    # visit_count_7d_avg is numeric with 2 decimals: 5.00 stays 5.00 (a float would print 5.0).
     assert served and all(value == ("" if stored[key] is None else str(stored[key])) for key, value in served.items())
     assert any(value.endswith("0") and "." in value for value in served.values())
 

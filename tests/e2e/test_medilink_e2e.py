@@ -1,143 +1,30 @@
 """The whole slice: drops in S3 -> medilink_ingest, then medilink_marts, under dag.test() -> dbt marts -> the API.
 
-The expected figures are computed here straight from the generated CSV bytes with the csv module and the
-domain rules (not from the warehouse), then compared with what the API serves.
+The expected figures are computed straight from the generated CSV bytes with the csv module and the domain rules
+(tests/medilink_figures.py, not from the warehouse), then compared with what the marts hold and the API serves.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections import defaultdict
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from elt.demo import generate_medilink_drops
+from tests.disclosure import is_publishable
+from tests.medilink_figures import (
+    published_condition_analysis,
+    published_facility_monthly,
+    published_facility_performance,
+    published_triage_trends,
+    resolved_visits,
+)
 
 PREFIX = "medical_records/input/"
 DAGS = Path(__file__).resolve().parents[2] / "airflow" / "dags"
 END = date(2026, 11, 14)
-
-
-def _rows(files: dict[str, bytes], kind: str) -> list[tuple[date | None, dict]]:
-    out = []
-    for name, data in sorted(files.items()):
-        if not name.startswith(kind):
-            continue
-        text = data.decode("cp1252") if kind == "facilities" else data.decode("utf-8-sig")
-        day = date.fromisoformat(name.rsplit("_", 1)[1][:10])
-        for row in csv.DictReader(io.StringIO(text, newline="")):
-            out.append((day, {k: (v or "").strip() for k, v in row.items()}))
-    return out
-
-
-def _null(value: str) -> str | None:
-    return None if value.upper() in {"", "N/A", "NA", "-", "NULL"} else value
-
-
-def _valid_date(value: str) -> bool:
-    try:
-        date.fromisoformat(value)
-        return len(value) == 10
-    except ValueError:
-        return False
-
-
-def _round(value: Decimal, places: str) -> float:
-    """Half away from zero, as Postgres's round(numeric, n) does (3.125 -> 3.13)."""
-    return float(value.quantize(Decimal(places), rounding=ROUND_HALF_UP))
-
-
-def _state(value: str) -> str:
-    words = " ".join("".join(ch if ch.isalpha() else " " for ch in value.lower()).split())
-    if "fct" in words.split() or "federal capital territory" in words or words == "abuja":
-        return "FCT"
-    return " ".join(word.capitalize() for word in value.split())
-
-
-def _age_band(birth: date, on: date) -> str:
-    age = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-    for upper, band in ((5, "0-4"), (15, "5-14"), (25, "15-24"), (45, "25-44"), (65, "45-64")):
-        if age < upper:
-            return band
-    return "65+"
-
-
-def valid_patients(files: dict[str, bytes]) -> dict[tuple[str, str, str], list[dict]]:
-    """Patient rows that pass their contract, by (facility, first name, last name) lower-cased."""
-    patients = defaultdict(list)
-    for _, row in _rows(files, "patients"):
-        sex, dob = _null(row["sex"]), row["dob"]
-        if not (_null(row["facility_name"]) and _null(row["first_name"]) and _null(row["last_name"])):
-            continue
-        if (sex and sex.upper() not in {"M", "F"}) or not _valid_date(dob):
-            continue
-        patients[(row["facility_name"], row["first_name"].lower(), row["last_name"].lower())].append(row)
-    return patients
-
-
-def resolved_visits(files: dict[str, bytes]) -> list[dict]:
-    """Triage visits that pass their contract and name exactly one patient, with that patient's row."""
-    facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
-    patients = valid_patients(files)
-    visits = []
-    for day, row in _rows(files, "triage_visits"):
-        level = row["triage_level"]
-        if not _null(row["facility_name"]) or not level.isdigit() or not 1 <= int(level) <= 5:
-            continue
-        match = patients.get((row["facility_name"], row["patient_first_name"].lower(), row["patient_last_name"].lower()), [])
-        if len(match) != 1:
-            continue
-        visits.append({"facility": row["facility_name"], "state": _state(facilities[row["facility_name"]]["state"]),
-                       "day": day, "level": int(level), "patient": match[0],
-                       "conditions": {c.strip().lower() for c in (_null(row["conditions"]) or "").split(";") if c.strip()}})
-    return visits
-
-
-def expected_triage_trends(files: dict[str, bytes]) -> dict[tuple[str, str], dict]:
-    by_facility = defaultdict(lambda: defaultdict(int))
-    for visit in resolved_visits(files):
-        by_facility[visit["facility"]][visit["day"]] += 1
-    expected = {}
-    for facility, counts in by_facility.items():
-        first, last = min(counts), max(counts)
-        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-        series = [counts.get(day, 0) for day in days]
-        for index, day in enumerate(days):
-            window = series[max(0, index - 6): index + 1]
-            previous = series[index - 13: index - 6] if index >= 13 else None
-            change = None
-            if previous is not None and len(window) == 7 and sum(previous):
-                change = _round(Decimal(sum(window) - sum(previous)) / sum(previous), "0.0001")
-            expected[(facility, day.isoformat())] = {
-                "visit_count": series[index],
-                "visit_count_7d_avg": _round(Decimal(sum(window)) / len(window), "0.01"),
-                "week_over_week_change": change,
-            }
-    return expected
-
-
-def expected_condition_analysis(files: dict[str, bytes]) -> dict[tuple[str, str, str, str], dict]:
-    visits = resolved_visits(files)
-    state_visits = defaultdict(int)
-    groups = defaultdict(lambda: {"visits": 0, "patients": set()})
-    for visit in visits:
-        state_visits[visit["state"]] += 1
-        patient = visit["patient"]
-        sex = (_null(patient["sex"]) or "Unknown").upper().replace("UNKNOWN", "Unknown")
-        band = _age_band(date.fromisoformat(patient["dob"]), visit["day"])
-        for condition in visit["conditions"]:
-            group = groups[(visit["state"], band, sex, condition)]
-            group["visits"] += 1
-            group["patients"].add((patient["facility_name"], patient["first_name"].lower(), patient["last_name"].lower()))
-    return {
-        key: {"visit_count": g["visits"], "patient_count": len(g["patients"]),
-              "share_of_state_visits": _round(Decimal(g["visits"]) / state_visits[key[0]], "0.0001")}
-        for key, g in groups.items()
-    }
 
 
 def expected_patient_visits(files: dict[str, bytes]) -> dict[tuple[str, str, str], tuple[int, list[str]]]:
@@ -149,37 +36,6 @@ def expected_patient_visits(files: dict[str, bytes]) -> dict[tuple[str, str, str
         count, conditions = out.get(key, (0, set()))
         out[key] = (count + 1, conditions | visit["conditions"])
     return {key: (count, sorted(conditions)) for key, (count, conditions) in out.items()}
-
-
-def expected_facility_figures(files: dict[str, bytes]) -> dict[str, dict]:
-    facilities = {row["name"]: row for _, row in _rows(files, "facilities")}
-    patients = valid_patients(files)
-    figures = {name: {"patients": sum(len(v) for k, v in patients.items() if k[0] == name), "visits": [],
-                      "records": 0} for name in facilities}
-    for visit in resolved_visits(files):
-        figures[visit["facility"]]["visits"].append((visit["day"], visit["level"]))
-    for _, row in _rows(files, "medical_records"):
-        key = (row["facility_name"], row["patient_first_name"].lower(), row["patient_last_name"].lower())
-        if _null(row["record_type"]) and len(patients.get(key, [])) == 1:
-            figures[row["facility_name"]]["records"] += 1
-    expected = {}
-    for name, f in figures.items():
-        visits = f["visits"]
-        days = {d for d, _ in visits}
-        expected[name] = {
-            "patient_count": f["patients"],
-            "medical_record_count": f["records"],
-            "triage_visit_count": len(visits),
-            "urgent_visit_count": sum(1 for _, level in visits if level <= 2),
-            # Reported averages round half away from zero (3.125 -> 3.13), as Postgres's round(numeric) does.
-            "avg_triage_level": float((Decimal(sum(level for _, level in visits)) / len(visits)).quantize(
-                Decimal("0.01"), rounding=ROUND_HALF_UP)) if visits else None,
-            "active_days": len(days),
-            "first_visit_date": min(days).isoformat() if days else None,
-            "last_visit_date": max(days).isoformat() if days else None,
-            "volume_band": "High" if len(visits) >= 50 else "Medium" if len(visits) >= 10 else "Low",
-        }
-    return expected
 
 
 def _api_rows(settings) -> list[dict]:
@@ -226,38 +82,30 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
     assert db.execute("select count(distinct (file_id, row_number)) from ops.load_rejects").fetchone()[0] == len(drop.bad_rows)
     assert list(store.list(PREFIX)) == []
 
-    expected = expected_facility_figures(drop.files)
+    # What the analyst reads is what the CSV bytes give once disclosure control is applied by its documented rule
+    # (tests/disclosure.py): no count from 1 to the threshold - 1, the rest rounded.
+    expected = published_facility_performance(drop.files)
     served = {row["facility_name"]: row for row in _api_rows(settings)}
     assert set(served) == set(expected)
     for name, figures in expected.items():
         got = {key: served[name][key] for key in figures}
         assert got == figures, name
+    assert all(is_publishable(row[column]) for row in served.values()
+               for column in ("patient_count", "medical_record_count", "triage_visit_count", "urgent_visit_count"))
 
-    # The trend and condition marts agree with figures computed from the CSV bytes.
-    trends = db.execute(
-        "select facility_name, visit_date::text, visit_count, visit_count_7d_avg::float, "
-        "week_over_week_change::float from analytics.triage_trends").fetchall()
-    expected_trends = expected_triage_trends(drop.files)
+    # The trend, condition and monthly marts agree with figures computed from the CSV bytes.
+    expected_trends = published_triage_trends(drop.files)
     assert sum(1 for t in expected_trends.values() if t["week_over_week_change"] is not None) >= 5  # not vacuous
-    assert {(f, d): {"visit_count": c, "visit_count_7d_avg": a, "week_over_week_change": w}
-            for f, d, c, a, w in trends} == expected_trends
-    conditions = db.execute(
-        "select state, age_band, sex, condition_name, visit_count, patient_count, share_of_state_visits::float "
-        "from analytics.condition_analysis").fetchall()
-    assert len(conditions) >= 20
-    assert {row[:4]: {"visit_count": row[4], "patient_count": row[5], "share_of_state_visits": row[6]}
-            for row in conditions} == expected_condition_analysis(drop.files)
-
-    # Monthly visits and visits per reporting day, per facility, from the CSV bytes.
-    monthly = defaultdict(list)
-    for visit in resolved_visits(drop.files):
-        monthly[(visit["facility"], visit["day"].replace(day=1).isoformat())].append(visit["day"])
-    expected_monthly = {key: (len(days), _round(Decimal(len(days)) / len(set(days)), "0.01")) for key, days in monthly.items()}
+    assert _mart(db, "triage_trends", ("facility_name", "visit_date"), next(iter(expected_trends.values()))) \
+        == expected_trends
+    expected_conditions = published_condition_analysis(drop.files)
+    assert len(expected_conditions) >= 20
+    assert _mart(db, "condition_analysis", ("state", "age_band", "sex", "condition_name"),
+                 next(iter(expected_conditions.values()))) == expected_conditions
+    expected_monthly = published_facility_monthly(drop.files)
     assert len({month for _, month in expected_monthly}) == 2  # the drops span two months
-    served_monthly = db.execute(
-        "select facility_name, month_start::text, triage_visit_count, avg_daily_visits::float "
-        "from analytics.facility_monthly where triage_visit_count > 0").fetchall()
-    assert {(f, m): (c, a) for f, m, c, a in served_monthly} == expected_monthly
+    assert _mart(db, "facility_monthly", ("facility_name", "month_start"), next(iter(expected_monthly.values()))) \
+        == expected_monthly
 
     # Each patient's 12-month summary counts the visits and conditions the CSV bytes give them.
     summaries = db.execute(
@@ -302,6 +150,16 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
 PUBLISHED = ("core.dim_facilities", "core.dim_patients", "core.fct_medical_records", "core.fct_triage_visits",
              "clinical.patient_summary", "analytics.facility_performance", "analytics.facility_monthly",
              "analytics.triage_trends", "analytics.condition_analysis")
+
+
+def _mart(db, table: str, key: tuple[str, ...], columns: dict) -> dict[tuple, dict]:
+    """analytics.<table> as {key: {column: value}} for the columns named, dates as text and numerics as floats."""
+    listed = ", ".join([*key, *columns])
+    by_key = {}
+    for row in db.execute(f"select {listed} from analytics.{table}").fetchall():  # noqa: S608 - fixed names
+        values = [v.isoformat() if isinstance(v, date) else float(v) if isinstance(v, Decimal) else v for v in row]
+        by_key[tuple(values[:len(key)])] = dict(zip(columns, values[len(key):], strict=True))
+    return by_key
 
 
 def _snapshot(db, table: str) -> list[tuple]:

@@ -1,7 +1,9 @@
 {#
     One row per state, age band, sex and condition named at triage. Visits and distinct patients with that
     condition, and the condition's share of the visits in its state. Age is the patient's age on the visit
-    day. De-identified: no patient ids, names or birth dates; bands, not ages. Feeds BI and the API.
+    day. De-identified: no patient ids, names or birth dates; bands, not ages; and disclosure control
+    (macros/disclosure_control.sql): a group of fewer patients than the threshold shows none of its figures
+    (is_suppressed), the others' counts are rounded. Feeds BI and the API.
 #}
 with
 
@@ -86,20 +88,35 @@ grouped as (
 
 ),
 
-final as (
+marked as (
 
     select
-        grouped.state,
-        grouped.age_band,
-        grouped.sex,
-        grouped.condition_name,
-        grouped.visit_count,
-        grouped.patient_count,
-        round(grouped.visit_count::numeric / state_visits.state_visit_count, 4) as share_of_state_visits,
-        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
+        grouped.*,
+        state_visits.state_visit_count,
+        -- The patients are who the group is about; its visits are at least as many.
+        {{ sdc_is_small('grouped.patient_count') }} as is_suppressed
     from grouped
     inner join state_visits
         on grouped.state = state_visits.state
+
+),
+
+final as (
+
+    select
+        state,
+        age_band,
+        sex,
+        condition_name,
+        {{ sdc_publish('visit_count', 'is_suppressed') }} as visit_count,
+        {{ sdc_publish('patient_count', 'is_suppressed') }} as patient_count,
+        -- The published visits over the state's published visits (facility_stats.triage_visit_count), so it
+        -- says no more than those figures do. A state of fewer visits than the threshold has only withheld rows.
+        round(cast({{ sdc_publish('visit_count', 'is_suppressed') }} as numeric)
+              / nullif({{ sdc_publish('state_visit_count') }}, 0), 4) as share_of_state_visits,
+        is_suppressed,
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
+    from marked
 
 )
 

@@ -1,37 +1,15 @@
 {#
     One row per state with at least one facility: the seed API's facility statistics (served at
-    GET /api/v1/analytics/facility-stats). Counts add up facility_performance; the average triage level
-    is over every visit in the state, not an average of facility averages. De-identified.
+    GET /api/v1/analytics/facility-stats). Counts add up the facilities' true counts (int_facility_activity)
+    and then pass disclosure control (macros/disclosure_control.sql) as counts of their own: a state total is
+    not the sum of facility_performance's rounded figures. The average triage level is over every visit in
+    the state, not an average of facility averages. De-identified.
 #}
 with
 
-facility_performance as (
+facility_activity as (
 
-    select * from {{ ref('facility_performance') }}
-
-),
-
-daily_visits as (
-
-    select * from {{ ref('int_triage_visits_daily') }}
-
-),
-
-facilities as (
-
-    select * from {{ ref('dim_facilities') }}
-
-),
-
-state_acuity as (
-
-    select
-        facilities.state,
-        round(sum(daily_visits.triage_level_sum)::numeric / sum(daily_visits.visit_count), 2) as avg_triage_level
-    from daily_visits
-    inner join facilities
-        on daily_visits.facility_id = facilities.facility_id
-    group by 1
+    select * from {{ ref('int_facility_activity') }}
 
 ),
 
@@ -43,26 +21,45 @@ state_counts as (
         cast(sum(patient_count) as bigint) as patient_count,
         cast(sum(medical_record_count) as bigint) as medical_record_count,
         cast(sum(triage_visit_count) as bigint) as triage_visit_count,
-        cast(sum(urgent_visit_count) as bigint) as urgent_visit_count
-    from facility_performance
+        cast(sum(urgent_visit_count) as bigint) as urgent_visit_count,
+        cast(sum(triage_level_sum) as bigint) as triage_level_sum
+    from facility_activity
     group by 1
+
+),
+
+marked as (
+
+    select
+        *,
+        {{ sdc_is_small('patient_count') }} as is_patient_count_suppressed,
+        {{ sdc_is_small('medical_record_count') }} as is_medical_record_count_suppressed,
+        {{ sdc_is_small('triage_visit_count') }} as is_triage_visit_count_suppressed,
+        {{ sdc_is_small('triage_visit_count') }} or {{ sdc_is_small('urgent_visit_count') }}
+            as is_urgent_visit_count_suppressed
+    from state_counts
 
 ),
 
 final as (
 
     select
-        state_counts.state,
-        state_counts.facility_count,
-        state_counts.patient_count,
-        state_counts.medical_record_count,
-        state_counts.triage_visit_count,
-        state_counts.urgent_visit_count,
-        state_acuity.avg_triage_level,
+        state,
+        -- Facilities, not people: published as they are.
+        facility_count,
+        {{ sdc_publish('patient_count', 'is_patient_count_suppressed') }} as patient_count,
+        {{ sdc_publish('medical_record_count', 'is_medical_record_count_suppressed') }} as medical_record_count,
+        {{ sdc_publish('triage_visit_count', 'is_triage_visit_count_suppressed') }} as triage_visit_count,
+        {{ sdc_publish('urgent_visit_count', 'is_urgent_visit_count_suppressed') }} as urgent_visit_count,
+        case when not is_triage_visit_count_suppressed then
+            round(triage_level_sum::numeric / nullif(triage_visit_count, 0), 2)
+        end as avg_triage_level,
+        is_patient_count_suppressed,
+        is_medical_record_count_suppressed,
+        is_triage_visit_count_suppressed,
+        is_urgent_visit_count_suppressed,
         cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
-    from state_counts
-    left join state_acuity
-        on state_counts.state = state_acuity.state
+    from marked
 
 )
 

@@ -1,7 +1,9 @@
 {#
     One row per facility per calendar day from its first to its last triage visit (days without visits
     included, as zeros, so that the 7-day windows count days, not rows). Daily volume, priority mix, the
-    7-day moving average and the change on the 7 days before. De-identified. Feeds BI and the API.
+    7-day moving average and the change on the 7 days before. De-identified: every count passes disclosure
+    control (macros/disclosure_control.sql), the priority mix is shown whole or not at all, and the averages,
+    shares and changes are worked out from the published counts. Feeds BI and the API.
 #}
 with
 
@@ -60,33 +62,80 @@ windowed as (
 
 ),
 
+marked as (
+
+    select
+        *,
+        {{ sdc_is_small('visit_count') }} as is_visit_count_suppressed,
+        -- The mix adds up to the day's visits: one part withheld would be the total minus the others, so
+        -- the mix is published whole or withheld whole (zeros too), and always with the day's count.
+        {{ sdc_is_small('visit_count') }}
+            or {{ sdc_is_small('critical_count') }} or {{ sdc_is_small('high_count') }}
+            or {{ sdc_is_small('medium_count') }} or {{ sdc_is_small('low_count') }} as is_priority_mix_suppressed,
+        {{ sdc_is_small('visit_count_7d') }} as is_visit_count_7d_suppressed,
+        days_in_previous_window = 7 and {{ sdc_is_small('visit_count_prev_7d') }} as is_visit_count_prev_7d_suppressed
+    from windowed
+
+),
+
+published as (
+
+    select
+        facility_id,
+        visit_date,
+        days_in_window,
+        days_in_previous_window,
+        {{ sdc_publish('visit_count', 'is_visit_count_suppressed') }} as visit_count,
+        {{ sdc_publish('critical_count', 'is_priority_mix_suppressed') }} as critical_count,
+        {{ sdc_publish('high_count', 'is_priority_mix_suppressed') }} as high_count,
+        {{ sdc_publish('medium_count', 'is_priority_mix_suppressed') }} as medium_count,
+        {{ sdc_publish('low_count', 'is_priority_mix_suppressed') }} as low_count,
+        {{ sdc_publish('visit_count_7d', 'is_visit_count_7d_suppressed') }} as visit_count_7d,
+        -- Compared only when the window before is a whole week.
+        case when days_in_previous_window = 7 then
+            {{ sdc_publish('visit_count_prev_7d', 'is_visit_count_prev_7d_suppressed') }}
+        end as visit_count_prev_7d,
+        is_visit_count_suppressed,
+        is_priority_mix_suppressed,
+        is_visit_count_7d_suppressed,
+        is_visit_count_prev_7d_suppressed
+    from marked
+
+),
+
 final as (
 
     select
-        windowed.facility_id,
+        published.facility_id,
         facilities.facility_name,
         facilities.state,
-        windowed.visit_date,
-        windowed.visit_count,
-        windowed.critical_count,
-        windowed.high_count,
-        windowed.medium_count,
-        windowed.low_count,
-        round((windowed.critical_count + windowed.high_count)::numeric / nullif(windowed.visit_count, 0), 4)
+        published.visit_date,
+        published.visit_count,
+        published.critical_count,
+        published.high_count,
+        published.medium_count,
+        published.low_count,
+        -- Of the published mix (each part rounded on its own, so the parts need not add up to visit_count).
+        round((published.critical_count + published.high_count)::numeric
+              / nullif(published.critical_count + published.high_count + published.medium_count + published.low_count, 0), 4)
             as urgent_share,
-        windowed.visit_count_7d,
-        round(windowed.visit_count_7d::numeric / windowed.days_in_window, 2) as visit_count_7d_avg,
-        windowed.days_in_window = 7 as is_full_window,
-        -- Compared only when both windows are whole weeks; a share of 0.25 means 25% more visits.
-        case when windowed.days_in_previous_window = 7 then windowed.visit_count_prev_7d end as visit_count_prev_7d,
-        case when windowed.days_in_previous_window = 7 and windowed.days_in_window = 7 then
-            round((windowed.visit_count_7d - windowed.visit_count_prev_7d)::numeric
-                  / nullif(windowed.visit_count_prev_7d, 0), 4)
+        published.visit_count_7d,
+        round(published.visit_count_7d::numeric / published.days_in_window, 2) as visit_count_7d_avg,
+        published.days_in_window = 7 as is_full_window,
+        published.visit_count_prev_7d,
+        -- A share of 0.25 means 25% more visits than the week before.
+        case when published.days_in_window = 7 then
+            round((published.visit_count_7d - published.visit_count_prev_7d)::numeric
+                  / nullif(published.visit_count_prev_7d, 0), 4)
         end as week_over_week_change,
+        published.is_visit_count_suppressed,
+        published.is_priority_mix_suppressed,
+        published.is_visit_count_7d_suppressed,
+        published.is_visit_count_prev_7d_suppressed,
         cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
-    from windowed
+    from published
     inner join facilities
-        on windowed.facility_id = facilities.facility_id
+        on published.facility_id = facilities.facility_id
 
 )
 

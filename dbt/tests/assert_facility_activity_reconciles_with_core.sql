@@ -1,12 +1,13 @@
 {#
-    The per-facility counts of facility_performance add up to the core tables they summarise: every
-    patient, medical record and triage visit is counted at exactly one facility. Returns a row on mismatch.
+    The per-facility counts of int_facility_activity (the true counts that facility_performance and
+    facility_stats publish after disclosure control) add up to the core tables they summarise: every patient,
+    medical record and triage visit is counted at exactly one facility. Returns a row on mismatch.
 #}
 with
 
-facility_performance as (
+facility_activity as (
 
-    select * from {{ ref('facility_performance') }}
+    select * from {{ ref('int_facility_activity') }}
 
 ),
 
@@ -35,7 +36,7 @@ mart_totals as (
         coalesce(sum(medical_record_count), 0) as medical_record_count,
         coalesce(sum(triage_visit_count), 0) as triage_visit_count,
         coalesce(sum(urgent_visit_count), 0) as urgent_visit_count
-    from facility_performance
+    from facility_activity
 
 ),
 
