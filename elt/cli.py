@@ -54,12 +54,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from elt.contracts import load_contracts
     from elt.readers.validate import validate_bytes
 
-    contracts = load_contracts(get_settings().contracts_dir)
+    settings = get_settings()
+    contracts = load_contracts(settings.contracts_dir)
     if args.drop_type not in contracts:
         print(f"error: unknown drop type {args.drop_type!r}; known: {', '.join(sorted(contracts))}", file=sys.stderr)
         return 2
     path = Path(args.path)
-    report = validate_bytes(contracts[args.drop_type], path.read_bytes(), name=str(path))
+    report = validate_bytes(contracts[args.drop_type], path.read_bytes(), name=str(path),
+                            limits=settings.workbook_limits())
     if args.format == "json":
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:

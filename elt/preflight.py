@@ -5,9 +5,10 @@ next morning.
 * `check_content(extension, data)`: the bytes are what the name says: an .xlsx is a zip (`PK\\x03\\x04`), an
   .xls an OLE compound document (`D0 CF 11 E0 A1 B1 1A E1`), a .csv text in UTF-8 or Windows-1252 without
   NUL bytes (the two encodings the loader reads).
-* `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
-  readers (and so the same words) as the load: a CSV's header maps to a layout; a KH03 workbook passes
-  every KH03 check; another workbook has a sheet with the contract's header. Row-level problems are not
+* `check_drop(contract, data, source_name, limits=...)`: the whole-file rules of the drop's contract, with the
+  same readers (and so the same words) as the load: a CSV's header maps to a layout; a KH03 workbook passes
+  every KH03 check; another workbook has a sheet with the contract's header. A workbook is first held to
+  `limits` (what it may cost to read: elt/readers/workbook_guard.py), so a hostile one is refused, not read. Row-level problems are not
   refusals: the load keeps bad rows aside with their reasons, as it does for any drop.
 
 Both raise `FileRejected(rule, message)`. Pure: bytes in, nothing out; no storage, no database.
@@ -19,6 +20,7 @@ from elt.contracts import Contract
 from elt.readers.csv_header import UTF8_BOM, FileRejected, map_header, read_header
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 XLSX_MAGIC = b"PK\x03\x04"  # every .xlsx is a zip archive
 XLS_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")  # .xls: an OLE2 compound document
@@ -65,13 +67,13 @@ def check_content(extension: str, data: bytes) -> None:
     raise FileRejected("content_mismatch", f"{said} but the content is not a workbook: export it again from Excel")
 
 
-def check_drop(contract: Contract, data: bytes, source_name: str) -> None:
+def check_drop(contract: Contract, data: bytes, source_name: str, *, limits: WorkbookLimits = DEFAULT_LIMITS) -> None:
     """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix."""
     if contract.format == "csv":
         _, header = read_header(iter([data]))
         map_header(contract, header)
         return
     if contract.reader == "kh03":
-        read_kh03(data, source_name)  # Kh03Rejected is a FileRejected
+        read_kh03(data, source_name, limits=limits)  # Kh03Rejected is a FileRejected
         return
-    spreadsheet_to_csv(contract, data, source_name=source_name)
+    spreadsheet_to_csv(contract, data, source_name=source_name, limits=limits)

@@ -20,6 +20,7 @@ from elt.contracts import Column, Contract, Layout
 from elt.readers.csv_header import FileRejected, map_header, split_bom
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
@@ -111,13 +112,15 @@ def _bound(column: Column, value) -> object:
 COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 
 
-def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
+def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>",
+                   limits: WorkbookLimits = DEFAULT_LIMITS) -> ValidationReport:
+    """The report on one file; a workbook is held to `limits` (what it may cost to read) before it is read."""
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
     if contract.reader == "kh03":
-        return _validate_kh03(report, data, name)
+        return _validate_kh03(report, data, name, limits)
     try:
         if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
-            data = spreadsheet_to_csv(contract, data, source_name=name)
+            data = spreadsheet_to_csv(contract, data, source_name=name, limits=limits)
         frame, layout = _frame(contract, data)
     except FileRejected as exc:
         report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
@@ -182,11 +185,11 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
     return report
 
 
-def _validate_kh03(report: ValidationReport, data: bytes, name: str) -> ValidationReport:
+def _validate_kh03(report: ValidationReport, data: bytes, name: str, limits: WorkbookLimits) -> ValidationReport:
     """A KH03 workbook is checked whole by its reader (periods, totals, England row, % occupied): it loads
     entirely or not at all, so the report is valid with its row count, or unreadable with the reason."""
     try:
-        book = read_kh03(data, name)
+        book = read_kh03(data, name, limits=limits)
     except FileRejected as exc:  # Kh03Rejected
         report.status, report.errors = "unreadable", [{"rule": exc.rule, "message": exc.message}]
         return report
