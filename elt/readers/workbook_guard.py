@@ -130,17 +130,18 @@ def _check_zip(data: bytes, source_name: str, limits: WorkbookLimits) -> None:
         kind = "an Excel binary (.xlsb)" if "xl/workbook.bin" in names else "an OpenDocument (.ods)"
         raise FileRejected("unsupported_workbook", f"{source_name} is {kind} workbook, not an .xlsx: open it "
                                                    f"in Excel and save it as .xlsx")
-    declared = sum(info.file_size for info in parts)
-    if declared > limits.max_inflated_bytes:
-        raise over("workbook_too_large", f"{source_name}'s parts declare {declared:,} bytes inflated",
-                   "max_inflated_bytes", limits, "split the workbook, or raise the limit if the file is trusted")
-    inflated = 0
-    for info in parts:
+    for info in parts:  # what the directory declares, before anything is inflated
         if info.flag_bits & 0x1:
             raise FileRejected("unreadable_workbook", f"{source_name} is encrypted (part {info.filename!r}): "
                                                       "save it without a password")
         if info.file_size > RATIO_GRACE and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
             raise _bomb(source_name, info, info.file_size, "declares", limits)
+    declared = sum(info.file_size for info in parts)
+    if declared > limits.max_inflated_bytes:
+        raise over("workbook_too_large", f"{source_name}'s parts declare {declared:,} bytes inflated",
+                   "max_inflated_bytes", limits, "split the workbook, or raise the limit if the file is trusted")
+    inflated = 0
+    for info in parts:  # what they really inflate to (declared sizes can lie), and the cells of each sheet
         try:
             inflated += _scan_part(data, info, source_name, limits, already=inflated, tag_by_tag=False)
         except _Unusual:
@@ -157,6 +158,21 @@ def _scan_part(data: bytes, info: zipfile.ZipInfo, source_name: str, limits: Wor
         scan.feed(chunk)
     scan.finish()
     return size
+
+
+def sheet_extent(xml: bytes, limits: WorkbookLimits = DEFAULT_LIMITS) -> tuple[int, int, int]:
+    """(last row, last column, cells) of one sheet part's XML as the scan finds them (FileRejected beyond
+    `limits`): what the limits are compared with."""
+    for tag_by_tag in (False, True):
+        scan = _SheetScan("the sheet", "sheet.xml", limits, tag_by_tag=tag_by_tag)
+        try:
+            for at in range(0, len(xml), CHUNK):
+                scan.feed(xml[at:at + CHUNK])
+            scan.finish()
+        except _Unusual:
+            continue
+        return scan.rows, scan.columns, scan.cells
+    raise AssertionError("unreachable: the tag-by-tag scan never gives up")
 
 
 def _bomb(source_name: str, info: zipfile.ZipInfo, size: int, verb: str, limits: WorkbookLimits) -> FileRejected:
