@@ -44,7 +44,7 @@ class Settings(BaseSettings):
 
 
     # --- what one workbook may cost (the loader, POST /api/v1/drops and `elt validate` alike) ----------------
-    # Defaults: elt/readers/workbook_guard.py WorkbookLimits; why these numbers: docs/decisions/0008.
+    # Defaults: WorkbookLimits (elt/readers/workbook_guard.py); why: docs/decisions/0008-workbook-cost-limits.md.
     workbook_max_file_bytes: int = Field(
         DEFAULT_LIMITS.max_file_bytes, ge=1, description="Largest workbook file (.xlsx or .xls) read, in bytes.")
     workbook_max_parts: int = Field(

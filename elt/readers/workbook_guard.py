@@ -18,11 +18,12 @@ The cell scan is a byte search, not an XML parse (the parse would cost as much a
 canonical cells (`<c r="B2"`) are counted with `bytes.count`, and the extent is found by checking that
 no cell lies beyond the extent seen so far, a regex that rarely matches. A sheet written any other way
 (cells without `r`, prefixed tags, other quoting) is scanned tag by tag, positioning cells as calamine
-does. Decisions and numbers: docs/decisions/0008-bounded-workbooks.md.
+does. Decisions and numbers: docs/decisions/0008-workbook-cost-limits.md.
 
 Refusals are `FileRejected` with rule `workbook_too_large`, `sheet_too_large`, `zip_bomb`,
-`unsupported_workbook` or `unreadable_workbook`; messages name the part, the limit and its setting, and
-never a cell's value. Pure: bytes in, nothing out.
+`unsupported_workbook` or `unreadable_workbook` (and `workbook_too_slow` from the openpyxl reader, which counts
+as it reads: elt/readers/spreadsheet.py); messages name the part, the limit and its setting, and never a
+cell's value. Pure: bytes in, nothing out.
 """
 
 from __future__ import annotations
