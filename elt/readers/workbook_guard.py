@@ -98,6 +98,10 @@ def _eocd(data: bytes, source_name: str) -> tuple[int, int]:
         raise FileRejected("unreadable_workbook", f"{source_name} is not a readable xlsx workbook (no zip "
                                                   "directory at its end: cut short, or not a workbook at all): "
                                                   "download or export it again")
+    if data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 65535), at) >= 0:
+        # two directory ends: zip readers could disagree on which parts the workbook has
+        raise FileRejected("unreadable_workbook", f"{source_name} is not a readable xlsx workbook (two zip "
+                                                  "directories): export it again from Excel")
     entries, size = struct.unpack_from("<HI", data, at + 10)
     locator = at - 20
     if (entries == 0xFFFF or size == 0xFFFFFFFF) and locator >= 0 and data[locator:locator + 4] == b"PK\x06\x07":
@@ -247,6 +251,7 @@ def _deflated(raw: memoryview, info: zipfile.ZipInfo, source_name: str) -> Itera
 
 # --- the cells of a sheet ------------------------------------------------------------------------------------
 CANONICAL = re.compile(rb'<c r="([A-Z]{1,3})([1-9][0-9]{0,6})"')
+UTF16_TAG = re.compile(rb"<\x00[\x21-\x7e]\x00|\x00<\x00[\x21-\x7e]")
 PREFIXED = re.compile(rb":(?:c|row)[\s/>]")  # a prefixed c or row tag (x:c): scanned tag by tag
 DIMENSION = re.compile(rb'<(?:[A-Za-z_][\w.\-]*:)?dimension\s[^>]*?\bref\s*=\s*["\']([^"\']*)["\']')
 TAG_START = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?(?:row|c)(?=[\s/>])|</(?:[A-Za-z_][\w.\-]*:)?(?:row|c)(?=[\s>])")
@@ -314,7 +319,10 @@ class _Unusual(Exception):
 
 class _SheetScan:
     """The extent (last row and column any cell reaches, 1-based) and the number of cells of one part, fed in
-    chunks of its inflated bytes. Parts that are not XML (images, printer settings) hold no cells."""
+    chunks of its inflated bytes. Every part is scanned, whatever its name: the workbook's relationships may
+    make any part a sheet. A part that does not start as XML (an image, printer settings; or a sheet with junk
+    before its root, which the XML reader would still read) is scanned tag by tag, tolerating bytes that are
+    no tag."""
 
     def __init__(self, source_name: str, part: str, limits: WorkbookLimits, *, tag_by_tag: bool) -> None:
         self.source_name, self.part, self.limits = source_name, part, limits
@@ -327,8 +335,8 @@ class _SheetScan:
     def feed(self, chunk: bytes) -> None:
         if self.xml is None:
             self.xml = self._is_xml(chunk)
-        if not self.xml:
-            return
+            if not self.xml:
+                self.tags = _TagScan(self, tolerant=True)
         text = self.carry + chunk if self.carry else chunk
         cut = text.rfind(b"<")  # a tag may go on in the next chunk: keep it for then
         if cut < 0 or len(text) - cut > CHUNK:
@@ -337,7 +345,7 @@ class _SheetScan:
         self._segment(text, cut)
 
     def _is_xml(self, head: bytes) -> bool:
-        if head[:2] in (b"\xff\xfe", b"\xfe\xff") or head[:2] in (b"<\x00", b"\x00<"):
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff") or UTF16_TAG.match(head):
             raise FileRejected("unsupported_workbook", f"{self.source_name}: part {self.part!r} is XML in UTF-16, "
                                                        "which Excel never writes: save the workbook again from Excel")
         return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<"
@@ -431,8 +439,8 @@ class _TagScan:
     (or the row after the previous one) and the column after the previous cell. Self-closing `<c/>` and
     `<row/>` hold no value for calamine but count here too (openpyxl reads them)."""
 
-    def __init__(self, sheet: _SheetScan) -> None:
-        self.sheet = sheet
+    def __init__(self, sheet: _SheetScan, *, tolerant: bool = False) -> None:
+        self.sheet, self.tolerant = sheet, tolerant
         self.row = 0  # 0-based, as calamine counts
         self.column = 0
 
@@ -440,6 +448,8 @@ class _TagScan:
         for start in TAG_START.finditer(text, 0, end):
             tag = TAG.match(text, start.start(), end)
             if tag is None:
+                if self.tolerant:  # bytes of an image or the like that happen to read "<c "
+                    continue
                 self._malformed("row or cell tag")
             self._tag(tag[1] == b"/", tag[2], tag[3], tag[4] == b"/")
             if self.sheet.cells > self.sheet.limits.max_cells:

@@ -106,6 +106,20 @@ def sparse_grid_without_addresses() -> bytes:
     return xlsx(sheet_xml(rows))
 
 
+def sheet_behind_junk() -> bytes:
+    """Bytes before the sheet's XML: not XML by its first byte, yet the engine reads the cells after it."""
+    rows = f'<row r="1">{text_cell("A1", MARKER)}</row><row r="1048576">{text_cell("XFD1048576", MARKER)}</row>'
+    return xlsx(b"junk " + sheet_xml(rows))
+
+
+def two_zip_directories() -> bytes:
+    """A workbook whose zip comment holds a second end-of-directory record: zip readers may disagree on
+    which parts it has, so what one checks is not what another reads."""
+    whole = build_kh03()
+    fake = b"PK\x05\x06" + bytes(18)
+    return whole[:-2] + struct.pack("<H", len(fake)) + fake
+
+
 def over_long_sheet(rows: int = 200_001) -> bytes:
     """More rows than WORKBOOK_MAX_ROWS allows by default, one short cell each."""
     body = "".join(f'<row r="{n}"><c r="B{n}"><v>{n}</v></c></row>' for n in range(2, rows + 1))
@@ -237,6 +251,8 @@ CORPUS = [
     Hostile("sparse-grid-without-addresses", sparse_grid_without_addresses, "sheet_too_large", "row 1,048,576"),
     Hostile("zip-bomb", lambda: zip_bomb(honest_sizes=True), "zip_bomb", "WORKBOOK_MAX_COMPRESSION_RATIO"),
     Hostile("zip-bomb-lying-sizes", lambda: zip_bomb(honest_sizes=False), "zip_bomb", "compressed"),
+    Hostile("sheet-behind-junk", sheet_behind_junk, "sheet_too_large", "row 1,048,576"),
+    Hostile("two-zip-directories", two_zip_directories, "unreadable_workbook", "two zip directories"),
     Hostile("over-long-sheet", over_long_sheet, "sheet_too_large", "row 200,001"),
     Hostile("ten-thousand-columns", wide_sheet, "sheet_too_large", "WORKBOOK_MAX_COLUMNS"),
     Hostile("truncated", truncated, "unreadable_workbook", "download or export it again"),
@@ -518,3 +534,25 @@ def test_every_limit_is_a_setting_with_the_same_default_and_in_env_example():
         assert getattr(settings, f"workbook_{field}") == default
         written = f"{default:g}" if isinstance(default, float) else str(default)
         assert f"\n{WorkbookLimits.setting(field)}={written}\n" in example, field
+
+
+def test_the_loader_holds_workbooks_to_its_settings_limits_before_reading_them(settings, store, db):
+    """The settings' limits reach the loader: a workbook larger than WORKBOOK_MAX_FILE_BYTES is quarantined
+    without being read, one reaching past WORKBOOK_MAX_ROWS with the row; both the good generated workbook."""
+    from elt.pipeline import ingest_file
+
+    good = build_kh03()
+    store.put(PREFIX + "Beds-Open-Overnight-a.xlsx", good)
+    small = settings.model_copy(update={"workbook_max_file_bytes": len(good) - 1})
+    outcome = ingest_file(PREFIX + "Beds-Open-Overnight-a.xlsx", settings=small)
+    assert outcome.status == "quarantined" and outcome.error.startswith("workbook_too_large: ")
+    assert f"is {len(good):,} bytes; the limit is {len(good) - 1:,} (WORKBOOK_MAX_FILE_BYTES)" in outcome.error
+
+    store.put(PREFIX + "Beds-Open-Overnight-b.xlsx", good)
+    short = settings.model_copy(update={"workbook_max_rows": 10})
+    outcome = ingest_file(PREFIX + "Beds-Open-Overnight-b.xlsx", settings=short)
+    assert outcome.status == "quarantined" and outcome.error.startswith("sheet_too_large: ")
+    assert "the limit is 10 (WORKBOOK_MAX_ROWS)" in outcome.error
+
+    store.put(PREFIX + "Beds-Open-Overnight-c.xlsx", good)
+    assert ingest_file(PREFIX + "Beds-Open-Overnight-c.xlsx", settings=settings).status == "loaded"
