@@ -275,25 +275,33 @@ def column_letters(number: int) -> str:
     return letters or "A"
 
 
+def _up_to(value: bytes, first: int, lowest: int, highest: int) -> list[bytes]:
+    """Regex options for the strings of value's length, over characters lowest..highest (the first one from
+    `first`), that sort at or before `value`: one option per position where a smaller character may stand."""
+    any_rest = {ord("0"): b"[0-9]", ord("A"): b"[A-Z]"}[lowest]
+    options = []
+    for i, character in enumerate(value):
+        top = character if i == len(value) - 1 else character - 1
+        bottom = first if i == 0 else lowest
+        if top >= bottom:
+            rest = len(value) - i - 1
+            options.append(value[:i] + b"[%c-%c]" % (bottom, top) + (any_rest + b"{%d}" % rest if rest else b""))
+    return options
+
+
 def _at_most_number(n: int) -> bytes:
-    """A regex for the decimal numbers 1 to n, written without leading zeros."""
+    """A regex for the decimal numbers 1 to n, written without leading zeros. Numbers as long as n come
+    first: most rows near the last one seen are (the order makes the regex several times faster)."""
     digits = str(n).encode()
-    options = [b"[1-9][0-9]{0,%d}" % (len(digits) - 2)] if len(digits) > 1 else []
-    for i, digit in enumerate(digits):
-        lowest = ord("1") if i == 0 else ord("0")
-        if digit > lowest:
-            options.append(digits[:i] + b"[%c-%c][0-9]{%d}" % (lowest, digit - 1, len(digits) - i - 1))
-    return b"(?:" + b"|".join([*options, digits]) + b")"
+    shorter = [b"[1-9][0-9]{0,%d}" % (len(digits) - 2)] if len(digits) > 1 else []
+    return b"(?:" + b"|".join(_up_to(digits, ord("1"), ord("0"), ord("9")) + shorter) + b")"
 
 
 def _at_most_letters(n: int) -> bytes:
-    """A regex for the column letters A to column n (1-based)."""
+    """A regex for the column letters A to column n (1-based), as long as n's first."""
     letters = column_letters(n).encode()
-    options = [b"[A-Z]{1,%d}" % (len(letters) - 1)] if len(letters) > 1 else []
-    for i, letter in enumerate(letters):
-        if letter > ord("A"):
-            options.append(letters[:i] + b"[A-%c][A-Z]{%d}" % (letter - 1, len(letters) - i - 1))
-    return b"(?:" + b"|".join([*options, letters]) + b")"
+    shorter = [b"[A-Z]{1,%d}" % (len(letters) - 1)] if len(letters) > 1 else []
+    return b"(?:" + b"|".join(_up_to(letters, ord("A"), ord("A"), ord("Z")) + shorter) + b")"
 
 
 _OUTSIDE: dict[tuple[int, int], re.Pattern[bytes]] = {}
