@@ -54,7 +54,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from elt.contracts import load_contracts
     from elt.readers.validate import validate_bytes
 
-    contracts = load_contracts(get_settings().contracts_dir)
+    settings = get_settings()
+    contracts = load_contracts(settings.contracts_dir)
     if args.drop_type not in contracts:
         print(f"error: unknown drop type {args.drop_type!r}; known: {', '.join(sorted(contracts))}", file=sys.stderr)
         return 2
@@ -66,7 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 2
     contract = contracts[args.drop_type]
     try:
-        report = validate_bytes(contract, data, name=str(path))
+        report = validate_bytes(contract, data, name=str(path), limits=settings.workbook_limits())
     except Exception as exc:  # noqa: BLE001 - a bug, not the file: said without the message, which may quote it
         from elt.runs import describe_failure
 

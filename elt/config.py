@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from elt.readers.workbook_guard import DEFAULT_LIMITS, LIMIT_FIELDS, WorkbookLimits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +60,35 @@ class Settings(BaseSettings):
     api_drops_db_password: SecretStr | None = Field(
         None, description="Password of `health_api_drops`, the login the API registers dropped files with.")
     bi_db_password: SecretStr | None = Field(None, description="Password of `health_bi`, the BI tools' login.")
+
+
+    # --- what one workbook may cost (the loader, POST /api/v1/drops and `elt validate` alike) ----------------
+    # Defaults: WorkbookLimits (elt/readers/workbook_guard.py); why: docs/decisions/0012-workbook-cost-limits.md.
+    workbook_max_file_bytes: int = Field(
+        DEFAULT_LIMITS.max_file_bytes, ge=1, description="Largest workbook file (.xlsx or .xls) read, in bytes.")
+    workbook_max_parts: int = Field(
+        DEFAULT_LIMITS.max_parts, ge=1, description="Most parts (zip members) an .xlsx may hold; a real one has tens.")
+    workbook_max_inflated_bytes: int = Field(
+        DEFAULT_LIMITS.max_inflated_bytes, ge=1, description="Most bytes the parts of an .xlsx may inflate to "
+        "together, counted while inflating (an .xls: the most bytes of records its sheets may be read from).")
+    workbook_max_compression_ratio: int = Field(
+        DEFAULT_LIMITS.max_compression_ratio, ge=1, description="Most times a part may inflate over its "
+        "compressed size once past 1 MiB (real workbooks: 5 to 20; a zip bomb: about 1,000).")
+    workbook_max_rows: int = Field(
+        DEFAULT_LIMITS.max_rows, ge=1, description="Last row a sheet's cells (or its declared used range) may reach.")
+    workbook_max_columns: int = Field(
+        DEFAULT_LIMITS.max_columns, ge=1, description="Last column a sheet's cells (or its declared used range) "
+        "may reach.")
+    workbook_max_cells: int = Field(
+        DEFAULT_LIMITS.max_cells, ge=1, description="Most cells of one sheet, and of the grid from A1 to its last "
+        "row and column, which is what the readers hold in memory (an .xls: all its sheets together).")
+    workbook_max_seconds: float = Field(
+        DEFAULT_LIMITS.max_seconds, gt=0, description="Longest the slow reader (openpyxl, for an .xlsx "
+        "python-calamine cannot open) may take over one workbook.")
+
+    def workbook_limits(self) -> WorkbookLimits:
+        """The workbook limits above, as the readers take them."""
+        return WorkbookLimits(**{name: getattr(self, f"workbook_{name}") for name in LIMIT_FIELDS})
 
     def pg_parts(self) -> dict[str, str]:
         """Host, port, user, password and database of `database_url`, for tools that want them apart (dbt)."""

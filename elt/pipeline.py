@@ -24,6 +24,7 @@ from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
 from elt.readers.kh03 import read_kh03, to_csv_tables
 from elt.readers.spreadsheet import spreadsheet_to_csv
+from elt.readers.workbook_guard import WorkbookLimits, over
 from elt.runs import blames_the_file, describe_failure, is_transient
 from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
 from elt.warehouse import ledger
@@ -317,7 +318,8 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
             else:
                 early = None if dry_run else _start_archive(conn, store, contract, obj, entry)
                 try:
-                    outcome, rule = _load(conn, store, contract, obj, entry.file_id, dry_run=dry_run)
+                    outcome, rule = _load(conn, store, contract, obj, entry.file_id, dry_run=dry_run,
+                                          limits=settings.workbook_limits())
                 except BaseException:
                     if early is not None and early.finished():
                         _forget_archive_copy(store, early.target)  # not loaded: not archived either
@@ -331,14 +333,14 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
 
 
 def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
-          *, dry_run: bool) -> tuple[FileOutcome, str | None]:
+          *, dry_run: bool, limits: WorkbookLimits) -> tuple[FileOutcome, str | None]:
     key = obj.key
     outcome = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run)
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
             with outcome.timed("copy"):
-                result = _copy_object(conn, store, contract, obj, file_id)
+                result = _copy_object(conn, store, contract, obj, file_id, limits)
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
             if result.period is not None:
                 ledger.set_period(conn, file_id, result.period, result.published_on)
@@ -426,26 +428,32 @@ def _failed_on_content(conn: psycopg.Connection, outcome: FileOutcome, exc: Exce
     return outcome
 
 
-def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int):
+def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
+                 limits: WorkbookLimits):
     """COPY one object version into its raw table: only the bytes of the ETag the ledger row names (else
-    ObjectChanged). A CSV streams from S3 as it is; a workbook is read whole (a zip cannot be streamed), its
-    sheet turned into CSV, and its sha256 taken of the workbook's own bytes, so the same workbook landing
-    again is still recognised as a duplicate."""
+    ObjectChanged). A CSV streams from S3 as it is; a workbook is read whole (a zip cannot be streamed), once
+    its size is within `limits` (which its reader then holds it to), its sheet turned into CSV, and its sha256
+    taken of the workbook's own bytes, so the same workbook landing again is still recognised as a duplicate."""
     if contract.format == "csv":
         return copy_file(conn, contract, file_id, lambda: store.iter_bytes(obj.key, if_match=obj.etag))
+    name = posixpath.basename(obj.key)
+    if obj.size > limits.max_file_bytes:
+        raise over("workbook_too_large", f"{name} is {obj.size:,} bytes", "max_file_bytes", limits,
+                   "split the workbook, or raise the limit if the file is trusted")
     workbook = store.read(obj.key, if_match=obj.etag)
     if contract.reader == "kh03":
-        return _copy_kh03(conn, contract, file_id, workbook, posixpath.basename(obj.key))
-    table = spreadsheet_to_csv(contract, workbook, source_name=posixpath.basename(obj.key))
+        return _copy_kh03(conn, contract, file_id, workbook, name, limits)
+    table = spreadsheet_to_csv(contract, workbook, source_name=name, limits=limits)
     result = copy_file(conn, contract, file_id, lambda: iter([table]))
     result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
     return result
 
 
-def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, name: str) -> LoadResult:
+def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, name: str,
+               limits: WorkbookLimits) -> LoadResult:
     """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
     has). The ledger's period becomes the quarter the workbook itself states."""
-    book = read_kh03(workbook, name)  # Kh03Rejected is a FileRejected: quarantined with its reason
+    book = read_kh03(workbook, name, limits=limits)  # Kh03Rejected is a FileRejected: quarantined with its reason
     tables = to_csv_tables(book)
     rows_read = 0
     for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],

@@ -5,14 +5,14 @@ next morning.
 * `check_content(extension, data)`: the bytes are what the name says: an .xlsx is a zip (`PK\\x03\\x04`), an
   .xls an OLE compound document (`D0 CF 11 E0 A1 B1 1A E1`), a .csv text in UTF-8 or Windows-1252 without
   NUL bytes (the two encodings the loader reads).
-* `check_drop(contract, data, source_name)`: the whole-file rules of the drop's contract, with the same
-  readers (and so the same words) as the load: a CSV is not empty, its header maps to a layout, its text is
-  UTF-8 or Windows-1252 throughout (not a mix of the two), its line ends are of one kind and it has rows;
-  a KH03 workbook passes every KH03 check; another workbook has a sheet with the contract's header.
-  Row-level problems are not refusals: the load keeps bad rows aside with their reasons, as it does for
-  any drop. It returns the
-  reporting period the contents establish (a KH03 workbook's quarter), which the API needs to tell a new
-  quarter from a revision of a loaded one.
+* `check_drop(contract, data, source_name, limits=...)`: the whole-file rules of the drop's contract, with
+  the same readers (and so the same words) as the load: a CSV is not empty, its header maps to a layout, its
+  text is UTF-8 or Windows-1252 throughout (not a mix of the two), its line ends are of one kind and it has
+  rows; a KH03 workbook passes every KH03 check; another workbook has a sheet with the contract's header. A
+  workbook is first held to `limits` (what it may cost to read: elt/readers/workbook_guard.py), so a hostile
+  one is refused, not read. Row-level problems are not refusals: the load keeps bad rows aside with their
+  reasons, as it does for any drop. It returns the reporting period the contents establish (a KH03
+  workbook's quarter), which the API needs to tell a new quarter from a revision of a loaded one.
 
 Both raise `FileRejected(rule, message)`. Pure: bytes in, no storage, no database.
 """
@@ -34,6 +34,7 @@ from elt.readers.csv_header import (
 )
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 XLSX_MAGIC = b"PK\x03\x04"  # every .xlsx is a zip archive
 XLS_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")  # .xls: an OLE2 compound document
@@ -80,7 +81,8 @@ def check_content(extension: str, data: bytes) -> None:
     raise FileRejected("content_mismatch", f"{said} but the content is not a workbook: export it again from Excel")
 
 
-def check_drop(contract: Contract, data: bytes, source_name: str) -> tuple[date, date] | None:
+def check_drop(contract: Contract, data: bytes, source_name: str, *,
+               limits: WorkbookLimits = DEFAULT_LIMITS) -> tuple[date, date] | None:
     """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix. Returns the reporting
     period the file's own contents establish (a KH03 workbook's quarter), None when its key says it."""
     if contract.format == "csv":
@@ -94,7 +96,7 @@ def check_drop(contract: Contract, data: bytes, source_name: str) -> tuple[date,
             raise FileRejected("no_rows", "the file has a header but no data rows")
         return None
     if contract.reader == "kh03":
-        book = read_kh03(data, source_name)  # Kh03Rejected is a FileRejected
+        book = read_kh03(data, source_name, limits=limits)  # Kh03Rejected is a FileRejected
         return book.period_start, book.period_end
-    spreadsheet_to_csv(contract, data, source_name=source_name)
+    spreadsheet_to_csv(contract, data, source_name=source_name, limits=limits)
     return None

@@ -165,7 +165,7 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
                        f"{key} already waits to be loaded (since {waiting.last_modified:%Y-%m-%d %H:%M} UTC); it is "
                        f"never overwritten: wait until it has been loaded, or send this file under another name")
     try:
-        period = check_drop(contract, data, file_name) or _key_period(contract, key)
+        period = check_drop(contract, data, file_name, limits=elt_settings.workbook_limits()) or _key_period(contract, key)
     except FileRejected as exc:
         raise ApiError(422, "contract_violation", f"{file_name} breaks the {drop_type} contract: {exc.message}",
                        rule=exc.rule) from None

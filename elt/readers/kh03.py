@@ -36,7 +36,9 @@ reads as None; `-` beside available beds is rejected). Bed counts are daily aver
 exactly as stored (the float's shortest repr), never rounded.
 
 Pure: bytes in, frozen dataclasses out. python-calamine reads .xlsx and .xls; an .xlsx it cannot open is
-read with openpyxl instead.
+read with openpyxl instead. What a workbook may cost to read (size, inflated bytes, rows, columns, cells,
+seconds) is bounded first by `WorkbookLimits`, which the caller passes (the loader, the API and `elt validate`
+pass their settings').
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from elt.readers.csv_header import FileRejected
-from elt.readers.spreadsheet import Workbook, cell_text, open_workbook
+from elt.readers.spreadsheet import Workbook, cell_text, open_workbook, sheet_rows
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 TRUST_SHEET = "NHS Trust by Sector"
 REGION_SHEET = "Region by Sector"
@@ -418,10 +421,7 @@ def _title_block(rows: list[list[object]], header: int) -> dict[str, str]:
 
 
 def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet:
-    try:
-        rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
-    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged sheet
-        raise Kh03Rejected("unreadable_workbook", f"{source}, sheet {name!r} cannot be read ({exc})") from exc
+    rows = sheet_rows(workbook, name, source, rejected=Kh03Rejected)
     header = _find_header(rows, source, name)
     headers = [_norm(value) for value in rows[header]]
     raw_headers = [cell_text(value).strip() for value in rows[header]]
@@ -660,21 +660,24 @@ def _without_cycle_collection():
             gc.enable()
 
 
-def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine") -> Kh03Workbook:
+def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine",
+              limits: WorkbookLimits = DEFAULT_LIMITS) -> Kh03Workbook:
     """Parse one KH03 overnight workbook (.xlsx or .xls). `engine="openpyxl"` reads an .xlsx with openpyxl
-    (the fallback, used by default only when calamine cannot open the file).
+    (the fallback, used by default only when calamine cannot open the file). Nothing is read before the
+    workbook's cost is found within `limits` (elt/readers/workbook_guard.py).
 
-    Raises Kh03Rejected naming the file, sheet, row and column: unreadable_workbook, no_kh03_sheet,
+    Raises Kh03Rejected naming the file, sheet, row and column: workbook_too_large, sheet_too_large, zip_bomb,
+    unsupported_workbook, workbook_too_slow, unreadable_workbook, no_kh03_sheet,
     missing_header, bad_value, missing_org_code, missing_england_row, duplicate_england_row, no_rows,
     missing_period, unreadable_period, period_mismatch, unclear_file_name_period,
     file_name_period_mismatch, total_mismatch, england_mismatch, pct_occupied_mismatch.
     """
     with _without_cycle_collection():
-        return _read_kh03(data, source_name, engine)
+        return _read_kh03(data, source_name, engine, limits)
 
 
-def _read_kh03(data: bytes, source_name: str, engine: str) -> Kh03Workbook:
-    workbook = open_workbook(data, source_name, engine=engine, rejected=Kh03Rejected)
+def _read_kh03(data: bytes, source_name: str, engine: str, limits: WorkbookLimits) -> Kh03Workbook:
+    workbook = open_workbook(data, source_name, engine=engine, rejected=Kh03Rejected, limits=limits)
     wanted = {" ".join(kind.split()).lower(): kind for kind in KH03_SHEETS}
     found: list[tuple[str, str]] = []  # (sheet name as in the workbook, kind)
     for name in workbook.sheet_names:

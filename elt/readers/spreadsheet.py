@@ -8,19 +8,24 @@ header + n, which is what a reject's row number means); blank rows at the end ar
 written as text the way a person reads them: integral numbers without `.0`, dates as ISO dates.
 
 python-calamine reads both formats (and is several times faster than openpyxl); an .xlsx it cannot open is read
-with openpyxl (`open_workbook`, shared with the KH03 reader). Pure: bytes in, bytes out.
+with openpyxl (`open_workbook`, shared with the KH03 reader). Neither engine sees a workbook before
+`check_workbook` (elt/readers/workbook_guard.py) has bounded what it may cost under `WorkbookLimits`; openpyxl,
+which iterates in Python, also counts rows and cells and watches the clock as it goes. Pure: bytes in, bytes out.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import time as clock
 from datetime import date, datetime, time, timedelta
 
 from python_calamine import CalamineWorkbook
 
 from elt.contracts import Contract
 from elt.readers.csv_header import FileRejected, map_header
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits, check_workbook, over
 
 
 def cell_text(value: object) -> str:
@@ -47,50 +52,120 @@ def _csv_line(cells: list[str]) -> bytes:
 
 
 class _OpenpyxlSheet:
-    def __init__(self, worksheet) -> None:
-        self._worksheet = worksheet
+    """One sheet read row by row, held to the limits as it goes: openpyxl pads each row to the sheet's declared
+    width and runs in Python, so rows, columns, cells and seconds are counted here, not trusted."""
+
+    def __init__(self, worksheet, name: str, limits: WorkbookLimits, deadline: float) -> None:
+        self._worksheet, self._name, self._limits, self._deadline = worksheet, name, limits, deadline
 
     def to_python(self, skip_empty_area: bool = False) -> list[list[object]]:
-        return [list(row) for row in self._worksheet.iter_rows(values_only=True)]
+        rows: list[list[object]] = []
+        cells = 0
+        for row in self._worksheet.iter_rows(values_only=True):
+            cells += len(row)
+            self._check(len(rows) + 1, len(row), cells)
+            rows.append(list(row))
+        return rows
+
+    def _check(self, row: int, width: int, cells: int) -> None:
+        limits, where = self._limits, f"sheet {self._name!r}"
+        if row > limits.max_rows:
+            raise over("sheet_too_large", f"{where} goes on past row {limits.max_rows:,}", "max_rows", limits, _SHRINK)
+        if width > limits.max_columns:
+            raise over("sheet_too_large", f"{where} is {width:,} columns wide at row {row:,}", "max_columns",
+                       limits, _SHRINK)
+        if cells > limits.max_cells:
+            raise over("sheet_too_large", f"{where} holds more than {cells:,} cells by row {row:,}", "max_cells",
+                       limits, _SHRINK)
+        if clock.monotonic() > self._deadline:
+            raise over("workbook_too_slow", f"reading {where} took too long (stopped at row {row:,})", "max_seconds",
+                       limits, "save the workbook again from Excel: the slow reader only reads files the fast "
+                       "one cannot open")
+
+
+_SHRINK = "delete the unused rows and columns and save it again, or split the sheet"
 
 
 class _OpenpyxlWorkbook:
     """An .xlsx read by openpyxl, with the part of python-calamine's interface the readers use: the fallback
     for a workbook calamine cannot open (several times slower; the same cells)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, limits: WorkbookLimits) -> None:
         from openpyxl import load_workbook
 
+        self._limits = limits
+        self._deadline = clock.monotonic() + limits.max_seconds
         self._book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         self.sheet_names = list(self._book.sheetnames)
 
     def get_sheet_by_name(self, name: str) -> _OpenpyxlSheet:
-        return _OpenpyxlSheet(self._book[name])
+        return _OpenpyxlSheet(self._book[name], name, self._limits, self._deadline)
 
 
 Workbook = CalamineWorkbook | _OpenpyxlWorkbook  # what open_workbook gives: sheet_names, get_sheet_by_name()
+QUOTED = re.compile(r"""'[^']*'|"[^"]*"|`[^`]*`""")
+
+
+def _engine_failure(exc: BaseException) -> str | None:
+    """What an engine said about a file it could not read, fit to show: the exception type and its message
+    with quoted text removed (a parser may quote the cell it choked on) and cut short. None for exceptions
+    that are not about the file (KeyboardInterrupt, SystemExit), which must go on. A Rust panic inside
+    python-calamine arrives as pyo3's PanicException, a BaseException: about the file too."""
+    if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+        return None
+    return f"{type(exc).__name__}: {QUOTED.sub('...', str(exc))[:160]}".rstrip(": ")
 
 
 def open_workbook(data: bytes, source_name: str, *, what: str = "xlsx/xls", engine: str = "calamine",
-                  rejected: type[FileRejected] = FileRejected) -> Workbook:
-    """The workbook, read by python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with
+                  rejected: type[FileRejected] = FileRejected, limits: WorkbookLimits = DEFAULT_LIMITS) -> Workbook:
+    """The workbook, once `check_workbook` has found its cost within `limits` (else the refusal it raises, as
+    `rejected`), read by python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with
     openpyxl (`engine="openpyxl"` asks for it directly). Neither: `rejected("unreadable_workbook", ...)`."""
+    try:
+        check_workbook(data, source_name, limits)
+    except FileRejected as refusal:
+        raise rejected(refusal.rule, refusal.message) from None
     if engine == "openpyxl":
-        return _OpenpyxlWorkbook(data)
+        return _open_openpyxl(data, source_name, what, rejected, limits, problem=None)
     try:
         return CalamineWorkbook.from_filelike(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - calamine raises several types for a damaged file
-        problem = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if data[:4] == b"PK\x03\x04":  # a zip, so perhaps an .xlsx that openpyxl can read
-            try:
-                return _OpenpyxlWorkbook(data)
-            except Exception as fallback:  # noqa: BLE001 - openpyxl too raises several types
-                problem += f"; openpyxl: {type(fallback).__name__}: {str(fallback)[:200]}"
-        raise rejected("unreadable_workbook", f"{source_name} is not a readable {what} workbook ({problem})") from exc
+    except BaseException as exc:  # noqa: BLE001 - calamine raises several types (and panics) for a damaged file
+        problem = _engine_failure(exc)
+        if problem is None:
+            raise
+    if data[:4] != b"PK\x03\x04":  # not a zip, so not an .xlsx that openpyxl could read
+        raise rejected("unreadable_workbook", f"{source_name} is not a readable {what} workbook ({problem})")
+    return _open_openpyxl(data, source_name, what, rejected, limits, problem=problem)
 
 
-def _read_rows(contract: Contract, data: bytes, source_name: str) -> tuple[str, list[list[object]]]:
-    workbook = open_workbook(data, source_name, what=contract.format)
+def _open_openpyxl(data: bytes, source_name: str, what: str, rejected: type[FileRejected], limits: WorkbookLimits,
+                   *, problem: str | None) -> _OpenpyxlWorkbook:
+    try:
+        return _OpenpyxlWorkbook(data, limits)
+    except Exception as fallback:  # noqa: BLE001 - openpyxl raises several types
+        said = f"openpyxl: {_engine_failure(fallback)}"
+        problem = f"{problem}; {said}" if problem else said
+        raise rejected("unreadable_workbook", f"{source_name} is not a readable {what} workbook ({problem})") from None
+
+
+def sheet_rows(workbook: Workbook, name: str, source_name: str, *,
+               rejected: type[FileRejected] = FileRejected) -> list[list[object]]:
+    """Every row of sheet `name` (the area from A1 included). A sheet the engine cannot read, or one that breaks
+    a limit while openpyxl reads it, is `rejected(rule, ...)`."""
+    try:
+        return workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
+    except FileRejected as refusal:
+        raise rejected(refusal.rule, f"{source_name}: {refusal.message}") from None
+    except BaseException as exc:  # noqa: BLE001 - engines raise several types (and calamine panics)
+        problem = _engine_failure(exc)
+        if problem is None:
+            raise
+        raise rejected("unreadable_workbook", f"{source_name}, sheet {name!r} cannot be read ({problem})") from None
+
+
+def _read_rows(contract: Contract, data: bytes, source_name: str,
+               limits: WorkbookLimits) -> tuple[str, list[list[object]]]:
+    workbook = open_workbook(data, source_name, what=contract.format, limits=limits)
     names = workbook.sheet_names
     wanted = contract.sheet_settings.sheet
     if wanted is None:
@@ -99,20 +174,18 @@ def _read_rows(contract: Contract, data: bytes, source_name: str) -> tuple[str, 
         wanted = names[0]
     elif wanted not in names:
         raise FileRejected("missing_sheet", f"{source_name} has no sheet {wanted!r}; its sheets: {', '.join(names)}")
-    try:
-        rows = workbook.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
-    except Exception as exc:  # noqa: BLE001
-        raise FileRejected("unreadable_workbook", f"sheet {wanted!r} of {source_name} cannot be read ({exc})") from exc
-    return wanted, rows
+    return wanted, sheet_rows(workbook, wanted, source_name)
 
 
-def spreadsheet_to_csv(contract: Contract, data: bytes, *, source_name: str = "the workbook") -> bytes:
+def spreadsheet_to_csv(contract: Contract, data: bytes, *, source_name: str = "the workbook",
+                       limits: WorkbookLimits = DEFAULT_LIMITS) -> bytes:
     """The contract's sheet as UTF-8 CSV: the header row found by its contents, then every data row.
 
-    Raises FileRejected: unreadable_workbook, missing_sheet, missing_header (naming the closest row and
-    what it lacks), no_rows.
+    Raises FileRejected: workbook_too_large, sheet_too_large, zip_bomb, unsupported_workbook, workbook_too_slow
+    (the workbook costs more than `limits`), unreadable_workbook, missing_sheet, missing_header (naming the
+    closest row and what it lacks), no_rows.
     """
-    sheet, rows = _read_rows(contract, data, source_name)
+    sheet, rows = _read_rows(contract, data, source_name, limits)
     texts = [[cell_text(value) for value in row] for row in rows]
     search = contract.sheet_settings.header_search_rows
     closest: tuple[int, int, str] | None = None  # (cells recognised, sheet row, why it is not the header)

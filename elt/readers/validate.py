@@ -29,6 +29,7 @@ from elt.readers.csv_header import (
 )
 from elt.readers.kh03 import read_kh03
 from elt.readers.spreadsheet import spreadsheet_to_csv
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
@@ -139,12 +140,14 @@ def _bound(column: Column, value) -> object:
 COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 
 
-def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") -> ValidationReport:
+def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>",
+                   limits: WorkbookLimits = DEFAULT_LIMITS) -> ValidationReport:
     """`name` is the file's name or path: for a drop type whose key names its period (a Medilink day, a claims
-    month), the period is read from it as the loader reads it from the key."""
+    month), the period is read from it as the loader reads it from the key. A workbook is held to `limits` (what
+    it may cost to read) before it is read."""
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
     if contract.reader == "kh03":
-        return _validate_kh03(report, data, name)
+        return _validate_kh03(report, data, name, limits)
     try:
         named = contract.period_in_key(name.replace("\\", "/"))
     except ValueError as exc:
@@ -152,7 +155,7 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
     report.period = period_of(*named, source="file name") if named else None
     try:
         if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
-            data = spreadsheet_to_csv(contract, data, source_name=name)
+            data = spreadsheet_to_csv(contract, data, source_name=name, limits=limits)
         frame, layout = _frame(contract, data)
     except FileRejected as exc:
         return report.refuse(exc)
@@ -216,12 +219,12 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>") ->
     return report
 
 
-def _validate_kh03(report: ValidationReport, data: bytes, name: str) -> ValidationReport:
+def _validate_kh03(report: ValidationReport, data: bytes, name: str, limits: WorkbookLimits) -> ValidationReport:
     """A KH03 workbook is checked whole by its reader (periods, totals, England row, % occupied): it loads
     entirely or not at all, so the report is valid with its row count and the quarter it establishes, or
     unreadable / off_contract with the reason."""
     try:
-        book = read_kh03(data, name)
+        book = read_kh03(data, name, limits=limits)
     except FileRejected as exc:  # Kh03Rejected
         return report.refuse(exc)
     report.period = period_of(book.period_start, book.period_end, source="workbook",

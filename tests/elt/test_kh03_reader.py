@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import zipfile
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -429,8 +430,11 @@ def test_an_xlsx_calamine_cannot_open_is_read_with_openpyxl(monkeypatch):
 
     monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_filelike", refuse)
     assert read_kh03(data, "beds.xlsx") == expected
+    not_a_workbook = io.BytesIO()  # a sound zip (so it passes the size checks) that neither engine can read
+    with zipfile.ZipFile(not_a_workbook, "w") as archive:
+        archive.writestr("notes.txt", "no workbook in here")
     with pytest.raises(Kh03Rejected) as refused:
-        read_kh03(b"PK\x03\x04 not really a zip", "beds.xlsx")
+        read_kh03(not_a_workbook.getvalue(), "beds.xlsx")
     assert refused.value.reason_code == "unreadable_workbook" and "openpyxl" in refused.value.message
 
 
