@@ -13,6 +13,7 @@ import logging
 import posixpath
 import re
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -163,6 +164,33 @@ def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None
     return day, day
 
 
+# --- Test seam: the named steps of one file's journey ------------------------------------------------------
+# A load calls `_step(step, key)` as it passes each step below. It does nothing unless `step_hook` is set,
+# which only tests do: they hold two real concurrent loads of one file at a barrier at a step
+# (tests/elt/test_concurrent_loads.py), or kill a loader process there (tests/elt/test_fault_matrix.py).
+STEPS = (
+    "registered",  # the file's ledger row exists (committed); nothing locked or planned yet
+    "locked",      # inside the load transaction: the row is locked and undecided, so this attempt loads it
+    "copying",     # inside a COPY: every byte of it sent, the COPY not yet ended (once per raw table written)
+    "copied",      # rows, rejects and the ledger's final state written; not yet committed
+    "committed",   # the decision committed; the object is still in landing
+    "archived",    # the object's copy is in place in archive/ (or quarantine/); the landed object is still there
+    "moved",       # the landed object is deleted; the ledger's timings are not yet written
+)
+step_hook: Callable[[str, str], None] | None = None
+
+
+def _step(step: str, key: str) -> None:
+    if step_hook is not None:
+        step_hook(step, key)
+
+
+def _copying(key: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks of one COPY, passing the 'copying' step once all are sent and before the COPY ends."""
+    yield from chunks
+    _step("copying", key)
+
+
 def _target_key(store: ObjectStore, template: str, contract: Contract, key: str, file_id: int) -> str:
     folder = template.format(date=datetime.now(UTC))
     relative = key[len(contract.landing.prefix):]
@@ -188,7 +216,10 @@ def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: st
     if outcome.status in {"loaded", "duplicate", "superseded"}:
         target = planned if _is_archive_key(contract, planned) else _target_key(
             store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
-        store.move(outcome.key, target, if_match=obj.etag)
+        store.copy(outcome.key, target, if_match=obj.etag)
+        _step("archived", outcome.key)
+        store.delete(outcome.key)
+        _step("moved", outcome.key)
     else:
         target = _target_key(store, contract.landing.quarantine_prefix, contract, outcome.key, outcome.file_id)
         sidecar = {
@@ -200,7 +231,10 @@ def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: st
                          f"see `elt rejects {outcome.file_id}` for row-level reasons",
         }
         store.put(target + ".error.json", json.dumps(sidecar, indent=2).encode(), content_type="application/json")
-        store.move(outcome.key, target, if_match=obj.etag)
+        store.copy(outcome.key, target, if_match=obj.etag)
+        _step("archived", outcome.key)
+        store.delete(outcome.key)
+        _step("moved", outcome.key)
     return target
 
 
@@ -263,7 +297,9 @@ def _finish_move(store: ObjectStore, contract: Contract, outcome: FileOutcome, r
         if copied and outcome.status in {"loaded", "duplicate", "superseded"}:
             current = store.head(outcome.key)
             if current is not None and current.etag == obj.etag:
+                _step("archived", outcome.key)
                 store.delete(outcome.key)
+                _step("moved", outcome.key)
             return early.target
         if copied:  # not loaded after all: the archive copy goes, the object is quarantined below
             store.delete(early.target)
@@ -317,6 +353,7 @@ def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: Sto
                 ledger.finish(conn, entry.file_id, "quarantined", error=exc.message)
         else:
             entry = ledger.register(conn, obj, contract, period)
+            _step("registered", key)
             planned = entry.archived_key
             if entry.status in ledger.FINAL_STATES:
                 # Already decided in an earlier run that died before moving the object: finish the move only.
@@ -345,6 +382,7 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
     try:
         with conn.transaction():
             ledger.lock_for_load(conn, file_id)
+            _step("locked", key)
             with outcome.timed("copy"):
                 result = _copy_object(conn, store, contract, obj, file_id)
             outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
@@ -386,10 +424,12 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
                     ledger.supersede_older(conn, file_id)
                 ledger.finish(conn, file_id, outcome.status, rows_loaded=result.rows_loaded,
                               rows_rejected=result.rows_rejected, error=outcome.error, **counts)
+            _step("copied", key)
             if dry_run:
                 raise _DryRun
             commit_started = time.perf_counter()
         outcome.timings["commit"] = round(time.perf_counter() - commit_started, 3)
+        _step("committed", key)
     except _DryRun:
         pass
     except ObjectChanged as exc:
@@ -417,26 +457,29 @@ def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contrac
     sheet turned into CSV, and its sha256 taken of the workbook's own bytes, so the same workbook landing
     again is still recognised as a duplicate."""
     if contract.format == "csv":
-        return copy_file(conn, contract, file_id, lambda: store.iter_bytes(obj.key, if_match=obj.etag))
+        return copy_file(conn, contract, file_id,
+                         lambda: _copying(obj.key, store.iter_bytes(obj.key, if_match=obj.etag)))
     workbook = store.read(obj.key, if_match=obj.etag)
     if contract.reader == "kh03":
-        return _copy_kh03(conn, contract, file_id, workbook, posixpath.basename(obj.key))
+        return _copy_kh03(conn, contract, file_id, workbook, obj.key)
     table = spreadsheet_to_csv(contract, workbook, source_name=posixpath.basename(obj.key))
-    result = copy_file(conn, contract, file_id, lambda: iter([table]))
+    result = copy_file(conn, contract, file_id, lambda: _copying(obj.key, iter([table])))
     result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
     return result
 
 
-def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, name: str) -> LoadResult:
+def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, key: str) -> LoadResult:
     """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
     has). The ledger's period becomes the quarter the workbook itself states."""
+    name = posixpath.basename(key)
     book = read_kh03(workbook, name)  # Kh03Rejected is a FileRejected: quarantined with its reason
     tables = to_csv_tables(book)
     rows_read = 0
     for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],
                                     strict=True):
         if part in tables:
-            rows_read += copy_file(conn, table_contract, file_id, lambda data=tables[part]: iter([data])).rows_read
+            rows_read += copy_file(conn, table_contract, file_id,
+                                   lambda data=tables[part]: _copying(key, iter([data]))).rows_read
     log.info("%s: KH03 %s Q%d (%s to %s), sheets %s, %d rows", name, book.financial_year, book.quarter,
              book.period_start, book.period_end, ", ".join(book.sheets), rows_read)
     published = book.revised if isinstance(book.revised, date) else book.published
