@@ -12,8 +12,8 @@ import socket
 from datetime import datetime
 
 import psycopg
+from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import ReadTimeoutError
 
 from elt.config import Settings, get_settings
 
@@ -28,11 +28,17 @@ def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass on a retry (connections, timeouts); False for bad data or code."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, TRANSIENT):
+        if isinstance(exc, TRANSIENT) or _server_side_s3_error(exc):
             return True
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _server_side_s3_error(exc: BaseException) -> bool:
+    """S3 answered 5xx (InternalError, ServiceUnavailable, SlowDown) even after boto3's own retries: the store's
+    trouble, not the request's, so a later attempt may pass (4xx, such as access denied, would not)."""
+    return isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
 
 
 # dbt reports a lost or refused connection only as text (dbt-postgres wraps psycopg2's errors).

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 import elt.pipeline
 from elt.pipeline import ingest_file
@@ -23,6 +23,10 @@ PREFIX = "medical_records/input/"
         (TimeoutError(), True),
         (ValueError("unknown drop type 'x'"), False),
         (psycopg.errors.UndefinedTable("relation raw.x does not exist"), False),
+        (ClientError({"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "CopyObject"),
+         True),
+        (ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "CopyObject"),
+         False),
     ],
 )
 def test_only_connection_and_timeout_failures_are_worth_a_retry(error, transient):
