@@ -176,7 +176,8 @@ def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None
 STEPS = (
     "registered",  # the file's ledger row exists (committed); nothing locked or planned yet
     "locked",      # inside the load transaction: the row is locked and undecided, so this attempt loads it
-    "copying",     # inside a COPY: every byte of it sent, the COPY not yet ended (once per raw table written)
+    "copying",     # inside a COPY: every byte of it sent, the COPY not yet ended (once per COPY: per raw
+                   # table written, and again when a file is read a second time, as Windows-1252)
     "copied",      # rows, rejects and the ledger's final state written; not yet committed
     "committed",   # the decision committed; the object is still in landing
     "archived",    # the object's copy is in place in archive/ (or quarantine/); the landed object is still there
