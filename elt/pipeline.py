@@ -3,6 +3,10 @@
 Every Airflow task and every `elt` command goes through these functions, so a run from the UI, from the
 CLI and from a test behave the same. One file is one transaction: the ledger row's final state and the
 file's rows commit together, and the object is moved (archive or quarantine) only after that commit.
+
+Exactly once, whatever runs beside: only the attempt that finds the file's ledger row undecided under its
+row lock loads it; any other attempt (a retry beside a zombie, `elt ingest` beside the DAG) finds the
+decision and only makes sure the object is where the ledger says. See docs/decisions/0008.
 """
 
 from __future__ import annotations
@@ -432,7 +436,7 @@ def _load_beside_archive_copy(conn: psycopg.Connection, store: ObjectStore, cont
         _discard_copy(conn, store, file_id, target)  # not loaded by this attempt: the copy goes unless another loaded it
         raise
     verified = early.wait()
-    if outcome.status not in ledger.ARCHIVED_STATES:
+    if outcome.status not in ledger.FINAL_STATES:  # not decided (changed during the load); quarantine: _put_away
         _discard_copy(conn, store, file_id, target)
     return outcome, rule, verified
 
@@ -450,7 +454,7 @@ def _put_away(conn: psycopg.Connection, store: ObjectStore, contract: Contract, 
                                        contract.landing.archive_prefix)
         return _archive(store, obj, recorded, verified=verified)
     if recorded and recorded.startswith(_root(contract.landing.archive_prefix)):
-        _discard_copy(conn, store, outcome.file_id, recorded)  # an archive copy an earlier attempt made
+        _discard_copy(conn, store, outcome.file_id, recorded)  # the early archive copy (this or an earlier attempt's)
     target, _ = _plan_target(conn, store, contract, obj, outcome.file_id, recorded, contract.landing.quarantine_prefix)
     return _quarantine(store, contract, outcome, rule, obj, target)
 
