@@ -78,16 +78,6 @@ def test_two_attempts_at_one_file_load_it_exactly_once(settings, store, db, monk
     assert len(winners) == 1, reached
     for party in set(reached) - set(winners) - set(died):
         assert not {"locked", "copying", "copied"} & set(reached[party]), reached
-    for party, result in results.items():
-        if party in died:
-            continue
-        assert isinstance(result, FileOutcome), result
-        if party in winners:
-            assert (result.status, result.decided_earlier) == ("loaded", False)
-            assert (result.rows_read, result.rows_loaded, result.rows_rejected) == (ROWS, ROWS - 1, 1)
-        else:  # it found the file decided, or (starting after the winner had moved it) no longer in landing
-            assert (result.status, result.decided_earlier) in {("loaded", True), ("missing", False)}, result
-            assert result.rows_loaded is None
 
     # The file is in its raw table once, row for row, with its one reject once.
     (file_id, status, counts, archived_key), = db.execute(
@@ -102,6 +92,18 @@ def test_two_attempts_at_one_file_load_it_exactly_once(settings, store, db, monk
     assert store.read(archived_key) == data
     assert not store.exists(KEY)
     assert list(store.list("medical_records/quarantine/")) == []
+
+    # What each attempt reports.
+    for party, result in results.items():
+        if party in died:
+            continue
+        assert isinstance(result, FileOutcome), result
+        if party in winners:
+            assert (result.status, result.decided_earlier) == ("loaded", False)
+            assert (result.rows_read, result.rows_loaded, result.rows_rejected) == (ROWS, ROWS - 1, 1)
+        else:  # it found the file decided, or (starting after the winner had moved it) no longer in landing
+            assert (result.status, result.decided_earlier) in {("loaded", True), ("missing", False)}, result
+            assert result.rows_loaded is None
 
 
 def test_a_zombie_that_fails_after_the_retry_committed_keeps_the_archive(settings, store, db, monkeypatch):
@@ -139,11 +141,11 @@ def test_a_zombie_that_fails_after_the_retry_committed_keeps_the_archive(setting
         thread.join()
     monkeypatch.undo()
 
-    assert isinstance(results["zombie"], psycopg.OperationalError)
-    assert results["retry"].status == "loaded" and not results["retry"].decided_earlier
     (archived_key,) = db.execute("select archived_key from ops.file_ledger where status = 'loaded'").fetchone()
     assert archived(store) == [archived_key] and store.read(archived_key) == data
     assert not store.exists(KEY)
+    assert isinstance(results["zombie"], psycopg.OperationalError)
+    assert results["retry"].status == "loaded" and not results["retry"].decided_earlier
 
 
 # --- Duplicate rows are impossible by construction -------------------------------------------------------------
