@@ -3,6 +3,10 @@
 Every Airflow task and every `elt` command goes through these functions, so a run from the UI, from the
 CLI and from a test behave the same. One file is one transaction: the ledger row's final state and the
 file's rows commit together, and the object is moved (archive or quarantine) only after that commit.
+
+Exactly once, whatever runs beside: only the attempt that finds the file's ledger row undecided under its
+row lock loads it; any other attempt (a retry beside a zombie, `elt ingest` beside the DAG) finds the
+decision and only makes sure the object is where the ledger says. See docs/decisions/0013.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import posixpath
 import re
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -54,6 +59,9 @@ class FileOutcome:
     dry_run: bool = False
     encoding: str | None = None  # UTF8 or WIN1252, as the file was read
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: copy, validate, commit, move
+    # Another attempt (earlier, or running beside this one) had decided the file: this one loaded nothing and
+    # only made sure the object is where the ledger says. `status` is that decision.
+    decided_earlier: bool = False
 
     @contextmanager
     def timed(self, phase: str):
@@ -69,6 +77,8 @@ class FileOutcome:
     def summary(self) -> str:
         counts = f"read={self.rows_read} loaded={self.rows_loaded} rejected={self.rows_rejected}"
         tail = f" error={self.error}" if self.error else ""
+        if self.decided_earlier:
+            return f"{self.key}: already {self.status} as file {self.file_id} by another attempt; nothing loaded{tail}"
         return f"{self.key}: {self.status} (file_id={self.file_id}, {counts}){tail}"
 
 
@@ -156,6 +166,37 @@ def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None
     return day, day
 
 
+# --- Test seam: the named steps of one file's journey ------------------------------------------------------
+# A load calls `_step(step, key)` as it passes each step below. It does nothing unless `step_hook` is set,
+# which only tests do: they hold two real concurrent loads of one file at a barrier at a step
+# (tests/elt/test_concurrent_loads.py), or kill a loader process there (tests/elt/test_fault_matrix.py).
+STEPS = (
+    "registered",  # the file's ledger row exists (committed); nothing locked or planned yet
+    "locked",      # inside the load transaction: the row is locked and undecided, so this attempt loads it
+    "copying",     # inside a COPY: every byte of it sent, the COPY not yet ended (once per COPY: per raw
+                   # table written, and again when a file is read a second time, as Windows-1252)
+    "copied",      # rows, rejects and the ledger's final state written; not yet committed
+    "committed",   # the decision committed; the object is still in landing
+    "archived",    # the object's copy is in place in archive/ (or quarantine/); the landed object is still there
+    "moved",       # the landed object is deleted; the ledger's timings are not yet written
+)
+step_hook: Callable[[str, str], None] | None = None
+
+
+def _step(step: str, key: str) -> None:
+    if step_hook is not None:
+        step_hook(step, key)
+
+
+def _copying(key: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks of one COPY, passing the 'copying' step once all are sent and before the COPY ends."""
+    yield from chunks
+    _step("copying", key)
+
+
+# --- Where the object goes ---------------------------------------------------------------------------------
+
+
 def _target_key(store: ObjectStore, template: str, contract: Contract, key: str, file_id: int) -> str:
     folder = template.format(date=datetime.now(UTC))
     relative = key[len(contract.landing.prefix):]
@@ -166,42 +207,76 @@ def _target_key(store: ObjectStore, template: str, contract: Contract, key: str,
     return target
 
 
-def _is_archive_key(contract: Contract, key: str | None) -> bool:
-    return bool(key) and key.startswith(contract.landing.archive_prefix.split("{", 1)[0])
+def _root(template: str) -> str:
+    return template.split("{", 1)[0]
 
 
-def _move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None, obj: StoredObject,
-          planned: str | None = None) -> str | None:
-    """Archive or quarantine the object version that was decided on. Returns where it went, or None when the
-    key now holds other bytes (re-uploaded during the load): those are left for the next run."""
-    current = store.head(outcome.key)
-    if current is None or current.etag != obj.etag:
-        log.warning("%s changed while it was being loaded; the new version stays for the next run", outcome.key)
+def _plan_target(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
+                 recorded: str | None, template: str) -> tuple[str, str]:
+    """The key the object goes to under the archive or quarantine `template`, decided once per file in the ledger
+    (ledger.claim_target: every attempt, concurrent or later, uses the same key), and the file's status."""
+    root = _root(template)
+    proposed = recorded if recorded and recorded.startswith(root) else _target_key(
+        store, template, contract, obj.key, file_id)
+    return ledger.claim_target(conn, file_id, root, proposed)
+
+
+def _holds(store: ObjectStore, obj: StoredObject) -> bool:
+    """True while the landed key still holds the version that was decided on (not deleted, not uploaded again)."""
+    current = store.head(obj.key)
+    return current is not None and current.etag == obj.etag
+
+
+def _archive(store: ObjectStore, obj: StoredObject, target: str, *, verified: bool | None) -> str | None:
+    """Make sure this object version is at `target` in archive/, then delete it from landing. A copy found at
+    `target` is this version (only copies of it go there: the key is the file's own, claimed in the ledger), unless
+    this attempt's early copy could not be `verified` (failed, or the store may have copied a later upload): then
+    it is copied again. Returns the target, or None when the landed key no longer holds the version and no copy
+    of it is at the target."""
+    if not _holds(store, obj):
+        if store.exists(target):
+            return target  # another attempt archived it already
+        log.warning("%s changed before it could be archived; the new version stays for the next run", obj.key)
         return None
-    if outcome.status in {"loaded", "duplicate", "superseded"}:
-        target = planned if _is_archive_key(contract, planned) else _target_key(
-            store, contract.landing.archive_prefix, contract, outcome.key, outcome.file_id)
-        store.move(outcome.key, target, if_match=obj.etag)
-    else:
-        target = _target_key(store, contract.landing.quarantine_prefix, contract, outcome.key, outcome.file_id)
-        sidecar = {
-            "file_id": outcome.file_id, "drop_type": contract.drop_type, "contract_version": contract.version,
-            "original_key": outcome.key, "status": outcome.status, "rule": rule, "reason": outcome.error,
-            "rows_read": outcome.rows_read, "rows_rejected": outcome.rows_rejected,
-            "quarantined_at": datetime.now(UTC).isoformat(),
-            "next_step": "fix the file and upload it again under the landing prefix; "
-                         f"see `elt rejects {outcome.file_id}` for row-level reasons",
-        }
-        store.put(target + ".error.json", json.dumps(sidecar, indent=2).encode(), content_type="application/json")
-        store.move(outcome.key, target, if_match=obj.etag)
+    if verified is False or not store.exists(target):
+        store.copy(obj.key, target, if_match=obj.etag)
+    _step("archived", obj.key)
+    store.delete(obj.key)
+    _step("moved", obj.key)
+    return target
+
+
+def _quarantine(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None, obj: StoredObject,
+                target: str) -> str | None:
+    """Move the object version to `target` in quarantine/, with the `.error.json` sidecar that says why."""
+    if not _holds(store, obj):
+        if store.exists(target):
+            return target
+        log.warning("%s changed before it could be quarantined; the new version stays for the next run", obj.key)
+        return None
+    sidecar = {
+        "file_id": outcome.file_id, "drop_type": contract.drop_type, "contract_version": contract.version,
+        "original_key": outcome.key, "status": outcome.status, "rule": rule, "reason": outcome.error,
+        "rows_read": outcome.rows_read, "rows_rejected": outcome.rows_rejected,
+        "quarantined_at": datetime.now(UTC).isoformat(),
+        "next_step": "fix the file and upload it again under the landing prefix; "
+                     f"see `elt rejects {outcome.file_id}` for row-level reasons",
+    }
+    store.put(target + ".error.json", json.dumps(sidecar, indent=2).encode(), content_type="application/json")
+    store.copy(obj.key, target, if_match=obj.etag)
+    _step("archived", obj.key)
+    store.delete(obj.key)
+    _step("moved", obj.key)
     return target
 
 
 @dataclass
 class _EarlyArchive:
     """The archive copy, made while the file loads, so that S3's copy costs the load no time: CopyObject is a
-    server-side copy in S3 and runs beside the COPY into Postgres. `finished()` waits for it; an object that
-    is not loaded after all has the copy deleted again (`_finish_move`)."""
+    server-side copy in S3 and runs beside the COPY into Postgres. `wait()` waits for it.
+
+    Nothing here deletes the copy: another attempt of the same file may have committed a load that relies on
+    it. Whether an unneeded copy goes is decided under the ledger's row lock (`_discard_copy`)."""
 
     store: ObjectStore
     key: str
@@ -214,58 +289,48 @@ class _EarlyArchive:
         return self
 
     def _run(self) -> bool:
-        # Only this exact version (ETag), never bytes uploaded under the key since. Some S3-compatible
-        # stores ignore CopySourceIfMatch, so the version is checked again after the copy as well.
+        # Only this exact version (ETag), never bytes uploaded under the key since. Some S3-compatible stores
+        # (moto among them) ignore CopySourceIfMatch, so what the copy wrote is checked as well.
         self.store.copy(self.key, self.target, if_match=self.etag)
-        current = self.store.head(self.key)
-        if current is None or current.etag != self.etag:
+        copied = self.store.head(self.target)
+        if copied is not None and copied.etag == self.etag:
+            return True
+        if "-" not in self.etag:
+            # A copy of a single-part object keeps its ETag (the MD5 of its bytes): these are other bytes, a later
+            # upload, which no attempt may keep as this file's archive.
             self.store.delete(self.target)
-            raise RuntimeError(f"{self.key} was replaced during the copy")
-        return True
+            return False
+        # A multipart object's copy has an ETag of its own: trusted while the key still holds the version.
+        current = self.store.head(self.key)
+        return current is not None and current.etag == self.etag
 
-    def finished(self) -> bool:
-        """Waits for the copy; True when the archive copy exists."""
+    def wait(self) -> bool:
+        """Waits for the copy; True when it put this version at the target."""
         try:
             return self.future.result()
-        except Exception as error:  # noqa: BLE001 - the object is moved after the load instead
-            log.warning("early archive copy to %s failed (%s); moving after the load instead", self.target, error)
+        except Exception as error:  # noqa: BLE001 - the object is copied after the load instead
+            log.warning("early archive copy to %s failed (%s); copying after the load instead", self.target, error)
             return False
 
 
-def _start_archive(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject,
-                   entry: ledger.LedgerEntry) -> _EarlyArchive:
-    # The target is recorded (and committed) first, so a re-run after a crash reuses it instead of
-    # leaving a second copy.
-    target = entry.archived_key if _is_archive_key(contract, entry.archived_key) else _target_key(
-        store, contract.landing.archive_prefix, contract, obj.key, entry.file_id)
-    ledger.set_archived_key(conn, entry.file_id, target)
-    return _EarlyArchive(store, obj.key, obj.etag, target).start()
-
-
-def _forget_archive_copy(store: ObjectStore, target: str) -> None:
+def _discard_copy(conn: psycopg.Connection, store: ObjectStore, file_id: int, target: str) -> None:
+    """Delete the archive copy at `target` unless the ledger says the file is archived there. Decided under the
+    file's row lock, so never while another attempt's load that will rely on it is committing: an attempt that
+    commits afterwards finds the copy gone and copies again (`_archive`)."""
     try:
-        store.delete(target)
-    except Exception:  # noqa: BLE001 - S3 may be what failed; the re-run reuses the same target anyway
-        log.warning("could not delete the early archive copy %s; the next run reuses it", target)
-
-
-def _finish_move(store: ObjectStore, contract: Contract, outcome: FileOutcome, rule: str | None,
-                 obj: StoredObject, early: _EarlyArchive | None, planned: str | None) -> str | None:
-    if early is not None:
-        copied = early.finished()
-        if copied and outcome.status in {"loaded", "duplicate", "superseded"}:
-            current = store.head(outcome.key)
-            if current is not None and current.etag == obj.etag:
-                store.delete(outcome.key)
-            return early.target
-        if copied:  # not loaded after all: the archive copy goes, the object is quarantined below
-            store.delete(early.target)
-        planned = None
-    return _move(store, contract, outcome, rule, obj, planned)
+        with conn.transaction():
+            status, _ = ledger.lock_decided(conn, file_id)
+            if status not in ledger.ARCHIVED_STATES:
+                store.delete(target)
+    except Exception:  # noqa: BLE001 - Postgres or S3 may be what failed; the next attempt reuses the same target
+        log.warning("could not remove the unused archive copy %s; the next attempt reuses it", target)
 
 
 def ingest_file(key: str, *, dry_run: bool = False, settings: Settings | None = None) -> FileOutcome:
-    """Load one landed object exactly once. Never raises for a bad file: it is quarantined with the reason."""
+    """Load one landed object exactly once. Never raises for a bad file: it is quarantined with the reason.
+
+    Safe beside any other attempt at the same file (a retry beside a zombie, `elt ingest` beside the DAG):
+    exactly one loads it, and the others change nothing but make sure the object is where the ledger says."""
     settings = settings or get_settings()
     contract = _contract_for_key(contracts_for(settings), key)
     store = ObjectStore(settings)
@@ -295,95 +360,122 @@ def _note_failure(settings: Settings, obj: StoredObject, exc: Exception) -> None
         log.warning("could not record the failure of %s in the ledger (database unreachable?)", obj.key)
 
 
+def _decided_earlier(conn: psycopg.Connection, contract: Contract, obj: StoredObject, file_id: int,
+                     status: str) -> FileOutcome:
+    """The outcome of an attempt that found the file decided by another: it loads nothing. The decision's reason
+    comes along, for the quarantine sidecar if this attempt is the one that moves the object."""
+    log.info("%s was already %s as file %d (by an earlier or concurrent attempt); making sure it is where the "
+             "ledger says", obj.key, status, file_id)
+    error = conn.execute("select error from ops.file_ledger where file_id = %s", (file_id,)).fetchone()[0]
+    return FileOutcome(obj.key, contract.drop_type, status, file_id, error=error, decided_earlier=True)
+
+
 def _ingest(settings: Settings, store: ObjectStore, contract: Contract, obj: StoredObject, *,
             dry_run: bool) -> FileOutcome:
-    key = obj.key
     with connect(settings) as conn:
-        rule, early, planned = None, None, None
         try:
-            period = reporting_period(contract, obj)
+            period, refusal = reporting_period(contract, obj), None
         except FileRejected as exc:
-            period, rule = (None, None), exc.rule
-            entry = ledger.register(conn, obj, contract, period)
-            outcome = FileOutcome(key, contract.drop_type, "quarantined", entry.file_id, error=exc.message)
-            with conn.transaction():
-                ledger.finish(conn, entry.file_id, "quarantined", error=exc.message)
+            period, refusal = (None, None), exc
+        entry = ledger.register(conn, obj, contract, period)
+        _step("registered", obj.key)
+        recorded, verified, rule = entry.archived_key, None, None
+        limits = settings.workbook_limits()
+        if entry.status in ledger.FINAL_STATES:
+            outcome = _decided_earlier(conn, contract, obj, entry.file_id, entry.status)
+        elif refusal is not None:
+            outcome, rule = _refuse(conn, contract, obj, entry.file_id, refusal, dry_run=dry_run), refusal.rule
+        elif dry_run:
+            outcome, rule = _load(conn, store, contract, obj, entry.file_id, dry_run=True, limits=limits)
         else:
-            entry = ledger.register(conn, obj, contract, period)
-            planned = entry.archived_key
-            if entry.status in ledger.FINAL_STATES:
-                # Already decided in an earlier run that died before moving the object: finish the move only.
-                log.info("%s was already %s as file %d; moving it out of the landing prefix", key, entry.status, entry.file_id)
-                outcome = FileOutcome(key, contract.drop_type, entry.status, entry.file_id)
+            recorded, status = _plan_target(conn, store, contract, obj, entry.file_id, recorded,
+                                            contract.landing.archive_prefix)
+            if status in ledger.FINAL_STATES:  # decided by a concurrent attempt while this one registered
+                outcome = _decided_earlier(conn, contract, obj, entry.file_id, status)
             else:
-                early = None if dry_run else _start_archive(conn, store, contract, obj, entry)
-                try:
-                    outcome, rule = _load(conn, store, contract, obj, entry.file_id, dry_run=dry_run,
-                                          limits=settings.workbook_limits())
-                except BaseException:
-                    if early is not None and early.finished():
-                        _forget_archive_copy(store, early.target)  # not loaded: not archived either
-                    raise
+                outcome, rule, verified = _load_beside_archive_copy(conn, store, contract, obj, entry.file_id, recorded,
+                                                                    limits)
         if not dry_run:
             with outcome.timed("move"):
-                target = _finish_move(store, contract, outcome, rule, obj, early, planned)
-            ledger.set_archived_key(conn, outcome.file_id, target, outcome.timings)
+                target = _put_away(conn, store, contract, outcome, rule, obj, recorded, verified)
+            if not outcome.decided_earlier:
+                ledger.set_archived_key(conn, outcome.file_id, target, outcome.timings)
             outcome.moved_to = target
     return outcome
 
 
+def _refuse(conn: psycopg.Connection, contract: Contract, obj: StoredObject, file_id: int, refusal: FileRejected,
+            *, dry_run: bool) -> FileOutcome:
+    """A file refused before it is read (an impossible period in its key): quarantined, unless another attempt
+    decided it meanwhile."""
+    outcome = FileOutcome(obj.key, contract.drop_type, "quarantined", file_id, error=refusal.message, dry_run=dry_run)
+    if not dry_run:
+        with conn.transaction():
+            decided = ledger.lock_for_load(conn, file_id)
+            if decided is not None:
+                return _decided_earlier(conn, contract, obj, file_id, decided)
+            ledger.finish(conn, file_id, "quarantined", error=refusal.message)
+        _step("committed", obj.key)
+    return outcome
+
+
+def _load_beside_archive_copy(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject,
+                              file_id: int, target: str, limits: WorkbookLimits) -> tuple[FileOutcome, str | None, bool]:
+    """The load, with the archive copy to `target` made beside it. Returns the outcome, the rule that refused the
+    file (if any) and whether the early copy verifiably put this version at the target."""
+    early = _EarlyArchive(store, obj.key, obj.etag, target).start()
+    try:
+        outcome, rule = _load(conn, store, contract, obj, file_id, dry_run=False, limits=limits)
+    except BaseException:
+        early.wait()
+        _discard_copy(conn, store, file_id, target)  # not loaded by this attempt: the copy goes unless another loaded it
+        raise
+    verified = early.wait()
+    if outcome.status not in ledger.FINAL_STATES:  # not decided (changed during the load); quarantine: _put_away
+        _discard_copy(conn, store, file_id, target)
+    return outcome, rule, verified
+
+
+def _put_away(conn: psycopg.Connection, store: ObjectStore, contract: Contract, outcome: FileOutcome,
+              rule: str | None, obj: StoredObject, recorded: str | None, verified: bool | None) -> str | None:
+    """Archive or quarantine the object version that was decided on, at the key the ledger records for it. Returns
+    where it is, or None when the key now holds other bytes (uploaded again during the load): those are left for
+    the next run. Run by every attempt, the one that loaded and any other: each step is idempotent."""
+    if outcome.status not in ledger.FINAL_STATES and outcome.status != FAILED_ON_CONTENT:
+        # not decided (changed during the load): stays in landing
+        return None
+    if outcome.status in ledger.ARCHIVED_STATES:
+        if not (recorded and recorded.startswith(_root(contract.landing.archive_prefix))):
+            recorded, _ = _plan_target(conn, store, contract, obj, outcome.file_id, recorded,
+                                       contract.landing.archive_prefix)
+        return _archive(store, obj, recorded, verified=verified)
+    if recorded and recorded.startswith(_root(contract.landing.archive_prefix)):
+        _discard_copy(conn, store, outcome.file_id, recorded)  # the early archive copy (this or an earlier attempt's)
+    target, _ = _plan_target(conn, store, contract, obj, outcome.file_id, recorded, contract.landing.quarantine_prefix)
+    return _quarantine(store, contract, outcome, rule, obj, target)
+
+
 def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
           *, dry_run: bool, limits: WorkbookLimits) -> tuple[FileOutcome, str | None]:
+    """The load transaction: the file's rows, rejects and final ledger state commit together, or nothing does.
+    Only an attempt that finds the ledger row undecided under its row lock loads; any other returns the decision."""
     key = obj.key
-    outcome = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run)
+    outcome, rule = FileOutcome(key, contract.drop_type, "loading", file_id, dry_run=dry_run), None
     try:
         with conn.transaction():
-            ledger.lock_for_load(conn, file_id)
+            decided = ledger.lock_for_load(conn, file_id)
+            if decided is not None:  # another attempt committed it while this one waited: nothing to load
+                return _decided_earlier(conn, contract, obj, file_id, decided), None
+            _step("locked", key)
             with outcome.timed("copy"):
                 result = _copy_object(conn, store, contract, obj, file_id, limits)
-            outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
-            if result.period is not None:
-                ledger.set_period(conn, file_id, result.period, result.published_on)
-            counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
-                      "rows_read": result.rows_read}
-            twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
-            if twin is not None:
-                discard_rows(conn, contract, file_id)
-                outcome.status, outcome.error = "duplicate", f"same bytes as file {twin}, already loaded"
-                outcome.rows_loaded = 0
-                ledger.finish(conn, file_id, "duplicate", rows_loaded=0, error=outcome.error, duplicate_of=twin, **counts)
-            else:
-                with outcome.timed("validate"):
-                    for table_contract in contract.table_contracts():
-                        write_rejects(conn, table_contract, file_id, result)
-                share = result.rows_rejected / result.rows_read
-                outcome.rows_rejected = result.rows_rejected
-                if share > contract.max_reject_share:
-                    discard_rows(conn, contract, file_id)
-                    outcome.status, outcome.rows_loaded = "rejected", 0
-                    outcome.error = (
-                        f"{result.rows_rejected} of {result.rows_read} rows ({share:.0%}) break the contract, more "
-                        f"than the {contract.max_reject_share:.0%} allowed; by rule: {result.rejects_by_rule}"
-                    )
-                    ledger.finish(conn, file_id, "rejected", rows_loaded=0, rows_rejected=result.rows_rejected,
-                                  error=outcome.error, **counts)
-                    return outcome, "reject_share"
-                outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
-                newer = ledger.later_publication(conn, file_id) if contract.period.supersede else None
-                if newer is not None:
-                    # An older edition of a period whose revision is loaded already: kept (its rows stay in raw,
-                    # for history) but not current.
-                    outcome.status = "superseded"
-                    outcome.error = f"published before file {newer}, which is loaded for the same period and stays current"
-                    ledger.superseded_on_arrival(conn, file_id, newer)
-                elif contract.period.supersede:
-                    ledger.supersede_older(conn, file_id)
-                ledger.finish(conn, file_id, outcome.status, rows_loaded=result.rows_loaded,
-                              rows_rejected=result.rows_rejected, error=outcome.error, **counts)
+            rule = _decide(conn, contract, file_id, result, outcome)
+            _step("copied", key)
             if dry_run:
                 raise _DryRun
             commit_started = time.perf_counter()
         outcome.timings["commit"] = round(time.perf_counter() - commit_started, 3)
+        _step("committed", key)
     except _DryRun:
         pass
     except ObjectChanged as exc:
@@ -401,31 +493,95 @@ def _load(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj:
         if not dry_run:
             with conn.transaction():
                 ledger.finish(conn, file_id, "quarantined", rows_read=outcome.rows_read, error=outcome.error)
+            _step("committed", key)
         return outcome, exc.rule
     except Exception as exc:
         if not blames_the_file(exc):
             raise  # a connection, the warehouse or S3: the file stays waiting, for a retry or the next run
-        return _failed_on_content(conn, outcome, exc, dry_run=dry_run), LOAD_ERROR
-    return outcome, None
+        return _failed_on_content(conn, contract, obj, outcome, exc, dry_run=dry_run), LOAD_ERROR
+    return outcome, rule
 
 
-# The rule of a file whose load failed on an error the loader did not expect (a reader tripping over its content).
+# The rule of a file whose load failed on an error the loader did not expect (a reader tripping over its content),
+# and the outcome's status then: the ledger says quarantined, the task fails (elt.orchestration.load_file).
 LOAD_ERROR = "load_error"
+FAILED_ON_CONTENT = "failed"
 
 
-def _failed_on_content(conn: psycopg.Connection, outcome: FileOutcome, exc: Exception, *, dry_run: bool) -> FileOutcome:
+def _failed_on_content(conn: psycopg.Connection, contract: Contract, obj: StoredObject, outcome: FileOutcome,
+                       exc: Exception, *, dry_run: bool) -> FileOutcome:
     """The last line of defence: the file is quarantined like a refused one (so it neither fails every night
     nor blocks the others), its status is `failed` (so the task and the run say so), and the reason is the
-    error's class and place, never its message, which may quote the file."""
-    outcome.status = "failed"
+    error's class and place, never its message, which may quote the file. Unless another attempt decided the
+    file meanwhile."""
+    outcome.status = FAILED_ON_CONTENT
     outcome.error = (f"{LOAD_ERROR}: the load failed on an error it did not expect ({describe_failure(exc)}); the "
                      "file is quarantined so that it does not hold up the others: once the cause is fixed, put it "
                      "back under the landing prefix")
     log.error("%s: %s", outcome.key, outcome.error)
     if not dry_run:
         with conn.transaction():
+            decided = ledger.lock_for_load(conn, outcome.file_id)
+            if decided is not None:
+                return _decided_earlier(conn, contract, obj, outcome.file_id, decided)
             ledger.finish(conn, outcome.file_id, "quarantined", rows_read=outcome.rows_read, error=outcome.error)
+        _step("committed", obj.key)
     return outcome
+
+
+def _decide(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult,
+            outcome: FileOutcome) -> str | None:
+    """With the file's rows copied: duplicate, rejected (too many bad rows), loaded or superseded, written to the
+    ledger in the load's transaction. Returns the rule when the file is refused."""
+    outcome.rows_read, outcome.encoding = result.rows_read, result.encoding
+    if result.period is not None:
+        ledger.set_period(conn, file_id, result.period, result.published_on)
+    counts = {"sha256": result.sha256, "encoding": result.encoding, "layout": result.layout,
+              "rows_read": result.rows_read}
+    twin = ledger.loaded_twin(conn, contract.drop_type, result.sha256, file_id)
+    if twin is not None:
+        discard_rows(conn, contract, file_id)
+        outcome.status, outcome.error = "duplicate", f"same bytes as file {twin}, already loaded"
+        outcome.rows_loaded = 0
+        ledger.finish(conn, file_id, "duplicate", rows_loaded=0, error=outcome.error, duplicate_of=twin, **counts)
+        return None
+    with outcome.timed("validate"):
+        for table_contract in contract.table_contracts():
+            write_rejects(conn, table_contract, file_id, result)
+    share = result.rows_rejected / result.rows_read
+    outcome.rows_rejected = result.rows_rejected
+    if share > contract.max_reject_share:
+        discard_rows(conn, contract, file_id)
+        outcome.status, outcome.rows_loaded = "rejected", 0
+        outcome.error = (
+            f"{result.rows_rejected} of {result.rows_read} rows ({share:.0%}) break the contract, more "
+            f"than the {contract.max_reject_share:.0%} allowed; by rule: {result.rejects_by_rule}"
+        )
+        ledger.finish(conn, file_id, "rejected", rows_loaded=0, rows_rejected=result.rows_rejected,
+                      error=outcome.error, **counts)
+        return "reject_share"
+    outcome.status, outcome.rows_loaded = "loaded", result.rows_loaded
+    if contract.period.supersede:
+        _supersede(conn, file_id, outcome)
+    ledger.finish(conn, file_id, outcome.status, rows_loaded=result.rows_loaded,
+                  rows_rejected=result.rows_rejected, error=outcome.error, **counts)
+    return None
+
+
+def _supersede(conn: psycopg.Connection, file_id: int, outcome: FileOutcome) -> None:
+    """One current file per drop type and period: the later one (by publication when both files say, else by
+    arrival), whichever of them commits last. Decided under the period's lock (ledger.later_loaded)."""
+    later = ledger.later_loaded(conn, file_id)
+    if later is None:
+        ledger.supersede_older(conn, file_id)
+        return
+    # An older edition of a period whose later file is loaded already: kept (its rows stay in raw, for
+    # history) but not current.
+    newer, basis = later
+    outcome.status = "superseded"
+    outcome.error = (f"{'published' if basis == 'publication' else 'arrived'} before file {newer}, which is loaded "
+                     "for the same period and stays current")
+    ledger.superseded_on_arrival(conn, file_id, newer)
 
 
 def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
@@ -435,31 +591,34 @@ def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contrac
     its size is within `limits` (which its reader then holds it to), its sheet turned into CSV, and its sha256
     taken of the workbook's own bytes, so the same workbook landing again is still recognised as a duplicate."""
     if contract.format == "csv":
-        return copy_file(conn, contract, file_id, lambda: store.iter_bytes(obj.key, if_match=obj.etag))
+        return copy_file(conn, contract, file_id,
+                         lambda: _copying(obj.key, store.iter_bytes(obj.key, if_match=obj.etag)))
     name = posixpath.basename(obj.key)
     if obj.size > limits.max_file_bytes:
         raise over("workbook_too_large", f"{name} is {obj.size:,} bytes", "max_file_bytes", limits,
                    "split the workbook, or raise the limit if the file is trusted")
     workbook = store.read(obj.key, if_match=obj.etag)
     if contract.reader == "kh03":
-        return _copy_kh03(conn, contract, file_id, workbook, name, limits)
+        return _copy_kh03(conn, contract, file_id, workbook, obj.key, limits)
     table = spreadsheet_to_csv(contract, workbook, source_name=name, limits=limits)
-    result = copy_file(conn, contract, file_id, lambda: iter([table]))
+    result = copy_file(conn, contract, file_id, lambda: _copying(obj.key, iter([table])))
     result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
     return result
 
 
-def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, name: str,
+def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, key: str,
                limits: WorkbookLimits) -> LoadResult:
     """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
     has). The ledger's period becomes the quarter the workbook itself states."""
+    name = posixpath.basename(key)
     book = read_kh03(workbook, name, limits=limits)  # Kh03Rejected is a FileRejected: quarantined with its reason
     tables = to_csv_tables(book)
     rows_read = 0
     for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],
                                     strict=True):
         if part in tables:
-            rows_read += copy_file(conn, table_contract, file_id, lambda data=tables[part]: iter([data])).rows_read
+            rows_read += copy_file(conn, table_contract, file_id,
+                                   lambda data=tables[part]: _copying(key, iter([data]))).rows_read
     log.info("%s: KH03 %s Q%d (%s to %s), sheets %s, %d rows", name, book.financial_year, book.quarter,
              book.period_start, book.period_end, ", ".join(book.sheets), rows_read)
     published = book.revised if isinstance(book.revised, date) else book.published

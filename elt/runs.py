@@ -35,7 +35,7 @@ def _transient_cause(exc: BaseException | None) -> BaseException | None:
     """The connection or timeout failure in the exception's chain, if there is one."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, TRANSIENT):
+        if isinstance(exc, TRANSIENT) or _server_side_s3_error(exc):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
@@ -76,6 +76,12 @@ def describe_failure(exc: BaseException) -> str:
             else where.filename
         parts.append(f"raised at {path}:{where.lineno} in {where.name}")
     return ", ".join(parts)
+
+
+def _server_side_s3_error(exc: BaseException) -> bool:
+    """S3 answered 5xx (InternalError, ServiceUnavailable, SlowDown) even after boto3's own retries: the store's
+    trouble, not the request's, so a later attempt may pass (4xx, such as access denied, would not)."""
+    return isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
 
 
 # dbt reports a lost or refused connection only as text (dbt-postgres wraps psycopg2's errors).

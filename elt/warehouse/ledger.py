@@ -2,7 +2,11 @@
 
 States: discovered -> loading -> loaded | rejected (too many bad rows) | quarantined (unreadable or
 off-contract) | duplicate (same bytes already loaded for this drop type); a loaded file becomes
-superseded when new bytes arrive for the same drop type and period. See docs/operations.md.
+superseded when a later file (by publication, else by arrival) is loaded for the same drop type and period.
+See docs/operations.md.
+
+Exactly once: a file is loaded only by the transaction that holds its row lock and found it undecided
+(lock_for_load); every other attempt, concurrent or later, finds the final state and changes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ _REGISTER = sql.SQL(
          values=sql.SQL(", ").join(sql.Placeholder() * len(REGISTERED_COLUMNS)),
          updates=sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in REGISTER_UPDATES),
          returns=sql.SQL(", ").join(map(sql.Identifier, REGISTER_RETURNS)))
+# Final states whose object is archived (kept as loaded history); the others are quarantined.
+ARCHIVED_STATES = frozenset({"loaded", "duplicate", "superseded"})
 
 
 @dataclass(frozen=True)
@@ -49,13 +55,37 @@ def register(conn: psycopg.Connection, obj: StoredObject, contract: Contract, pe
     return LedgerEntry(*row)
 
 
-def lock_for_load(conn: psycopg.Connection, file_id: int) -> str:
-    """Take the row lock for this file for the current transaction; returns its current status."""
+def lock_for_load(conn: psycopg.Connection, file_id: int) -> str | None:
+    """Claim the file for this transaction's load: takes its row lock (waiting while another attempt's load
+    holds it) and marks it 'loading'. Returns None when this attempt may load it, or the final state another
+    attempt committed meanwhile: then nothing is changed, and the caller must not load it again."""
     status = conn.execute(
         "select status from ops.file_ledger where file_id = %s for update", (file_id,)
     ).fetchone()[0]
+    if status in FINAL_STATES:
+        return status
     conn.execute("update ops.file_ledger set status = 'loading', started_at = now() where file_id = %s", (file_id,))
-    return status
+    return None
+
+
+def lock_decided(conn: psycopg.Connection, file_id: int) -> tuple[str, str | None]:
+    """Take the file's row lock for the current transaction and return its status and archived_key: what
+    was decided, and where its object is (or is going), as no other attempt can change them meanwhile."""
+    return conn.execute(
+        "select status, archived_key from ops.file_ledger where file_id = %s for update", (file_id,)
+    ).fetchone()
+
+
+def claim_target(conn: psycopg.Connection, file_id: int, root: str, proposed: str) -> tuple[str, str]:
+    """The key under `root` (the archive or the quarantine prefix) that this file's object goes to, decided
+    once for all attempts: the key an earlier or concurrent attempt recorded, else `proposed`. Returns it
+    and the file's status. Commits (waiting while another attempt's load holds the row)."""
+    with conn.transaction():
+        return conn.execute(
+            "update ops.file_ledger set archived_key = case when starts_with(archived_key, %(root)s) "
+            "then archived_key else %(proposed)s end where file_id = %(file_id)s returning archived_key, status",
+            {"root": root, "proposed": proposed, "file_id": file_id},
+        ).fetchone()
 
 
 def loaded_twin(conn: psycopg.Connection, drop_type: str, sha256: str, file_id: int) -> int | None:
@@ -79,13 +109,47 @@ def finish(conn: psycopg.Connection, file_id: int, status: str, *, sha256: str |
     )
 
 
+# Which of two files (`a`, `b`) of one drop type and period is the later, and so the current one: the later
+# publication when both files state when they were published (KH03) and the dates differ, else the later
+# arrival in the bucket (S3 LastModified, then key). Never the order in which their loads commit.
+_A_IS_LATER = sql.SQL(
+    "(case when a.published_on is not null and b.published_on is not null and a.published_on <> b.published_on "
+    "then a.published_on > b.published_on "
+    "else (coalesce(a.landed_at, '-infinity'), a.key, a.file_id) > (coalesce(b.landed_at, '-infinity'), b.key, b.file_id) end)"
+)
+# Second key of the advisory lock that serialises the decision for one drop type and period.
+_PERIOD_LOCK_CLASS = 0x504552  # 'PER'
+
+
+def later_loaded(conn: psycopg.Connection, file_id: int) -> tuple[int, str] | None:
+    """A loaded file of the same drop type and period that is later than this one (see _A_IS_LATER), with what
+    made it later ('publication' or 'arrival'): this file is then an older edition and must not become current.
+
+    First takes a transaction lock on the drop type and period, so that two loads of one period decide one
+    after the other, the second seeing the first's commit; whichever commits last, the later file stays current."""
+    conn.execute(
+        "select pg_advisory_xact_lock(%s, hashtext(concat_ws('|', drop_type, period_start, period_end))) "
+        "from ops.file_ledger where file_id = %s", (_PERIOD_LOCK_CLASS, file_id))
+    row = conn.execute(sql.SQL(
+        "select a.file_id, case when a.published_on is not null and b.published_on is not null "
+        "and a.published_on <> b.published_on then 'publication' else 'arrival' end "
+        "from ops.file_ledger as a join ops.file_ledger as b on b.file_id = %s "
+        "where a.drop_type = b.drop_type and a.period_start = b.period_start and a.period_end = b.period_end "
+        "and a.status = 'loaded' and a.file_id <> b.file_id and {} "
+        "order by a.file_id desc limit 1").format(_A_IS_LATER),
+        (file_id,),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def supersede_older(conn: psycopg.Connection, file_id: int) -> int:
-    """Mark earlier loaded files of the same drop type and period as superseded by this one."""
-    cur = conn.execute(
-        "update ops.file_ledger as old set status = 'superseded', superseded_by = new.file_id "
-        "from ops.file_ledger as new where new.file_id = %s and old.drop_type = new.drop_type "
-        "and old.period_start = new.period_start and old.period_end = new.period_end "
-        "and old.status = 'loaded' and old.file_id <> new.file_id",
+    """Mark the loaded files of the same drop type and period that are older than this one (see _A_IS_LATER)
+    as superseded by it. Call after later_loaded, in the same transaction (it holds the period's lock)."""
+    cur = conn.execute(sql.SQL(
+        "update ops.file_ledger as b set status = 'superseded', superseded_by = a.file_id "
+        "from ops.file_ledger as a where a.file_id = %s and b.drop_type = a.drop_type "
+        "and b.period_start = a.period_start and b.period_end = a.period_end "
+        "and b.status = 'loaded' and b.file_id <> a.file_id and {}").format(_A_IS_LATER),
         (file_id,),
     )
     return cur.rowcount
@@ -96,19 +160,6 @@ def set_period(conn: psycopg.Connection, file_id: int, period: tuple[date, date]
     that supersession compares the right periods and publications."""
     conn.execute("update ops.file_ledger set period_start = %s, period_end = %s, published_on = %s where file_id = %s",
                  (period[0], period[1], published_on, file_id))
-
-
-def later_publication(conn: psycopg.Connection, file_id: int) -> int | None:
-    """A loaded file of the same drop type and period that was published after this one (both dates known): an
-    older edition arriving late, which must not replace the revision already loaded."""
-    row = conn.execute(
-        "select loaded.file_id from ops.file_ledger as loaded join ops.file_ledger as new on new.file_id = %s "
-        "where loaded.drop_type = new.drop_type and loaded.period_start = new.period_start "
-        "and loaded.period_end = new.period_end and loaded.status = 'loaded' and loaded.file_id <> new.file_id "
-        "and loaded.published_on > new.published_on order by loaded.published_on desc limit 1",
-        (file_id,),
-    ).fetchone()
-    return row[0] if row else None
 
 
 def superseded_on_arrival(conn: psycopg.Connection, file_id: int, by: int) -> None:
@@ -122,10 +173,11 @@ def note_error(conn: psycopg.Connection, file_id: int, error: str) -> None:
 
 def set_archived_key(conn: psycopg.Connection, file_id: int, key: str | None,
                      timings: dict[str, float] | None = None) -> None:
-    """Where the object is (or, before the load ends, where its archive copy is going)."""
+    """Where the object went, and the load's timings. None keeps the key recorded (claim_target) as it is."""
     with conn.transaction():
         conn.execute(
-            "update ops.file_ledger set archived_key = %s, timings = coalesce(timings, '{}') || %s where file_id = %s",
+            "update ops.file_ledger set archived_key = coalesce(%s, archived_key), "
+            "timings = coalesce(timings, '{}') || %s where file_id = %s",
             (key, Jsonb(timings or {}), file_id),
         )
 

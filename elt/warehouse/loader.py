@@ -282,8 +282,10 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
 
 
 # The planner settings for the rejects pass's read-only scan (see write_rejects), and back to the defaults.
-_PLANNER_SETTINGS = {"enable_seqscan": "off", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
-                     "min_parallel_table_scan_size": "0"}
+# enable_indexscan off: else the planner walks the unique key's B-tree on (_file_id, _row_number), one
+# process row by row (twice the time on 1,000,000 rows), instead of the parallel scan of the BRIN's pages.
+_PLANNER_SETTINGS = {"enable_seqscan": "off", "enable_indexscan": "off", "parallel_setup_cost": "0",
+                     "parallel_tuple_cost": "0", "min_parallel_table_scan_size": "0"}
 _PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
 _DEFAULT_PLANNING = "; ".join(f"set local {name} to default" for name in _PLANNER_SETTINGS)
 

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from elt.pipeline import discover_new_files, ingest_file
 from tests.conftest import shared_data
+from tests.elt.journey import put_later
 from tests.elt.kh03_fixtures import (
     DEFAULT_TRUSTS,
     REGION_NAMES,
@@ -115,7 +116,9 @@ def test_a_revised_quarter_supersedes_the_earlier_workbook_and_keeps_its_rows(se
     first = ingest_all(settings)[PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21.xlsx"]
     revised_barts = Trust("R1H", "BARTS HEALTH NHS TRUST", "Y56", (1500.5, 0.0, 180.25, 0.0), (1400.75, 0.0, 100.5, 0.0))
     spec = Kh03Spec(appended=(revised_barts,))  # a re-submitted trust appended after the sorted rows
-    store.put(PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21-revised.xlsx", build_kh03(spec))
+    # It arrives later (and says no later publication date): the later arrival is current, whatever the names.
+    put_later(store, PREFIX + "Beds-Open-Overnight-Web_File-Q2-2020-21-revised.xlsx", build_kh03(spec),
+              after=first.moved_to)
     # another quarter is not touched by the revision
     store.put(PREFIX + "Beds-Open-Overnight-Web_File-Q1-2020-21.xlsx",
               build_kh03(Kh03Spec(period_text="April to June 2020", period_end="June")))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 import elt.pipeline
 from elt.pipeline import ingest_file
@@ -23,6 +23,10 @@ PREFIX = "medical_records/input/"
         (TimeoutError(), True),
         (ValueError("unknown drop type 'x'"), False),
         (psycopg.errors.UndefinedTable("relation raw.x does not exist"), False),
+        (ClientError({"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "CopyObject"),
+         True),
+        (ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "CopyObject"),
+         False),
     ],
 )
 def test_only_connection_and_timeout_failures_are_worth_a_retry(error, transient):
@@ -54,7 +58,7 @@ def test_a_failed_attempt_is_noted_on_the_ledger_and_the_retry_loads_the_file(se
     # The class, a connection failure's own words (they are about the network, never a row) and where it surfaced.
     assert error.startswith("load attempt failed (transient, will be retried): OperationalError, server closed the "
                             "connection unexpectedly, raised at elt/pipeline.py:")
-    assert error.endswith(" in _load")
+    assert error.endswith(" in _decide")  # where the load calls write_rejects
     assert db.execute("select count(*) from raw.medilink_facilities").fetchone()[0] == 0
     assert store.exists(key) and list(store.list("medical_records/archive/")) == []
 
