@@ -59,7 +59,7 @@ from typing import NamedTuple
 
 from elt.readers.csv_header import FileRejected
 from elt.readers.spreadsheet import Workbook, cell_text, open_workbook, sheet_rows
-from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits, column_letters
 
 TRUST_SHEET = "NHS Trust by Sector"
 REGION_SHEET = "Region by Sector"
@@ -216,13 +216,6 @@ class Kh03Workbook:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _column_letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(ord("A") + rest) + letters
-    return letters
 
 
 def _norm(value: object) -> str:
@@ -242,7 +235,7 @@ def _text(row: Sequence[object], index: int) -> str:
 def _where(source: str, sheet: str, row: int, column: int | None = None, header: str | None = None) -> str:
     place = f"{source}, sheet {sheet!r}, row {row}"
     if column is not None:
-        place += f", column {_column_letter(column)}"
+        place += f", column {column_letters(column + 1)}"
         if header:
             place += f" ({header})"
     return place

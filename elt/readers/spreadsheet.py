@@ -25,7 +25,7 @@ from python_calamine import CalamineWorkbook
 
 from elt.contracts import Contract
 from elt.readers.csv_header import FileRejected, map_header
-from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits, check_workbook, over
+from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits, check_workbook, column_letters, over
 
 
 def cell_text(value: object) -> str:
@@ -196,7 +196,7 @@ def spreadsheet_to_csv(contract: Contract, data: bytes, *, source_name: str = "t
             continue
         try:
             map_header(contract, _csv_line([cells[position] for position in kept]),
-                       labels=[_column_letter(position) for position in kept])
+                       labels=[column_letters(position + 1) for position in kept])
         except FileRejected as exc:
             recognised = sum(1 for position in kept if cells[position].strip().lower() in known)
             if recognised and (closest is None or recognised > closest[0]):
@@ -209,14 +209,6 @@ def spreadsheet_to_csv(contract: Contract, data: bytes, *, source_name: str = "t
     raise FileRejected("missing_header", f"no header row in {where}; the closest is row {closest[1]}: {closest[2]}")
 
 
-def _column_letter(index: int) -> str:
-    """Excel's name of a 0-based column: 0 -> A, 26 -> AA."""
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(ord("A") + rest) + letters
-    return letters
 
 
 def _table(rows: list[list[str]], kept: list[int], *, header: list[str], sheet: str) -> bytes:

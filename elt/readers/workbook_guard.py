@@ -268,6 +268,7 @@ def column_number(letters: bytes) -> int:
 
 
 def column_letters(number: int) -> str:
+    """Excel's name of the 1-based column `number`: 1 -> A, 27 -> AA (the readers and their messages share it)."""
     letters = ""
     while number > 0:
         number, rest = divmod(number - 1, 26)
