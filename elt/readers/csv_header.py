@@ -42,6 +42,8 @@ _SHOWN_POSITIONS = 12
 UNREADABLE_RULES = frozenset({
     "undecodable_text", "mixed_encodings", "malformed_csv", "header_too_long", "content_mismatch",
     "unreadable_workbook",
+    # a workbook refused before any engine reads it, as it would cost too much to read (elt/readers/workbook_guard.py)
+    "workbook_too_large", "sheet_too_large", "zip_bomb", "unsupported_workbook", "workbook_too_slow",
 })
 
 
