@@ -55,7 +55,9 @@ PYTHON_TYPES: dict[str, type] = {"text": str, "integer": int, "number": float, "
 # dates and the containers; about five times faster than the json module with a conversion per value).
 ENCODER = msgspec.json.Encoder(decimal_format="number")
 EXACT_TOTAL_BELOW = 100_000  # rows (planner estimate): below this a count(*) is cheap enough to always run
-TABLE_ROWS_SECONDS = 300  # how long a process goes by a table's row count as the planner measured it (`_page`)
+# How long a process goes by a table's row count as the planner measured it, and by the planner's estimate of the rows
+# some filters match (`_page`): estimates, labelled as such (`total_is_exact: false`), that change with ANALYZE.
+TABLE_ROWS_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -426,23 +428,28 @@ class _Read:
 
 def _page(resource: Resource, p: Plan, limit: int, caller: Caller, view: str, *, exact: bool) -> Response:
     """One JSON page in one transaction: the audit row (patient-level reads: if it cannot be written, nothing is
-    served), the page, its total and its provenance, pipelined. The total is counted when asked (`count=exact`) or
-    when the table holds fewer than EXACT_TOTAL_BELOW rows (as the planner last measured it): one round trip.
-    Otherwise the planner's estimate, in the same round trip, and a count in a second one, in the same
-    transaction, when that estimate is below EXACT_TOTAL_BELOW."""
+    served), the page, its total and its provenance, pipelined: one round trip. The total is counted when asked
+    (`count=exact`), when the table holds fewer than EXACT_TOTAL_BELOW rows, or when the planner expects fewer
+    to match; else it is the planner's estimate. This process asks the planner once per table and filters every
+    TABLE_ROWS_SECONDS (the pages of one listing share their filters); the first time, the estimate comes in the
+    same round trip and a count, if it calls for one, in a second, in the same transaction."""
     sizes: TtlCache = current_app.extensions["table_rows"]
     stamps: TtlCache = current_app.extensions["build_stamps"]
     rows_in_table = sizes.get(resource.table)
-    count = exact or (rows_in_table is not None and 0 <= rows_in_table < EXACT_TOTAL_BELOW)
+    planned_key = _planned_key(resource, p)
+    planned = sizes.get(planned_key)
+    count = (exact or (rows_in_table is not None and 0 <= rows_in_table < EXACT_TOTAL_BELOW)
+             or (planned is not None and planned < EXACT_TOTAL_BELOW))
 
     def read(conn: psycopg.Connection) -> _Read:
         if resource.patient_level:
             conn.execute(AUDIT_SQL, audit_params(caller))
         page = conn.execute(_sql(resource, p, limit), {**p.params, "limit": limit + 1})
         meta = conn.execute(_meta_sql(resource, p.filters if count else None), _meta_params(resource, p))
-        if count:
-            return _Read(page, meta)
+        if count or planned is not None:
+            return _Read(page, meta, None if count else planned)
         estimate = _planned_rows(conn.execute(_estimate_sql(resource, p.filters), p.filter_params).fetchone()[0])
+        sizes.put(planned_key, estimate)
         if estimate >= EXACT_TOTAL_BELOW:
             return _Read(page, meta, estimate)
         return _Read(page, meta, count=conn.execute(_count_sql(resource, p.filters), p.filter_params))
@@ -470,6 +477,13 @@ def _page(resource: Resource, p: Plan, limit: int, caller: Caller, view: str, *,
         return _not_modified(resource, etag)
     body = b'{"data":' + data + b',"meta":' + ENCODER.encode(meta) + b"}"
     return _cache_headers(current_app.response_class(body, mimetype="application/json"), resource, etag)
+
+
+def _planned_key(resource: Resource, p: Plan) -> bytes:
+    """The cache key of the planner's estimate for these filters: a digest, so that no filter value (a patient id)
+    is kept in the process's memory."""
+    filters = repr((resource.table, p.filters, sorted(p.filter_params.items())))
+    return hashlib.blake2b(filters.encode(), digest_size=16).digest()
 
 
 def _next_cursor(resource: Resource, p: Plan, last: tuple) -> str:
@@ -503,7 +517,7 @@ def init_app(app: Flask, settings) -> None:
     remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS) and its size."""
     app.extensions["csv_slots"] = threading.BoundedSemaphore(settings.csv_streams)
     app.extensions["build_stamps"] = TtlCache(settings.build_stamp_seconds, size=1_000)
-    app.extensions["table_rows"] = TtlCache(TABLE_ROWS_SECONDS, size=1_000)
+    app.extensions["table_rows"] = TtlCache(TABLE_ROWS_SECONDS, size=10_000)
 
 
 def _csv_meta(conn: Connection, resource: Resource, p: Plan, exact: bool) -> Meta:
