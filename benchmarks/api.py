@@ -161,6 +161,9 @@ def start_api(server: str, url: str, root: Path, workers: str) -> tuple[subproce
         command = [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf",
                    "--bind", f"127.0.0.1:{port}", "backend.wsgi:app"]
     else:
+        if not Path(sys.executable).with_name("granian").exists():
+            raise SystemExit("--server granian: granian is not installed here (it is not one of the project's "
+                             "requirements: `pip install granian` in this venv to compare)")
         command = [str(Path(sys.executable).with_name("granian")), "--interface", "wsgi", "--workers", workers,
                    "--blocking-threads", os.environ.get("API_THREADS", "8"), "--port", str(port), "backend.wsgi:app"]
     log = root / "api.log"

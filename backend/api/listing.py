@@ -3,16 +3,21 @@ and describes itself the same way.
 
 A `Resource` declares a published mart: its table, the columns it serves (never `select *`: a new mart
 column is not served until it is declared here), the unique key, which columns filter and sort, who may
-read it and which drop types it is built from. `serve(resource)` answers a request for it:
+read it, whether its reads are audited and which drop types it is built from. `serve(resource)` answers a
+request for it, to a key with the declared role (backend/auth.py):
 
 * query parameters are parsed by a pydantic model generated from the declaration: unknown ones are a 400
   that lists the allowed ones; `limit` is capped;
 * pages are keyset pages: `order by <sort column>, <key columns>` and `where (those) > (the last row's)`,
   so a deep page costs what the first one does and rows added meanwhile cause no duplicates or gaps;
-* `meta.total` is exact when the planner expects under 100,000 matching rows or `count=exact` is asked for, else the planner's
-  estimate (`meta.total_is_exact` says which);
+* `meta.total` is exact when the table or the matching rows are under 100,000 (the planner's statistics) or
+  `count=exact` is asked for, else the planner's estimate (`meta.total_is_exact` says which);
 * `meta.as_of` is when dbt built the mart (`max(built_at)`) and `meta.sources` the ledger ids of the files
   loaded for its drop types before that build;
+* a JSON page is one transaction, its statements pipelined (the audit row first, for patient-level reads): one
+  round trip (docs/decisions/0014-api-one-round-trip-per-page-and-conditional-gets.md);
+* every answer has a weak ETag (the build stamp, the parsed query, the format, the role); `If-None-Match` with
+  it is a 304 that reads no mart;
 * `Accept: text/csv` or `format=csv` streams the rows as CSV (all matching rows unless `limit` is given),
   with the meta as `X-*` headers: complete or visibly cut off, neutralised against spreadsheet formulas,
   never holding the database for a slow client (backend/api/csv_export.py).
