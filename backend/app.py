@@ -11,6 +11,8 @@ from backend import auth, db, errors, ratelimit
 from backend.config import ApiSettings
 from elt.config import Settings
 
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+
 
 def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | None = None) -> Flask:
     """`elt_settings`: the landing bucket, contracts and ledger that drops go to (default: the ELT's own, from
@@ -29,7 +31,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     db.init_app(app, settings)
     errors.init_app(app)
-    auth.init_app(app)
+    auth.init_app(app, settings.key_cache_seconds)
 
     from backend.api.analytics import bp as analytics_bp
     from backend.api.beds import bp as beds_bp
@@ -52,10 +54,10 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
 
     @app.after_request
     def _security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
+        headers = response.headers
+        headers.extend(SECURITY_HEADERS)  # no view sets these
+        if "Cache-Control" not in headers:  # the list endpoints say how their pages may be kept (backend/api/listing.py)
+            headers["Cache-Control"] = "no-store"
         return response
 
     return app

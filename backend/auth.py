@@ -12,6 +12,10 @@ before it sees: `analyst` (de-identified marts and bed occupancy), `clinician` (
 endpoints, every read of which is written to `ops.api_audit` before any row is served), `admin` (also the
 file ledger, GET /api/v1/drops, and every run). Which role may drop a file of a drop type is declared in its
 contract (`drop_role`, `revision_role`: elt/contracts); a run is shown to the key that started it and to admins.
+
+A key found valid is remembered by the API process for API_KEY_CACHE_SECONDS (default 5), so that a client
+making many calls costs one key lookup per that interval, not one per call: a revoked key is refused by every
+process within that many seconds of `api-key revoke`. Keys that fail are never remembered.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from dataclasses import dataclass
 import click
 import psycopg
 from flask import Flask, current_app, g, request
-from sqlalchemy import text
 
-from backend.db import connection
+from backend.cache import TtlCache
+from backend.db import run
 from backend.errors import ApiError
 from elt.contracts import ROLES
 
@@ -64,16 +68,21 @@ def authenticate() -> Caller:
     if not key:
         raise ApiError(401, "unauthorized", f"this endpoint needs an API key: send `Authorization: Bearer <key>`; "
                                             f"{HOW_TO_GET_A_KEY}")
+    digest = key_hash(key)
+    cache: TtlCache = current_app.extensions["key_cache"]
+    caller = cache.get(digest)
+    if caller is not None:
+        return caller
     match = _KEY.fullmatch(key)
-    row = None
+    row, asked_at = None, cache.clock()  # what the row says was true when the lookup began
     if match:
-        conn = connection()
-        row = conn.execute(text("select role, key_hash, revoked_at from ops.api_keys where key_id = :id"),
-                           {"id": int(match.group(1))}).one_or_none()
-        conn.rollback()  # end the read-only transaction: the audit row needs a read-write one
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, key_hash(key)):
+        row = run(lambda conn: conn.execute("select role, key_hash, revoked_at from ops.api_keys where key_id = %s",
+                                            (int(match.group(1)),))).fetchone()
+    if row is None or row[2] is not None or not hmac.compare_digest(row[1], digest):
         raise ApiError(401, "unauthorized", f"the API key is not valid or has been revoked; {HOW_TO_GET_A_KEY}")
-    return Caller(int(match.group(1)), row.role)
+    caller = Caller(int(match.group(1)), row[0])
+    cache.put(digest, caller, asked_at)
+    return caller
 
 
 def has_role(caller: Caller, role: str) -> bool:
@@ -90,18 +99,22 @@ def require(role: str) -> Caller:
     return caller
 
 
-def audit(caller: Caller) -> None:
-    """Write who reads what before the rows are read: a read that cannot be audited is not served."""
+AUDIT_SQL = ("insert into ops.api_audit (key_id, role, method, endpoint, params, remote_addr) "
+             "values (%(key_id)s, %(role)s, %(method)s, %(endpoint)s, cast(%(params)s as jsonb), %(remote_addr)s)")
+
+
+def audit_params(caller: Caller) -> dict:
+    """The audit row of this request (AUDIT_SQL's parameters): who, which endpoint, which parameters, from where."""
     params = {name: request.args.getlist(name) for name in request.args}
-    conn = connection()
-    conn.rollback()
-    with conn.begin():
-        conn.execute(text("set transaction read write"))  # the API's connections default to read only
-        conn.execute(text(
-            "insert into ops.api_audit (key_id, role, method, endpoint, params, remote_addr) "
-            "values (:key_id, :role, :method, :endpoint, cast(:params as jsonb), :remote_addr)"),
-            {"key_id": caller.key_id, "role": caller.role, "method": request.method, "endpoint": request.path,
-             "params": json.dumps(params), "remote_addr": request.remote_addr})
+    return {"key_id": caller.key_id, "role": caller.role, "method": request.method, "endpoint": request.path,
+            "params": json.dumps(params), "remote_addr": request.remote_addr}
+
+
+def audit(caller: Caller) -> None:
+    """Write who reads what, committed before the rows are read: a read that cannot be audited is not served. (A
+    JSON page writes the row in the same transaction as its read instead: backend/api/listing.py.)"""
+    params = audit_params(caller)
+    run(lambda conn: conn.execute(AUDIT_SQL, params), read_write=True)
 
 
 # --- key administration (a CLI: an operator's shell, with the warehouse owner's credentials) ------------------
@@ -117,7 +130,9 @@ def create_key(database_url: str, name: str, role: str) -> str:
     return key
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, key_cache_seconds: float) -> None:
+    app.extensions["key_cache"] = TtlCache(key_cache_seconds)
+
     @app.cli.group("api-key", help="Create, list and revoke API keys (run with the warehouse owner's DATABASE_URL).")
     def api_key() -> None:
         pass

@@ -54,6 +54,13 @@ class ApiSettings(BaseSettings):
     freshness_hours: float = Field(26, gt=0, description="/ready calls a mart stale when its build is older than "
                                    "this (the nightly run starts at 02:00 UTC).")
     statement_timeout_ms: int = Field(5_000, ge=100, description="Postgres statement_timeout for API queries.")
+    key_cache_seconds: float = Field(5, ge=0, le=300, description="How long an API process remembers a key it found "
+                                     "valid, so that a client's calls cost one key lookup per this interval: a "
+                                     "revoked key is refused within this many seconds. 0: look the key up on every call.")
+    build_stamp_seconds: float = Field(2, ge=0, le=60, description="How long an API process trusts the build stamp "
+                                       "(as_of, sources) it last read for a mart when answering a conditional request "
+                                       "(If-None-Match): a rebuilt mart's new ETag is seen within this many seconds. "
+                                       "0: read the stamp on every conditional request.")
     pool_size: int = 5
     dbt_docs_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "dbt" / "target",

@@ -1,5 +1,9 @@
 """The pooled SQLAlchemy engine, attached to the app. Views run parameterized SQL on published marts.
 
+The list endpoints' hot path (`transaction()`) talks to the pooled connection's psycopg driver directly and
+pipelines its statements: a page, its total, its provenance and, for patient-level reads, the audit row go to
+Postgres together and come back in one round trip, in one transaction (docs/decisions/0014-api-one-round-trip-per-page.md).
+
 It logs in as the API's own login (`health_api`, API_DB_PASSWORD: backend/config.py), a member of `api_reader`
 only, so that nothing which reaches SQL through the API can write data or become another role: `RESET ROLE`
 on its connection leaves `health_api`, with `api_reader`'s rights and no more (tests/backend/test_db_logins.py).
@@ -8,8 +12,12 @@ on its connection leaves `health_api`, with `api_reader`'s rights and no more (t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
+import psycopg
 from flask import Flask, current_app, g
 from sqlalchemy import Connection, Engine, create_engine
 
@@ -17,6 +25,7 @@ from backend.config import ApiSettings
 from elt.warehouse.roles import API_LOGIN
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def init_app(app: Flask, settings: ApiSettings) -> None:
@@ -34,7 +43,10 @@ def init_app(app: Flask, settings: ApiSettings) -> None:
     app.extensions["engine"] = create_engine(
         settings.sqlalchemy_url(),
         pool_size=settings.pool_size,
-        pool_pre_ping=True,
+        # No ping before each use (a round trip per request): the list endpoints run their transaction through
+        # run(), which tries once more on a new connection when a pooled one turns out dead; elsewhere SQLAlchemy
+        # closes the pool's connections on the first disconnect it sees, and that one call fails.
+        pool_pre_ping=False,
         # A failed statement's parameters (a patient id, a name) never reach an exception message or a log line.
         hide_parameters=True,
         # A request's reads share one snapshot: its page, total and as_of describe the same build of a mart.
@@ -57,6 +69,67 @@ def connection() -> Connection:
     if "db" not in g:
         g.db = engine().connect()
     return g.db
+
+
+class ConnectionLost(psycopg.OperationalError):
+    """The pooled connection turned out to be dead (the server restarted, the link dropped while it sat idle)."""
+
+
+@contextmanager
+def transaction(*, read_write: bool = False) -> Iterator[psycopg.Connection]:
+    """This request's pooled connection as psycopg sees it, in pipeline mode, for one REPEATABLE READ transaction:
+    read only like every API transaction, or read write when asked (the audit row). Statements are queued, not
+    sent, until a result is fetched or the block ends, so a caller that fetches nothing inside the block gets its
+    statements, BEGIN and COMMIT through in one round trip, and reads each cursor's rows after it. The COMMIT is
+    also what ends a read-only transaction: unlike ROLLBACK it keeps the statements psycopg has prepared on the
+    connection. On an error the transaction is rolled back; a connection that broke leaves the pool, and the error
+    is then a ConnectionLost."""
+    pooled = connection()
+    conn: psycopg.Connection = pooled.connection.driver_connection
+    if read_write:
+        conn.read_only = False
+    try:
+        with conn.pipeline():
+            yield conn
+            conn.commit()
+    except BaseException as exc:
+        if not _rolled_back(conn):
+            g.pop("db", None)
+            pooled.invalidate()
+            pooled.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise ConnectionLost(str(exc).strip().splitlines()[0] if str(exc).strip() else "") from exc
+        raise
+    finally:
+        if read_write and not pooled.invalidated and not conn.closed:
+            conn.read_only = None  # back to the login's default: read only
+
+
+def run(work: Callable[[psycopg.Connection], T], *, read_write: bool = False) -> T:
+    """`work(conn)` in a transaction() (queue statements, return cursors). The pool's connections are not pinged
+    before use (a round trip per request): a dead one is found by the work itself, and then the pool's idle
+    connections, likely dead alike, are closed and the work runs once more on a new connection. (An audit row may
+    then be written twice, never not at all.)"""
+    try:
+        with transaction(read_write=read_write) as conn:
+            return work(conn)
+    except ConnectionLost:
+        log.warning("a pooled connection to the warehouse was dead; the pool's idle connections are closed and the "
+                    "request is tried once more on a new one")
+        engine().dispose()
+    with transaction(read_write=read_write) as conn:
+        return work(conn)
+
+
+def _rolled_back(conn: psycopg.Connection) -> bool:
+    """Roll back; False when the connection is lost (broken, or the rollback itself failed)."""
+    if conn.broken or conn.closed:
+        return False
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _release(_exc: BaseException | None) -> None:

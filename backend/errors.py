@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 
+import psycopg
 from flask import Flask, jsonify, request
 from psycopg import errors
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -36,20 +37,25 @@ def init_app(app: Flask) -> None:
         code = (exc.name or "error").lower().replace(" ", "_")
         return envelope(exc.code or 500, code, exc.description or exc.name)
 
+    # The list endpoints talk to psycopg directly (backend/db.py: transaction()), the rest through SQLAlchemy, which
+    # wraps psycopg's errors (`orig`): each error below is handled the same whichever way it came.
     @app.errorhandler(OperationalError)
-    def _database_error(exc: OperationalError):
+    @app.errorhandler(psycopg.OperationalError)
+    def _database_error(exc: Exception):
         # Only the error's class and Postgres's own one-line reason: never the SQL, its parameters or a trace.
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if getattr(exc, "orig", None) else ""
-        if isinstance(getattr(exc, "orig", None), errors.QueryCanceled):
+        orig = getattr(exc, "orig", exc)
+        reason = (str(orig).strip().splitlines() or [""])[0] if isinstance(orig, psycopg.Error) else ""
+        if isinstance(orig, errors.QueryCanceled):
             log.warning("query cancelled by the statement timeout on %s", request.path)
             return envelope(503, "query_timeout", "The query took longer than the API allows; narrow the filters "
                             "(a date range, a facility) or page with a smaller limit.")
-        log.error("database error on %s: %s: %s", request.path, type(getattr(exc, "orig", exc)).__name__, reason)
+        log.error("database error on %s: %s: %s", request.path, type(orig).__name__, reason)
         return envelope(503, "database_unavailable", "The warehouse database did not answer; try again shortly.")
 
     @app.errorhandler(ProgrammingError)
-    def _programming_error(exc: ProgrammingError):
-        if isinstance(getattr(exc, "orig", None), errors.UndefinedTable):
+    @app.errorhandler(psycopg.ProgrammingError)
+    def _programming_error(exc: Exception):
+        if isinstance(getattr(exc, "orig", exc), errors.UndefinedTable):
             log.warning("%s reads a mart that has not been built yet", request.path)
             return envelope(503, "not_built", "The mart behind this endpoint has not been built yet: it appears after "
                             "its first file loads (for the bed marts, upload a KH03 workbook with POST "

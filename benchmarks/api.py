@@ -1,26 +1,31 @@
-"""The API under its production server (gunicorn) against the same SQL sent straight to Postgres, on a fact
-table of 1,000,000 rows, both at the same concurrency, in one run.
+"""The API under its production server (gunicorn, as ./start.sh runs it) against the API a user would otherwise
+write (benchmarks/api_peer.py: FastAPI under uvicorn with a psycopg pool, the same number of workers, the same page
+queries), driven by the same client in the same run, on a fact table of 1,000,000 rows (issue 14).
 
-Set-up: 100 days of 10,000 medical records (plus the facilities and patients files) go through `elt`'s real
-ingest from the local S3 endpoint, and dbt builds `core.fct_medical_records` and what it needs; `vacuum
-analyze`. gunicorn serves `backend.wsgi:app` on loopback with the workers ./start.sh uses (API_WORKERS,
-default 2) and rate limits off (they would refuse a benchmark's rate, by design).
+Set-up: 100 days of 10,000 medical records and 1,000 triage visits (plus the facilities and patients files) go
+through `elt`'s real ingest from the local S3 endpoint; dbt builds `core.fct_medical_records`,
+`analytics.triage_trends` and what they need; `vacuum analyze`. gunicorn serves `backend.wsgi:app` on loopback with
+./start.sh's workers (API_WORKERS, default 2) and rate limits off (they would refuse a benchmark's rate, by design);
+uvicorn serves the peer with as many workers.
 
-The request: the medical records from the second day on (990,000 rows) in date order, 20 per page: the first
-page, and the page reached by a cursor after 900,000 rows. Through the API that is
-`GET /api/v1/medical-records?record_date_from=...&limit=20[&cursor=...]` with a clinician key (so each call
-also checks the key, writes its audit row and reports total, as_of and sources); directly it is the page
-query the API sends, by psycopg, one connection per client. Each scenario: CONCURRENCY client threads,
-each sending requests back to back for --seconds after a warm-up.
+Scenarios, each CONCURRENCY client threads sending requests back to back on keep-alive connections for --seconds
+after a warm-up, all of them once per round, --rounds rounds (throughput: the median of the rounds):
+  * GET /health through the API's server: no database, no key, the ceiling of any endpoint of that server;
+  * an analyst page: GET /api/v1/triage-trends?visit_date_from=...&limit=20 with an analyst key (key check, role,
+    exact total, as_of, sources, ETag), and the peer's GET /triage-trends (the same page query, nothing else);
+  * the audited clinician page: GET /api/v1/medical-records?record_date_from=...&limit=20 with a clinician key (the
+    audit row too; the total is the planner's estimate: 990,000 rows match), and the peer's GET /medical-records;
+  * the same clinician request with a cursor after 900,000 rows;
+  * conditional GETs: the analyst page again with If-None-Match holding its ETag (a 304, no mart read), and the
+    clinician page likewise (a 304 whose audit row is written);
+  * the clinician page's SQL sent straight to Postgres by psycopg (context: the cost of the query itself).
 
-Also `GET /health` through the same server: no database, no auth, the least work any request can cost,
-so the ceiling of any endpoint's throughput on this machine.
+Prints requests per second and p50/p99 latency of each, and the ratios of issue 14 with their targets:
+analyst / peer >= 1.0; clinician / peer >= 0.7; list endpoint / GET /health >= 0.5; 304 / GET /health >= 0.8;
+deep-page p99 / first-page p99 <= 1.2.
 
-Prints requests per second and p50/p99 latency of each, and the two ratios of the issue:
-API throughput / direct throughput (target >= 0.5), and the API's deep-page p99 / first-page p99 (target
-<= 1.5).
-
-    ./start.sh bench api [--days N] [--records-per-day N] [--concurrency N] [--seconds S]
+    ./start.sh bench api [--days N] [--records-per-day N] [--visits-per-day N] [--concurrency N] [--seconds S]
+                         [--rounds N] [--server gunicorn|granian]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import http.client
 import importlib.util
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 
+from backend.api.clinical import MEDICAL_RECORDS  # noqa: E402
 from backend.api.listing import encode_cursor  # noqa: E402
 from elt.config import Settings  # noqa: E402
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, free_port, pg_bin_dir  # noqa: E402
@@ -51,11 +58,10 @@ from elt.pipeline import prepare  # noqa: E402
 from elt.transform import run_dbt  # noqa: E402
 
 PAGE = 20
-COLUMNS = ("medical_record_id, facility_id, patient_id, record_date, record_type, diagnosis, treatment, "
-           "medications, notes, file_id, source_row_number")
+COLUMNS = ", ".join(c.name for c in MEDICAL_RECORDS.columns)
 
 
-def generate_and_load(root: Path, settings: Settings, s3: LocalS3, days: int, per_day: int) -> None:
+def generate_and_load(root: Path, settings: Settings, s3: LocalS3, days: int, per_day: int, visits: int) -> None:
     # benchmarks/dbt.py: the same generator and ingest (loaded by path: its module name is dbt's own)
     spec = importlib.util.spec_from_file_location("bench_dbt", REPO / "benchmarks" / "dbt.py")
     dbt_bench = importlib.util.module_from_spec(spec)
@@ -73,34 +79,45 @@ def generate_and_load(root: Path, settings: Settings, s3: LocalS3, days: int, pe
                           f"080{rng.randint(10_000_000, 99_999_999)}"] for p in patients))
     files = [csvs / f"facilities_{first}.csv", csvs / f"patients_{first}.csv"]
     for offset in range(days):
-        day_files = dbt_bench.write_day(csvs, first + timedelta(days=offset), patients, rng, per_day, 1)
-        files.append(next(f for f in day_files if f.name.startswith("medical_records")))
+        files += dbt_bench.write_day(csvs, first + timedelta(days=offset), patients, rng, per_day, visits)
     seconds = dbt_bench.ingest(s3, settings, files)
     print(f"ingested {len(files)} files in {seconds:.1f} s", flush=True)
     start = time.perf_counter()
-    run_dbt(["run", "--select", "+fct_medical_records"], settings=settings)
+    run_dbt(["run", "--select", "+fct_medical_records", "+triage_trends"], settings=settings)
     subprocess.run([str(pg_bin_dir() / "psql"), settings.database_url, "-qc", "vacuum analyze"], check=True)
     print(f"built core.fct_medical_records in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def run_clients(concurrency: int, seconds: float, make_client, request) -> tuple[float, list[float]]:
-    """`concurrency` threads, each with its own client, sending requests back to back; (rps, latencies in s)."""
+    """`concurrency` threads, each with its own client, sending requests back to back for `seconds`; (requests per
+    second, latencies in s). The clock starts when the last thread is ready: the barrier's action sets the stop
+    time before it lets any thread go (a thread released before the stop time was set would stop at once and
+    record nothing), and every thread measures at least one request."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures: list[BaseException] = []
-    start_gate = threading.Barrier(concurrency + 1)
-    stop_at = [0.0]
+    window: dict[str, float] = {}
+
+    def open_window() -> None:  # run by the last thread to arrive, before any is released
+        window["began"] = time.perf_counter()
+        window["stop"] = window["began"] + seconds
+
+    start_gate = threading.Barrier(concurrency, action=open_window)
 
     def worker(index: int) -> None:
-        client = make_client()
         try:
+            client = make_client()
             for _ in range(3):  # warm-up: connections open, caches filled
                 request(client)
             start_gate.wait()
-            mine = latencies[index]
-            while time.perf_counter() < stop_at[0]:
+            mine, stop = latencies[index], window["stop"]
+            while True:
                 began = time.perf_counter()
                 request(client)
                 mine.append(time.perf_counter() - began)
+                if began >= stop:
+                    break
+        except threading.BrokenBarrierError:
+            pass  # another client failed first: its failure is the one reported
         except BaseException as exc:  # noqa: BLE001 - reported after the run
             failures.append(exc)
             start_gate.abort()
@@ -108,14 +125,11 @@ def run_clients(concurrency: int, seconds: float, make_client, request) -> tuple
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     for thread in threads:
         thread.start()
-    start_gate.wait()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - began
     if failures:
         raise RuntimeError(f"a client failed: {failures[0]!r}")
+    elapsed = time.perf_counter() - window["began"]
     every = [latency for mine in latencies for latency in mine]
     return len(every) / elapsed, every
 
@@ -125,15 +139,86 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def wait_for_http(port: int, log: Path, what: str) -> None:
+    for _ in range(150):
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health" if what != "peer" else "/docs")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}")
+
+
+def start_api(server: str, url: str, root: Path, workers: str) -> tuple[subprocess.Popen, int]:
+    """The API as ./start.sh runs it (backend/gunicorn_conf.py: threaded workers from API_WORKERS/API_THREADS), or
+    under granian with as many workers and threads, for comparison."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "API_RATE_LIMIT": "", "API_AUTH_FAILURE_LIMIT": "",
+           "API_DBT_DOCS_DIR": str(root), "API_WORKERS": workers}
+    if server == "gunicorn":
+        command = [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf",
+                   "--bind", f"127.0.0.1:{port}", "backend.wsgi:app"]
+    else:
+        if not Path(sys.executable).with_name("granian").exists():
+            raise SystemExit("--server granian: granian is not installed here (it is not one of the project's "
+                             "requirements: `pip install granian` in this venv to compare)")
+        command = [str(Path(sys.executable).with_name("granian")), "--interface", "wsgi", "--workers", workers,
+                   "--blocking-threads", os.environ.get("API_THREADS", "8"), "--port", str(port), "backend.wsgi:app"]
+    log = root / "api.log"
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    wait_for_http(port, log, server)
+    return process, port
+
+
+def start_peer(url: str, root: Path, workers: str) -> tuple[subprocess.Popen, int]:
+    """benchmarks/api_peer.py under uvicorn, as its users run it (access log on, like the API's)."""
+    port = free_port()
+    log = root / "peer.log"
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("uvicorn")), "benchmarks.api_peer:app", "--workers", workers,
+         "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "PEER_DATABASE_URL": url, "PYTHONPATH": str(REPO)}, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    wait_for_http(port, log, "peer")
+    return process, port
+
+
+def http_request(port: int, path: str, headers: dict[str, str], expect: int = 200):
+    def client():
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def send(connection) -> None:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != expect:
+            raise RuntimeError(f"{path}: {response.status}, expected {expect}: {body[:300]!r}")
+    return client, send
+
+
+def etag_of(port: int, path: str, headers: dict[str, str]) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.getheader("ETag")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=100)
     parser.add_argument("--records-per-day", type=int, default=10_000)
+    parser.add_argument("--visits-per-day", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1",
                       DO_NOT_TRACK="1", AIRFLOW__COSMOS__ENABLE_TELEMETRY="False")
+    workers = os.environ.get("API_WORKERS", "2")
 
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         root = Path(tmp)
@@ -142,129 +227,143 @@ def main() -> int:
         s3 = LocalS3(free_port(), root / "s3.log", bucket="bench")
         postgres.start()
         s3.start()
-        api = None
+        servers: list[subprocess.Popen] = []
         try:
             postgres.create_database("bench")
             url = postgres.url("bench")
             settings = Settings(database_url=url, s3_endpoint_url=s3.endpoint_url, s3_bucket="bench",
                                 dbt_project_dir=REPO / "dbt")
             prepare(settings)
-            generate_and_load(root, settings, s3, args.days, args.records_per_day)
+            generate_and_load(root, settings, s3, args.days, args.records_per_day, args.visits_per_day)
             s3.stop()
-
-            from backend.auth import create_key
-
-            key = create_key(url, "benchmark", "clinician")
-            with psycopg.connect(url) as conn:
-                total = conn.execute("select count(*) from core.fct_medical_records").fetchone()[0]
-                since = conn.execute("select min(record_date) + 1 from core.fct_medical_records").fetchone()[0]
-                matching = conn.execute("select count(*) from core.fct_medical_records where record_date >= %s",
-                                        (since,)).fetchone()[0]
-                deep_day, deep_id = conn.execute(
-                    "select record_date, medical_record_id from core.fct_medical_records where record_date >= %s "
-                    "order by record_date, medical_record_id offset 899999 limit 1", (since,)).fetchone()
-            cursor = encode_cursor(["record_date", str(deep_day), deep_id])
-
-            port = free_port()
-            workers = os.environ.get("API_WORKERS", "2")
-            env = {**os.environ, "DATABASE_URL": url, "API_RATE_LIMIT": "", "API_AUTH_FAILURE_LIMIT": "",
-                   "API_DBT_DOCS_DIR": str(root), "API_WORKERS": workers}
-            # As ./start.sh runs it: backend/gunicorn_conf.py sets the (threaded) workers from API_WORKERS/API_THREADS.
-            api = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf",
-                                    "--bind", f"127.0.0.1:{port}", "backend.wsgi:app"], env=env, cwd=REPO,
-                                   stdout=subprocess.DEVNULL, stderr=open(root / "api.log", "w"))
-            for _ in range(100):
-                try:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    connection.request("GET", "/health")
-                    if connection.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError(f"gunicorn did not start: {(root / 'api.log').read_text()[-2000:]}")
-
-            headers = {"Authorization": f"Bearer {key}"}
-            first_path = "/api/v1/medical-records?" + urlencode({"record_date_from": str(since), "limit": PAGE})
-            deep_path = first_path + "&" + urlencode({"cursor": cursor})
-
-            def http_client():
-                return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-            def api_request(path: str):
-                def send(connection) -> None:
-                    connection.request("GET", path, headers=headers)
-                    response = connection.getresponse()
-                    body = response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"{response.status}: {body[:300]!r}")
-                return send
-
-            first_sql = (f"select {COLUMNS} from core.fct_medical_records where record_date >= %s "  # noqa: S608
-                         "order by record_date, medical_record_id limit %s")
-            deep_sql = (f"select {COLUMNS} from core.fct_medical_records where record_date >= %s "  # noqa: S608
-                        "and (record_date, medical_record_id) > (%s, %s) order by record_date, medical_record_id limit %s")
-
-            def sql_client():
-                return psycopg.connect(url, autocommit=True)
-
-            def sql_request(query: str, params: tuple):
-                def send(conn) -> None:
-                    rows = conn.execute(query, params).fetchall()
-                    if len(rows) != PAGE + 1:
-                        raise RuntimeError(f"expected {PAGE + 1} rows, got {len(rows)}")
-                return send
-
-            # The API asks for one row more than it serves, to know whether a next page exists: so does the SQL.
-            scenarios = {
-                "API, GET /health (no database)": (http_client, api_request("/health")),
-                "API, first page": (http_client, api_request(first_path)),
-                "direct SQL, first page": (sql_client, sql_request(first_sql, (since, PAGE + 1))),
-                "API, page after 900,000 rows": (http_client, api_request(deep_path)),
-                "direct SQL, page after 900,000 rows": (sql_client, sql_request(deep_sql, (since, deep_day, deep_id, PAGE + 1))),
-            }
-            results = {}
-            for name, (make_client, request) in scenarios.items():
-                results[name] = run_clients(args.concurrency, args.seconds, make_client, request)
-                rps, latencies = results[name]
-                print(f"{name:<38} {rps:8.1f} req/s  p50 {percentile(latencies, .5) * 1000:7.2f} ms  "
-                      f"p99 {percentile(latencies, .99) * 1000:7.2f} ms  ({len(latencies)} requests)", flush=True)
+            facts, scenarios = set_up(url)
+            api, api_port = start_api(args.server, url, root, workers)
+            servers.append(api)
+            peer, peer_port = start_peer(url, root, workers)
+            servers.append(peer)
+            runs = scenario_requests(scenarios, url, api_port, peer_port)
+            results = measure(runs, args)
             with psycopg.connect(url) as conn:
                 audited = conn.execute("select count(*) from ops.api_audit").fetchone()[0]
         finally:
-            if api is not None:
-                api.terminate()
-                api.wait(timeout=10)
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=10)
             s3.stop()
             postgres.stop()
+    report(results, facts, audited, workers, args)
+    return 0
 
+
+def set_up(url: str) -> tuple[dict, dict]:
+    """Keys, the filter day, the cursor after 900,000 rows."""
+    from backend.auth import create_key
+
+    keys = {role: create_key(url, f"benchmark {role}", role) for role in ("analyst", "clinician")}
+    with psycopg.connect(url) as conn:
+        total = conn.execute("select count(*) from core.fct_medical_records").fetchone()[0]
+        since = conn.execute("select min(record_date) + 1 from core.fct_medical_records").fetchone()[0]
+        matching = conn.execute("select count(*) from core.fct_medical_records where record_date >= %s",
+                                (since,)).fetchone()[0]
+        deep_day, deep_id = conn.execute(
+            "select record_date, medical_record_id from core.fct_medical_records where record_date >= %s "
+            "order by record_date, medical_record_id offset 899999 limit 1", (since,)).fetchone()
+        trends = conn.execute("select count(*), min(visit_date) + 1 from analytics.triage_trends").fetchone()
+    facts = {"total": total, "since": since, "matching": matching, "trends_rows": trends[0]}
+    return facts, {"keys": keys, "since": since, "trends_since": trends[1],
+                   "cursor": encode_cursor(["record_date", str(deep_day), deep_id]), "deep": (deep_day, deep_id)}
+
+
+def scenario_requests(s: dict, url: str, api_port: int, peer_port: int) -> dict:
+    analyst = {"Authorization": f"Bearer {s['keys']['analyst']}"}
+    clinician = {"Authorization": f"Bearer {s['keys']['clinician']}"}
+    trends = urlencode({"visit_date_from": str(s["trends_since"]), "limit": PAGE})
+    records = urlencode({"record_date_from": str(s["since"]), "limit": PAGE})
+    analyst_path, first_path = f"/api/v1/triage-trends?{trends}", f"/api/v1/medical-records?{records}"
+    deep_path = first_path + "&" + urlencode({"cursor": s["cursor"]})
+    analyst_etag = etag_of(api_port, analyst_path, analyst)
+    clinician_etag = etag_of(api_port, first_path, clinician)
+    sql = (f"select {COLUMNS} from {MEDICAL_RECORDS.table} where record_date >= %s "  # noqa: S608
+           "order by record_date, medical_record_id limit %s")
+
+    def sql_client():
+        return psycopg.connect(url, autocommit=True)
+
+    def sql_request(conn) -> None:
+        rows = conn.execute(sql, (s["since"], PAGE + 1)).fetchall()
+        if len(rows) != PAGE + 1:
+            raise RuntimeError(f"expected {PAGE + 1} rows, got {len(rows)}")
+
+    return {
+        "API, GET /health (no database)": http_request(api_port, "/health", {}),
+        "API, analyst page (triage-trends)": http_request(api_port, analyst_path, analyst),
+        "peer, the same page (triage-trends)": http_request(peer_port, f"/triage-trends?{trends}", {}),
+        "API, clinician first page (audited)": http_request(api_port, first_path, clinician),
+        "peer, the same page (medical-records)": http_request(peer_port, f"/medical-records?{records}", {}),
+        "API, clinician page after 900,000 rows": http_request(api_port, deep_path, clinician),
+        "API, analyst page, If-None-Match (304)": http_request(
+            api_port, analyst_path, {**analyst, "If-None-Match": analyst_etag}, expect=304),
+        "API, clinician page, If-None-Match (304)": http_request(
+            api_port, first_path, {**clinician, "If-None-Match": clinician_etag}, expect=304),
+        "direct SQL, clinician first page": (sql_client, sql_request),
+    }
+
+
+def measure(runs: dict, args) -> dict[str, tuple[float, list[float]]]:
+    """Every scenario once per round, in the same order: throughput is the median of the rounds, latencies are
+    pooled."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    latencies: dict[str, list[float]] = {name: [] for name in runs}
+    for round_number in range(1, args.rounds + 1):
+        for name, (make_client, request) in runs.items():
+            rps, measured = run_clients(args.concurrency, args.seconds, make_client, request)
+            rates[name].append(rps)
+            latencies[name] += measured
+            print(f"round {round_number}  {name:<42} {rps:8.1f} req/s  p50 {percentile(measured, .5) * 1000:7.2f} ms  "
+                  f"p99 {percentile(measured, .99) * 1000:7.2f} ms  ({len(measured)} requests)", flush=True)
+    return {name: (statistics.median(rates[name]), latencies[name]) for name in runs}
+
+
+def report(results: dict, facts: dict, audited: int, workers: str, args) -> None:
     def figures(name: str) -> tuple[float, float, float]:
         rps, latencies = results[name]
         return rps, percentile(latencies, .5) * 1000, percentile(latencies, .99) * 1000
 
-    health = figures("API, GET /health (no database)")
-    api_first, sql_first = figures("API, first page"), figures("direct SQL, first page")
-    api_deep, sql_deep = figures("API, page after 900,000 rows"), figures("direct SQL, page after 900,000 rows")
-    throughput = min(api_first[0] / sql_first[0], api_deep[0] / sql_deep[0])
-    deep_ratio = api_deep[2] / api_first[2]
+    rows = "\n".join(f"{name:<42} {rps:9.1f}  {p50:9.2f}  {p99:9.2f}"
+                      for name in results for rps, p50, p99 in [figures(name)])
+    health = figures("API, GET /health (no database)")[0]
+    analyst, analyst_peer = figures("API, analyst page (triage-trends)"), figures("peer, the same page (triage-trends)")
+    first, first_peer = figures("API, clinician first page (audited)"), figures("peer, the same page (medical-records)")
+    deep = figures("API, clinician page after 900,000 rows")
+    revalidated = figures("API, analyst page, If-None-Match (304)")[0]
+    revalidated_audited = figures("API, clinician page, If-None-Match (304)")[0]
+
+    def verdict(value: float, target: float, at_least: bool = True) -> str:
+        met = value >= target if at_least else value <= target
+        return f"(target {'>=' if at_least else '<='} {target}: {'met' if met else 'NOT met'})"
+
+    ratios = [
+        ("analyst page / peer, same page", analyst[0] / analyst_peer[0], 1.0, True),
+        ("clinician page (audited) / peer, same page", first[0] / first_peer[0], 0.7, True),
+        ("analyst page / GET /health", analyst[0] / health, 0.5, True),
+        ("clinician page (audited) / GET /health", first[0] / health, 0.5, True),
+        ("304, analyst page / GET /health", revalidated / health, 0.8, True),
+        ("deep-page p99 / first-page p99 (clinician)", deep[2] / first[2], 1.2, False),
+    ]
     print(f"""
-fact table: {total:,} rows; filter record_date >= {since}: {matching:,} rows; {PAGE} per page.
-API: gunicorn, {workers} threaded workers (backend/gunicorn_conf.py), on loopback, clinician key (every call checked and audited: {audited:,} audit rows).
-concurrency {args.concurrency}, {args.seconds:.0f} s per scenario. Clients are threads in this process.
+fact table: {facts['total']:,} rows; filter record_date >= {facts['since']}: {facts['matching']:,} rows; \
+analytics.triage_trends: {facts['trends_rows']:,} rows; {PAGE} per page.
+API: {args.server}, {workers} workers ({'backend/gunicorn_conf.py' if args.server == 'gunicorn' else 'granian wsgi'}), \
+on loopback; peer: uvicorn, {workers} workers (benchmarks/api_peer.py); {audited:,} audit rows written.
+concurrency {args.concurrency}, {args.seconds:.0f} s per scenario, {args.rounds} rounds (req/s: median of the \
+rounds; latencies pooled). Clients are threads in this process.
 
-                                        req/s      p50 ms     p99 ms
-API, GET /health (no database)       {health[0]:8.1f}   {health[1]:8.2f}   {health[2]:8.2f}
-API, first page                      {api_first[0]:8.1f}   {api_first[1]:8.2f}   {api_first[2]:8.2f}
-direct SQL, first page               {sql_first[0]:8.1f}   {sql_first[1]:8.2f}   {sql_first[2]:8.2f}
-API, page after 900,000 rows         {api_deep[0]:8.1f}   {api_deep[1]:8.2f}   {api_deep[2]:8.2f}
-direct SQL, page after 900,000 rows  {sql_deep[0]:8.1f}   {sql_deep[1]:8.2f}   {sql_deep[2]:8.2f}
+                                               req/s     p50 ms     p99 ms
+{rows}
 
-ratio API / direct SQL throughput, first page : {api_first[0] / sql_first[0]:6.3f}
-ratio API / direct SQL throughput, deep page  : {api_deep[0] / sql_deep[0]:6.3f}   (target >= 0.5 for both: {'met' if throughput >= 0.5 else 'NOT met'})
-ratio API deep-page p99 / first-page p99      : {deep_ratio:6.3f}   (target <= 1.5: {'met' if deep_ratio <= 1.5 else 'NOT met'})
-ratio GET /health / direct SQL, first page    : {health[0] / sql_first[0]:6.3f}   (the most any endpoint of this server could reach)
-""")
-    return 0
+""" + "\n".join(f"ratio {label:<44}: {value:6.3f}   {verdict(value, target, at_least)}"
+                 for label, value, target, at_least in ratios)
+          + f"\n(304, clinician page (audited) / GET /health: {revalidated_audited / health:.3f}; no target)")
 
 
 if __name__ == "__main__":

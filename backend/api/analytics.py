@@ -14,7 +14,6 @@ from flask import Blueprint
 
 from backend.api.facilities import ALL_MEDILINK
 from backend.api.listing import Column, Resource, serve
-from backend.auth import require
 
 bp = Blueprint("analytics", __name__, url_prefix="/api/v1")
 
@@ -119,23 +118,19 @@ FACILITY_STATS = Resource(
 
 @bp.get("/facility-monthly")
 def facility_monthly():
-    require(FACILITY_MONTHLY.role)
     return serve(FACILITY_MONTHLY)
 
 
 @bp.get("/triage-trends")
 def triage_trends():
-    require(TRIAGE_TRENDS.role)
     return serve(TRIAGE_TRENDS)
 
 
 @bp.get("/condition-analysis")
 def condition_analysis():
-    require(CONDITION_ANALYSIS.role)
     return serve(CONDITION_ANALYSIS)
 
 
 @bp.get("/analytics/facility-stats")
 def facility_stats():
-    require(FACILITY_STATS.role)
     return serve(FACILITY_STATS)

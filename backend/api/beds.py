@@ -12,7 +12,6 @@ from dataclasses import replace
 from flask import Blueprint
 
 from backend.api.listing import Column, Resource, serve
-from backend.auth import require
 
 bp = Blueprint("beds", __name__, url_prefix="/api/v1/beds")
 
@@ -142,29 +141,24 @@ SPECIALTIES = Resource(
 
 @bp.get("/occupancy")
 def occupancy():
-    require(OCCUPANCY.role)
     return serve(OCCUPANCY)
 
 
 @bp.get("/organisations/<org_code>/history")
 def organisation_history(org_code: str):
-    require(ORGANISATION_HISTORY.role)
     return serve(ORGANISATION_HISTORY, fixed={"org_code": org_code.upper()[:20]})
 
 
 @bp.get("/national")
 def national():
-    require(NATIONAL.role)
     return serve(NATIONAL)
 
 
 @bp.get("/periods")
 def periods():
-    require(PERIODS.role)
     return serve(PERIODS)
 
 
 @bp.get("/specialties")
 def specialties():
-    require(SPECIALTIES.role)
     return serve(SPECIALTIES)

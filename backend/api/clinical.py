@@ -1,7 +1,8 @@
 """The patient-level endpoints: patients, their 12-month summaries, medical records and triage visits.
 
 Personal data: the clinician role and above only, and every read is written to ops.api_audit (who, when,
-which endpoint, which parameters) before any row is read.
+which endpoint, which parameters) before any row is served: `patient_level=True` in the declaration is what
+makes backend/api/listing.py write it, in the same transaction as the page's read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from flask import Blueprint
 
 from backend.api.facilities import ALL_MEDILINK
 from backend.api.listing import Column, Resource, serve
-from backend.auth import audit, require
 
 bp = Blueprint("clinical", __name__, url_prefix="/api/v1")
 
@@ -126,26 +126,21 @@ TRIAGE_VISITS = Resource(
 )
 
 
-def _serve_audited(resource: Resource):
-    caller = require(resource.role)
-    return serve(resource, before_read=lambda: audit(caller))
-
-
 @bp.get("/patients")
 def patients():
-    return _serve_audited(PATIENTS)
+    return serve(PATIENTS)
 
 
 @bp.get("/patient-summary")
 def patient_summary():
-    return _serve_audited(PATIENT_SUMMARY)
+    return serve(PATIENT_SUMMARY)
 
 
 @bp.get("/medical-records")
 def medical_records():
-    return _serve_audited(MEDICAL_RECORDS)
+    return serve(MEDICAL_RECORDS)
 
 
 @bp.get("/triage-visits")
 def triage_visits():
-    return _serve_audited(TRIAGE_VISITS)
+    return serve(TRIAGE_VISITS)

@@ -33,7 +33,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ class CsvExport:
                 meta = self.read_meta(conn)
                 # A server-side cursor, FETCH_ROWS rows at a time (the size is given to partitions(): without it the
                 # driver fetches everything at once).
-                result = conn.execute(text(self.select_sql), self.params, execution_options={"stream_results": True})
+                # The SQL is psycopg's (`%(name)s` placeholders): handed to the driver as it is.
+                result = conn.exec_driver_sql(self.select_sql, self.params, execution_options={"stream_results": True})
                 head = self.header
                 for rows in result.partitions(FETCH_ROWS):  # the first fetch runs the query: errors come before any byte
                     if self._stop.is_set():  # the client went away: stop reading

@@ -3,16 +3,21 @@ and describes itself the same way.
 
 A `Resource` declares a published mart: its table, the columns it serves (never `select *`: a new mart
 column is not served until it is declared here), the unique key, which columns filter and sort, who may
-read it and which drop types it is built from. `serve(resource)` answers a request for it:
+read it, whether its reads are audited and which drop types it is built from. `serve(resource)` answers a
+request for it, to a key with the declared role (backend/auth.py):
 
 * query parameters are parsed by a pydantic model generated from the declaration: unknown ones are a 400
   that lists the allowed ones; `limit` is capped;
 * pages are keyset pages: `order by <sort column>, <key columns>` and `where (those) > (the last row's)`,
   so a deep page costs what the first one does and rows added meanwhile cause no duplicates or gaps;
-* `meta.total` is exact when the planner expects under 100,000 matching rows or `count=exact` is asked for, else the planner's
-  estimate (`meta.total_is_exact` says which);
+* `meta.total` is exact when the table or the matching rows are under 100,000 (the planner's statistics) or
+  `count=exact` is asked for, else the planner's estimate (`meta.total_is_exact` says which);
 * `meta.as_of` is when dbt built the mart (`max(built_at)`) and `meta.sources` the ledger ids of the files
   loaded for its drop types before that build;
+* a JSON page is one transaction, its statements pipelined (the audit row first, for patient-level reads): one
+  round trip (docs/decisions/0014-api-one-round-trip-per-page-and-conditional-gets.md);
+* every answer has a weak ETag (the build stamp, the parsed query, the format, the role); `If-None-Match` with
+  it is a 304 that reads no mart;
 * `Accept: text/csv` or `format=csv` streams the rows as CSV (all matching rows unless `limit` is given),
   with the meta as `X-*` headers: complete or visibly cut off, neutralised against spreadsheet formulas,
   never holding the database for a slow client (backend/api/csv_export.py).
@@ -21,22 +26,27 @@ read it and which drop types it is built from. `serve(resource)` answers a reque
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any, Literal
 
-from flask import Flask, Response, current_app, jsonify, request
+import msgspec
+import psycopg
+from flask import Flask, Response, current_app, request
+from psycopg import Cursor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from sqlalchemy import text
+from sqlalchemy import Connection
 
 from backend.api.csv_export import CsvExport, Meta, header_line, line_writer
-from backend.db import connection, engine
+from backend.auth import AUDIT_SQL, Caller, audit, audit_params, require
+from backend.cache import TtlCache
+from backend.db import engine, run
 from backend.errors import ApiError
 
 # Column types: the JSON type served and the Postgres type a cursor value is cast back to.
@@ -46,7 +56,13 @@ TYPES: dict[str, tuple[str, str]] = {
     "text[]": ("array", "text[]"),
 }
 PYTHON_TYPES: dict[str, type] = {"text": str, "integer": int, "number": float, "date": date, "boolean": bool}
+# JSON of the list pages: Decimal as a JSON number with its stored digits (msgspec writes it in C, as it does the
+# dates and the containers; about five times faster than the json module with a conversion per value).
+ENCODER = msgspec.json.Encoder(decimal_format="number")
 EXACT_TOTAL_BELOW = 100_000  # rows (planner estimate): below this a count(*) is cheap enough to always run
+# How long a process goes by a table's row count as the planner measured it, and by the planner's estimate of the rows
+# some filters match (`_page`): estimates, labelled as such (`total_is_exact: false`), that change with ANALYZE.
+TABLE_ROWS_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,7 @@ class Column:
     choices: tuple[str, ...] = ()  # allowed values of an "eq" filter, when the mart's contract fixes them
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per endpoint: identity is equality, and hashing is cheap (caches)
 class Resource:
     name: str                      # the path segment and the OpenAPI tag, e.g. "triage-trends"
     table: str                     # schema.table of the published mart
@@ -241,14 +257,14 @@ class Plan:
 
 
 def plan(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None = None) -> Plan:
-    """The statement's parts. `fixed`: column -> value from the path (e.g. one organisation's history), compared
-    exactly like an `eq` filter."""
+    """The statement's parts (psycopg's `%(name)s` placeholders). `fixed`: column -> value from the path (e.g. one
+    organisation's history), compared exactly like an `eq` filter."""
     where: list[str] = []
     params: dict[str, Any] = {}
     for index, (name, value) in enumerate((fixed or {}).items()):
         resource.column(name)  # a declared column, never a name from the request
         params[f"fp{index}"] = value
-        where.append(f"{name} = :fp{index}")
+        where.append(f"{name} = %(fp{index})s")
     for index, (param, (column, op)) in enumerate(resource.filter_params().items()):
         value = getattr(query, param)
         if value is None:
@@ -256,9 +272,9 @@ def plan(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None = No
         name = f"f{index}"
         params[name] = value
         if column.type == "text" and op == "=" and not column.name.endswith("_id"):  # ids compare exactly (indexed)
-            where.append(f"lower({column.name}) = lower(:{name})")
+            where.append(f"lower({column.name}) = lower(%({name})s)")
         else:
-            where.append(f"{column.name} {op} :{name}")
+            where.append(f"{column.name} {op} %({name})s")
     sort = query.sort or resource.default_sort
     descending = sort.startswith("-")
     sort_column = sort.lstrip("-")
@@ -270,7 +286,7 @@ def plan(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None = No
         for index, (name, value) in enumerate(zip(order, values, strict=True)):
             column_type = resource.column(name).type
             params[f"k{index}"] = cursor_value(value, column_type)
-            casts.append(f"cast(:k{index} as {TYPES[column_type][1]})")
+            casts.append(f"cast(%(k{index})s as {TYPES[column_type][1]})")
         keyset = f"({', '.join(order)}) {'<' if descending else '>'} ({', '.join(casts)})"
     select = ", ".join(c.name for c in resource.columns)
     return Plan(select, where, keyset, params, order, descending, sort)
@@ -281,88 +297,259 @@ def _sql(resource: Resource, p: Plan, limit: int | None) -> str:
     sql = (f"select {p.select} from {resource.table}"  # noqa: S608 - names come from the declarations only
            + (" where " + " and ".join(p.where) if p.where else "")
            + " order by " + ", ".join(name + direction for name in p.order))
-    return sql + (" limit :limit" if limit is not None else "")
+    return sql + (" limit %(limit)s" if limit is not None else "")
 
 
-def _total(conn, resource: Resource, filters: list[str], params: dict[str, Any], exact: bool) -> tuple[int, bool]:
-    """Rows matching the filters: counted when asked, or when the planner expects fewer than EXACT_TOTAL_BELOW
-    (cheap then); else the planner's estimate."""
-    where = " where " + " and ".join(filters) if filters else ""
-    if not exact:
-        plan = conn.execute(text(f"explain (format json) select 1 from {resource.table}{where}"), params).scalar()  # noqa: S608
-        estimate = int(plan[0]["Plan"]["Plan Rows"])
-        if estimate >= EXACT_TOTAL_BELOW:
-            return estimate, False
-    return conn.execute(text(f"select count(*) from {resource.table}{where}"), params).scalar(), True  # noqa: S608
+def _where(filters: list[str]) -> str:
+    return " where " + " and ".join(filters) if filters else ""
 
 
-def provenance(conn, resource: Resource) -> tuple[datetime | None, list[int]]:
-    """When the mart was built, and the ledger ids of the files loaded for its drop types before that (one
-    statement: both from the same snapshot, in one round trip). A live table is as of the read itself."""
+def _estimate_sql(resource: Resource, filters: list[str]) -> str:
+    return f"explain (format json) select 1 from {resource.table}{_where(filters)}"  # noqa: S608
+
+
+def _count_sql(resource: Resource, filters: list[str]) -> str:
+    return f"select count(*) from {resource.table}{_where(filters)}"  # noqa: S608
+
+
+def _planned_rows(explained: Any) -> int:
+    return int(explained[0]["Plan"]["Plan Rows"])
+
+
+def _meta_sql(resource: Resource, count_filters: list[str] | None = None) -> str:
+    """When the mart was built (`max(built_at)`) and the ledger ids of the files loaded for its drop types before
+    that (a live table: as of the read itself, from no file); the table's row count as the planner last measured it,
+    which tells the next request whether a count is cheap (`_page`); and the count of the rows matching
+    `count_filters`, when given. One statement: one snapshot, one round trip."""
+    rows = f"(select reltuples::bigint from pg_class where oid = '{resource.table}'::regclass)"  # noqa: S608
+    counted = "null::bigint" if count_filters is None else f"({_count_sql(resource, count_filters)})"
     if not resource.built_by_dbt:
-        return conn.execute(text("select now()")).scalar(), []
-    as_of, sources = conn.execute(text(
-        f"select built.as_of, array(select file_id from ops.file_ledger where status = 'loaded' "  # noqa: S608
-        f"and drop_type = any(:types) and finished_at <= built.as_of order by file_id) "
-        f"from (select max(built_at) as as_of from {resource.table}) as built"),
-        {"types": list(resource.drop_types)}).one()
-    return as_of, list(sources or [])
+        return f"select now(), '{{}}'::bigint[], {rows}, {counted}"
+    return (f"select built.as_of, array(select file_id from ops.file_ledger where status = 'loaded' "  # noqa: S608
+            f"and drop_type = any(%(types)s) and finished_at <= built.as_of order by file_id), {rows}, {counted} "
+            f"from (select max(built_at) as as_of from {resource.table}) as built")
 
 
-def serve(resource: Resource, *, before_read: Callable[[], None] | None = None,
-          fixed: dict[str, Any] | None = None) -> Response:
-    """The list endpoint's response for the current request; `fixed` filters come from the path."""
+def _meta_params(resource: Resource, p: Plan | None = None) -> dict[str, Any]:
+    return {**({"types": list(resource.drop_types)} if resource.built_by_dbt else {}), **(p.filter_params if p else {})}
+
+
+# --- conditional requests ------------------------------------------------------------------------------------------
+REPRESENTATION = "2"  # bump when the same rows would be written differently, so that no old ETag matches
+
+
+def build_stamp(as_of: datetime | None, sources: list[int]) -> str:
+    """A mart's build identity: its as_of and the files it was built from (what meta reports)."""
+    return f"{jsonable(as_of)}|{sources}"
+
+
+def view_of(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None, limit: int, csv_out: bool,
+            role: str) -> str:
+    """What a response depends on besides the mart's build: the endpoint and its declared columns, the query as
+    parsed (defaults filled in: `limit` is the effective one), the format and the caller's role."""
+    asked = sorted((name, str(value)) for name, value in query.model_dump(exclude_none=True).items()
+                   if name not in ("format", "limit"))
+    return json.dumps([_signature(resource), role, "csv" if csv_out else "json", limit, asked,
+                       sorted((name, str(value)) for name, value in (fixed or {}).items())])
+
+
+@cache
+def _signature(resource: Resource) -> str:
+    return f"{REPRESENTATION}|{resource.name}|" + ",".join(f"{c.name}:{c.type}" for c in resource.columns)
+
+
+def etag_of(stamp: str, view: str) -> str:
+    """The (weak) ETag of a list response: equal for equal stamps and views, and only then."""
+    return hashlib.blake2b(f"{stamp}\x00{view}".encode(), digest_size=16).hexdigest()
+
+
+def _cache_headers(response: Response, resource: Resource, etag: str | None) -> Response:
+    """Patient-level pages are never stored (a shared clinic computer keeps no copy); others may be kept by the
+    caller's own client, which must revalidate them (If-None-Match) every time, and never by a shared cache."""
+    if etag is not None:
+        response.set_etag(etag, weak=True)
+    response.headers["Cache-Control"] = "no-store" if resource.patient_level else "private, no-cache"
+    response.vary.update(("Accept", "Authorization", "X-API-Key"))
+    return response
+
+
+def _not_modified(resource: Resource, etag: str) -> Response:
+    return _cache_headers(current_app.response_class(status=304), resource, etag)
+
+
+def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | None:
+    """A 304 when the request's If-None-Match holds the ETag the page would have, without reading the mart: the
+    build stamp this process read for it less than API_BUILD_STAMP_SECONDS ago, or else the stamp alone, read now.
+    A patient-level 304 is audited like the read it renews (the client goes on showing the rows it holds). None: no
+    match, serve the page."""
+    stamps: TtlCache = current_app.extensions["build_stamps"]
+    stamp = stamps.get(resource.table)
+    if stamp is None:
+        began = stamps.clock()
+        built = run(lambda conn: conn.execute(_meta_sql(resource), _meta_params(resource)))
+        as_of, sources, _, _ = built.fetchone()
+        stamp = build_stamp(as_of, sources or [])
+        stamps.put(resource.table, stamp, began)
+    etag = etag_of(stamp, view)
+    if not request.if_none_match.contains_weak(etag):
+        return None
+    if resource.patient_level:
+        audit(caller)
+    return _not_modified(resource, etag)
+
+
+# --- serving -------------------------------------------------------------------------------------------------------
+def serve(resource: Resource, *, fixed: dict[str, Any] | None = None) -> Response:
+    """The list endpoint's response for the current request, to a caller with the resource's role (403 otherwise;
+    patient-level reads are audited); `fixed` filters come from the path."""
+    caller = require(resource.role)
     settings = current_app.config["API_SETTINGS"]
     query = parse_query(resource.query_model())
     csv_out = wants_csv(query)
-    if query.limit is not None and query.limit > (settings.max_csv_rows if csv_out else settings.max_page_size):
-        cap = settings.max_csv_rows if csv_out else settings.max_page_size
+    cap = settings.max_csv_rows if csv_out else settings.max_page_size
+    if query.limit is not None and query.limit > cap:
         raise ApiError(400, "invalid_parameter", f"limit must be at most {cap}", allowed=sorted(query.model_fields))
     p = plan(resource, query, fixed)
-    if before_read:
-        before_read()
+    limit = query.limit or (settings.max_csv_rows if csv_out else settings.default_page_size)
+    view = view_of(resource, query, fixed, limit, csv_out, caller.role)
+    if request.if_none_match and resource.built_by_dbt:
+        not_modified = _revalidate(resource, caller, view)
+        if not_modified is not None:
+            return not_modified
     if csv_out:
-        return _csv_response(resource, query, p, settings)
+        if resource.patient_level:
+            audit(caller)
+        return _csv_response(resource, query, p, limit, view, settings)
+    return _page(resource, p, limit, caller, view, exact=query.count == "exact")
 
-    limit = query.limit or settings.default_page_size
-    conn = connection()  # one transaction: the page, its total and its as_of see the same build
-    rows = conn.execute(text(_sql(resource, p, limit)), {**p.params, "limit": limit + 1}).mappings().all()
-    total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
-    as_of, sources = provenance(conn, resource)
-    conn.rollback()
-    page = rows[:limit]
-    next_cursor = (encode_cursor([p.sort, *(str(jsonable(page[-1][n])) for n in p.order)])
-                   if len(rows) > limit else None)
-    return jsonify(
-        data=[{c.name: jsonable(row[c.name]) for c in resource.columns} for row in page],
-        meta={"count": len(page), "limit": limit, "next_cursor": next_cursor, "total": total,
-              "total_is_exact": exact, "as_of": jsonable(as_of), "sources": sources, "source_table": resource.table},
-    )
+
+@dataclass
+class _Read:
+    page: Cursor                # limit + 1 rows
+    meta: Cursor                # as_of, sources, rows in the table, and the count when it was taken with them
+    estimate: int | None = None
+    count: Cursor | None = None  # the count, when the estimate called for one after all
+
+
+def _page(resource: Resource, p: Plan, limit: int, caller: Caller, view: str, *, exact: bool) -> Response:
+    """One JSON page in one transaction: the audit row (patient-level reads: if it cannot be written, nothing is
+    served), the page, its total and its provenance, pipelined: one round trip. The total is counted when asked
+    (`count=exact`), when the table holds fewer than EXACT_TOTAL_BELOW rows, or when the planner expects fewer
+    to match; else it is the planner's estimate. This process asks the planner once per table and filters every
+    TABLE_ROWS_SECONDS (the pages of one listing share their filters); the first time, the estimate comes in the
+    same round trip and a count, if it calls for one, in a second, in the same transaction."""
+    sizes: TtlCache = current_app.extensions["table_rows"]
+    stamps: TtlCache = current_app.extensions["build_stamps"]
+    rows_in_table = sizes.get(resource.table)
+    planned_key = _planned_key(resource, p)
+    planned = sizes.get(planned_key)
+    count = (exact or (rows_in_table is not None and 0 <= rows_in_table < EXACT_TOTAL_BELOW)
+             or (planned is not None and planned < EXACT_TOTAL_BELOW))
+
+    def read(conn: psycopg.Connection) -> _Read:
+        if resource.patient_level:
+            conn.execute(AUDIT_SQL, audit_params(caller))
+        page = conn.execute(_sql(resource, p, limit), {**p.params, "limit": limit + 1})
+        meta = conn.execute(_meta_sql(resource, p.filters if count else None), _meta_params(resource, p))
+        if count or planned is not None:
+            return _Read(page, meta, None if count else planned)
+        estimate = _planned_rows(conn.execute(_estimate_sql(resource, p.filters), p.filter_params).fetchone()[0])
+        sizes.put(planned_key, estimate)
+        if estimate >= EXACT_TOTAL_BELOW:
+            return _Read(page, meta, estimate)
+        return _Read(page, meta, count=conn.execute(_count_sql(resource, p.filters), p.filter_params))
+
+    began = stamps.clock()
+    done = run(read, read_write=resource.patient_level)
+    rows = done.page.fetchall()
+    as_of, sources, rows_in_table, counted = done.meta.fetchone()
+    sources = sources or []
+    sizes.put(resource.table, rows_in_table, began)
+    served = rows[:limit]
+    total = done.estimate if done.estimate is not None else done.count.fetchone()[0] if done.count else counted
+    meta = {"count": len(served), "limit": limit,
+            "next_cursor": _next_cursor(resource, p, served[-1]) if len(rows) > limit else None,
+            "total": total, "total_is_exact": done.estimate is None, "as_of": jsonable(as_of), "sources": sources,
+            "source_table": resource.table}
+    data = _rows_json(resource, served)
+    if resource.built_by_dbt:
+        stamp = build_stamp(as_of, sources)
+        stamps.put(resource.table, stamp, began)
+    else:  # a live table has no build: its page is its own stamp (a 304 saves the transfer, not the read)
+        stamp = hashlib.blake2b(data + f"|{total}|{meta['next_cursor']}".encode()).hexdigest()
+    etag = etag_of(stamp, view)
+    if not resource.built_by_dbt and request.if_none_match.contains_weak(etag):
+        return _not_modified(resource, etag)
+    body = b'{"data":' + data + b',"meta":' + ENCODER.encode(meta) + b"}"
+    return _cache_headers(current_app.response_class(body, mimetype="application/json"), resource, etag)
+
+
+def _planned_key(resource: Resource, p: Plan) -> bytes:
+    """The cache key of the planner's estimate for these filters: a digest, so that no filter value (a patient id)
+    is kept in the process's memory."""
+    filters = repr((resource.table, p.filters, sorted(p.filter_params.items())))
+    return hashlib.blake2b(filters.encode(), digest_size=16).digest()
+
+
+def _next_cursor(resource: Resource, p: Plan, last: tuple) -> str:
+    positions = _positions(resource)
+    return encode_cursor([p.sort, *(str(jsonable(last[positions[name]])) for name in p.order)])
+
+
+@cache
+def _positions(resource: Resource) -> dict[str, int]:
+    return {c.name: index for index, c in enumerate(resource.columns)}
+
+
+@cache
+def _timestamps(resource: Resource) -> tuple[int, ...]:
+    return tuple(index for index, c in enumerate(resource.columns) if c.type == "datetime")
+
+
+def _rows_json(resource: Resource, rows: list[tuple]) -> bytes:
+    """The rows as a JSON array of objects, keys in the declared order. Numerics are written exactly as stored
+    (0.2500, as in CSV), dates and timestamps in ISO 8601 as Python writes them (`+00:00`)."""
+    names = [c.name for c in resource.columns]
+    timestamps = _timestamps(resource)
+    if timestamps:
+        rows = [tuple(v.isoformat() if i in timestamps and v is not None else v for i, v in enumerate(row))
+                for row in rows]
+    return ENCODER.encode([dict(zip(names, row, strict=True)) for row in rows])
 
 
 def init_app(app: Flask, settings) -> None:
-    """The download slots of this process (API_CSV_STREAMS): see backend/api/csv_export.py."""
+    """The download slots of this process (API_CSV_STREAMS): see backend/api/csv_export.py; what this process
+    remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS) and its size."""
     app.extensions["csv_slots"] = threading.BoundedSemaphore(settings.csv_streams)
+    app.extensions["build_stamps"] = TtlCache(settings.build_stamp_seconds, size=1_000)
+    app.extensions["table_rows"] = TtlCache(TABLE_ROWS_SECONDS, size=10_000)
 
 
-def _csv_response(resource: Resource, query: BaseModel, p: Plan, settings) -> Response:
+def _csv_meta(conn: Connection, resource: Resource, p: Plan, exact: bool) -> Meta:
+    """The download's meta, in its own transaction (the rows follow in the same snapshot)."""
+    total, is_exact = None, True
+    if not exact:
+        explained = conn.exec_driver_sql(_estimate_sql(resource, p.filters), p.filter_params).scalar()
+        if _planned_rows(explained) >= EXACT_TOTAL_BELOW:
+            total, is_exact = _planned_rows(explained), False
+    if total is None:
+        total = conn.exec_driver_sql(_count_sql(resource, p.filters), p.filter_params).scalar()
+    as_of, sources, _, _ = conn.exec_driver_sql(_meta_sql(resource), _meta_params(resource)).one()
+    return Meta(total, is_exact, as_of, list(sources or []))
+
+
+def _csv_response(resource: Resource, query: BaseModel, p: Plan, limit: int, view: str, settings) -> Response:
     slots: threading.BoundedSemaphore = current_app.extensions["csv_slots"]
     if not slots.acquire(blocking=False):
         raise ApiError(503, "too_many_downloads",
                        f"this server streams {settings.csv_streams} CSV downloads at once (API_CSV_STREAMS) and all "
                        "are in use; try again shortly, or page through the JSON",
                        headers={"Retry-After": "5"})
-    limit = query.limit or settings.max_csv_rows
-
-    def read_meta(conn) -> Meta:
-        total, exact = _total(conn, resource, p.filters, p.filter_params, query.count == "exact")
-        as_of, sources = provenance(conn, resource)
-        return Meta(total, exact, as_of, sources)
-
     export = CsvExport(
         engine(), _sql(resource, p, limit), {**p.params, "limit": limit},
         header_line([c.name for c in resource.columns]), line_writer([c.type for c in resource.columns]),
-        read_meta, resource.name, release=slots.release).start()
+        lambda conn: _csv_meta(conn, resource, p, query.count == "exact"), resource.name,
+        release=slots.release).start()
     meta = export.wait_until_ready()  # an error before the first rows is still an ordinary error response
 
     response = Response(export, mimetype="text/csv")
@@ -372,4 +559,6 @@ def _csv_response(resource: Resource, query: BaseModel, p: Plan, settings) -> Re
     response.headers["X-As-Of"] = jsonable(meta.as_of) or ""
     response.headers["X-Sources"] = ",".join(map(str, meta.sources))
     response.headers["X-Source-Table"] = resource.table
-    return response
+    # A live table's download has no ETag: its identity would be the whole file, which is not known when it starts.
+    etag = etag_of(build_stamp(meta.as_of, meta.sources), view) if resource.built_by_dbt else None
+    return _cache_headers(response, resource, etag)

@@ -57,6 +57,19 @@ ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the par
                  "did not answer, or every CSV download of this server is in use (`too_many_downloads`, Retry-After)"}
 
 
+CONDITIONAL = ("The `ETag` of a response this client holds for the same URL: the answer is then `304 Not Modified`, "
+               "with no body, while the mart has not been rebuilt since (its `as_of` and `sources` are the same), "
+               "without reading it again. A rebuild is seen within API_BUILD_STAMP_SECONDS (default 2 s). A "
+               "patient-level 304 is audited like the read it renews.")
+ETAG = {"description": "Weak validator of this answer: derived from the mart's build (`as_of`, `sources`), the query as "
+                       "parsed (defaults filled in), the format and the caller's role; send it back as `If-None-Match`. "
+                       "A live table's (the ledger's) comes from the page itself, and its CSV download has none.",
+        "schema": {"type": "string"}}
+CACHE_CONTROL = {"description": "`no-store` for patient-level data (no copy is kept on the client's disk); `private, "
+                                "no-cache` otherwise (the caller's own client may keep it, and revalidates it every time).",
+                 "schema": {"type": "string"}}
+
+
 @lru_cache(maxsize=4)
 def _dbt_descriptions(manifest: Path, mtime: float) -> dict[str, dict[str, str]]:
     """schema.table -> column -> description, from dbt's manifest."""
@@ -117,6 +130,8 @@ def _parameters(resource: Resource, max_page_size: int) -> list[dict[str, Any]]:
         {"name": "count", "in": "query", "required": False, "schema": {"type": "string", "enum": ["exact", "estimate"]},
          "description": "`exact`: count every matching row. By default, when the planner expects 100,000 matching rows or more, its "
                         "estimate (`meta.total_is_exact` says which)."},
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 2000},
+         "description": CONDITIONAL},
         {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["json", "csv"]},
          "description": "`csv` (or `Accept: text/csv`) streams CSV, with the meta in X-Total-Count, X-As-Of, "
                         "X-Sources headers. Text cells are quoted, and one that begins with =, +, -, @, tab, CR, LF "
@@ -179,12 +194,15 @@ def spec() -> dict[str, Any]:
                    "description": resource.column(name).description or name} for name in re.findall(r"{(\w+)}", path)),
                 *_parameters(resource, settings.max_page_size)],
             "responses": {
-                "200": {"description": "One page of rows, or the CSV download.", "content": {
+                "200": {"description": "One page of rows, or the CSV download.",
+                        "headers": {"ETag": ETAG, "Cache-Control": CACHE_CONTROL}, "content": {
                     "application/json": {"schema": {
                         "type": "object", "required": ["data", "meta"], "additionalProperties": False,
                         "properties": {"data": {"type": "array", "items": {"$ref": f"#/components/schemas/{row_name}"}},
                                        "meta": {"$ref": "#/components/schemas/Meta"}}}},
                     "text/csv": {"schema": {"type": "string"}}}},
+                "304": {"description": "Not modified: the ETag in If-None-Match is still this answer's. No body.",
+                        "headers": {"ETag": ETAG, "Cache-Control": CACHE_CONTROL}},
                 **{status: {"description": text, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Error"}}}}
                    for status, text in ERRORS.items()},

@@ -8,6 +8,7 @@ import base64
 import csv
 import io
 import json
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -236,16 +237,53 @@ def test_analytics_reads_are_not_audited(call, wdb):
     assert wdb.execute("select count(*) from ops.api_audit").fetchone()[0] == before
 
 
-def test_a_revoked_key_is_refused(api, warehouse):
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_revoked_key_is_refused_within_the_key_cache_seconds(api, warehouse):
     from backend.auth import create_key
 
+    seconds = api.config["API_SETTINGS"].key_cache_seconds
+    assert seconds == 5  # the documented default (README, .env.example)
+    clock = Clock()
+    api.extensions["key_cache"].clock = clock
+    try:
+        key = create_key(warehouse.database_url, "leaver", "clinician")
+        client = api.test_client()
+        headers = {"X-API-Key": key}
+        assert client.get("/api/v1/patients", headers=headers).status_code == 200
+        result = api.test_cli_runner().invoke(args=["api-key", "revoke", key.split("_")[1]])
+        assert result.exit_code == 0 and "revoked key" in result.output
+        clock.now += seconds - 0.01  # the process still remembers the key it checked a moment ago...
+        assert client.get("/api/v1/patients", headers=headers).status_code == 200
+        clock.now += 0.01  # ...and no longer once the bound has passed: the key is looked up again and refused
+        assert client.get("/api/v1/patients", headers=headers).status_code == 401
+        clock.now += 3600  # refusals are never remembered as anything else
+        assert client.get("/api/v1/patients", headers=headers).status_code == 401
+    finally:
+        api.extensions["key_cache"].clock = time.monotonic
+        api.extensions["key_cache"].clear()
+
+
+def test_without_a_key_cache_a_revoked_key_is_refused_at_once(warehouse, dbt_manifest, login_passwords):
+    from backend.app import create_app
+    from backend.auth import create_key
+    from tests.backend.conftest import api_settings
+
+    app = create_app(api_settings(warehouse.database_url, login_passwords, rate_limit="", auth_failure_limit="",
+                                  key_cache_seconds=0))
     key = create_key(warehouse.database_url, "leaver", "clinician")
-    client = api.test_client()
     headers = {"X-API-Key": key}
-    assert client.get("/api/v1/patients", headers=headers).status_code == 200
-    result = api.test_cli_runner().invoke(args=["api-key", "revoke", key.split("_")[1]])
-    assert result.exit_code == 0 and "revoked key" in result.output
-    assert client.get("/api/v1/patients", headers=headers).status_code == 401
+    assert app.test_client().get("/api/v1/patients", headers=headers).status_code == 200
+    assert app.test_cli_runner().invoke(args=["api-key", "revoke", key.split("_")[1]]).exit_code == 0
+    assert app.test_client().get("/api/v1/patients", headers=headers).status_code == 401
 
 
 def test_the_cli_creates_a_working_key_shown_once_and_stores_only_its_hash(api, wdb):

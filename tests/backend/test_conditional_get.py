@@ -1,0 +1,261 @@
+"""Conditional GETs (issue 14): every list response carries an ETag derived from the mart's build (as_of, sources), the
+query as parsed, the format and the caller's role; a repeat with If-None-Match is a 304 that reads no mart; a
+patient-level 304 is audited; a rebuild is seen within API_BUILD_STAMP_SECONDS. Also: a page is only served when its
+audit row is written, and a pooled connection that died is replaced without failing the request.
+
+The ETags expected here are never computed with the API's own function: they are compared with each other (equal
+for the same answer, different when the build, the query or the role differ)."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from backend.api.openapi import ENDPOINTS as ALL_ENDPOINTS
+from backend.app import create_app
+from backend.auth import create_key
+from backend.cache import TtlCache
+from tests.backend.conftest import api_settings
+
+ENDPOINTS = [(path, resource) for path, resource in ALL_ENDPOINTS if "{" not in path]
+BY_PATH = dict(ENDPOINTS)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def audit_count(wdb) -> int:
+    return wdb.execute("select count(*) from ops.api_audit").fetchone()[0]
+
+
+# --- on the built warehouse --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", list(BY_PATH))
+def test_every_list_answer_has_an_etag_and_its_repeat_is_a_304(call, path):
+    resource = BY_PATH[path]
+    role = resource.role if resource.role != "analyst" else "analyst"
+    first = call(path, role, query_string={"limit": 5})
+    assert first.status_code == 200
+    etag = first.headers["ETag"]
+    assert etag.startswith('W/"') and len(etag) > 10
+    assert first.headers["Cache-Control"] == ("no-store" if resource.patient_level else "private, no-cache")
+    assert {"Accept", "Authorization"} <= {v.strip() for v in first.headers["Vary"].split(",")}
+    again = call(path, role, query_string={"limit": 5}, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.get_data() == b"" and again.headers["ETag"] == etag
+    assert again.headers["Cache-Control"] == first.headers["Cache-Control"]
+    # A list of validators, one of which matches, and the weak-comparison rule (the W/ prefix is not required)
+    assert call(path, role, query_string={"limit": 5},
+                headers={"If-None-Match": f'"other", {etag[2:]}'}).status_code == 304
+    assert call(path, role, query_string={"limit": 5}, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_the_etag_depends_on_the_query_the_format_and_the_role(call):
+    path = "/api/v1/triage-trends"
+
+    def etag(role: str = "analyst", **query) -> str:
+        response = call(path, role, query_string=query)
+        assert response.status_code == 200
+        return response.headers["ETag"]
+
+    base = etag(limit=5)
+    assert etag(limit=5) == base  # the same answer, the same ETag
+    cursor = call(path, "analyst", query_string={"limit": 5}).get_json()["meta"]["next_cursor"]
+    variants = {
+        "limit": etag(limit=6),
+        "default limit": etag(),
+        "filter": etag(limit=5, visit_date_from="2026-11-10"),
+        "sort": etag(limit=5, sort="-visit_date"),
+        "cursor": etag(limit=5, cursor=cursor),
+        "exact count": etag(limit=5, count="exact"),
+        "csv": call(path, "analyst", query_string={"limit": 5, "format": "csv"}).headers["ETag"],
+        "clinician": etag("clinician", limit=5),
+        "admin": etag("admin", limit=5),
+    }
+    assert base not in variants.values()
+    assert len(set(variants.values())) == len(variants), variants
+    # Another role's ETag is not a match: the clinician's copy is no proof of what an analyst may see
+    response = call(path, "analyst", query_string={"limit": 5}, headers={"If-None-Match": variants["clinician"]})
+    assert response.status_code == 200 and response.headers["ETag"] == base
+
+
+def test_a_csv_download_revalidates_too(call):
+    path = "/api/v1/facility-monthly"
+    first = call(path, "analyst", query_string={"format": "csv"})
+    body = first.get_data()  # read the stream before the next request
+    assert first.status_code == 200 and body.startswith(b"facility_id,")
+    again = call(path, "analyst", query_string={"format": "csv"}, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.get_data() == b""
+
+
+def test_a_patient_level_304_is_audited_and_an_analytics_one_is_not(call, wdb, keys):
+    path = "/api/v1/patients"
+    before = audit_count(wdb)
+    first = call(path, "clinician", query_string={"limit": 2})
+    assert first.status_code == 200 and audit_count(wdb) == before + 1
+    again = call(path, "clinician", query_string={"limit": 2}, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    assert audit_count(wdb) == before + 2  # the client goes on showing those rows: that is a read of them
+    key_id = int(keys["clinician"].split("_")[1])
+    assert wdb.execute("select key_id, endpoint, params from ops.api_audit order by audit_id desc limit 1").fetchone() \
+        == (key_id, path, {"limit": ["2"]})
+    trends = call("/api/v1/triage-trends", "clinician")
+    before = audit_count(wdb)
+    assert call("/api/v1/triage-trends", "clinician", headers={"If-None-Match": trends.headers["ETag"]}).status_code == 304
+    assert audit_count(wdb) == before
+
+
+def test_a_304_still_needs_a_valid_key_and_the_role(call):
+    path = "/api/v1/patients"
+    etag = call(path, "clinician").headers["ETag"]
+    assert call(path, None, headers={"If-None-Match": etag}).status_code == 401
+    assert call(path, "analyst", headers={"If-None-Match": etag}).status_code == 403
+    assert call(path, "clinician", headers={"If-None-Match": "*"}).status_code == 304
+
+
+# --- on a hand-made mart, rebuilt by the test --------------------------------------------------------------------------
+@pytest.fixture
+def conditional(settings, login_passwords, facilities_mart):
+    """The API on the hand-made facility_performance mart, its build-stamp cache on a clock the test moves."""
+    app = create_app(api_settings(settings.database_url, login_passwords, max_page_size=50, default_page_size=2))
+    clock = Clock()
+    app.extensions["build_stamps"].clock = clock
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'etags', 'analyst')}"
+    return app, client, clock
+
+
+def test_a_rebuild_changes_the_etag_within_the_build_stamp_seconds(conditional, db):
+    app, client, clock = conditional
+    seconds = app.config["API_SETTINGS"].build_stamp_seconds
+    assert seconds == 2  # the documented default
+    first = client.get("/api/v1/facilities")
+    old = first.headers["ETag"]
+    # A rebuild, as dbt's table materialization does it: every row carries the new build's time.
+    db.execute("update analytics.facility_performance set built_at = '2026-11-16T02:10:00Z'")
+    clock.now += seconds - 0.01  # within the bound the process goes by the stamp it read: still a 304
+    assert client.get("/api/v1/facilities", headers={"If-None-Match": old}).status_code == 304
+    clock.now += 0.01
+    rebuilt = client.get("/api/v1/facilities", headers={"If-None-Match": old})
+    assert rebuilt.status_code == 200
+    assert rebuilt.get_json()["meta"]["as_of"] == "2026-11-16T02:10:00+00:00"
+    new = rebuilt.headers["ETag"]
+    assert new != old
+    assert client.get("/api/v1/facilities", headers={"If-None-Match": new}).status_code == 304
+
+
+def test_a_new_source_file_changes_the_etag(conditional, db):
+    app, client, clock = conditional
+    old = client.get("/api/v1/facilities").headers["ETag"]
+    # A file loaded before the build's time: the mart's meta lists it among its sources from now on.
+    db.execute("insert into ops.file_ledger (bucket, key, drop_type, contract_version, status, finished_at) "
+               "values ('b', 'medical_records/input/patients_2026-11-14.csv', 'medilink_patients', 1, 'loaded', "
+               "'2026-11-15T01:00:00Z')")
+    clock.now += app.config["API_SETTINGS"].build_stamp_seconds
+    response = client.get("/api/v1/facilities", headers={"If-None-Match": old})
+    assert response.status_code == 200 and len(response.get_json()["meta"]["sources"]) == 1
+    assert response.headers["ETag"] != old
+
+
+def test_a_304_reads_no_mart(conditional, db):
+    _, client, _ = conditional
+    etag = client.get("/api/v1/facilities").headers["ETag"]
+    db.execute("revoke select on analytics.facility_performance from api_reader")  # any read of it now fails
+    assert client.get("/api/v1/facilities", headers={"If-None-Match": etag}).status_code == 304
+    assert client.get("/api/v1/facilities").status_code == 500  # proof that the revoke holds for a read
+
+
+def test_with_no_build_stamp_cache_a_rebuild_is_seen_at_once(settings, login_passwords, facilities_mart, db):
+    app = create_app(api_settings(settings.database_url, login_passwords, build_stamp_seconds=0))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'etags', 'analyst')}"
+    old = client.get("/api/v1/facilities").headers["ETag"]
+    assert client.get("/api/v1/facilities", headers={"If-None-Match": old}).status_code == 304
+    db.execute("update analytics.facility_performance set built_at = built_at + interval '1 day'")
+    assert client.get("/api/v1/facilities", headers={"If-None-Match": old}).status_code == 200
+
+
+# --- the audit row comes first; dead connections ------------------------------------------------------------------------
+PATIENTS_DDL = """
+create schema if not exists core;
+create table core.dim_patients (
+    patient_id text not null, facility_id text, first_name text, last_name text, sex text, birth_date date,
+    phone_number text, first_reported_date date, last_reported_date date, built_at timestamptz
+);
+insert into core.dim_patients values ('p1', 'f1', 'Adaeze', 'Okonkwo-Test', 'F', '1990-01-01', '+2348000000001',
+    '2026-11-01', '2026-11-14', '2026-11-15T02:10:00Z');
+grant usage on schema core to api_reader;
+grant select on core.dim_patients to api_reader;
+"""
+
+
+def test_a_patient_level_read_that_cannot_be_audited_is_not_served(settings, login_passwords, db):
+    db.execute(PATIENTS_DDL)
+    app = create_app(api_settings(settings.database_url, login_passwords, rate_limit=""))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'audit', 'clinician')}"
+    served = client.get("/api/v1/patients")
+    assert served.status_code == 200 and served.get_json()["data"][0]["last_name"] == "Okonkwo-Test"
+    etag = served.headers["ETag"]
+    db.execute("revoke insert on ops.api_audit from api_reader")  # the audit trail cannot be written
+    for headers in ({}, {"If-None-Match": etag}, {"Accept": "text/csv"}):
+        refused = client.get("/api/v1/patients", headers=headers)
+        assert refused.status_code == 500, headers
+        body = refused.get_data(as_text=True)
+        assert "Okonkwo" not in body and "Adaeze" not in body and "+234" not in body
+    assert db.execute("select count(*) from ops.api_audit").fetchone()[0] == 1  # the one read that was served
+
+
+def test_a_pooled_connection_that_died_is_replaced_without_failing_the_request(settings, login_passwords, db,
+                                                                                 facilities_mart):
+    app = create_app(api_settings(settings.database_url, login_passwords, rate_limit=""))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'restart', 'analyst')}"
+    assert client.get("/api/v1/facilities").status_code == 200  # a pooled connection now exists
+    database = db.execute("select current_database()").fetchone()[0]
+    killed = db.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = %s and "
+                        "application_name = 'health-api'", (database,)).fetchone()[0]
+    assert killed >= 1
+    for _ in range(50):  # wait until the server has really ended them
+        if not db.execute("select 1 from pg_stat_activity where datname = %s and application_name = 'health-api'",
+                          (database,)).fetchone():
+            break
+        time.sleep(0.05)
+    response = client.get("/api/v1/facilities")
+    assert response.status_code == 200 and response.get_json()["meta"]["count"] == len(facilities_mart)
+
+
+# --- the cache itself -----------------------------------------------------------------------------------------------
+def test_a_cached_value_lasts_its_seconds_from_when_it_was_true_and_an_older_one_never_replaces_it():
+    clock = Clock()
+    cache = TtlCache(2, clock=clock)
+    cache.put("mart", "build 2", true_at=clock.now)
+    cache.put("mart", "build 1", true_at=clock.now - 1)  # read in a transaction that began earlier
+    assert cache.get("mart") == "build 2"
+    clock.now += 1.99
+    assert cache.get("mart") == "build 2"
+    clock.now += 0.01
+    assert cache.get("mart") is None
+    small = TtlCache(10, size=2, clock=clock)
+    for name in ("a", "b", "c"):
+        small.put(name, name)
+    assert [small.get(name) for name in ("a", "b", "c")] == [None, "b", "c"]
+    off = TtlCache(0, clock=clock)
+    off.put("mart", "build 1")
+    assert off.get("mart") is None
+
+
+def test_the_psycopg_errors_of_the_list_path_keep_their_envelopes(settings, login_passwords):
+    """A mart not built yet is still a 503 `not_built` now that the list path talks to psycopg directly."""
+    app = create_app(api_settings(settings.database_url, login_passwords, rate_limit=""))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'nb', 'analyst')}"
+    response = client.get("/api/v1/facilities")
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "not_built"
+    assert isinstance(psycopg.errors.UndefinedTable("x"), psycopg.ProgrammingError)
