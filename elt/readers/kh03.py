@@ -54,7 +54,8 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import add, gt, itemgetter, sub, truediv
 from typing import NamedTuple
 
 from elt.readers.csv_header import FileRejected
@@ -232,6 +233,14 @@ def _text(row: Sequence[object], index: int) -> str:
     return value.strip() if value.__class__ is str else cell_text(value).strip()  # type: ignore[union-attr]
 
 
+def _raw_text(row: Sequence[object], index: int | None) -> str:
+    """A cell as cell_text gives it ('' without the column); most are already strings, taken as they are."""
+    if index is None:
+        return ""
+    value = row[index] if index < len(row) else None
+    return value if value.__class__ is str else cell_text(value)  # type: ignore[return-value]
+
+
 def _where(source: str, sheet: str, row: int, column: int | None = None, header: str | None = None) -> str:
     place = f"{source}, sheet {sheet!r}, row {row}"
     if column is not None:
@@ -389,6 +398,7 @@ class _Sheet:
     rows: dict[str, tuple[int, str, str, dict[tuple[str, str], float | None]]]  # code -> (row, name, region, values)
     replaced: list[str]
     columns: dict[tuple[str, str], int]
+    all_floats: bool = True  # every count and % Occupied read is a float (no '-', no text, no empty cell)
 
 
 def _find_header(rows: list[list[object]], source: str, sheet: str) -> int:
@@ -502,6 +512,7 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
     positions = [position for _, position in column_items]
     last_position = max(positions)
     pick = itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
+    last_year = last_end = None
     for index in range(header + 1, len(rows)):
         row = rows[index]
         excel_row = index + 1
@@ -516,11 +527,13 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
             values, complete = _cell_values(cells, column_items, source, name, excel_row, raw_headers), False
         code = _text(row, code_col)
         label = _text(row, name_col)
-        if not complete and not code and all(value is None for value in values.values()):
-            continue  # a blank spacer row or a footnote
-        year_text = cell_text(_cell(row, year_col)) if year_col is not None else ""
-        end_text = cell_text(_cell(row, end_col)) if end_col is not None else ""
-        if year_text.strip() or end_text.strip():
+        if not complete:
+            if not code and all(value is None for value in values.values()):
+                continue  # a blank spacer row or a footnote
+            sheet.all_floats = False
+        year_text, end_text = _raw_text(row, year_col), _raw_text(row, end_col)
+        if (year_text != last_year or end_text != last_end) and (year_text.strip() or end_text.strip()):
+            last_year, last_end = year_text, end_text  # every data row repeats them: read once per change
             try:
                 period = _period_from_columns(year_text, end_text)
             except ValueError as exc:
@@ -549,7 +562,7 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
             raise Kh03Rejected(
                 "missing_org_code", f"{_where(source, name, excel_row, code_col, raw_headers[code_col])}: no code"
             )
-        region = cell_text(_cell(row, region_col)).strip() if region_col is not None and kind != REGION_SHEET else ""
+        region = _text(row, region_col) if region_col is not None and kind != REGION_SHEET else ""
         if code in sheet.rows:
             sheet.replaced.append(f"{name}: {code}")
         sheet.rows[code] = (excel_row, label, region, values)  # a re-submitted row later on the sheet wins
@@ -584,12 +597,39 @@ def _cell_values(cells: Sequence[object], column_items: list[tuple[tuple[str, st
     return values
 
 
+def _rows_agree(rows: list[dict[tuple[str, str], float | None]]) -> bool:
+    """True when every Total is the sum of its sectors and every % Occupied agrees with occupied / available in
+    all `rows` (every value a float), judged column by column in C (map, compress, any) with the same float
+    arithmetic, in the same order, as the row-by-row check in _check_sheet. False when anything might not
+    agree: that loop then decides, and names the first row that does not."""
+    columns = dict(zip(_CHECKED_KEYS, zip(*map(_PICK_CHECKED, rows), strict=True), strict=True))
+    total_tolerance, pct_tolerance = repeat(float(TOTAL_TOLERANCE)), repeat(float(PCT_TOLERANCE))
+    for group in ("available", "occupied"):
+        first, second, third, fourth = (columns[(group, sector)] for sector in SECTORS[1:])
+        parts = map(add, map(add, map(add, first, second), third), fourth)
+        if any(map(gt, map(abs, map(sub, columns[(group, "Total")], parts)), total_tolerance)):
+            return False
+    for sector in SECTORS:
+        with_beds = list(map(gt, columns[("available", sector)], repeat(0.0)))
+        expected = map(truediv, compress(columns[("occupied", sector)], with_beds),
+                       compress(columns[("available", sector)], with_beds))
+        published = compress(columns[("pct_occupied", sector)], with_beds)
+        if any(map(gt, map(abs, map(sub, published, expected)), pct_tolerance)):
+            return False
+    return True
+
+
+_CHECKED_KEYS = tuple((group, sector) for group in ("available", "occupied", "pct_occupied") for sector in SECTORS)
+_PICK_CHECKED = itemgetter(*_CHECKED_KEYS)
+
+
 def _check_sheet(sheet: _Sheet, source: str) -> None:
     headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
     assert sheet.england is not None and sheet.england_row is not None
     total_tolerance, pct_tolerance = float(TOTAL_TOLERANCE), float(PCT_TOLERANCE)
     all_rows = [(excel_row, values) for excel_row, _, _, values in sheet.rows.values()]
-    if sheet.kind != SPECIALTY_SHEET:
+    if sheet.kind != SPECIALTY_SHEET and not (sheet.all_floats and _rows_agree(
+            [sheet.england, *(values for _, values in all_rows)])):
         # Keys spelled out once: these loops run for every row of a 100,000-trust sheet.
         totals = [(group, (group, "Total"), *((group, sector) for sector in SECTORS[1:]))
                   for group in ("available", "occupied")]

@@ -283,7 +283,8 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
 
 # The planner settings for the rejects pass's read-only scan (see write_rejects), and back to the defaults.
 # enable_indexscan off: else the planner walks the unique key's B-tree on (_file_id, _row_number), one
-# process row by row (twice the time on 1,000,000 rows), instead of the parallel scan of the BRIN's pages.
+# process row by row (twice the time on 1,000,000 rows), instead of taking the file's pages from that B-tree
+# as a bitmap and scanning them in parallel.
 _PLANNER_SETTINGS = {"enable_seqscan": "off", "enable_indexscan": "off", "parallel_setup_cost": "0",
                      "parallel_tuple_cost": "0", "min_parallel_table_scan_size": "0"}
 _PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
@@ -306,8 +307,9 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
         # Two steps, because a statement that writes never runs in parallel: a read-only scan of the whole
         # file, over every core, finds the rows that break any rule (none, in a good file); then the rejects
         # of just those rows are written, found by their address (TID scan). The rows were just written by
-        # this transaction: the BRIN index on _file_id finds them without reading the table's history, and
-        # the planner's statistics do not know them yet, so it is told that a parallel scan pays here.
+        # this transaction: the unique key's B-tree, which leads with _file_id, finds their pages without
+        # reading the table's history, and the planner's statistics do not know them yet, so it is told that
+        # a parallel scan pays here.
         conn.execute(_PARALLEL_FILE_SCAN)
         failing = conn.execute(
             sql.SQL("select array_agg(s._ctid)::text[] from {rows} where {any_failed}").format(

@@ -195,6 +195,20 @@ def test_start_up_gives_an_existing_raw_table_its_key_removing_a_file_loaded_twi
     assert row_key(db, table)
 
 
+def test_the_key_is_each_raw_tables_only_index_and_start_up_drops_the_older_brin(settings, db):
+    """Raw tables from before decision 0017 also had a BRIN index on _file_id, which every loaded row paid for;
+    the key's B-tree, led by _file_id, finds a file's rows as well. Start-up drops the BRIN and keeps the key."""
+    db.execute("create index medilink_triage_visits__file_id_brin on raw.medilink_triage_visits using brin (_file_id)")
+
+    ensure_warehouse(db, load_contracts(get_settings().contracts_dir))
+
+    tables = [c.target_table for contract in load_contracts(get_settings().contracts_dir).values()
+              for c in contract.table_contracts()]
+    indexes = dict(db.execute("select indrelid::regclass::text, array_agg(indexrelid::regclass::text) from pg_index "
+                              "where indrelid = any(%s::regclass[]) group by 1", (tables,)).fetchall())
+    assert indexes == {table: [f"{table}__file_row_key"] for table in tables}
+
+
 # --- Two files for one reporting day -----------------------------------------------------------------------------
 
 
