@@ -127,17 +127,73 @@ def _task(dag, task_id: str):
     return task
 
 
-def test_a_model_re_run_alone_rebuilds_that_model_only(tiny, db):
+def _clear_and_run(dag, run, task_ids: tuple[str, ...]):
+    """What "Clear" on those tasks in the UI does: the scheduler's clear of just them in `run`, which puts the run
+    back to running, then the run driven by dag.test() on the same run (every other task, if dag.test() clears it
+    too, marked success without running)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    assert scheduler_dag.clear(task_ids=list(task_ids), run_id=run.run_id, dag_run_state=DagRunState.RUNNING) \
+        == len(task_ids)
+    others = "(?!(" + "|".join(task_id.replace(".", r"\.") for task_id in task_ids) + ")$).*"
+    return dag.test(logical_date=run.logical_date, run_after=run.run_after, mark_success_pattern=others)
+
+
+@pytest.mark.parametrize("cleared", [("dbt.b_run",), ("dbt.b_run", "dbt.c_run")])
+def test_a_model_task_cleared_rebuilds_that_model_alone_after_its_upstream_tasks(tiny, db, cleared):
+    """Clearing a model's task (alone, or with its downstream task) gives it a new try in the same run while every
+    other task keeps its state: the cleared models are rebuilt, in dbt's order, by themselves; no `dbt build`
+    again, and no other model touched."""
     db.execute("insert into raw.tiny_items values (1, 'one')")
     dag = _dag()
-    assert dag.test().state == "success"
+    first = dag.test()
+    assert first.state == "success"
     before = {table: _built_at(db, table) for table in "abcd"}
 
-    _task(dag, "dbt.b_run")._run_alone({"params": {"full_refresh": False}})
+    again = _clear_and_run(dag, first, cleared)
 
+    assert again.run_id == first.run_id and again.state == "success"
+    assert {task: state for task, (state, _) in _states(again).items() if task in cleared} == {
+        task: "success" for task in cleared}
     after = {table: _built_at(db, table) for table in "abcd"}
-    assert after["b"] > before["b"]
-    assert {t: after[t] for t in "acd"} == {t: before[t] for t in "acd"}
+    rebuilt = {task.removeprefix("dbt.").removesuffix("_run") for task in cleared}
+    assert {t for t in "abcd" if after[t] != before[t]} == rebuilt
+    assert all(after[t] > before[t] for t in rebuilt)
+    if "c" in rebuilt:
+        assert after["b"] < after["c"]  # c after b, its upstream task
+
+
+def test_a_killed_build_leaves_its_finished_models_and_the_tasks_build_the_rest_alone(tiny, db, monkeypatch):
+    """`dbt_build` dies after dbt finished `a` and its test (a worker killed: the task ends failed, never retried).
+    a's tasks end with the build's results (a is not built twice); every other model task builds its own model,
+    after its upstream tasks; the run ends failed, as the build did."""
+    from elt.dbt_watch import DbtBuild
+
+    db.execute("insert into raw.tiny_items values (1, 'one')")
+    build = DbtBuild.execute
+    built_by_the_build = {}
+
+    def dies_after_a(self, context):
+        self.exclude = "b c d people"  # the build got as far as a and its test
+        build(self, context)
+        built_by_the_build["a"] = _built_at(db, "a")
+        raise SystemExit("killed")  # what a killed worker leaves: the task failed, the results published so far
+
+    monkeypatch.setattr(DbtBuild, "execute", dies_after_a)
+
+    run = _dag().test()
+
+    states = _states(run)
+    assert states["dbt_build"] == ("failed", 1)
+    assert {task: state for task, state in states.items() if task != "dbt_build"} == {
+        task: ("success", 1) for task in states if task != "dbt_build"}
+    assert _built_at(db, "a") == built_by_the_build["a"]  # from the build: not rebuilt
+    assert built_by_the_build["a"] < _built_at(db, "b") < _built_at(db, "c")
+    assert _built_at(db, "d")
+    assert db.execute("select name from analytics.people").fetchall() == [("Ada",)]
+    assert run.state == "failed"
 
 
 def test_a_test_re_run_alone_fails_without_a_retry_and_names_the_test(tiny, db):
