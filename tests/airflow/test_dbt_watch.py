@@ -1,12 +1,13 @@
 """medilink_marts's one `dbt build` and the tasks that follow it (elt.dbt_watch), under dag.test() with real dbt on
 the test's Postgres, on a tiny dbt project rendered by the real DAG file: a -> b -> c (a tested), and d apart.
 
-dag.test() has no triggerer: each task decides in its own process and reschedules itself while it waits (the
-real scheduler's path, through the triggerer, is tests/e2e/test_marts_under_the_scheduler.py).
+dag.test() has no triggerer: each task decides in its own process and reschedules itself while it waits. The
+real scheduler's path, through the triggerer, is the last test here.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -250,3 +251,50 @@ def _xcom_values(run_id: str) -> str:
     with create_session() as session:
         return "\n".join(json.dumps(xcom.value, default=str) for xcom in
                          session.scalars(select(XComModel).where(XComModel.run_id == run_id)))
+
+
+class _Server:
+    """The session's Postgres as benchmarks.airflow_stack wants it: databases made on it, their URLs."""
+
+    def __init__(self, server_url: str):
+        self.server_url = server_url
+
+    def create_database(self, name: str) -> str:
+        from tests.conftest import create_database
+
+        return create_database(self.server_url, name)
+
+    def url(self, name: str) -> str:
+        return self.server_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.mark.e2e
+def test_under_the_scheduler_the_tasks_follow_the_build_from_the_triggerer(tiny, db, pg_server_url, tmp_path):
+    """The path the product runs at night: Airflow's scheduler, LocalExecutor and triggerer (as ./start.sh runs
+    them) on the real DAG file. The followers start in the triggerer and end there; a failing test fails its
+    task, skips only what is downstream, and fails the run."""
+    from benchmarks.airflow_stack import AirflowStack, python_path
+
+    db.execute("insert into raw.tiny_items values (1, 'one'), (2, null)")  # a's not_null test fails
+    root = tmp_path / "stack"
+    stack = AirflowStack(root, _Server(pg_server_url), [DAG_FILE],
+                         {"DATABASE_URL": tiny.database_url, "DBT_PROJECT_DIR": str(tiny.dbt_project_dir),
+                          "PYTHONPATH": python_path()})
+    stack.start()
+    try:
+        stack.wait_for_dag("medilink_marts")
+        run = stack.run("medilink_marts", timeout=600)
+    finally:
+        stack.stop()
+
+    states = {task: state for task, (state, *_) in run.tasks.items()}
+    assert run.state == "failed"
+    assert states == {"dbt_build": "success", "dbt.a.run": "success", "dbt.a.test": "failed",
+                      "dbt.b_run": "skipped", "dbt.c_run": "skipped", "dbt.d.run": "success",
+                      "dbt.d.test": "success", "dbt.people_run": "success", "all_dbt_tasks_succeeded": "failed"}
+    assert _built_at(db, "a") and _built_at(db, "d") and _built_at(db, "b") is None
+    # Only dbt and the two failures took a worker: every other task started and ended in the triggerer.
+    scheduler_log = (stack.stack.logs / "airflow-scheduler.log").read_text()
+    enqueued = {match for line in scheduler_log.splitlines() if "Trying to enqueue tasks" in line
+                for match in re.findall(r"<TaskInstance: medilink_marts\.(\S+) ", line)}
+    assert enqueued == {"dbt_build", "dbt.a.test", "all_dbt_tasks_succeeded"}
