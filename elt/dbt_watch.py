@@ -102,7 +102,7 @@ class _Publisher:
         self.results: dict[str, list] = {}
         self._lock = threading.Lock()
         self._changed = threading.Event()
-        self._closed = False
+        self._closed = threading.Event()  # set by close(): also ends the pause between two pushes
         self._thread = threading.Thread(target=self._run, name="dbt-results", daemon=True)
         self._thread.start()
 
@@ -128,18 +128,19 @@ class _Publisher:
     def _run(self) -> None:
         while True:
             self._changed.wait()
-            if self._closed:
+            if self._closed.is_set():
                 return
             self._changed.clear()
             try:
                 self._push()
             except Exception:  # noqa: BLE001 - the next push carries everything; the final one is checked
                 log.exception("could not publish the dbt results so far")
-            time.sleep(self.interval)
+            if self._closed.wait(self.interval):  # the build has ended: close() pushes the rest at once
+                return
 
     def close(self, final_results) -> None:
         """Stop the thread, add dbt's own list of results (in case an event was missed) and push once more."""
-        self._closed = True
+        self._closed.set()
         self._changed.set()
         self._thread.join()
         for result in final_results:
