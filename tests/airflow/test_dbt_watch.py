@@ -25,6 +25,8 @@ TINY_PROJECT = {
     "models/b.sql": "select id, label, clock_timestamp() as built_at from {{ ref('a') }}",
     "models/c.sql": "select id, clock_timestamp() as built_at from {{ ref('b') }}",
     "models/d.sql": "select 1 as id, clock_timestamp() as built_at",
+    # nhs_beds_ingest's to build: never a task of medilink_marts, never in its build.
+    "models/beds.sql": "{{ config(tags=['nhs_beds']) }} select 1 as id, clock_timestamp() as built_at",
     # A contract Postgres enforces: a refused row comes back on Postgres's DETAIL line, values and all.
     "models/people.sql": "select name, phone from {{ source('fx', 'tiny_people') }}",
     "models/schema.yml": "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: label\n"
@@ -85,6 +87,22 @@ def test_the_tiny_project_renders_one_task_per_model_and_one_for_its_tests(tiny)
     assert dag.get_task("dbt_build").upstream_task_ids == set()
 
 
+def test_without_a_manifest_the_dag_is_one_build_task_of_the_same_selection(tiny, db):
+    """No manifest to render the model tasks from (`elt parse` not run): one `build_marts` task builds what
+    `dbt_build` would, the bed models left to nhs_beds_ingest as there."""
+    from elt.transform import manifest_path
+
+    manifest_path(tiny).unlink()
+    db.execute("insert into raw.tiny_items values (1, 'one')")
+    dag = _dag()
+    assert set(dag.task_ids) == {"build_marts"}
+
+    assert dag.test().state == "success"
+
+    assert all(_built_at(db, table) for table in "abcd")
+    assert _built_at(db, "beds") is None
+
+
 def test_a_failing_test_fails_its_own_task_and_skips_only_the_models_downstream(tiny, db):
     db.execute("insert into raw.tiny_items values (1, 'one'), (2, null)")  # a's not_null test fails
 
@@ -100,6 +118,7 @@ def test_a_failing_test_fails_its_own_task_and_skips_only_the_models_downstream(
     assert run.state == "failed"
     assert _built_at(db, "a") and _built_at(db, "d")
     assert _built_at(db, "b") is None and _built_at(db, "c") is None
+    assert _built_at(db, "beds") is None  # nhs_beds_ingest's, not in this build
     failed_tasks, detail = db.execute("select failed_tasks, detail from ops.pipeline_runs "
                                       "where dag_id = 'medilink_marts' and run_id = %s", (run.run_id,)).fetchone()
     assert failed_tasks == ["dbt.a.test"]
@@ -177,9 +196,9 @@ def test_a_killed_build_leaves_its_finished_models_and_the_tasks_build_the_rest_
     built_by_the_build = {}
 
     def dies_after_a(self, context):
-        self.exclude = "b c d people"  # the build got as far as a and its test
+        self.exclude = f"{self.exclude} b c d people"  # the build got as far as a and its test
         build(self, context)
-        built_by_the_build["a"] = _built_at(db, "a")
+        built_by_the_build.update({table: _built_at(db, table) for table in "abcd"})
         raise SystemExit("killed")  # what a killed worker leaves: the task failed, the results published so far
 
     monkeypatch.setattr(DbtBuild, "execute", dies_after_a)
@@ -190,6 +209,7 @@ def test_a_killed_build_leaves_its_finished_models_and_the_tasks_build_the_rest_
     assert states["dbt_build"] == ("failed", 1)
     assert {task: state for task, state in states.items() if task != "dbt_build"} == {
         task: ("success", 1) for task in states if task != "dbt_build"}
+    assert built_by_the_build["a"] and not any(built_by_the_build[table] for table in "bcd")
     assert _built_at(db, "a") == built_by_the_build["a"]  # from the build: not rebuilt
     assert built_by_the_build["a"] < _built_at(db, "b") < _built_at(db, "c")
     assert _built_at(db, "d")
