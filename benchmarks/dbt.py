@@ -14,11 +14,17 @@ a checkpoint, and each nightly run after one more day's files are ingested:
   6. after one more day, `dbt run` of the two incremental facts alone: the least any nightly build costs
      (start-up, then the new day merged into each fact), before a mart is refreshed or a test runs;
   7. `dbt build --full-refresh` on the same data: what every night cost before the facts were incremental.
+  8. the nightly as Airflow runs it: the `medilink_marts` DAG under Airflow as ./start.sh runs it (api-server,
+     scheduler, dag-processor, triggerer; LocalExecutor), triggered and timed from the trigger to the run's
+     end, against one `dbt build --exclude tag:nhs_beds` (the DAG's selection) in the same run, each after one
+     more day; in alternating order, `--dag-rounds` times each, after one untimed run of the DAG.
 Prints the wall times, their ratios to 1, and where the time goes: dbt start-up, then node time per kind of
 node and the slowest nodes (run_results.json; 4 threads, so node times add up to more than the wall time).
-Target (issue "large facts are incremental"): nightly / full <= 0.15.
+Targets: nightly / full <= 0.15 (issue "large facts are incremental"); DAG run / dbt build <= 1.3 (issue 14).
+The dbt project is copied into the run's folder, so the DAG's dbt target and the manifest it renders from are
+the run's own.
 
-    ./start.sh bench dbt [--days N] [--records-per-day N] [--visits-per-day N]
+    ./start.sh bench dbt [--days N] [--records-per-day N] [--visits-per-day N] [--dag-rounds N] [--only dag]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,17 +42,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from airflow_stack import AirflowStack, DagRunTimes, python_path  # noqa: E402
+
 from elt.config import Settings  # noqa: E402
+from elt.dbt_plan import NIGHTLY_EXCLUDE  # noqa: E402
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, free_port, pg_bin_dir  # noqa: E402
 from elt.pipeline import ingest_file, prepare  # noqa: E402
-from elt.transform import run_dbt  # noqa: E402
+from elt.transform import parse, run_dbt  # noqa: E402
 
 PREFIX = "medical_records/input/"
 FACTS = ("fct_medical_records", "fct_triage_visits")
+DAG_ID = "medilink_marts"
+BUILD_TASK = "dbt_build"  # elt.dbt_watch.BUILD_TASK (not imported: that module needs Airflow's task SDK loaded)
 LARGE_RELATIONS = ("stg_medilink__medical_records", "stg_medilink__triage_visits", "fct_medical_records",
                    "fct_triage_visits")
 ROW_LEVEL_TESTS = ("not_null", "unique", "accepted_values", "between", "expression_is_true")
@@ -137,6 +150,81 @@ def timed_build(settings: Settings, url: str, target: Path, command: str, *extra
     return seconds, json.loads((target / "run_results.json").read_text())
 
 
+def copy_project(root: Path) -> Path:
+    """The dbt project without its target and logs: the DAG's dbt writes its target, and renders from the manifest,
+    in the run's folder, not in the checkout."""
+    project = root / "dbt"
+    shutil.copytree(REPO / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    return project
+
+
+def vacuum(url: str) -> None:
+    subprocess.run([str(pg_bin_dir() / "psql"), url, "-qc", "vacuum analyze", "-c", "checkpoint"], check=True)
+
+
+def dag_vs_build(root: Path, postgres: EmbeddedPostgres, s3: LocalS3, settings: Settings, url: str, target: Path,
+                 nights: list[list[Path]]) -> tuple[list[DagRunTimes], list[tuple[float, dict]]]:
+    """8. `medilink_marts` under Airflow against `dbt build` of its selection: one untimed run of the DAG, then for
+    each night one more day ingested and either the DAG or the build, in the order D B B D D B B D ..."""
+    parse(settings=settings)  # the manifest the DAG renders its tasks from, as ./start.sh writes it
+    stack = AirflowStack(root / "airflow", postgres, [REPO / "airflow" / "dags" / f"{DAG_ID}.py"],
+                         {"DATABASE_URL": url, "DBT_PROJECT_DIR": str(settings.dbt_project_dir),
+                          "PYTHONPATH": python_path()})
+    runs: list[DagRunTimes] = []
+    builds: list[tuple[float, dict]] = []
+    stack.start()
+    try:
+        stack.wait_for_dag(DAG_ID)
+        vacuum(url)
+        warm = stack.run(DAG_ID)  # its dbt's first parse into its own target folder; the first task processes
+        print(f"8. {DAG_ID} untimed first run: {warm.state} in {warm.seconds:.1f} s", flush=True)
+        for index, night in enumerate(nights):
+            ingest(s3, settings, night)
+            if index % 4 in (0, 3):
+                vacuum(url)
+                runs.append(checked(stack.run(DAG_ID), stack))
+                print(f"8. {DAG_ID} run: {runs[-1].seconds:.1f} s", flush=True)
+            else:
+                builds.append(timed_build(settings, url, target, "build", "--exclude", NIGHTLY_EXCLUDE))
+                print(f"8. dbt build --exclude {NIGHTLY_EXCLUDE}: {builds[-1][0]:.1f} s", flush=True)
+    finally:
+        stack.stop()
+    return runs, builds
+
+
+def checked(run: DagRunTimes, stack: AirflowStack) -> DagRunTimes:
+    """The run, if it succeeded with every task; else the tasks that did not, and where the logs are."""
+    failed = {task: state for task, (state, *_) in run.tasks.items() if state != "success"}
+    if run.state != "success" or failed:
+        raise RuntimeError(f"{DAG_ID} run {run.run_id} ended {run.state}; tasks not successful: {failed}; "
+                           f"logs in {stack.stack.logs} (kept until this benchmark exits)")
+    return run
+
+
+def dag_lines(runs: list[DagRunTimes], builds: list[tuple[float, dict]]) -> tuple[str, float]:
+    """Figure 8's lines and its ratio (medians)."""
+    dag = median(run.seconds for run in runs)
+    build = median(seconds for seconds, _ in builds)
+    lines = [f"8. `{DAG_ID}` under Airflow, trigger to end     : {dag:7.2f} s  (runs: "
+             + ", ".join(f"{run.seconds:.2f}" for run in runs) + ")"]
+    for run in runs:
+        _, _, start, end = run.tasks[BUILD_TASK]
+        last = max(task_end for task, (_, _, _, task_end) in run.tasks.items() if task != BUILD_TASK and task_end)
+        lines.append(f"    run started {run.started:5.2f} s after the trigger; {BUILD_TASK} ran {start:5.2f} to {end:5.2f} s "
+                     f"({end - start:5.2f} s); the last other task ended {last - end:+5.2f} s after it, the run {run.ended - end:5.2f} s; "
+                     f"{len(run.tasks)} tasks: {run.states()}")
+        lines.append("      CPU seconds from the trigger to the end (includes 0.5 s polling after it): "
+                     + ", ".join(f"{name} {seconds:.1f}" for name, seconds in (run.cpu or {}).items()))
+    lines.append(f"   one `dbt build --exclude {NIGHTLY_EXCLUDE}`, same run : {build:7.2f} s  (builds: "
+                 + ", ".join(f"{seconds:.2f}" for seconds, _ in builds) + ")")
+    lines.append(phases(builds[-1][0], builds[-1][1]))
+    return "\n".join(lines), dag / build
+
+
+def dag_ratio_line(ratio: float) -> str:
+    return f"ratio 8. DAG run / dbt build of its selection       : {ratio:7.3f}   (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})"
+
+
 def phases(wall: float, results: dict) -> str:
     """dbt's own time outside the nodes (start-up, parse, hooks), then per kind of node, then the slowest."""
     nodes = results["results"]
@@ -165,6 +253,8 @@ def main() -> int:
     parser.add_argument("--records-per-day", type=int, default=10_000)
     parser.add_argument("--visits-per-day", type=int, default=3_000)
     parser.add_argument("--patients-per-facility", type=int, default=1_000)
+    parser.add_argument("--dag-rounds", type=int, default=2, help="figure 8: DAG runs and builds, each (default 2)")
+    parser.add_argument("--only", choices=["dag"], help="dag: figure 8 alone (after one untimed first build)")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1",
                       DO_NOT_TRACK="1", AIRFLOW__COSMOS__ENABLE_TELEMETRY="False")
@@ -187,7 +277,7 @@ def main() -> int:
         for offset in range(args.days):
             base += write_day(csvs, FIRST_DAY + timedelta(days=offset), patients, rng, args.records_per_day, args.visits_per_day)
         nights = [write_day(csvs, FIRST_DAY + timedelta(days=args.days + night), patients, rng, args.records_per_day,
-                            args.visits_per_day) for night in range(4)]
+                            args.visits_per_day) for night in range(4 + 2 * args.dag_rounds)]
         print(f"generated {len(base)} base files ({args.days} days) and {len(nights)} x {len(nights[0])} new ones "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
 
@@ -199,7 +289,7 @@ def main() -> int:
             postgres.create_database("bench")
             url = postgres.url("bench")
             settings = Settings(database_url=url, s3_endpoint_url=s3.endpoint_url, s3_bucket="bench",
-                                dbt_project_dir=REPO / "dbt")
+                                dbt_project_dir=copy_project(root))
             prepare(settings)
             base_ingest = ingest(s3, settings, base)
             print(f"ingested the base in {base_ingest:.1f} s", flush=True)
@@ -210,6 +300,10 @@ def main() -> int:
 
             full_seconds, full_results = timed_build(settings, url, target, "build")
             print(f"1. full build: {full_seconds:.1f} s", flush=True)
+            if args.only == "dag":
+                text, dag_ratio = dag_lines(*dag_vs_build(root, postgres, s3, settings, url, target, nights[4:]))
+                print(f"\n{text}\n\n{dag_ratio_line(dag_ratio)}")
+                return 0
             new_ingest = ingest(s3, settings, nights[0])
             nightly_seconds, nightly_results = timed_build(settings, url, target, "build")
             print(f"2. nightly build: {nightly_seconds:.1f} s", flush=True)
@@ -227,6 +321,7 @@ def main() -> int:
             print(f"6. the facts alone: {facts_seconds:.1f} s", flush=True)
             refresh_seconds, _ = timed_build(settings, url, target, "build", "--full-refresh")
             print(f"7. full refresh: {refresh_seconds:.1f} s", flush=True)
+            dag_runs, dag_builds = dag_vs_build(root, postgres, s3, settings, url, target, nights[4:])
             counts = subprocess.run(
                 [str(pg_bin_dir() / "psql"), url, "-tAc",
                  "select (select count(*) from core.fct_medical_records) || ' ' || (select count(*) from core.fct_triage_visits)"],
@@ -263,6 +358,11 @@ ratio 3. without large row tests / 1. full build    : {scoped_seconds / full_sec
 ratio 4. models only / 1. full build                : {run_seconds / full_seconds:7.3f}
 ratio 5. one view / 1. full build                   : {view_seconds / full_seconds:7.3f}
 ratio 6. the facts alone / 1. full build            : {facts_seconds / full_seconds:7.3f}   (the floor of any nightly build)
+""")
+    text, dag_ratio = dag_lines(dag_runs, dag_builds)
+    print(f"""{text}
+
+{dag_ratio_line(dag_ratio)}
 """)
     return 0
 

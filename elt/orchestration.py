@@ -1,13 +1,14 @@
 """What the Airflow DAGs share: the asset that links ingestion to dbt, retry policy, callbacks, the dbt task group.
 
 The DAG files in airflow/dags/ stay short and declarative; everything they do at run time is here or in
-elt.pipeline, so the CLI, the DAGs and the tests run the same code. Airflow and cosmos are imported inside
-functions: `elt` itself runs without them.
+elt.pipeline, so the CLI, the DAGs and the tests run the same code. Airflow is imported inside functions (and
+by elt.dbt_watch, which only the DAGs import): `elt` itself runs without it.
 
 Retry policy (docs/operations.md, "Failures and retries"):
 * a load that failed on a connection or a timeout is retried with exponential backoff; any other load
   failure (a bug, a missing table) fails at once, because running it again gives the same answer;
-* a dbt model is retried only when dbt's error reads as a lost or refused connection;
+* a dbt model is retried only when dbt's error reads as a lost or refused connection (its task then builds it
+  alone); the nightly `dbt build` itself is never retried: its model tasks take over (elt.dbt_watch);
 * a dbt test is never retried: it checks data, and the data will not change by itself.
 Bad files never fail a task: they are quarantined and the run goes on (elt.pipeline).
 """
@@ -19,12 +20,11 @@ from datetime import datetime
 
 import pendulum
 
-from elt.runs import describe_failure, is_transient, is_transient_message, record_run, record_task_failure
-
 log = logging.getLogger(__name__)
 
 # New Medilink rows in raw tables. medilink_ingest emits it when a run loaded at least one file (or a full
 # refresh was asked for); medilink_marts is scheduled on it.
+MEDILINK_RAW_NAME = "medilink_raw"
 MEDILINK_RAW_URI = "warehouse://raw/medilink"
 
 DEFAULT_ARGS = {
@@ -37,9 +37,20 @@ DEFAULT_ARGS = {
 
 
 def medilink_raw_asset():
+    """The asset, as medilink_ingest declares and emits it."""
     from airflow.sdk import Asset
 
-    return Asset(name="medilink_raw", uri=MEDILINK_RAW_URI)
+    return Asset(name=MEDILINK_RAW_NAME, uri=MEDILINK_RAW_URI)
+
+
+def medilink_raw_ref():
+    """The asset by name, as medilink_marts is scheduled on it: an Asset made with a URI has Airflow import every
+    provider's asset handlers (boto3 among them, 0.2 s) in each process that parses the DAG file, and the
+    dag-processor parses medilink_marts about once a second while its tasks finish in the triggerer (each such
+    task's end is a callback request; elt.dbt_watch)."""
+    from airflow.sdk import Asset
+
+    return Asset.ref(name=MEDILINK_RAW_NAME)
 
 
 # --- Loads ---------------------------------------------------------------------------------------------------
@@ -54,6 +65,7 @@ def load_file(key: str, *, dry_run: bool, settings=None) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from elt.pipeline import ingest_file
+    from elt.runs import describe_failure, is_transient
 
     try:
         outcome = ingest_file(key, dry_run=dry_run, settings=settings)
@@ -88,15 +100,17 @@ def fail_the_run_if_a_load_failed(loads) -> None:
     loads >> EmptyOperator(task_id="all_loads_succeeded", doc_md=fail_the_run_if_a_load_failed.__doc__)
 
 
-def build_models(select: str, *, settings=None) -> None:
-    """`dbt build --select <select>` in one task. Retried only when dbt lost or was refused its connection: a
-    failed test or a broken model gives the same answer again."""
+def build_models(select: str | None = None, *, exclude: str | None = None, full_refresh: bool = False,
+                 settings=None) -> None:
+    """`dbt build --select <select> --exclude <exclude>` in one task. Retried only when dbt lost or was refused its
+    connection: a failed test or a broken model gives the same answer again."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from elt.runs import is_transient_message
     from elt.transform import build
 
     try:
-        build(select=select, settings=settings)
+        build(select=select, exclude=exclude, full_refresh=full_refresh, settings=settings)
     except Exception as exc:
         if is_transient_message(str(exc)):
             raise
@@ -126,9 +140,11 @@ def _task_label(ti) -> str:
 
 def on_task_failure(context) -> None:
     """Task callback, after the last try: the failed task and why go on the run's record (ops.pipeline_runs)."""
+    from elt.runs import record_task_failure
+
     ti, exc = context["ti"], context.get("exception")
     # The exception's class and first line: load errors are retold without values (load_file), dbt's
-    # without the refused row (_prepare_dbt_task).
+    # without the refused row (elt.dbt_watch).
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if exc else "failed"
     try:
         record_task_failure(ti.run_id, ti.dag_id, _task_label(ti), reason, started_at=_run_started(context))
@@ -138,6 +154,8 @@ def on_task_failure(context) -> None:
 
 def on_run_finished(context) -> None:
     """DAG callback (success and failure): the run's final state on its record."""
+    from elt.runs import record_run
+
     dag_run = context.get("dag_run")
     run_id = context.get("run_id") or getattr(dag_run, "run_id", None)
     dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(dag_run, "dag_id", None)
@@ -150,6 +168,8 @@ def on_run_finished(context) -> None:
 
 
 def record_loads(context, summary: dict[str, int]) -> None:
+    from elt.runs import record_run
+
     ti = context["ti"]
     record_run(ti.run_id, ti.dag_id, "running", started_at=_run_started(context),
                files_loaded=summary.get("loaded", 0), detail=None)
@@ -166,92 +186,35 @@ def full_refresh_requested(context) -> bool:
     return any((event.extra or {}).get("full_refresh") for asset in events for event in events[asset])
 
 
-def _prepare_dbt_task(context, operator) -> None:
-    """Cosmos interceptor, run in the task just before dbt starts.
+def dbt_tasks(settings) -> None:
+    """`dbt_build` (one `dbt build` of the nightly selection) and the tasks that follow it, one per model, its tests,
+    each test on several models and the tests on sources (elt.dbt_plan, elt.dbt_watch; docs/decisions/0015), and
+    `all_dbt_tasks_succeeded`, which fails the run when any of them failed."""
+    from airflow.sdk import TaskGroup
 
-    * The DBT_PG_* variables that dbt/profiles.yml reads, from DATABASE_URL as `elt build` takes them: the DAG
-      holds no connection details. With them the DBT_SDC_* of the marts' disclosure control (SDC_THRESHOLD,
-      SDC_ROUNDING_BASE), so a nightly run publishes what `elt build` would.
-    * Retries only where they can help: a failed dbt test, or a model that failed for any reason but a lost
-      or refused connection, fails the task at once.
-    """
-    from airflow.sdk.exceptions import AirflowFailException
-    from airflow.sdk.log import mask_secret
+    from elt.dbt_plan import WatchTask, node_name, watch_tasks
+    from elt.dbt_watch import BUILD_TASK, GATE_TASK, DbtBuild, DbtNodeTask
+    from elt.transform import manifest_path
 
-    from elt.config import get_settings
-    from elt.transform import dbt_connection_env, keep_row_values_out_of_dbt_logs, without_row_values
-
-    keep_row_values_out_of_dbt_logs()
-    env = dbt_connection_env(get_settings())
-    if env["DBT_PG_PASSWORD"]:
-        mask_secret(env["DBT_PG_PASSWORD"])
-    operator.env = {**(operator.env or {}), **env}
-
-    is_test = type(operator).__name__.startswith("DbtTest")
-    raise_on_failure = operator.handle_exception_dbt_runner
-
-    def fail_fast_unless_transient(result) -> None:
-        try:
-            raise_on_failure(result)
-        except Exception as exc:
-            # The message goes to the task log and ops.pipeline_runs: without the refused row's values, and
-            # without the original exception chained to it.
-            message = without_row_values(str(exc))
-            if not is_test and is_transient_message(message):
-                if message == str(exc):
-                    raise
-                raise RuntimeError(message) from None
-            kind = "a test failed: the data needs fixing" if is_test else "not a connection failure"
-            raise AirflowFailException(f"{message}\n(not retried: {kind})") from None
-
-    operator.handle_exception_dbt_runner = fail_fast_unless_transient
-
-
-def dbt_tasks(settings, upstream) -> None:
-    """`dbt_source_tests`, then the `dbt` task group (one run and one test task per model), after `upstream`."""
-    from pathlib import Path
-
-    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos import settings as cosmos_settings
-    from cosmos.constants import InvocationMode, LoadMode, TestBehavior
-    from cosmos.operators.local import DbtTestLocalOperator
-
-    from elt.transform import dbt_executable, manifest_path
-
-    project = Path(settings.dbt_project_dir)
-    profile = ProfileConfig(profile_name="health_warehouse", target_name=settings.dbt_target,
-                            profiles_yml_filepath=project / "profiles.yml")
-    # dbt in the task's own process (dbtRunner), not a subprocess per command as `elt build` runs it: each task is
-    # its own process anyway, and a subprocess adds ~2 s (dbt's imports) to every one of the dbt tasks.
-    execution = ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER, dbt_executable_path=dbt_executable())
-    dbt_args = {"install_deps": False, "interceptors": [_prepare_dbt_task]}
-
-    models = DbtTaskGroup(
-        group_id="dbt",
-        project_config=ProjectConfig(dbt_project_path=project, manifest_path=manifest_path(settings),
-                                     install_dbt_deps=False),
-        profile_config=profile,
-        execution_config=execution,
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST,  # parsing the DAG reads a file; it never runs dbt
-            # The bed models are built by nhs_beds_ingest after each KH03 load: one owner per table, so two DAGs
-            # never rebuild the same table at once.
-            exclude=["tag:nhs_beds"],
-            test_behavior=TestBehavior.AFTER_EACH,
-            # A test on several models in one model's test task would run before the other models exist.
-            should_detach_multiple_parents_tests=True,
-            emit_datasets=False,
-        ),
-        # test tasks ignore full_refresh; `plan` decides it (the form, or the ingest run's asset event)
-        operator_args={**dbt_args, "full_refresh": "{{ ti.xcom_pull(task_ids='plan') }}"},
-    )
-    # Cosmos renders no source nodes here: rendering them would add `dbt source freshness` tasks, which `dbt build`
-    # does not run (and which fail after a weekend without drops). The tests on sources (ops.file_ledger's) get
-    # one task, sharing the group's cache of dbt's partial parse.
-    cache_dir = cosmos_settings.cache_dir / f"{models.dag.dag_id}__{models.group_id}"
-    source_tests = DbtTestLocalOperator(
-        task_id="dbt_source_tests", select="source:*", project_dir=str(project), profile_config=profile,
-        invocation_mode=execution.invocation_mode, dbt_executable_path=execution.dbt_executable_path,
-        cache_dir=cache_dir if cosmos_settings.enable_cache else None, emit_datasets=False, **dbt_args,
-    )
-    upstream >> source_tests >> models
+    DbtBuild(task_id=BUILD_TASK, doc_md=DbtBuild.__doc__)  # no edges: every task follows it from the start
+    groups: dict[tuple[str, ...], TaskGroup] = {}
+    tasks = {}
+    plan = watch_tasks(manifest_path(settings), unit_tests=settings.dbt_unit_tests)
+    for watch in plan:
+        for depth in range(1, len(watch.group) + 1):
+            path = watch.group[:depth]
+            if path not in groups:
+                groups[path] = TaskGroup(group_id=path[-1], parent_group=groups.get(path[:-1]))
+        task = DbtNodeTask(task_id=watch.name, watch=watch, task_group=groups.get(watch.group),
+                           doc_md=f"Follows `{BUILD_TASK}` for: {', '.join(node_name(w) for w in watch.watched)}. "
+                                  f"Alone (a retry, a clear): `dbt {' '.join(watch.rerun)}`.")
+        for upstream in watch.upstream:
+            tasks[upstream] >> task
+        tasks[watch.task_id] = task
+    # A failed task's downstream tasks end skipped (dbt did not run them), and a run's state comes from its last
+    # tasks: this one fails the run when any dbt task failed. Its failure is theirs: not recorded, not retried.
+    gate = WatchTask((), GATE_TASK, "gate", tuple(tasks), ())
+    DbtNodeTask(task_id=gate.name, watch=gate, nodes=tuple(uid for watch in plan for uid in watch.watched), retries=0,
+                on_failure_callback=None,
+                doc_md="Fails the run when any dbt task failed (the tasks downstream of it end skipped).") \
+        .set_upstream(list(tasks.values()))

@@ -83,6 +83,33 @@ def keep_row_values_out_of_dbt_logs() -> None:
             logger.addFilter(_RowValuesFilter())
 
 
+def invoke_dbt(args: list[str], *, target_path: Path, settings: Settings | None = None, callbacks=()):
+    """`dbt <args>` in this process (dbtRunner), as the Airflow tasks run it: no second interpreter to start, and
+    `callbacks` see each of dbt's events as it happens. Its logs drop the refused rows' values
+    (keep_row_values_out_of_dbt_logs); the connection and disclosure settings (dbt_connection_env) are in the
+    environment for the call only. Returns dbt's dbtRunnerResult: `success`, `exception` (dbt could not run at
+    all) and `result` (the nodes' results)."""
+    from dbt.cli.main import dbtRunner
+
+    settings = settings or get_settings()
+    project = Path(settings.dbt_project_dir)
+    keep_row_values_out_of_dbt_logs()
+    env = dbt_connection_env(settings)
+    replaced = {key: os.environ.get(key) for key in [*env, "DBT_EXCLUDE_RESOURCE_TYPES"]}
+    os.environ.pop("DBT_EXCLUDE_RESOURCE_TYPES", None)  # Settings decides, as in dbt_env
+    os.environ.update(env)
+    try:
+        return dbtRunner(callbacks=list(callbacks)).invoke(
+            [*args, "--project-dir", str(project), "--profiles-dir", str(project), "--target", settings.dbt_target,
+             "--target-path", str(target_path)])
+    finally:
+        for key, value in replaced.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     """Run `dbt <args>` on the project; returns the output lines, raises DbtError on failure."""
     settings = settings or get_settings()
@@ -110,13 +137,16 @@ def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     return lines
 
 
-def build(*, full_refresh: bool = False, select: str | None = None, settings: Settings | None = None) -> list[str]:
+def build(*, full_refresh: bool = False, select: str | None = None, exclude: str | None = None,
+          settings: Settings | None = None) -> list[str]:
     """`dbt build`: models, then their tests; a failing test stops the models downstream of it."""
     args = ["build"]
     if full_refresh:
         args.append("--full-refresh")
     if select:
         args += ["--select", select]
+    if exclude:
+        args += ["--exclude", exclude]
     return run_dbt(args, settings=settings)
 
 

@@ -1,17 +1,21 @@
-"""Rebuild the Medilink marts with dbt, one Airflow task per model, whenever new raw data is published.
+"""Rebuild the Medilink marts with one `dbt build`, shown as one Airflow task per model, whenever new raw data is published.
 
 Scheduled on the `medilink_raw` asset, which `medilink_ingest` emits after a run that loaded at least one
 file; it can also be triggered by hand ("Trigger DAG w/ config"), with `full_refresh` to rebuild the
 incremental marts from scratch.
 
-dbt runs as the `dbt` task group that astronomer-cosmos renders from `dbt/target/manifest.json`: per model
-`<model>.run`, then `<model>.test` (its unit and data tests); a test on several models (relationships,
-reconciliations) is a task of its own after all of them, and the tests on sources run first
-(`dbt_source_tests`). A failing test stops only the models downstream of it, which keep their last
-published rows; a test is never retried, and a model only when dbt lost its connection. A retry reruns one
-model. `elt parse` writes the manifest (`./start.sh`, the image build and the tests run it). If it is
-missing or older than a file of the dbt project, the DAG renders the single `build_marts` task
-(`dbt build`) instead and logs why; run `elt parse` to get the per-model tasks back.
+`dbt_build` runs `dbt build` of every Medilink model and test once (the bed models are nhs_beds_ingest's). The
+`dbt` task group has a task per model, `<model>.run`, then `<model>.test` (its tests); a test on several models
+(relationships, reconciliations) is a task of its own, and `dbt_source_tests` holds the tests on sources. Those
+tasks follow the build: each ends as dbt finishes its nodes, without a worker process of its own. A failing test
+fails its task; the models downstream of it end skipped (dbt did not build them, they keep their last published
+rows) and `all_dbt_tasks_succeeded` fails the run. A test is never retried, a model only when dbt lost its
+connection; clearing a model's task re-runs that model alone, after its upstream tasks. If `dbt_build` fails or
+dies, each task runs its own model instead, in dbt's order. Decision 0015 has the why and the failure cases.
+
+The tasks are rendered from `dbt/target/manifest.json`, which `elt parse` writes (`./start.sh`, the image build
+and the tests run it). If it is missing or older than a file of the dbt project, the DAG renders the single
+`build_marts` task (the same `dbt build`) instead and logs why; run `elt parse` to get the per-model tasks back.
 """
 
 import logging
@@ -19,14 +23,14 @@ import logging
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from elt.orchestration import DEFAULT_ARGS, dbt_tasks, medilink_raw_asset, on_run_finished, on_task_failure
+from elt.orchestration import DEFAULT_ARGS, dbt_tasks, medilink_raw_ref, on_run_finished, on_task_failure
 
 log = logging.getLogger(__name__)
 
 
 @dag(
     dag_id="medilink_marts",
-    schedule=[medilink_raw_asset()],
+    schedule=[medilink_raw_ref()],
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -43,31 +47,22 @@ def medilink_marts():
     from elt.config import Settings
     from elt.transform import manifest_problem
 
-    @task
-    def plan(**context) -> bool:
-        """Full refresh or not: the form's choice, or the one passed on by medilink_ingest."""
-        from elt.orchestration import full_refresh_requested
-
-        full_refresh = full_refresh_requested(context)
-        log.info("dbt: %s", "full refresh" if full_refresh else "incremental (new rows only)")
-        return full_refresh
-
-    planned = plan()
     settings = Settings()  # only where the dbt project is and its target: no connection is made here
     problem = manifest_problem(settings)
     if problem is None:
-        dbt_tasks(settings, upstream=planned)
+        dbt_tasks(settings)
         return
 
     log.warning("medilink_marts renders one dbt build task, not one task per model: %s (run `elt parse`)", problem)
 
     @task(doc_md=f"`dbt build` in one task, because {problem}. Run `elt parse` to get one task per model.")
-    def build_marts(full_refresh: bool) -> None:
-        from elt.transform import build
+    def build_marts(**context) -> None:
+        from elt.dbt_plan import NIGHTLY_EXCLUDE
+        from elt.orchestration import build_models, full_refresh_requested
 
-        build(full_refresh=full_refresh)
+        build_models(exclude=NIGHTLY_EXCLUDE, full_refresh=full_refresh_requested(context))
 
-    build_marts(planned)
+    build_marts()
 
 
 medilink_marts()

@@ -1,5 +1,5 @@
-"""The retry policy and the run records the DAGs rely on, on real parts: the loader against Postgres and S3,
-cosmos's own dbt operators with dbt's own result type."""
+"""The retry policy and the run records the DAGs rely on, on real parts: the loader against Postgres and S3, dbt
+run in the task's process as the dbt tasks run it (elt.transform.invoke_dbt, elt.dbt_watch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import psycopg
 import pytest
 
-from elt.config import Settings
 from elt.orchestration import full_refresh_requested, load_file
 
 PREFIX = "medical_records/input/"
@@ -36,99 +35,64 @@ def test_a_load_that_lost_its_database_is_left_to_airflow_to_retry(settings, sto
     assert store.exists(PREFIX + "facilities.csv")  # untouched, for the retry
 
 
-@pytest.fixture
-def dbt_operators(tmp_path, monkeypatch, settings):
-    """Cosmos's run and test operators as medilink_marts builds them, after the interceptor has run."""
-    from cosmos import ProfileConfig
-    from cosmos.constants import InvocationMode
-    from cosmos.operators.local import DbtRunLocalOperator, DbtTestLocalOperator
+def test_dbt_in_the_task_process_gets_the_connection_and_disclosure_rule_of_the_settings(settings, tmp_path):
+    """What the Airflow tasks' dbt sees while it runs (elt.transform.invoke_dbt): DBT_PG_* from DATABASE_URL and
+    DBT_SDC_* from the settings, as `elt build` passes them; none of it left behind in the process afterwards."""
+    from elt.transform import invoke_dbt
 
-    from elt.config import get_settings
-    from elt.orchestration import _prepare_dbt_task
+    settings = settings.model_copy(update={"sdc_threshold": 20, "sdc_rounding_base": 10})
+    seen: dict[str, str] = {}
 
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
-    project = Settings().dbt_project_dir
-    profile = ProfileConfig(profile_name="health_warehouse", target_name=Settings().dbt_target,
-                            profiles_yml_filepath=f"{project}/profiles.yml")
-    operators = {}
-    for kind, cls in (("run", DbtRunLocalOperator), ("test", DbtTestLocalOperator)):
-        operator = cls(task_id=kind, project_dir=project, profile_config=profile,
-                       invocation_mode=InvocationMode.DBT_RUNNER)
-        _prepare_dbt_task({}, operator)
-        operators[kind] = operator
-    yield operators
-    get_settings.cache_clear()
+    def look(event) -> None:
+        seen.update({key: value for key, value in os.environ.items() if key.startswith(("DBT_PG_", "DBT_SDC_"))})
+
+    before = {key for key in os.environ if key.startswith(("DBT_PG_", "DBT_SDC_"))}
+    result = invoke_dbt(["show", "--inline", "select 1 as one"], target_path=tmp_path / "target", settings=settings,
+                        callbacks=[look])
+    assert result.success  # dbt connected with those variables
+    parts = settings.pg_parts()
+    assert (seen["DBT_PG_DBNAME"], seen["DBT_PG_PORT"], seen["DBT_PG_USER"]) == (parts["dbname"], parts["port"], parts["user"])
+    assert (seen["DBT_SDC_THRESHOLD"], seen["DBT_SDC_ROUNDING_BASE"]) == ("20", "10")
+    assert {key for key in os.environ if key.startswith(("DBT_PG_", "DBT_SDC_"))} == before
 
 
-def _failed(message: str):
-    from dbt.cli.main import dbtRunnerResult
+def _node_task(kind: str):
+    from elt.dbt_plan import WatchTask
+    from elt.dbt_watch import DbtNodeTask
 
-    return dbtRunnerResult(success=False, exception=RuntimeError(message))
-
-
-def test_dbt_gets_its_connection_from_the_environment_not_the_dag(dbt_operators, settings):
-    env = dbt_operators["run"].env
-    assert env["DBT_PG_DBNAME"] == settings.pg_parts()["dbname"]
-    assert env["DBT_PG_PORT"] == settings.pg_parts()["port"]
+    watch = WatchTask(("dbt", "m"), "run" if kind == "model" else "test", kind, ("model.p.m",), ("build",), ())
+    return DbtNodeTask(task_id=f"{kind}_task", watch=watch)
 
 
-def test_dbt_gets_the_disclosure_rule_of_the_settings_as_elt_build_does(dbt_operators, monkeypatch):
-    from elt.config import get_settings
-    from elt.orchestration import _prepare_dbt_task
-
-    assert (dbt_operators["run"].env["DBT_SDC_THRESHOLD"], dbt_operators["run"].env["DBT_SDC_ROUNDING_BASE"]) == ("10", "5")
-    monkeypatch.setenv("SDC_THRESHOLD", "20")
-    monkeypatch.setenv("SDC_ROUNDING_BASE", "10")
-    get_settings.cache_clear()
-    operator = dbt_operators["test"]
-    operator.env = {}
-    _prepare_dbt_task({}, operator)
-    assert (operator.env["DBT_SDC_THRESHOLD"], operator.env["DBT_SDC_ROUNDING_BASE"]) == ("20", "10")
-
-
-def test_a_dbt_model_is_retried_only_when_the_connection_failed(dbt_operators):
-    from airflow.sdk.exceptions import AirflowFailException
-    from cosmos.exceptions import CosmosDbtRunError
-
-    run = dbt_operators["run"]
-    with pytest.raises(CosmosDbtRunError):  # Airflow retries this one
-        run.handle_exception_dbt_runner(_failed("server closed the connection unexpectedly"))
-    with pytest.raises(AirflowFailException, match="not retried: not a connection failure"):
-        run.handle_exception_dbt_runner(_failed('column "visit_dat" does not exist'))
-    from dbt.cli.main import dbtRunnerResult
-
-    run.handle_exception_dbt_runner(dbtRunnerResult(success=True))  # success passes through
-
-
-def test_a_failing_dbt_test_is_never_retried(dbt_operators):
+def test_a_dbt_model_is_retried_only_when_the_connection_failed():
     from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowFailException, match="a test failed: the data needs fixing"):
-        dbt_operators["test"].handle_exception_dbt_runner(_failed("server closed the connection unexpectedly"))
+    from elt.dbt_watch import DbtNodeFailed
+
+    model = _node_task("model")
+    assert isinstance(model._failure("m error: server closed the connection unexpectedly"), DbtNodeFailed)
+    refused = model._failure('m error: column "visit_dat" does not exist')
+    assert isinstance(refused, AirflowFailException) and "not retried: not a connection failure" in str(refused)
 
 
-def test_refused_row_values_stay_out_of_dbt_task_logs_and_errors(dbt_operators, settings, tmp_path, capfd):
+def test_a_failing_dbt_test_is_never_retried():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    failure = _node_task("tests")._failure("t fail: server closed the connection unexpectedly")
+    assert isinstance(failure, AirflowFailException) and "a test failed: the data needs fixing" in str(failure)
+
+
+def test_refused_row_values_stay_out_of_dbt_task_logs_and_errors(settings, tmp_path, capfd):
     """Postgres repeats a refused row's values on its DETAIL line (personal data, in a fact); dbt run in the task's
-    process, as cosmos runs it, logs its errors without that line, and the task's error drops it too."""
-    from airflow.sdk.exceptions import AirflowFailException
-    from dbt.cli.main import dbtRunner
-
-    from elt.transform import keep_row_values_out_of_dbt_logs
+    process, as the Airflow tasks run it (invoke_dbt), logs its errors without that line, and the message a task
+    shows or publishes drops it too."""
+    from elt.dbt_watch import _clean
+    from elt.transform import invoke_dbt
 
     # Postgres's DETAIL and CONTEXT for this bad json quote the input: stand-ins for a refused row's values.
     secrets = ("Expected JSON value", "JSON data, line 1")
-    keep_row_values_out_of_dbt_logs()
-    saved = dict(os.environ)
-    os.environ.update(dbt_operators["run"].env)
-    try:
-        project = str(Settings().dbt_project_dir)
-        result = dbtRunner().invoke(["show", "--inline", "select '{\"a\": }'::json as x", "--project-dir", project,
-                                     "--profiles-dir", project, "--target-path", str(tmp_path / "target"),
-                                     "--log-path", str(tmp_path / "logs")])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    result = invoke_dbt(["show", "--inline", "select '{\"a\": }'::json as x", "--log-path", str(tmp_path / "logs")],
+                        target_path=tmp_path / "target", settings=settings)
     assert not result.success
     printed = capfd.readouterr().out
     assert "invalid input syntax for type json" in printed and "values are not shown" in printed
@@ -136,10 +100,8 @@ def test_refused_row_values_stay_out_of_dbt_task_logs_and_errors(dbt_operators, 
     assert "invalid input syntax for type json" in logged
     assert not [secret for secret in secrets if secret in printed or secret in logged]
 
-    with pytest.raises(AirflowFailException) as refused:
-        dbt_operators["run"].handle_exception_dbt_runner(_failed(
-            'new row violates check constraint "x"\nDETAIL:  Failing row contains (Ada, Obi, 080...).'))
-    assert "Failing row" not in str(refused.value) and refused.value.__cause__ is None
+    shown = _clean('new row violates check constraint "x"\nDETAIL:  Failing row contains (Ada, Obi, 080...).')
+    assert "violates check constraint" in shown and "Failing row" not in shown
 
 
 @pytest.mark.parametrize(

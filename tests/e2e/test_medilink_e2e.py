@@ -55,7 +55,8 @@ def _api_rows(settings) -> list[dict]:
 
 
 @pytest.mark.e2e
-def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, store, db, airflow_home, monkeypatch):
+def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, store, db, airflow_home, monkeypatch,
+                                                                     dbt_manifest):
     drop = generate_medilink_drops(end_date=END, days=21, seed=7)  # three weeks: week-over-week has values
     for name, data in drop.files.items():
         store.put(PREFIX + name, data)
@@ -74,7 +75,14 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
     assert run.state == "success"
     assert _asset_events() == events_before + 1  # new raw data published: medilink_marts is scheduled on it
     assert _runs(db) == [("medilink_ingest", "success", len(drop.files), [])]
-    assert marts.test().state == "success"
+    built = marts.test()
+    assert built.state == "success"
+    # Every model the nightly builds is a task of its own in the run, and each ended in success.
+    models = nightly_models(dbt_manifest)
+    assert len(models) >= 15  # not vacuous
+    model_tasks = {ti.task_id: ti.state for ti in built.get_task_instances() if ti.task_id in
+                   {model_task_id(name, has_tests) for name, has_tests in models.items()}}
+    assert model_tasks == {model_task_id(name, has_tests): "success" for name, has_tests in models.items()}
 
     # Every file loaded once; every deliberately bad row is in rejects and nothing else is.
     statuses = db.execute("select status, count(*) from ops.file_ledger group by 1").fetchall()
@@ -125,8 +133,8 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
     assert {row["facility_name"]: row for row in _api_rows(settings)} == served
 
     # A facility in a state that does not exist passes the file contract (state is free text there) but
-    # not the staging test: the marts run fails at that test, at once (no retry), and every published mart
-    # keeps its rows.
+    # not the staging test: the marts run fails at that test, at once (no retry), the models downstream of it
+    # are skipped (not built), every other model is built, and every published mart keeps its rows.
     published = {table: _snapshot(db, table) for table in PUBLISHED}
     store.put(PREFIX + f"facilities_{END + timedelta(days=1)}.csv",
               b"name,state,lga,lat,lon,type\nAtlantis Royal Clinic,Atlantis,Poseidonia,6.5,3.4,Clinic\n")
@@ -136,7 +144,10 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
     assert failed.state == "failed"
     states = {ti.task_id: (ti.state, ti.try_number) for ti in failed.get_task_instances()}
     assert states["dbt.stg_medilink__facilities.test"] == ("failed", 1)
-    assert states["dbt.dim_facilities.run"][0] == "upstream_failed"
+    downstream = downstream_models(dbt_manifest, "stg_medilink__facilities")
+    assert "dim_facilities" in downstream and len(models) - len(downstream) >= 5  # both sides are not vacuous
+    assert {name: states[model_task_id(name, has_tests)][0] for name, has_tests in models.items()} == {
+        name: "skipped" if name in downstream else "success" for name in models}
     assert {table: _snapshot(db, table) for table in PUBLISHED} == published
     run_state, failed_tasks, detail = db.execute(
         "select state, failed_tasks, detail from ops.pipeline_runs where dag_id = 'medilink_marts' "
@@ -144,6 +155,40 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
     assert (run_state, failed_tasks) == ("failed", ["dbt.stg_medilink__facilities.test"])
     assert "accepted_values_stg_medilink__facilities_state" in detail
     get_settings.cache_clear()
+
+
+def nightly_models(manifest_file: Path) -> dict[str, bool]:
+    """The models medilink_marts builds (all but the bed models, nhs_beds_ingest's), read from dbt's manifest:
+    {name: whether a test is on that model alone}."""
+    import json
+
+    nodes = json.loads(manifest_file.read_text())["nodes"]
+    models = {uid: node["name"] for uid, node in nodes.items() if node["resource_type"] == "model"
+              and "nhs_beds" not in node["tags"] and node["config"]["materialized"] != "ephemeral"}
+    tested = {node["depends_on"]["nodes"][0] for node in nodes.values()
+              if node["resource_type"] == "test" and len(node["depends_on"]["nodes"]) == 1}
+    return {name: uid in tested for uid, name in models.items()}
+
+
+def model_task_id(name: str, has_tests: bool) -> str:
+    """The runbook's task names: `dbt.<model>.run` beside `dbt.<model>.test`, or `dbt.<model>_run` alone."""
+    return f"dbt.{name}.run" if has_tests else f"dbt.{name}_run"
+
+
+def downstream_models(manifest_file: Path, model: str) -> set[str]:
+    """Names of the models that read `model`, directly or not (dbt's child map)."""
+    import json
+
+    manifest = json.loads(manifest_file.read_text())
+    names = {uid: node["name"] for uid, node in manifest["nodes"].items()}
+    todo = [uid for uid, name in names.items() if name == model and uid.startswith("model.")]
+    found: set[str] = set()
+    while todo:
+        for child in manifest["child_map"][todo.pop()]:
+            if child.startswith("model.") and child not in found:
+                found.add(child)
+                todo.append(child)
+    return {names[uid] for uid in found}
 
 
 # Every mart the API or BI tools read.
