@@ -1,6 +1,6 @@
 {#
     Bookkeeping of the incremental state models that aggregate the facts across days (int_patient_windows,
-    int_condition_patients; docs/decisions/0014-incremental-state-of-the-patient-marts.md).
+    int_condition_patients; docs/decisions/0016-incremental-state-of-the-patient-marts.md).
 
     Such a model keeps, beside its aggregate rows, one row per fact and reporting day it has taken in:
     `row_kind` names the fact, `reporting_day` the day and `file_ids` the ledger ids of the files whose rows the

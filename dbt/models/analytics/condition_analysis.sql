@@ -5,7 +5,7 @@
     (macros/disclosure_control.sql): a group of fewer patients than the threshold shows none of its figures
     (is_suppressed), the others' counts are rounded. Feeds BI and the API.
 
-    Published from exact counts kept up to date in core (docs/decisions/0014-incremental-state-of-the-patient-marts.md):
+    Published from exact counts kept up to date in core (docs/decisions/0016-incremental-state-of-the-patient-marts.md):
     visits from int_condition_visits_daily, distinct patients as the (patient, condition, age band) rows of
     int_condition_patients, the state's visits from int_facility_activity; none of them reads the facts.
 #}

@@ -4,7 +4,7 @@
     to roles allowed to see it (api_reader, behind the API's clinician check), never to BI tools.
 
     Published from core.int_patient_windows, which keeps each patient's window up to date from the days that
-    arrive and the days that leave (docs/decisions/0014-incremental-state-of-the-patient-marts.md): this
+    arrive and the days that leave (docs/decisions/0016-incremental-state-of-the-patient-marts.md): this
     table adds the patients without activity in the window, and what moves with as_of_date every day (age,
     the 30-day flag), reading one row per patient instead of the facts.
 #}

@@ -4,7 +4,7 @@
     (state, age band, sex, condition) counts distinct patients, which condition_analysis publishes. Plus one
     bookkeeping row per reporting day of the visits taken in (macros/absorbed_days.sql).
 
-    Incremental (docs/decisions/0014-incremental-state-of-the-patient-marts.md): distinct patients do not add
+    Incremental (docs/decisions/0016-incremental-state-of-the-patient-marts.md): distinct patients do not add
     up across days, but first sightings do. A new (or late) day adds the pairs it names for the first time, or
     moves a pair's first day earlier, from that day's rows alone. A day whose files changed (re-delivered,
     superseded, set aside) can take away the first sighting of the pairs first seen on it: those patients,

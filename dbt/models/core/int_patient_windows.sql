@@ -4,7 +4,7 @@
     with the day each was last seen. Plus one bookkeeping row per fact and reporting day in the window (the
     files taken in: macros/absorbed_days.sql). clinical.patient_summary publishes these rows.
 
-    Incremental (docs/decisions/0014-incremental-state-of-the-patient-marts.md): a build reads the facts' rows
+    Incremental (docs/decisions/0016-incremental-state-of-the-patient-marts.md): a build reads the facts' rows
     of the days that arrived (new, late) and of the days that leave the window, never the whole window:
     - a patient seen on a new day or on a day leaving the window has its row updated from those rows alone:
       counts plus the new day, minus the leaving day; latest dates and readings from the new day when later;
