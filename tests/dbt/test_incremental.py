@@ -261,3 +261,77 @@ def test_nightly_build_moves_the_window_from_the_days_that_arrive_and_leave(sett
 
     build(full_refresh=True, settings=settings)
     assert _contents(db) == nightly
+
+
+def _fact_reads(db) -> dict[str, dict[str, int]]:
+    """fact -> {"sequential scans": rows they read, "index (<columns>)": entries read through that index} since the
+    statistics were reset. Read once every other client of the database has gone: a backend hands its counters
+    over when it is idle between transactions (at most once a second) and when it exits, before it leaves
+    pg_stat_activity."""
+    others = ("select count(*) from pg_stat_activity where datname = current_database() "
+              "and backend_type = 'client backend' and pid <> pg_backend_pid()")
+    for _ in range(600):  # dbt has closed its connections; their backends may still be on their way out
+        if db.execute(others).fetchone()[0] == 0:
+            break
+        db.execute("select pg_sleep(0.05)")
+    assert db.execute(others).fetchone()[0] == 0, "dbt's connections did not end"
+    db.execute("select pg_stat_clear_snapshot()")
+    reads: dict[str, dict[str, int]] = {fact: {} for fact in FACTS}
+    for fact, name, count in db.execute(
+            "select relname, 'sequential scans', seq_tup_read from pg_stat_user_tables "
+            "where schemaname = 'core' and relname = any(%(facts)s) "
+            "union all "
+            "select indexes.relname, 'index (' || array_to_string(array("
+            "    select attribute.attname from unnest(index.indkey) with ordinality as keys (attnum, position) "
+            "    inner join pg_attribute as attribute "
+            "        on attribute.attrelid = index.indrelid and attribute.attnum = keys.attnum "
+            "    order by keys.position), ', ') || ')', indexes.idx_tup_read "
+            "from pg_stat_user_indexes as indexes inner join pg_index as index on index.indexrelid = indexes.indexrelid "
+            "where indexes.schemaname = 'core' and indexes.relname = any(%(facts)s)", {"facts": list(FACTS)}):
+        reads[fact][name] = count
+    return reads
+
+
+def test_a_nightly_build_reads_the_days_it_adds_not_the_history(settings, store, db, monkeypatch):
+    """Forty days of history, then one more: the nightly build (models and tests) reads a fraction of each fact.
+    Postgres is told to avoid sequential scans, as it does by itself on tables of millions of rows, so that what a
+    query reads shows what it asks for, not what is cheapest on a few thousand rows: a query that needs the whole
+    fact (a count of every row, a mart that aggregates every visit) reads it whole through an index, and each
+    index's entries read are counted."""
+    drop = generate_medilink_drops(end_date=NEW_DAY, days=41, seed=13, facilities=3, patients_per_facility=10,
+                                   visits_per_day=(20, 24), bad_rows=False)
+    files = dict(drop.files)
+    for name in files:  # each day's rows twenty times over: big enough for Postgres to plan as for big tables
+        if name.startswith(("triage_visits", "medical_records")):
+            header, rows = _csv_rows(files[name])
+            files[name] = _csv_bytes(header, rows * 20)
+    for name, data in files.items():
+        if str(NEW_DAY) not in name:
+            store.put(PREFIX + name, data)
+    assert {o.status for o in _ingest_waiting(settings)} == {"loaded"}
+    build(settings=settings)
+    for name, data in files.items():
+        if str(NEW_DAY) in name:
+            store.put(PREFIX + name, data)
+    assert [o.status for o in _ingest_waiting(settings)] == ["loaded"] * 2
+    history = {fact: _query(db, fact, "select count(*) from {fact}")[0][0] for fact in FACTS}
+    assert not any(_query(db, fact, "select from {fact} where {day} = %s", (NEW_DAY,)) for fact in FACTS)
+    assert all(rows > 2_000 for rows in history.values()), history
+
+    # This connection's own reads (the counts above) reach the statistics when it is next idle: before the reset.
+    db.execute("select pg_stat_force_next_flush()")
+    db.execute("select pg_stat_reset()")
+    assert all(not any(read.values()) for read in _fact_reads(db).values())
+    monkeypatch.setenv("PGOPTIONS", "-c enable_seqscan=off")
+    build(settings=settings)
+    monkeypatch.delenv("PGOPTIONS")
+    reads = _fact_reads(db)
+
+    added = {fact: _query(db, fact, "select count(*) from {fact} where {day} = %s", (NEW_DAY,))[0][0] for fact in FACTS}
+    assert all(rows * 30 < history[fact] for fact, rows in added.items()), (added, history)  # one day in 41
+    # What a nightly reads of a fact: the new day's rows (its own build, the daily rollups, the marts' state, the
+    # row tests of the batch: each a few times), one index entry per patient (relationships), a probe per file
+    # (the days taken in). One whole read of the history would be as many rows as the fact held before.
+    for fact, read in reads.items():
+        assert sum(read.values()) < history[fact] / 2, (fact, read, history[fact])
+        assert all(count < history[fact] / 4 for count in read.values()), (fact, read, history[fact])
