@@ -18,13 +18,22 @@ a checkpoint, and each nightly run after one more day's files are ingested:
      scheduler, dag-processor, triggerer; LocalExecutor), triggered and timed from the trigger to the run's
      end, against one `dbt build --exclude tag:nhs_beds` (the DAG's selection) in the same run, each after one
      more day; in alternating order, `--dag-rounds` times each, after one untimed run of the DAG.
+Then, on a second database cloned from the first before any build and given `--history-factor` (4) times the
+days (400 days: 4,000,000 records, 1,200,000 visits, the same patients and the same day's size):
+  9. the nightly build after one more day, on today's base and on the long one, interleaved over `--rounds` (3)
+     nights each: cost independent of history means the same nightly on both;
+  10. the full build (the first build) of the long base, against its nightly.
+Both build what `medilink_marts` builds each night (NIGHTLY_SELECTION: everything but the bed-occupancy models,
+which their own DAG builds after a quarterly workbook).
 Prints the wall times, their ratios to 1, and where the time goes: dbt start-up, then node time per kind of
 node and the slowest nodes (run_results.json; 4 threads, so node times add up to more than the wall time).
-Targets: nightly / full <= 0.15 (issue "large facts are incremental"); DAG run / dbt build <= 1.3 (issue 14).
+Targets: nightly / full <= 0.15 (issue "large facts are incremental"); issue 14: 8. DAG run / dbt build <= 1.3,
+9. long / today's <= 1.25, 10. nightly / full on the long base <= 0.10.
 The dbt project is copied into the run's folder, so the DAG's dbt target and the manifest it renders from are
 the run's own.
 
     ./start.sh bench dbt [--days N] [--records-per-day N] [--visits-per-day N] [--dag-rounds N] [--only dag]
+                    [--history-factor N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -35,14 +44,18 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from statistics import median
+
+import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,6 +75,9 @@ BUILD_TASK = "dbt_build"  # elt.dbt_watch.BUILD_TASK (not imported: that module 
 LARGE_RELATIONS = ("stg_medilink__medical_records", "stg_medilink__triage_visits", "fct_medical_records",
                    "fct_triage_visits")
 ROW_LEVEL_TESTS = ("not_null", "unique", "accepted_values", "between", "expression_is_true")
+# What medilink_marts builds each night: every model but the bed-occupancy ones (elt/orchestration.py, RenderConfig's
+# exclude; elt.dbt_plan.NIGHTLY_EXCLUDE once issue 14's orchestration change has landed: use that then).
+NIGHTLY_SELECTION = ("--exclude", "tag:nhs_beds")
 FIRST_DAY = date(2026, 1, 1)
 FACILITIES = [
     ("General Hospital Ikeja", "Lagos", "Ikeja", "Hospital"), ("Maitama District Hospital", "FCT", "Abuja Municipal", "Hospital"),
@@ -247,6 +263,98 @@ def phases(wall: float, results: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class History:
+    """Figures 9 and 10: the same nightly on today's base and on a base `factor` times as many days long."""
+
+    factor: int
+    days: int
+    settings: Settings | None = None
+    url: str = ""
+    target: Path | None = None
+    extra_days: list[list[Path]] = field(default_factory=list)  # day `days + 4 + i`: the long base, then today's nights
+    long_nights: list[list[Path]] = field(default_factory=list)
+    generate_seconds: float = 0.0
+    ingest_seconds: float = 0.0
+    full_seconds: float = 0.0
+    full_results: dict = field(default_factory=dict)
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (today's nightly, long nightly)
+    long_results: dict = field(default_factory=dict)
+
+
+def generate_history(csvs: Path, patients, args, first_new_day: int) -> History:
+    """The long base's days after today's base and its four nights, and each base's nights for the rounds: the
+    same generator and day size as today's base (its own random stream, so today's figures are unchanged)."""
+    history = History(factor=args.history_factor, days=args.days)
+    rng = random.Random(8)
+    start = time.perf_counter()
+    last_long_day = args.history_factor * args.days
+    for offset in range(first_new_day, max(last_long_day, first_new_day + args.rounds)):
+        history.extra_days.append(write_day(csvs, FIRST_DAY + timedelta(days=offset), patients, rng,
+                                            args.records_per_day, args.visits_per_day))
+    for offset in range(last_long_day, last_long_day + args.rounds):
+        history.long_nights.append(write_day(csvs, FIRST_DAY + timedelta(days=offset), patients, rng,
+                                             args.records_per_day, args.visits_per_day))
+    history.generate_seconds = time.perf_counter() - start
+    return history
+
+
+def load_history(history: History, postgres: EmbeddedPostgres, s3: LocalS3, template: str, nights: list[list[Path]],
+                 root: Path) -> None:
+    """The long base: a copy of today's raw tables and ledger (before any build), then the days after them."""
+    name = template + "_long"
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f'create database "{name}" template "{template}"')
+    s3.client().create_bucket(Bucket=name.replace("_", "-"))
+    history.url = postgres.url(name)
+    history.settings = Settings(database_url=history.url, s3_endpoint_url=s3.endpoint_url,
+                                s3_bucket=name.replace("_", "-"), dbt_project_dir=REPO / "dbt")
+    long_days = [*nights, *history.extra_days][:history.days * (history.factor - 1)]
+    history.ingest_seconds = ingest(s3, history.settings, [path for day in long_days for path in day])
+    history.target = root / "target-long"
+    run_dbt(["parse", "--target-path", str(history.target)], settings=history.settings)
+
+
+def measure_history(history: History, s3: LocalS3, settings: Settings, url: str, target: Path, today_nights) -> None:
+    """10. the long base's full build; 9. nightly builds after one more day, today's base and the long one in turn."""
+    history.full_seconds, history.full_results = timed_build(history.settings, history.url, history.target, "build",
+                                                             *NIGHTLY_SELECTION)
+    print(f"10. full build of the long base: {history.full_seconds:.1f} s", flush=True)
+    for today_night, long_night in zip(today_nights, history.long_nights, strict=True):
+        ingest(s3, settings, today_night)
+        today_seconds, _ = timed_build(settings, url, target, "build", *NIGHTLY_SELECTION)
+        ingest(s3, history.settings, long_night)
+        long_seconds, history.long_results = timed_build(history.settings, history.url, history.target, "build",
+                                                         *NIGHTLY_SELECTION)
+        history.rounds.append((today_seconds, long_seconds))
+        print(f"9. nightly build, today's base {today_seconds:.1f} s, long base {long_seconds:.1f} s", flush=True)
+
+
+def history_report(history: History) -> str:
+    today = statistics.median(seconds for seconds, _ in history.rounds)
+    long = statistics.median(seconds for _, seconds in history.rounds)
+    lines = [f"{history.factor}x base: {history.factor * history.days} days, generated in {history.generate_seconds:.1f} s "
+             f"(the days after today's base), copied from today's raw tables and topped up in {history.ingest_seconds:.1f} s.",
+             f"10. full build of the {history.factor}x base, first `dbt build {' '.join(NIGHTLY_SELECTION)}` : "
+             f"{history.full_seconds:7.2f} s",
+             phases(history.full_seconds, history.full_results),
+             f"9. nightly `dbt build {' '.join(NIGHTLY_SELECTION)}` after one more day, today's base and the "
+             f"{history.factor}x base in turn:"]
+    for number, (today_seconds, long_seconds) in enumerate(history.rounds, 1):
+        lines.append(f"   night {number}: today's {today_seconds:6.2f} s, {history.factor}x {long_seconds:6.2f} s, "
+                     f"ratio {long_seconds / today_seconds:5.3f}")
+    lines.append(f"   the last {history.factor}x nightly:")
+    lines.append(phases(history.rounds[-1][1], history.long_results))
+    lines += [
+        "",
+        f"ratio 9. nightly, {history.factor}x base / today's base (medians) : {long / today:7.3f}   "
+        f"(target <= 1.25: {'met' if long / today <= 1.25 else 'NOT met'}; median {long:.2f} s / {today:.2f} s)",
+        f"ratio 9. / 10. nightly / full build, {history.factor}x base : {long / history.full_seconds:7.3f}   "
+        f"(target <= 0.10: {'met' if long / history.full_seconds <= 0.10 else 'NOT met'})",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=100)
@@ -255,6 +363,9 @@ def main() -> int:
     parser.add_argument("--patients-per-facility", type=int, default=1_000)
     parser.add_argument("--dag-rounds", type=int, default=2, help="figure 8: DAG runs and builds, each (default 2)")
     parser.add_argument("--only", choices=["dag"], help="dag: figure 8 alone (after one untimed first build)")
+    parser.add_argument("--history-factor", type=int, default=4, help="the long base is this many times the days "
+                        "(figures 9 and 10; 1 leaves them out)")
+    parser.add_argument("--rounds", type=int, default=3, help="nightly builds on each base for figure 9")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1",
                       DO_NOT_TRACK="1", AIRFLOW__COSMOS__ENABLE_TELEMETRY="False")
@@ -280,6 +391,8 @@ def main() -> int:
                             args.visits_per_day) for night in range(4 + 2 * args.dag_rounds)]
         print(f"generated {len(base)} base files ({args.days} days) and {len(nights)} x {len(nights[0])} new ones "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
+        history = (generate_history(csvs, patients, args, args.days + len(nights))
+                   if args.history_factor > 1 and args.only != "dag" else None)
 
         postgres = EmbeddedPostgres(root / "pg", free_port(), root / "pg.log")
         s3 = LocalS3(free_port(), root / "s3.log", bucket="bench")
@@ -293,6 +406,10 @@ def main() -> int:
             prepare(settings)
             base_ingest = ingest(s3, settings, base)
             print(f"ingested the base in {base_ingest:.1f} s", flush=True)
+            if history:
+                load_history(history, postgres, s3, "bench", nights, root)
+                print(f"the {history.factor}x base: generated in {history.generate_seconds:.1f} s, "
+                      f"topped up in {history.ingest_seconds:.1f} s", flush=True)
             # Parse once: every timed run below shares this target folder, so it starts with a partial parse
             # (as on a worker that keeps dbt/target between nights).
             target = root / "target"
@@ -322,6 +439,8 @@ def main() -> int:
             refresh_seconds, _ = timed_build(settings, url, target, "build", "--full-refresh")
             print(f"7. full refresh: {refresh_seconds:.1f} s", flush=True)
             dag_runs, dag_builds = dag_vs_build(root, postgres, s3, settings, url, target, nights[4:])
+            if history:
+                measure_history(history, s3, settings, url, target, history.extra_days[:args.rounds])
             counts = subprocess.run(
                 [str(pg_bin_dir() / "psql"), url, "-tAc",
                  "select (select count(*) from core.fct_medical_records) || ' ' || (select count(*) from core.fct_triage_visits)"],
@@ -364,6 +483,8 @@ ratio 6. the facts alone / 1. full build            : {facts_seconds / full_seco
 
 {dag_ratio_line(dag_ratio)}
 """)
+    if history:
+        print(history_report(history))
     return 0
 
 

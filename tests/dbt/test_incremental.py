@@ -1,5 +1,6 @@
-"""The incremental facts: a nightly build after new, re-delivered and late files gives exactly what a full
-rebuild gives, and writes only the reporting days of those files."""
+"""The incremental facts and the marts kept up to date from them: a nightly build after new, re-delivered,
+superseded and late files, and with a day leaving the 12-month window, gives exactly what a full rebuild gives,
+and writes only the reporting days of those files."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ PREFIX = "medical_records/input/"
 FACTS = {"fct_medical_records": ("medical_record_id", "record_date"),
          "fct_triage_visits": ("triage_visit_id", "visit_date")}
 FIRST, SECOND, THIRD, NEW_DAY = (date(2026, 11, day) for day in (11, 12, 13, 14))
+# Two older days, each a copy of FIRST's files less a row: the first is inside the 12-month window that ends on
+# THIRD (it starts after 2025-11-13) and leaves it when NEW_DAY arrives; the second stays inside it.
+LEAVING, STAYING = date(2025, 11, 14), date(2026, 1, 15)
 
 
 def _ingest_waiting(settings, *, leave: str | None = None) -> list:
@@ -48,10 +52,12 @@ def _query(db, fact: str, template: str, params: tuple = ()) -> list[tuple]:
     return db.execute(query, params).fetchall()
 
 
-# Built from the facts through the daily rollups: a nightly build must leave them as a full build does.
+# Built from the facts through the daily rollups and the incremental state of the patient marts: a nightly build
+# must leave them as a full build does.
 DERIVED = ("core.int_triage_visits_daily", "core.int_medical_records_daily", "core.int_facility_activity",
+           "core.int_patient_windows", "core.int_condition_patients", "core.int_condition_visits_daily",
            "analytics.triage_trends", "analytics.facility_monthly", "analytics.facility_performance",
-           "analytics.facility_stats")
+           "analytics.facility_stats", "analytics.condition_analysis", "clinical.patient_summary")
 
 
 def _contents(db) -> dict[str, list[tuple]]:
@@ -93,15 +99,22 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     for name, data in drop.files.items():
         if str(NEW_DAY) not in name:
             store.put(PREFIX + name, data)
+    for day, keep in ((LEAVING, slice(None, -1)), (STAYING, slice(1, None))):
+        for kind in ("triage_visits", "medical_records"):
+            header, rows = _csv_rows(drop.files[f"{kind}_{FIRST}.csv"])
+            store.put(PREFIX + f"{kind}_{day}.csv", _csv_bytes(header, rows[keep]))
     assert {o.status for o in _ingest_waiting(settings, leave=late_key)} == {"loaded"}
     build(settings=settings)
     before = {fact: _row_versions(db, fact) for fact in FACTS}
     assert all(before.values())
+    window_days = "select row_kind from core.int_patient_windows where reporting_day = %s order by 1"
+    assert db.execute(window_days, (LEAVING,)).fetchall() == [("medical_records",), ("triage_visits",)]
 
-    # The next night: the new day's triage file, the late records file, and two days delivered again under
-    # the same keys (newer bytes supersede the older file): the 2nd day's triage file with rows dropped,
-    # one duplicated (a second, identical visit) and one changed; the 3rd day's records naming only
-    # unknown patients, so that no record is left for that day.
+    # The next night: the new day's triage file (LEAVING leaves the window), the late records file, and three
+    # days delivered again (the newer file supersedes the older one): the 2nd day's triage file under the same
+    # key with rows dropped, one duplicated (a second, identical visit) and one changed; the 3rd day's records
+    # naming only unknown patients, so that no record is left for that day; STAYING's triage visits under
+    # another key, a row dropped and one changed.
     store.put(PREFIX + f"triage_visits_{NEW_DAY}.csv", drop.files[f"triage_visits_{NEW_DAY}.csv"])
     header, rows = _csv_rows(drop.files[f"triage_visits_{SECOND}.csv"])
     level = header.index("triage_level")
@@ -112,21 +125,26 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     for row in rows:
         row[header.index("patient_last_name")] = "Nobody"
     store.put(PREFIX + f"medical_records_{THIRD}.csv", _csv_bytes(header, rows))
+    header, rows = _csv_rows(drop.files[f"triage_visits_{FIRST}.csv"])
+    rows = rows[2:]
+    rows[0][level] = "1" if rows[0][level] != "1" else "3"
+    store.put(PREFIX + f"triage_visits_{STAYING}_resent.csv", _csv_bytes(header, rows))
     outcomes = _ingest_waiting(settings)
-    assert [o.status for o in outcomes] == ["loaded"] * 4
+    assert [o.status for o in outcomes] == ["loaded"] * 5
     new_files = [o.file_id for o in outcomes]
     in_facts = [row[0] for fact in FACTS for row in _query(db, fact, "select distinct file_id from {fact}")]
     assert late.file_id in new_files and late.file_id < min(in_facts)
     superseded = [row[0] for row in db.execute("select file_id from ops.file_ledger where status = 'superseded'")]
-    assert len(superseded) == 2
+    assert len(superseded) == 3
 
     nightly_target = tmp_path / "nightly"
     run_dbt(["build", "--target-path", str(nightly_target)], settings=settings)
     nightly = _contents(db)
+    assert db.execute(window_days, (LEAVING,)).fetchall() == []  # LEAVING has left the window
 
     # Only the days of the new files were written: every other row is the very row version of the first
     # build, and the rows inserted are the new files' rows, no more.
-    rebuilt = {"fct_medical_records": [THIRD, NEW_DAY], "fct_triage_visits": [SECOND, NEW_DAY]}
+    rebuilt = {"fct_medical_records": [THIRD, NEW_DAY], "fct_triage_visits": [SECOND, STAYING, NEW_DAY]}
     inserted = _rows_inserted(nightly_target)
     for fact in FACTS:
         kept = dict(_query(db, fact, "select {id}, xmin::text::bigint from {fact} where {day} <> all(%s)",
@@ -195,3 +213,125 @@ def test_nightly_build_equals_full_refresh_and_writes_only_the_days_of_new_files
     assert "Failing row contains" not in str(refused.value)  # Postgres's DETAIL repeats the row's values
     assert db.execute("select * from analytics.facility_performance order by facility_id").fetchall() == published
 
+
+
+def test_nightly_build_moves_the_window_from_the_days_that_arrive_and_leave(settings, store, db):
+    """No day changes here, so the marts' state is updated from the arriving and leaving days' rows alone
+    (int_patient_windows, int_condition_patients): a new day, a day leaving the 12-month window, and two late
+    files for days inside it (one earlier than some patients' first sighting of a condition)."""
+    drop = generate_medilink_drops(end_date=NEW_DAY, days=4, seed=12, facilities=3, patients_per_facility=6,
+                                   visits_per_day=(10, 16))
+    early = date(2025, 12, 1)
+    late_files = {f"medical_records_{STAYING}.csv", f"triage_visits_{early}.csv"}
+    older_days = {}  # key -> bytes: copies of FIRST's files less a row (distinct bytes, else a duplicate)
+    for day, keep in ((LEAVING, slice(None, -1)), (STAYING, slice(1, None)), (early, slice(2, None))):
+        for kind, named in (("triage_visits", "conditions"), ("medical_records", "diagnosis")):
+            header, rows = _csv_rows(drop.files[f"{kind}_{FIRST}.csv"])
+            rows = rows[keep]
+            if day == LEAVING:  # named on no other day: gone from the summaries once LEAVING leaves the window
+                for row in rows:
+                    row[header.index(named)] = "Leaving fever"
+            older_days[f"{kind}_{day}.csv"] = _csv_bytes(header, rows)
+    del older_days[f"medical_records_{early}.csv"]
+    for name, data in {**drop.files, **older_days}.items():
+        if str(NEW_DAY) not in name and name not in late_files:
+            store.put(PREFIX + name, data)
+    assert {o.status for o in _ingest_waiting(settings)} == {"loaded"}
+    build(settings=settings)
+    window_days = "select row_kind from core.int_patient_windows where reporting_day = %s order by 1"
+    assert db.execute(window_days, (LEAVING,)).fetchall() == [("medical_records",), ("triage_visits",)]
+    named_leaving = ("select count(*) from clinical.patient_summary where 'leaving fever' = any(conditions_12m) "
+                     "or 'Leaving fever' = any(recent_diagnoses)")
+    assert db.execute(named_leaving).fetchone()[0] > 0
+    pairs_before = dict(db.execute("select row_key, xmin::text from core.int_condition_patients"))
+
+    for name in (*late_files, *(name for name in drop.files if str(NEW_DAY) in name)):
+        store.put(PREFIX + name, {**drop.files, **older_days}[name])
+    assert [o.status for o in _ingest_waiting(settings)] == ["loaded"] * 4
+    build(settings=settings)
+    nightly = _contents(db)
+    assert db.execute(window_days, (LEAVING,)).fetchall() == []
+    assert db.execute(named_leaving).fetchone()[0] == 0
+    assert db.execute(window_days, (STAYING,)).fetchall() == [("medical_records",), ("triage_visits",)]
+    # A pair seen again is not written again (its first sighting stands); the late early day moved some earlier.
+    pairs_after = dict(db.execute("select row_key, xmin::text from core.int_condition_patients"))
+    assert any(pairs_after.get(key) == version for key, version in pairs_before.items())
+    assert db.execute("select count(*) from core.int_condition_patients where first_visit_date = %s",
+                      (early,)).fetchone()[0] > 0
+
+    build(full_refresh=True, settings=settings)
+    assert _contents(db) == nightly
+
+
+def _fact_reads(db) -> dict[str, dict[str, int]]:
+    """fact -> {"sequential scans": rows they read, "index (<columns>)": entries read through that index} since the
+    statistics were reset. Read once every other client of the database has gone: a backend hands its counters
+    over when it is idle between transactions (at most once a second) and when it exits, before it leaves
+    pg_stat_activity."""
+    others = ("select count(*) from pg_stat_activity where datname = current_database() "
+              "and backend_type = 'client backend' and pid <> pg_backend_pid()")
+    for _ in range(600):  # dbt has closed its connections; their backends may still be on their way out
+        if db.execute(others).fetchone()[0] == 0:
+            break
+        db.execute("select pg_sleep(0.05)")
+    assert db.execute(others).fetchone()[0] == 0, "dbt's connections did not end"
+    db.execute("select pg_stat_clear_snapshot()")
+    reads: dict[str, dict[str, int]] = {fact: {} for fact in FACTS}
+    for fact, name, count in db.execute(
+            "select relname, 'sequential scans', seq_tup_read from pg_stat_user_tables "
+            "where schemaname = 'core' and relname = any(%(facts)s) "
+            "union all "
+            "select indexes.relname, 'index (' || array_to_string(array("
+            "    select attribute.attname from unnest(index.indkey) with ordinality as keys (attnum, position) "
+            "    inner join pg_attribute as attribute "
+            "        on attribute.attrelid = index.indrelid and attribute.attnum = keys.attnum "
+            "    order by keys.position), ', ') || ')', indexes.idx_tup_read "
+            "from pg_stat_user_indexes as indexes inner join pg_index as index on index.indexrelid = indexes.indexrelid "
+            "where indexes.schemaname = 'core' and indexes.relname = any(%(facts)s)", {"facts": list(FACTS)}):
+        reads[fact][name] = count
+    return reads
+
+
+def test_a_nightly_build_reads_the_days_it_adds_not_the_history(settings, store, db, monkeypatch):
+    """Forty days of history, then one more: the nightly build (models and tests) reads a fraction of each fact.
+    Postgres is told to avoid sequential scans, as it does by itself on tables of millions of rows, so that what a
+    query reads shows what it asks for, not what is cheapest on a few thousand rows: a query that needs the whole
+    fact (a count of every row, a mart that aggregates every visit) reads it whole through an index, and each
+    index's entries read are counted."""
+    drop = generate_medilink_drops(end_date=NEW_DAY, days=41, seed=13, facilities=3, patients_per_facility=10,
+                                   visits_per_day=(20, 24), bad_rows=False)
+    files = dict(drop.files)
+    for name in files:  # each day's rows twenty times over: big enough for Postgres to plan as for big tables
+        if name.startswith(("triage_visits", "medical_records")):
+            header, rows = _csv_rows(files[name])
+            files[name] = _csv_bytes(header, rows * 20)
+    for name, data in files.items():
+        if str(NEW_DAY) not in name:
+            store.put(PREFIX + name, data)
+    assert {o.status for o in _ingest_waiting(settings)} == {"loaded"}
+    build(settings=settings)
+    for name, data in files.items():
+        if str(NEW_DAY) in name:
+            store.put(PREFIX + name, data)
+    assert [o.status for o in _ingest_waiting(settings)] == ["loaded"] * 2
+    history = {fact: _query(db, fact, "select count(*) from {fact}")[0][0] for fact in FACTS}
+    assert not any(_query(db, fact, "select from {fact} where {day} = %s", (NEW_DAY,)) for fact in FACTS)
+    assert all(rows > 2_000 for rows in history.values()), history
+
+    # This connection's own reads (the counts above) reach the statistics when it is next idle: before the reset.
+    db.execute("select pg_stat_force_next_flush()")
+    db.execute("select pg_stat_reset()")
+    assert all(not any(read.values()) for read in _fact_reads(db).values())
+    monkeypatch.setenv("PGOPTIONS", "-c enable_seqscan=off")
+    build(settings=settings)
+    monkeypatch.delenv("PGOPTIONS")
+    reads = _fact_reads(db)
+
+    added = {fact: _query(db, fact, "select count(*) from {fact} where {day} = %s", (NEW_DAY,))[0][0] for fact in FACTS}
+    assert all(rows * 30 < history[fact] for fact, rows in added.items()), (added, history)  # one day in 41
+    # What a nightly reads of a fact: the new day's rows (its own build, the daily rollups, the marts' state, the
+    # row tests of the batch: each a few times), one index entry per patient (relationships), a probe per file
+    # (the days taken in). One whole read of the history would be as many rows as the fact held before.
+    for fact, read in reads.items():
+        assert sum(read.values()) < history[fact] / 2, (fact, read, history[fact])
+        assert all(count < history[fact] / 4 for count in read.values()), (fact, read, history[fact])

@@ -7,16 +7,18 @@ import json
 from elt.transform import dbt_connection_env, run_dbt
 
 # Declared under `unit_tests:` in dbt/models/*/_*.yml: the moving average, the age band, the priority mapping,
-# blood-pressure parsing, the row filters, the bed-occupancy changes and flags, and the disclosure control of
-# every de-identified mart, one or more per model.
+# blood-pressure parsing, the row filters, the 12-month window, the bed-occupancy changes and flags, and the
+# disclosure control of every de-identified mart, one or more per model.
 UNIT_TESTS = {
     "bed_occupancy_trends_85_and_92_pct_flags", "bed_occupancy_trends_quarter_and_year_changes",
-    "condition_analysis_age_bands_and_shares", "condition_analysis_disclosure_control",
+    "condition_analysis_counts_and_shares", "condition_analysis_disclosure_control",
     "facility_monthly_disclosure_control", "facility_monthly_volumes_and_averages",
     "facility_performance_disclosure_control", "facility_performance_rounds_halves_up",
     "facility_stats_disclosure_control", "fct_triage_visits_keeps_only_rows_naming_one_patient",
     "fct_triage_visits_maps_triage_level_to_priority", "fct_triage_visits_parses_blood_pressure",
-    "int_facility_activity_counts", "patient_summary_window_flags_and_last_reading",
+    "int_facility_activity_counts", "int_condition_visits_daily_age_band_on_the_visit_day",
+    "int_condition_patients_first_sighting_per_age_band", "int_patient_windows_window_counts_and_sightings",
+    "patient_summary_window_flags_and_last_reading",
     "stg_medilink__patients_phone_and_age", "triage_trends_disclosure_control",
     "triage_trends_moving_average_and_week_over_week",
 }

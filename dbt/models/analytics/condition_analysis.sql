@@ -4,72 +4,65 @@
     day. De-identified: no patient ids, names or birth dates; bands, not ages; and disclosure control
     (macros/disclosure_control.sql): a group of fewer patients than the threshold shows none of its figures
     (is_suppressed), the others' counts are rounded. Feeds BI and the API.
+
+    Published from exact counts kept up to date in core (docs/decisions/0016-incremental-state-of-the-patient-marts.md):
+    visits from int_condition_visits_daily, distinct patients as the (patient, condition, age band) rows of
+    int_condition_patients, the state's visits from int_facility_activity; none of them reads the facts.
 #}
 with
 
-triage_visits as (
+condition_visits as (
 
-    select * from {{ ref('fct_triage_visits') }}
-
-),
-
-patients as (
-
-    select * from {{ ref('dim_patients') }}
+    select * from {{ ref('int_condition_visits_daily') }}
 
 ),
 
-facilities as (
+condition_patients as (
 
-    select * from {{ ref('dim_facilities') }}
+    select * from {{ ref('int_condition_patients') }}
+    where patient_id is not null
 
 ),
 
-visit_conditions as (
+facility_activity as (
 
-    -- One row per visit and distinct condition named at it, with the patient's age on the visit day.
+    select * from {{ ref('int_facility_activity') }}
+
+),
+
+visit_groups as (
+
     select
-        triage_visits.facility_id,
-        triage_visits.patient_id,
-        {{ age_in_years('patients.birth_date', 'triage_visits.visit_date') }} as age_years,
-        coalesce(patients.sex, 'Unknown') as sex,
-        visit_condition.condition_name
-    from triage_visits
-    inner join patients
-        on triage_visits.patient_id = patients.patient_id
-    cross join lateral (
-        select distinct lower(condition_name) as condition_name
-        from unnest(triage_visits.conditions) as named (condition_name)
-    ) as visit_condition
+        state,
+        age_band,
+        sex,
+        condition_name,
+        cast(sum(visit_count) as bigint) as visit_count
+    from condition_visits
+    group by 1, 2, 3, 4
 
 ),
 
-patient_conditions as (
+patient_groups as (
 
-    -- One row per group and patient: counting these rows counts distinct patients, adding up their
-    -- visit counts counts visits, both by hashing (no sort of every visit).
+    -- One row per group and patient: counting them counts distinct patients.
     select
-        facilities.state,
-        {{ age_band('visit_conditions.age_years') }} as age_band,
-        visit_conditions.sex,
-        visit_conditions.condition_name,
-        visit_conditions.patient_id,
-        count(*) as visit_count
-    from visit_conditions
-    inner join facilities
-        on visit_conditions.facility_id = facilities.facility_id
-    group by 1, 2, 3, 4, 5
+        state,
+        age_band,
+        sex,
+        condition_name,
+        count(*) as patient_count
+    from condition_patients
+    group by 1, 2, 3, 4
 
 ),
 
 state_visits as (
 
     select
-        facilities.state,
-        count(*) as state_visit_count
-    from triage_visits
-    inner join facilities
-        on triage_visits.facility_id = facilities.facility_id
+        state,
+        sum(triage_visit_count) as state_visit_count
+    from facility_activity
     group by 1
 
 ),
@@ -77,14 +70,18 @@ state_visits as (
 grouped as (
 
     select
-        state,
-        age_band,
-        sex,
-        condition_name,
-        cast(sum(visit_count) as bigint) as visit_count,
-        count(*) as patient_count
-    from patient_conditions
-    group by 1, 2, 3, 4
+        visit_groups.state,
+        visit_groups.age_band,
+        visit_groups.sex,
+        visit_groups.condition_name,
+        visit_groups.visit_count,
+        patient_groups.patient_count
+    from visit_groups
+    inner join patient_groups
+        on visit_groups.state = patient_groups.state
+        and visit_groups.age_band = patient_groups.age_band
+        and visit_groups.sex = patient_groups.sex
+        and visit_groups.condition_name = patient_groups.condition_name
 
 ),
 

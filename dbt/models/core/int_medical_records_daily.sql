@@ -10,7 +10,7 @@
         unique_key='record_date',
         on_schema_change='append_new_columns',
         indexes=[{'columns': ['record_date']}],
-        post_hook="{{ delete_rows_of_unloaded_files('medilink_medical_records', file_ids_column='file_ids') }}",
+        post_hook="{{ delete_rows_of_unloaded_files('medilink_medical_records', file_ids_column='file_ids', date_column='record_date') }}",
     )
 }}
 -- depends_on: {{ ref('stg_ops__file_ledger') }}

@@ -14,7 +14,7 @@
         unique_key='visit_date',
         on_schema_change='append_new_columns',
         indexes=[{'columns': ['visit_date']}],
-        post_hook="{{ delete_rows_of_unloaded_files('medilink_triage_visits', file_ids_column='file_ids') }}",
+        post_hook="{{ delete_rows_of_unloaded_files('medilink_triage_visits', file_ids_column='file_ids', date_column='visit_date') }}",
     )
 }}
 -- depends_on: {{ ref('stg_ops__file_ledger') }}
