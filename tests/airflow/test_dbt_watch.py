@@ -177,9 +177,9 @@ def _clear_and_resume(dag, run_id: str, task_ids: tuple[str, ...]) -> None:
     import time
 
     from airflow.models.dagrun import DagRun
+    from airflow.sdk import timezone
     from airflow.sdk.definitions.dag import _run_task
     from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils import timezone
     from airflow.utils.state import DagRunState, TaskInstanceState
     from sqlalchemy import select
 
