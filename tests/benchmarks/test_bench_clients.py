@@ -45,3 +45,11 @@ def test_a_failing_client_is_reported_not_hidden(bench):
 
     with pytest.raises(RuntimeError, match="a client failed"):
         bench.run_clients(4, 0.02, lambda: None, request)
+
+
+def test_bench_api_loads_the_dbt_bench_generator(bench):
+    """bench api generates its data with benchmarks/dbt.py, loaded by path; that module declares dataclasses, which
+    look their module up in sys.modules while the class is made (loading it unregistered crashed bench api)."""
+    dbt_bench = bench.load_dbt_bench()
+    assert callable(dbt_bench.make_patients) and callable(dbt_bench.write_day)
+    assert dbt_bench.History.__dataclass_fields__["factor"].type == "int"
