@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 BUILD_TASK = "dbt_build"
 GATE_TASK = "all_dbt_tasks_succeeded"
 RESULTS_KEY = "dbt_results"
-POLL_SECONDS = 0.5  # how often a waiting task looks at the build's results (one look serves all of a run's tasks)
+POLL_SECONDS = 0.2  # how often a waiting task looks at the build's results (one look serves all of a run's tasks)
 _MESSAGE_CHARS = 600
 
 

@@ -168,6 +168,9 @@ class Stack:
             "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt"],
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "airflow-tasks"),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            # The scheduler's pause when a loop found nothing to do (Airflow's default 1 s): a run starts and ends
+            # up to this long after its trigger and its last task (docs/decisions/0015).
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "DO_NOT_TRACK": "1",
             "SCARF_ANALYTICS": "false",
