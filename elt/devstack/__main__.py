@@ -309,7 +309,7 @@ class Stack:
             if run != last_state or now - last_print > 300:
                 run_text = "; ".join(f"{dag} {state} ({run_id})" for dag, run_id, state in run) or "no runs yet"
                 print(f"[{time.strftime('%H:%M:%S')}] {run_text}; files {self.file_counts()}; "
-                      f"{marts_status((self.api_ready() or {}).get('marts', {}))}", flush=True)
+                      f"{marts_status((self.api_ready() or {}).get('marts'))}", flush=True)
                 last_state, last_print = run, now
             time.sleep(5)
 
@@ -337,11 +337,14 @@ class Stack:
         print("stopped; data kept in", self.data_dir, flush=True)
 
 
-def marts_status(marts: dict[str, dict]) -> str:
+def marts_status(marts: dict[str, dict] | None) -> str:
     """The status line's words on the marts of /ready: how many nightly marts are built, and of the bed marts
-    (built when a KH03 workbook loads) what is there and what is still empty."""
+    (built when a KH03 workbook loads) what is there and what is still empty. None (or no marts): /ready did not
+    answer: the API is not up yet, or /ready waited 3 s on a table that dbt was swapping in."""
+    if not marts:
+        return "marts: no answer from the API's /ready (not up yet, or dbt is swapping a mart in); the next line says"
     nightly = [m for m in marts.values() if m.get("refreshed") != "on_arrival"]
-    text = f"nightly marts the API serves: {sum(1 for m in nightly if m.get('built'))} of {len(nightly) or '?'} built"
+    text = f"nightly marts the API serves: {sum(1 for m in nightly if m.get('built'))} of {len(nightly)} built"
     beds = {name: m for name, m in marts.items() if m.get("refreshed") == "on_arrival"}
     if not beds:
         return text

@@ -79,3 +79,16 @@ def test_postgres_starts_from_a_checkout_inside_a_folder_only_root_may_enter(tmp
     finally:
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_the_status_line_says_when_ready_gave_no_answer():
+    """While dbt swaps a mart in, /ready can miss the status loop's 3 s timeout: the line said "0 of ? built",
+    which reads as if nothing were built. It now says there was no answer."""
+    from elt.devstack.__main__ import marts_status
+
+    for no_answer in (None, {}):
+        line = marts_status(no_answer)
+        assert "no answer from the API's /ready" in line and "0 of" not in line and "?" not in line
+    built = {"analytics.triage_trends": {"built": True, "refreshed": "nightly"},
+             "analytics.facility_stats": {"built": False, "refreshed": "nightly"}}
+    assert marts_status(built) == "nightly marts the API serves: 1 of 2 built"
