@@ -110,6 +110,9 @@ def invoke_dbt(args: list[str], *, target_path: Path, settings: Settings | None 
                 os.environ[key] = value
 
 
+FAILURE_LINES = 20  # failure lines a DbtError keeps (its message goes to task logs and run records)
+
+
 def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
     """Run `dbt <args>` on the project; returns the output lines, raises DbtError on failure."""
     settings = settings or get_settings()
@@ -126,15 +129,24 @@ def run_dbt(args: list[str], *, settings: Settings | None = None) -> list[str]:
         lines.append(line)
         log.info("dbt | %s", line)
     if process.wait() != 0:
-        # The summary lines, and after a "Database Error" the lines that say what Postgres refused (a
-        # broken constraint names itself there), after a "Compilation Error" what the project refused (a
-        # disclosure-control setting out of bounds says so there).
-        failures = [ln for index, ln in enumerate(lines)
-                    if "ERROR" in ln or "FAIL" in ln or "Error" in ln
-                    or any("Database Error" in earlier or "Compilation Error" in earlier
-                           for earlier in lines[max(0, index - 2):index])][-20:]
-        raise DbtError(f"dbt {' '.join(args)} failed (exit {process.returncode}):\n" + "\n".join(failures))
+        raise DbtError(f"dbt {' '.join(args)} failed (exit {process.returncode}):\n" + failure_summary(lines))
     return lines
+
+
+def failure_summary(lines: list[str], keep: int = FAILURE_LINES) -> str:
+    """What a failed dbt run's error says: the summary lines, and after a "Database Error" the lines that say
+    what Postgres refused (a broken constraint names itself there), after a "Compilation Error" what the project
+    refused (a disclosure-control setting out of bounds says so there). The last `keep` of them, after a line
+    that counts the ones left out: the log has them all."""
+    failures = [ln for index, ln in enumerate(lines)
+                if "ERROR" in ln or "FAIL" in ln or "Error" in ln
+                or any("Database Error" in earlier or "Compilation Error" in earlier
+                       for earlier in lines[max(0, index - 2):index])]
+    left_out = len(failures) - keep
+    kept = failures[-keep:]
+    if left_out > 0:
+        kept.insert(0, f"({left_out} earlier failure line{'s' if left_out != 1 else ''} left out: dbt's log has all)")
+    return "\n".join(kept)
 
 
 def build(*, full_refresh: bool = False, select: str | None = None, exclude: str | None = None,
