@@ -62,7 +62,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-
 def _sibling(name: str):
     """A module beside this file, loaded by path: this file may itself be loaded by path (bench api does), and
     benchmarks/ cannot go on sys.path in that process, where this file's name would hide dbt's own package."""

@@ -423,12 +423,9 @@ def _title_block(rows: list[list[object]], header: int) -> dict[str, str]:
     return found
 
 
-def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet:
-    rows = sheet_rows(workbook, name, source, rejected=Kh03Rejected)
-    header = _find_header(rows, source, name)
-    headers = [_norm(value) for value in rows[header]]
-    raw_headers = [cell_text(value).strip() for value in rows[header]]
-
+def _key_columns(headers: list[str], kind: str, source: str, name: str,
+                 header: int) -> tuple[int | None, int | None, int | None, int, int]:
+    """The Year, Period End, region code, row code and name columns (the code and name ones required)."""
     def first(candidates: set[str]) -> int | None:
         return next((position for position, text in enumerate(headers) if text in candidates), None)
 
@@ -447,7 +444,13 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
         missing = "a name column (Org Name, AT Name, Region Name ...)"
     if missing:
         raise Kh03Rejected("missing_header", f"{_where(source, name, header + 1)}: the header row has no {missing}")
+    return year_col, end_col, region_col, code_col, name_col
 
+
+def _count_columns(rows: list[list[object]], header: int, headers: list[str], raw_headers: list[str], kind: str,
+                   source: str, name: str) -> dict[tuple[str, str], int]:
+    """Where each count is on the sheet: (group, sector) -> column, from the header row and the group labels
+    above it; a specialty sheet's ("occupied", "<code>|<name>") from its headers like '100 General Surgery'."""
     columns: dict[tuple[str, str], int] = {}
     if kind == SPECIALTY_SHEET:
         for position, text in enumerate(raw_headers):
@@ -493,19 +496,34 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
             raise Kh03Rejected(
                 "missing_header", f"{_where(source, name, header + 1)}: the header band lacks {', '.join(lacking)}"
             )
+    return columns
+
+
+def _title_periods(title: dict[str, str], source: str, name: str) -> list[tuple[str, _Period]]:
+    """The quarter the title block's 'Period:' states, if it has one."""
+    if not title.get("period"):
+        return []
+    try:
+        return [(f"sheet {name!r} title 'Period:'", _period_from_title(title["period"]))]
+    except ValueError as exc:
+        raise Kh03Rejected(
+            "unreadable_period",
+            f"{source}, sheet {name!r}: the title block's Period: {title['period']!r} is not one quarter",
+        ) from exc
+
+
+def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet:
+    rows = sheet_rows(workbook, name, source, rejected=Kh03Rejected)
+    header = _find_header(rows, source, name)
+    headers = [_norm(value) for value in rows[header]]
+    raw_headers = [cell_text(value).strip() for value in rows[header]]
+
+    year_col, end_col, region_col, code_col, name_col = _key_columns(headers, kind, source, name, header)
+    columns = _count_columns(rows, header, headers, raw_headers, kind, source, name)
 
     title = _title_block(rows, header)
-    periods: list[tuple[str, _Period]] = []
-    if title.get("period"):
-        try:
-            periods.append((f"sheet {name!r} title 'Period:'", _period_from_title(title["period"])))
-        except ValueError as exc:
-            raise Kh03Rejected(
-                "unreadable_period",
-                f"{source}, sheet {name!r}: the title block's Period: {title['period']!r} is not one quarter",
-            ) from exc
-
-    sheet = _Sheet(name, kind, title, periods, None, None, {}, [], columns)
+    sheet = _Sheet(name, kind, title, _title_periods(title, source, name), None, None, {}, [], columns)
+    periods = sheet.periods
     seen_column_periods: set[_Period] = set()
     column_items = list(columns.items())
     keys = [key for key, _ in column_items]
