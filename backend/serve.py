@@ -13,8 +13,8 @@ the one thing given on the command line.
   a slow client is never killed half-way.
 * A failure after the first byte of a download makes the body iterator raise; granian then drops the connection
   without the chunked body's last chunk, so the client sees a cut-off download, never a complete-looking one.
-* A worker that dies is started again (as gunicorn's arbiter did); one that dies again within seconds stops the
-  server rather than loop.
+* A worker that dies is started again; one that dies again within seconds stops the server rather than loop
+  (./start.sh and Docker then start it again).
 * SIGTERM: the server stops accepting, lets requests in progress finish for up to API_SHUTDOWN_GRACE_SECONDS,
   then kills the workers (a download still going is cut off, visibly) and exits.
 * The access log names the path but never the query string: filters such as `patient_id` or `last_name` name a
