@@ -57,6 +57,6 @@ USER app
 
 EXPOSE 5000 8080
 
-# gunicorn is PID 1 (it gets SIGTERM). Workers, threads and the worker class come from backend/gunicorn_conf.py,
-# which reads API_WORKERS and API_THREADS.
-CMD ["gunicorn", "-c", "python:backend.gunicorn_conf", "--bind", "0.0.0.0:5000", "backend.app:create_app()"]
+# granian's main process is PID 1 (it gets SIGTERM; see API_SHUTDOWN_GRACE_SECONDS). Workers, threads and the
+# access log format come from backend/serve.py, which reads API_WORKERS and API_THREADS: only the address is given.
+CMD ["python", "-m", "backend.serve", "--host", "0.0.0.0", "--port", "5000"]

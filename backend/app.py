@@ -1,4 +1,4 @@
-"""Application factory: `create_app()` builds the API; gunicorn runs `backend.wsgi:app`."""
+"""Application factory: `create_app()` builds the API; `python -m backend.serve` serves `backend.wsgi:app`."""
 
 from __future__ import annotations
 

@@ -35,13 +35,16 @@ class ApiSettings(BaseSettings):
     max_page_size: int = Field(500, ge=1, le=10_000, description="Largest `limit` of a JSON page.")
     default_page_size: int = Field(100, ge=1, description="Rows per JSON page when `limit` is not given.")
     max_csv_rows: int = Field(1_000_000, ge=1, description="Most rows one CSV download streams (then X-Next-Cursor).")
-    # --- the server (backend/gunicorn_conf.py reads these) ------------------------------------------------------
-    workers: int = Field(2, ge=1, description="gunicorn worker processes.")
-    threads: int = Field(8, ge=2, description="Threads per worker (gthread): requests one worker serves at once. "
-                                             "A slow client holds one thread, never the worker's heartbeat.")
+    # --- the server (backend/serve.py reads these) -------------------------------------------------------------
+    workers: int = Field(2, ge=1, description="granian worker processes.")
+    threads: int = Field(8, ge=2, description="Blocking threads per worker: requests one worker serves at once. "
+                                             "A slow client holds one thread; no worker timeout cuts it off.")
     csv_streams: int = Field(4, ge=1, description="CSV downloads one worker streams at once; one more is a 503 "
                              "with Retry-After. Below API_THREADS, so downloads to slow clients always leave "
                              "threads for other calls.")
+    shutdown_grace_seconds: int = Field(30, ge=1, le=1800, description="On SIGTERM, how long requests in progress "
+                                        "(a CSV download) may go on before the workers are killed: a download "
+                                        "still going then is cut off, visibly (no last chunk).")
     db_role: str = Field("api_reader", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Postgres role the API's "
                          "connections switch to ('' keeps the login's): read access to the published marts only. "
                          "Not a boundary by itself (a connection may RESET ROLE): the login is.")

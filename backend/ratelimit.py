@@ -9,7 +9,7 @@
 
 Over a limit: a 429 in the usual envelope, with Retry-After and X-RateLimit-* headers.
 
-Counters live in each API process's memory (`API_RATE_LIMIT_STORAGE=memory://`), so with N gunicorn
+Counters live in each API process's memory (`API_RATE_LIMIT_STORAGE=memory://`), so with N granian
 workers a key may make up to N times the limit; point it at a shared store (e.g. `redis://...`) for one
 limit across workers and hosts. The address is the TCP peer's: behind a reverse proxy, every client has the
 proxy's address unless the proxy's X-Forwarded-For is trusted (werkzeug's ProxyFix, not configured here).

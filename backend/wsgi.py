@@ -1,4 +1,4 @@
-"""WSGI entry point for gunicorn: `gunicorn backend.wsgi:app`."""
+"""WSGI entry point: granian serves `backend.wsgi:app` (`python -m backend.serve`, docs/decisions/0018)."""
 
 from backend.app import create_app
 

@@ -1,12 +1,13 @@
-"""The API under its production server (gunicorn, as ./start.sh runs it) against the API a user would otherwise
-write (benchmarks/api_peer.py: FastAPI under uvicorn with a psycopg pool, the same number of workers, the same page
-queries), driven by the same client in the same run, on a fact table of 1,000,000 rows (issue 14).
+"""The API under its production server (granian through `python -m backend.serve`, as ./start.sh runs it) against
+the API a user would otherwise write (benchmarks/api_peer.py: FastAPI under uvicorn with a psycopg pool, the same
+number of workers, the same page queries), driven by the same client in the same run, on a fact table of 1,000,000
+rows (issue 14).
 
 Set-up: 100 days of 10,000 medical records and 1,000 triage visits (plus the facilities and patients files) go
 through `elt`'s real ingest from the local S3 endpoint; dbt builds `core.fct_medical_records`,
-`analytics.triage_trends` and what they need; `vacuum analyze`. gunicorn serves `backend.wsgi:app` on loopback with
-./start.sh's workers (API_WORKERS, default 2) and rate limits off (they would refuse a benchmark's rate, by design);
-uvicorn serves the peer with as many workers.
+`analytics.triage_trends` and what they need; `vacuum analyze`. granian serves `backend.wsgi:app` on loopback with
+./start.sh's workers and threads (API_WORKERS and API_THREADS, by default 2 and 8), its access log on, rate limits
+off (they would refuse a benchmark's rate, by design); uvicorn serves the peer with as many workers.
 
 Scenarios, each CONCURRENCY client threads sending requests back to back on keep-alive connections for --seconds
 after a warm-up, all of them once per round, --rounds rounds (throughput: the median of the rounds):
@@ -25,7 +26,7 @@ analyst / peer >= 1.0; clinician / peer >= 0.7; list endpoint / GET /health >= 0
 deep-page p99 / first-page p99 <= 1.2.
 
     ./start.sh bench api [--days N] [--records-per-day N] [--visits-per-day N] [--concurrency N] [--seconds S]
-                         [--rounds N] [--server gunicorn|granian]
+                         [--rounds N]
 """
 
 from __future__ import annotations
@@ -159,24 +160,15 @@ def wait_for_http(port: int, log: Path, what: str) -> None:
     raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}")
 
 
-def start_api(server: str, url: str, root: Path, workers: str) -> tuple[subprocess.Popen, int]:
-    """The API as ./start.sh runs it (backend/gunicorn_conf.py: threaded workers from API_WORKERS/API_THREADS), or
-    under granian with as many workers and threads, for comparison."""
+def start_api(url: str, root: Path, workers: str) -> tuple[subprocess.Popen, int]:
+    """The API as ./start.sh runs it (`python -m backend.serve`: granian with the settings of the environment)."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "API_RATE_LIMIT": "", "API_AUTH_FAILURE_LIMIT": "",
            "API_DBT_DOCS_DIR": str(root), "API_WORKERS": workers}
-    if server == "gunicorn":
-        command = [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf",
-                   "--bind", f"127.0.0.1:{port}", "backend.wsgi:app"]
-    else:
-        if not Path(sys.executable).with_name("granian").exists():
-            raise SystemExit("--server granian: granian is not installed here (it is not one of the project's "
-                             "requirements: `pip install granian` in this venv to compare)")
-        command = [str(Path(sys.executable).with_name("granian")), "--interface", "wsgi", "--workers", workers,
-                   "--blocking-threads", os.environ.get("API_THREADS", "8"), "--port", str(port), "backend.wsgi:app"]
+    command = [sys.executable, "-m", "backend.serve", "--host", "127.0.0.1", "--port", str(port)]
     log = root / "api.log"
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    wait_for_http(port, log, server)
+    wait_for_http(port, log, "API")
     return process, port
 
 
@@ -222,7 +214,6 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1",
                       DO_NOT_TRACK="1", AIRFLOW__COSMOS__ENABLE_TELEMETRY="False")
@@ -245,7 +236,7 @@ def main() -> int:
             generate_and_load(root, settings, s3, args.days, args.records_per_day, args.visits_per_day)
             s3.stop()
             facts, scenarios = set_up(url)
-            api, api_port = start_api(args.server, url, root, workers)
+            api, api_port = start_api(url, root, workers)
             servers.append(api)
             peer, peer_port = start_peer(url, root, workers)
             servers.append(peer)
@@ -361,7 +352,7 @@ def report(results: dict, facts: dict, audited: int, workers: str, args) -> None
     print(f"""
 fact table: {facts['total']:,} rows; filter record_date >= {facts['since']}: {facts['matching']:,} rows; \
 analytics.triage_trends: {facts['trends_rows']:,} rows; {PAGE} per page.
-API: {args.server}, {workers} workers ({'backend/gunicorn_conf.py' if args.server == 'gunicorn' else 'granian wsgi'}), \
+API: granian, {workers} workers (python -m backend.serve), \
 on loopback; peer: uvicorn, {workers} workers (benchmarks/api_peer.py); {audited:,} audit rows written.
 concurrency {args.concurrency}, {args.seconds:.0f} s per scenario, {args.rounds} rounds (req/s: median of the \
 rounds; latencies pooled). Clients are threads in this process.

@@ -388,33 +388,48 @@ def test_dockerfile_environment_and_default_command():
     assert dags.endswith("/airflow/dags"), (
         f"AIRFLOW__CORE__DAGS_FOLDER={dags!r} is not the repository's airflow/dags"
     )
-    cmds = [command_line(args) for keyword, args in dockerfile_instructions() if keyword == "CMD"]
-    assert cmds and "gunicorn" in cmds[-1] and "backend.app:create_app()" in cmds[-1], (
-        f"Dockerfile's default CMD does not serve the API with gunicorn: {cmds[-1:] or 'no CMD'}"
+    cmds = [args for keyword, args in dockerfile_instructions() if keyword == "CMD"]
+    assert cmds, "Dockerfile has no CMD: the image does not serve the API"
+    # The API through its one entry point (backend/serve.py: granian, the settings of the environment, the access
+    # log without query strings), in exec form so that the server is PID 1 and gets SIGTERM. The entry point takes
+    # only the address: nothing on the command line can change the workers, threads or log format.
+    command = json.loads(cmds[-1]) if cmds[-1].startswith("[") else None
+    assert command and command[:3] == ["python", "-m", "backend.serve"], (
+        f"Dockerfile's default CMD does not serve the API with `python -m backend.serve` in exec form: {cmds[-1]}"
     )
-    assert "-c python:backend.gunicorn_conf" in cmds[-1], (
-        "Dockerfile's gunicorn does not load backend/gunicorn_conf.py (its access log would print query strings)"
+    from backend.serve import parse_args
+
+    address = parse_args(command[3:])
+    exposed = [int(port) for keyword, args in dockerfile_instructions() if keyword == "EXPOSE" for port in args.split()]
+    assert (address.host, address.port) == ("0.0.0.0", PUBLISHED_PORTS["api"][1]) and address.port in exposed, (
+        f"Dockerfile's API listens on {address.host}:{address.port}, not on every interface of the container at the "
+        "port that docker-compose.yaml publishes"
     )
-    # The worker class, workers and threads are the config file's (threaded workers, docs/decisions): a flag on
-    # the command line would override them.
-    for flag in ("-k ", "--worker-class", "--workers", "-w ", "--threads"):
-        assert flag not in cmds[-1], f"Dockerfile's gunicorn overrides backend/gunicorn_conf.py with {flag.strip()}"
 
 
-def command_line(args: str) -> str:
-    """A CMD's arguments as one command line, whether written in exec form (a JSON array) or shell form."""
-    return " ".join(json.loads(args)) if args.startswith("[") else args
+def test_the_api_server_is_sized_from_the_settings_and_logs_no_query_strings(monkeypatch):
+    from granian.constants import Interfaces
 
-
-def test_the_api_runs_threaded_workers_sized_from_the_settings(monkeypatch):
-    import importlib
-
-    import backend.gunicorn_conf
+    from backend.config import ApiSettings
+    from backend.serve import ACCESS_LOG_FORMAT, granian_options
 
     monkeypatch.setenv("API_WORKERS", "3")
     monkeypatch.setenv("API_THREADS", "12")
-    conf = importlib.reload(backend.gunicorn_conf)
-    assert (conf.worker_class, conf.workers, conf.threads) == ("gthread", 3, 12)
+    monkeypatch.setenv("API_SHUTDOWN_GRACE_SECONDS", "45")
+    options = granian_options(ApiSettings(), "127.0.0.1", 5001)
+    assert (options["interface"], options["workers"], options["blocking_threads"]) == (Interfaces.WSGI, 3, 12)
+    assert (options["address"], options["port"], options["workers_kill_timeout"]) == ("127.0.0.1", 5001, 45)
+    assert options["respawn_failed_workers"] is True and options["log_access"] is True
+    assert options["log_access_format"] == ACCESS_LOG_FORMAT
+    assert "%(path)s" in ACCESS_LOG_FORMAT and "query_string" not in ACCESS_LOG_FORMAT
+
+
+@pytest.mark.parametrize("flag", ["--access-log-fmt", "--workers", "--blocking-threads", "--interface"])
+def test_the_api_entry_point_takes_no_server_setting_on_its_command_line(flag, capsys):
+    from backend.serve import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--port", "5000", flag, "1"])
 
 
 # --- README ------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ and that a spreadsheet opens as data, never as formulas (issue 13; docs/decision
   downloads always leave threads for other calls; one more download is a 503 with Retry-After.
 * **Complete or visibly cut.** Nothing is sent before the first rows are read, so an error up to then (the
   statement timeout, a mart not built) is an ordinary JSON error. An error after that (the connection lost,
-  the server shut down) makes the body iterator raise: gunicorn then closes the connection without the
-  final zero-length chunk of the chunked body, which every HTTP/1.1 client reports as an incomplete read.
+  the server shut down) makes the body iterator raise: the server (granian) then drops the connection without
+  the final zero-length chunk of the chunked body, which every HTTP/1.1 client reports as an incomplete read.
   A download never ends cleanly short of its rows.
 * **No formulas.** Text cells that begin with `=`, `+`, `-`, `@`, tab, CR or LF (OWASP's CSV injection
   triggers) get a leading `'`, which makes a spreadsheet show the cell as text; so does a text cell that

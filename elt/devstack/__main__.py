@@ -2,8 +2,9 @@
 
 Starts, on loopback, the embedded Postgres (databases `warehouse` and `airflow`), a local S3 endpoint
 with the landing bucket, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
-the API under gunicorn; uploads demo drops and triggers `medilink_ingest` on first start (its asset runs `medilink_marts`); prints where
-everything is; then supervises until Ctrl-C, when it stops every process it started.
+the API under granian (`python -m backend.serve`, as the image runs it); uploads demo drops and triggers
+`medilink_ingest` on first start (its asset runs `medilink_marts`); prints where everything is; then
+supervises until Ctrl-C, when it stops every process it started.
 """
 
 from __future__ import annotations
@@ -198,10 +199,9 @@ class Stack:
             self.services.append(service)
 
     def start_api(self) -> None:
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        # Workers, threads and the worker class come from backend/gunicorn_conf.py (API_WORKERS, API_THREADS).
-        service = Service("api", [gunicorn, "--bind", f"127.0.0.1:{self.api_port}", "-c", "python:backend.gunicorn_conf",
-                                  "backend.wsgi:app"], self.logs / "api.log", env=api_environment(self.env))
+        # The image's server and settings (backend/serve.py: granian, API_WORKERS, API_THREADS), on loopback.
+        command = [sys.executable, "-m", "backend.serve", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        service = Service("api", command, self.logs / "api.log", env=api_environment(self.env))
         service.start()
         self.services.append(service)
 

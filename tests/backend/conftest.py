@@ -10,8 +10,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from datetime import date
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,6 +25,7 @@ import pytest
 from backend.app import create_app
 from backend.auth import create_key
 from backend.config import ApiSettings
+from elt.devstack.servers import free_port
 from tests.conftest import create_database, drop_database
 
 PREFIX = "medical_records/input/"
@@ -87,6 +94,41 @@ def api_settings(database_url: str, login_passwords: dict[str, str], **overrides
     reads, health_api_drops for registering drops), not as the owner in the URL."""
     return ApiSettings(database_url=database_url, db_password=login_passwords["api_db_password"],
                        drops_db_password=login_passwords["api_drops_db_password"], **overrides)
+
+
+def serve_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    """The API as ./start.sh and the image start it (`python -m backend.serve`: granian with the settings in `env`),
+    on a free loopback port, once it answers /health. Its output (server log, access log, the app's log) goes
+    to `log`; the caller stops it."""
+    port = free_port()
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "backend.serve", "--host", "127.0.0.1", "--port", str(port)],
+                                  env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[2],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return server, port
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.1)
+    stop_api(server)
+    raise AssertionError("the API did not answer: " + log.read_text()[-2000:])
+
+
+def stop_api(server: subprocess.Popen) -> None:
+    """SIGTERM, as a deployment stops it; if it has not exited within a minute (a test that failed with a client
+    still attached), kill it and its workers, so that no server outlives the test."""
+    import psutil
+
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        for process in [*psutil.Process(server.pid).children(recursive=True), psutil.Process(server.pid)]:
+            process.kill()
+        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
-"""CSV downloads under the production server (gunicorn, as ./start.sh and the image run it, on loopback) with
-clients that read at a few KB/s: every download arrives whole or visibly broken, and slow ones never keep the
-server from answering everyone else.
+"""CSV downloads under the production server (granian through `python -m backend.serve`, as ./start.sh and the
+image start it, on loopback) with clients that read at a few KB/s: every download arrives whole or visibly broken,
+slow ones never keep the server from answering everyone else, and stopping the server cuts none off silently
+(docs/decisions/0009, 0018).
 
 The slow clients shrink their receive buffer so that the kernel cannot swallow the file for them; the server's
-own send buffer still takes about 2 MB on loopback, so the mart here makes a CSV of several MB. gunicorn runs
-with a worker timeout of 4 s instead of 30, so that a download outlasting it takes seconds, not minutes.
+own send buffer still takes a few MB on loopback, so the mart here makes a CSV of several MB.
 """
 
 from __future__ import annotations
@@ -12,24 +12,22 @@ from __future__ import annotations
 import csv
 import http.client
 import io
-import os
+import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
+import urllib.error
 import urllib.request
-from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
 from backend.auth import create_key
-from elt.devstack.servers import free_port
-from tests.backend.conftest import FACILITY_PERFORMANCE_DDL
+from tests.backend.conftest import FACILITY_PERFORMANCE_DDL, serve_api, stop_api
 
 ROWS = 30_000
-SLOW_READS = 32  # reads of 2 KB every 0.25 s (8 KB/s): at least 8 s, twice the worker timeout
+SLOW_READS = 32  # reads of 2 KB every 0.25 s (8 KB/s): at least 8 s
 GATE_ROW = 20_000  # the row the failing stream stops at (below)
 
 # 30,000 facilities of about 180 bytes of CSV each: some 5 MB, more than loopback's buffers hold.
@@ -55,25 +53,11 @@ class SmallBuffer(http.client.HTTPConnection):
         self.sock.connect((self.host, self.port))
 
 
-def start_gunicorn(database_url: str, passwords: dict[str, str], tmp_path: Path, **env: str) -> tuple[subprocess.Popen, int]:
-    """gunicorn as production runs it: the API logs in as its own login (health_api)."""
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:backend.gunicorn_conf", "--bind",
-         f"127.0.0.1:{port}", "--timeout", "4", "backend.wsgi:app"],
-        env={**os.environ, "API_DATABASE_URL": database_url, "API_DB_PASSWORD": passwords["api_db_password"],
-             "API_DROPS_DB_PASSWORD": passwords["api_drops_db_password"], "API_WORKERS": "1", "API_RATE_LIMIT": "",
-             "API_AUTH_FAILURE_LIMIT": "", **env},
-        stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                return server, port
-        except OSError:
-            time.sleep(0.1)
-    server.terminate()
-    raise AssertionError("gunicorn did not answer: " + (tmp_path / "gunicorn.log").read_text()[-2000:])
+def start_server(database_url: str, passwords: dict[str, str], tmp_path, **env: str):
+    """The production server as production starts it, one worker; the API logs in as its own login (health_api)."""
+    return serve_api({"API_DATABASE_URL": database_url, "API_DB_PASSWORD": passwords["api_db_password"],
+                      "API_DROPS_DB_PASSWORD": passwords["api_drops_db_password"], "API_WORKERS": "1",
+                      "API_RATE_LIMIT": "", "API_AUTH_FAILURE_LIMIT": "", **env}, tmp_path / "server.log")
 
 
 @pytest.fixture
@@ -81,10 +65,9 @@ def served(settings, db, tmp_path, login_passwords):
     db.execute(FACILITY_PERFORMANCE_DDL)
     db.execute(FILL)
     key = create_key(settings.database_url, "streaming", "analyst")
-    server, port = start_gunicorn(settings.database_url, login_passwords, tmp_path)
+    server, port = start_server(settings.database_url, login_passwords, tmp_path)
     yield port, {"Authorization": f"Bearer {key}"}
-    server.terminate()
-    server.wait(timeout=30)
+    stop_api(server)
 
 
 def slow_download(port: int, headers: dict, path: str, started: threading.Event, others_done: threading.Event,
@@ -193,7 +176,7 @@ def test_a_stream_that_fails_half_way_ends_without_its_last_chunk(settings, db, 
     db.execute(FILL)
     gate_the_mart(db)
     key = create_key(settings.database_url, "streaming", "analyst")
-    server, port = start_gunicorn(settings.database_url, login_passwords, tmp_path, API_STATEMENT_TIMEOUT_MS="600000")
+    server, port = start_server(settings.database_url, login_passwords, tmp_path, API_STATEMENT_TIMEOUT_MS="600000")
     holder = psycopg.connect(settings.database_url, autocommit=True)
     try:
         holder.execute("select pg_advisory_lock(4242)")
@@ -225,7 +208,110 @@ def test_a_stream_that_fails_half_way_ends_without_its_last_chunk(settings, db, 
             assert len(list(csv.DictReader(io.StringIO(again.read().decode())))) == ROWS
     finally:
         holder.close()
-        server.terminate()
-        server.wait(timeout=30)
-    log = (tmp_path / "gunicorn.log").read_text()
-    assert "Error handling request" in log and "Facility 0" not in log  # logged, without a row's values
+        stop_api(server)
+    log = (tmp_path / "server.log").read_text()
+    # Logged by the API and by granian (with the traceback), without a row's values.
+    assert "CSV export stopped after" in log and "Application callable raised an exception" in log
+    assert "ExportFailed" in log and "Facility 0" not in log
+
+
+# --- the cap, a worker's death, and SIGTERM ------------------------------------------------------------------------
+def stalled_download(port: int, headers: dict) -> tuple[SmallBuffer, http.client.HTTPResponse, bytes]:
+    """A download whose client read its first 4 KB (returned) and then stopped reading: it holds a server thread."""
+    conn = SmallBuffer("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/api/v1/facilities?format=csv", headers=headers)
+    response = conn.getresponse()
+    assert response.status == 200
+    first = response.read(4096)
+    assert len(first) == 4096
+    return conn, response, first
+
+
+def get(port: int, path: str, headers: dict):
+    """(status, headers): headers answer case-insensitively (granian sends them in lower case)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            response.read()
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers
+
+
+def test_downloads_are_capped_below_the_threads_and_give_their_slot_back(settings, db, tmp_path, login_passwords):
+    """Three threads, two download slots: with two downloads stalled, a third download is a 503 and every other call
+    is still answered (by the thread the cap leaves free); once those clients go away their slots are free again."""
+    db.execute(FACILITY_PERFORMANCE_DDL)
+    db.execute(FILL)
+    headers = {"Authorization": f"Bearer {create_key(settings.database_url, 'streaming', 'analyst')}"}
+    server, port = start_server(settings.database_url, login_passwords, tmp_path, API_THREADS="3",
+                                API_CSV_STREAMS="2")
+    try:
+        stalled = [stalled_download(port, headers) for _ in range(2)]
+        third, third_headers = get(port, "/api/v1/facilities?format=csv", headers)
+        others = [get(port, path, headers)[0] for path in ("/health", "/api/v1/facilities?limit=5", "/health")]
+        assert (third, third_headers.get("Retry-After")) == (503, "5")
+        assert others == [200, 200, 200]
+
+        for conn, _, _ in stalled:
+            conn.close()
+        for _ in range(100):  # the server sees the clients gone at its next write
+            status, _ = get(port, "/api/v1/facilities?format=csv&limit=10", headers)
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200
+        assert [get(port, "/api/v1/facilities?format=csv&limit=10", headers)[0] for _ in range(2)] == [200, 200]
+    finally:
+        stop_api(server)
+
+
+def test_a_worker_that_dies_is_started_again(settings, tmp_path, login_passwords):
+    server, port = start_server(settings.database_url, login_passwords, tmp_path)
+    try:
+        [worker] = psutil.Process(server.pid).children()
+        worker.kill()
+        worker.wait(timeout=10)
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    status = response.status
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            status = None
+        assert status == 200 and server.poll() is None
+        assert [child.pid for child in psutil.Process(server.pid).children()] != [worker.pid]
+    finally:
+        stop_api(server)
+
+
+def test_sigterm_lets_downloads_finish_for_the_grace_then_cuts_the_rest_visibly(settings, db, tmp_path,
+                                                                                login_passwords):
+    """On SIGTERM a download whose client keeps reading arrives whole; one whose client stalls past
+    API_SHUTDOWN_GRACE_SECONDS is cut off without its last chunk, and the server exits cleanly (status 0)."""
+    db.execute(FACILITY_PERFORMANCE_DDL)
+    db.execute(FILL)
+    headers = {"Authorization": f"Bearer {create_key(settings.database_url, 'streaming', 'analyst')}"}
+    server, port = start_server(settings.database_url, login_passwords, tmp_path, API_SHUTDOWN_GRACE_SECONDS="4")
+    clients = []
+    try:
+        clients = [stalled_download(port, headers) for _ in range(2)]
+        (_, reading, reading_first), (_, stalled, stalled_first) = clients
+        server.send_signal(signal.SIGTERM)
+        whole = reading_first + reading.read()  # at full speed: well within the grace
+        assert server.wait(timeout=60) == 0
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            stalled.read()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        if server.poll() is None:
+            stop_api(server)
+        for conn, _, _ in clients:
+            conn.close()
+    assert len(list(csv.DictReader(io.StringIO(whole.decode())))) == ROWS and whole.endswith(b"\r\n")
+    assert len(stalled_first + cut.value.partial) < len(whole)
+    log = (tmp_path / "server.log").read_text()
+    assert "refused to gracefully stop" in log and "Granian shutdown completed" in log
