@@ -10,7 +10,9 @@ written as text the way a person reads them: integral numbers without `.0`, date
 python-calamine reads both formats (and is several times faster than openpyxl); an .xlsx it cannot open is read
 with openpyxl (`open_workbook`, shared with the KH03 reader). Neither engine sees a workbook before
 `check_workbook` (elt/readers/workbook_guard.py) has bounded what it may cost under `WorkbookLimits`; openpyxl,
-which iterates in Python, also counts rows and cells and watches the clock as it goes. Pure: bytes in, bytes out.
+which iterates in Python, also counts rows and cells and watches the clock as it goes. calamine reads an .xlsx
+from the check's uncompressed copy of its parts, in a nameless temporary file, when one could be made
+(decision 0012). Otherwise pure: bytes in, bytes out.
 """
 
 from __future__ import annotations

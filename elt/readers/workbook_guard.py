@@ -23,7 +23,8 @@ does. Decisions and numbers: docs/decisions/0012-workbook-cost-limits.md.
 Refusals are `FileRejected` with rule `workbook_too_large`, `sheet_too_large`, `zip_bomb`,
 `unsupported_workbook` or `unreadable_workbook` (and `workbook_too_slow` from the openpyxl reader, which counts
 as it reads: elt/readers/spreadsheet.py); messages name the part, the limit and its setting, and never a
-cell's value. Pure: bytes in, nothing out.
+cell's value. Bytes in; out, only when asked (`copy_to`), the .xlsx's parts as inflated here, stored
+uncompressed for calamine to read instead of inflating them again (`_StoredCopy`).
 """
 
 from __future__ import annotations
