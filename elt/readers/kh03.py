@@ -227,20 +227,6 @@ def _cell(row: Sequence[object], index: int) -> object:
     return row[index] if index < len(row) else None
 
 
-def _text(row: Sequence[object], index: int) -> str:
-    """A key cell (code, name) as stripped text; most are already strings."""
-    value = row[index] if index < len(row) else None
-    return value.strip() if value.__class__ is str else cell_text(value).strip()  # type: ignore[union-attr]
-
-
-def _raw_text(row: Sequence[object], index: int | None) -> str:
-    """A cell as cell_text gives it ('' without the column); most are already strings, taken as they are."""
-    if index is None:
-        return ""
-    value = row[index] if index < len(row) else None
-    return value if value.__class__ is str else cell_text(value)  # type: ignore[return-value]
-
-
 def _where(source: str, sheet: str, row: int, column: int | None = None, header: str | None = None) -> str:
     place = f"{source}, sheet {sheet!r}, row {row}"
     if column is not None:
