@@ -50,11 +50,11 @@ import math
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import add, gt, itemgetter, sub, truediv
 from typing import NamedTuple
 
@@ -227,20 +227,6 @@ def _cell(row: Sequence[object], index: int) -> object:
     return row[index] if index < len(row) else None
 
 
-def _text(row: Sequence[object], index: int) -> str:
-    """A key cell (code, name) as stripped text; most are already strings."""
-    value = row[index] if index < len(row) else None
-    return value.strip() if value.__class__ is str else cell_text(value).strip()  # type: ignore[union-attr]
-
-
-def _raw_text(row: Sequence[object], index: int | None) -> str:
-    """A cell as cell_text gives it ('' without the column); most are already strings, taken as they are."""
-    if index is None:
-        return ""
-    value = row[index] if index < len(row) else None
-    return value if value.__class__ is str else cell_text(value)  # type: ignore[return-value]
-
-
 def _where(source: str, sheet: str, row: int, column: int | None = None, header: str | None = None) -> str:
     place = f"{source}, sheet {sheet!r}, row {row}"
     if column is not None:
@@ -387,18 +373,27 @@ def _quarter_dates(period: _Period) -> tuple[date, date]:
 # ------------------------------------------------------------------------------------------------ sheets
 
 
+Values = tuple[float | None, ...]  # a row's counts, one per key of its sheet's `columns`, in that order
+
+
 @dataclass
 class _Sheet:
     name: str
     kind: str  # TRUST_SHEET, REGION_SHEET or SPECIALTY_SHEET
     title: dict[str, str]  # "period", "published", "revised" -> text
     periods: list[tuple[str, _Period]]  # (where it was read, period)
-    england: dict[tuple[str, str], float | None] | None  # (group, sector or specialty) -> value
-    england_row: int | None
-    rows: dict[str, tuple[int, str, str, dict[tuple[str, str], float | None]]]  # code -> (row, name, region, values)
-    replaced: list[str]
-    columns: dict[tuple[str, str], int]
+    columns: dict[tuple[str, str], int]  # (group, sector or specialty) -> column; its order is that of Values
+    england: Values | None = None
+    england_row: int | None = None
+    rows: dict[str, tuple[int, str, str, Values]] = field(default_factory=dict)  # code -> (row, name, region, values)
+    replaced: list[str] = field(default_factory=list)
     all_floats: bool = True  # every count and % Occupied read is a float (no '-', no text, no empty cell)
+
+    @property
+    def slots(self) -> dict[tuple[str, str], int]:
+        """Where each key's value is in Values. Rows are tuples, not dicts keyed by (group, sector): a 100,000-trust
+        sheet hashed those keys 1.5 million times to build its rows and as many again to check and hand them out."""
+        return {key: slot for slot, key in enumerate(self.columns)}
 
 
 def _find_header(rows: list[list[object]], source: str, sheet: str) -> int:
@@ -423,9 +418,17 @@ def _title_block(rows: list[list[object]], header: int) -> dict[str, str]:
     return found
 
 
-def _key_columns(headers: list[str], kind: str, source: str, name: str,
-                 header: int) -> tuple[int | None, int | None, int | None, int, int]:
-    """The Year, Period End, region code, row code and name columns (the code and name ones required)."""
+class _KeyColumns(NamedTuple):
+    year: int
+    period_end: int
+    region: int | None
+    code: int
+    name: int
+
+
+def _key_columns(headers: list[str], kind: str, source: str, name: str, header: int) -> _KeyColumns:
+    """The Year, Period End, region code, row code and name columns (the region code one may be missing; the
+    header row holds Year and Period End, or _find_header would not have found it)."""
     def first(candidates: set[str]) -> int | None:
         return next((position for position, text in enumerate(headers) if text in candidates), None)
 
@@ -444,7 +447,8 @@ def _key_columns(headers: list[str], kind: str, source: str, name: str,
         missing = "a name column (Org Name, AT Name, Region Name ...)"
     if missing:
         raise Kh03Rejected("missing_header", f"{_where(source, name, header + 1)}: the header row has no {missing}")
-    return year_col, end_col, region_col, code_col, name_col
+    assert year_col is not None and end_col is not None and code_col is not None and name_col is not None
+    return _KeyColumns(year_col, end_col, region_col, code_col, name_col)
 
 
 def _count_columns(rows: list[list[object]], header: int, headers: list[str], raw_headers: list[str], kind: str,
@@ -518,72 +522,11 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
     headers = [_norm(value) for value in rows[header]]
     raw_headers = [cell_text(value).strip() for value in rows[header]]
 
-    year_col, end_col, region_col, code_col, name_col = _key_columns(headers, kind, source, name, header)
+    key_columns = _key_columns(headers, kind, source, name, header)
     columns = _count_columns(rows, header, headers, raw_headers, kind, source, name)
-
     title = _title_block(rows, header)
-    sheet = _Sheet(name, kind, title, _title_periods(title, source, name), None, None, {}, [], columns)
-    periods = sheet.periods
-    seen_column_periods: set[_Period] = set()
-    column_items = list(columns.items())
-    keys = [key for key, _ in column_items]
-    positions = [position for _, position in column_items]
-    last_position = max(positions)
-    pick = itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
-    last_year = last_end = None
-    for index in range(header + 1, len(rows)):
-        row = rows[index]
-        excel_row = index + 1
-        width = len(row)
-        cells = pick(row) if width > last_position else tuple(row[p] if p < width else None for p in positions)
-        try:
-            # Nearly every row: every count a float cell. float.__float__ refuses anything else (None, text, int)
-            # in C, so such a row takes the cell-by-cell path below.
-            values: dict[tuple[str, str], float | None] = dict(zip(keys, map(_FLOAT_ONLY, cells), strict=True))
-            complete = True
-        except TypeError:
-            values, complete = _cell_values(cells, column_items, source, name, excel_row, raw_headers), False
-        code = _text(row, code_col)
-        label = _text(row, name_col)
-        if not complete:
-            if not code and all(value is None for value in values.values()):
-                continue  # a blank spacer row or a footnote
-            sheet.all_floats = False
-        year_text, end_text = _raw_text(row, year_col), _raw_text(row, end_col)
-        if (year_text != last_year or end_text != last_end) and (year_text.strip() or end_text.strip()):
-            last_year, last_end = year_text, end_text  # every data row repeats them: read once per change
-            try:
-                period = _period_from_columns(year_text, end_text)
-            except ValueError as exc:
-                raise Kh03Rejected(
-                    "unreadable_period",
-                    f"{_where(source, name, excel_row)}: Year {year_text!r} / Period End {end_text!r} "
-                    "is not a financial year and a quarter-end month",
-                ) from exc
-            if period not in seen_column_periods:
-                seen_column_periods.add(period)
-                periods.append((f"sheet {name!r} row {excel_row} Year/Period End", period))
-        missing_values = [] if complete else [key for key, value in values.items()
-                                              if value is None and key[0] != "pct_occupied"]
-        if missing_values:
-            position = columns[missing_values[0]]
-            raise Kh03Rejected(
-                "bad_value",
-                f"{_where(source, name, excel_row, position, raw_headers[position])}: empty bed count",
-            )
-        if label.lower() == "england":  # codes are blank on it today; an E92000001 would not make it a region
-            if sheet.england is not None:
-                raise Kh03Rejected("duplicate_england_row", f"{_where(source, name, excel_row)}: a second England row")
-            sheet.england, sheet.england_row = values, excel_row
-            continue
-        if not code:
-            raise Kh03Rejected(
-                "missing_org_code", f"{_where(source, name, excel_row, code_col, raw_headers[code_col])}: no code"
-            )
-        region = _text(row, region_col) if region_col is not None and kind != REGION_SHEET else ""
-        if code in sheet.rows:
-            sheet.replaced.append(f"{name}: {code}")
-        sheet.rows[code] = (excel_row, label, region, values)  # a re-submitted row later on the sheet wins
+    sheet = _Sheet(name, kind, title, _title_periods(title, source, name), columns)
+    _read_rows(sheet, rows, header + 1, key_columns, source, raw_headers)
     if not sheet.rows:
         raise Kh03Rejected("no_rows", f"{source}, sheet {name!r}: a header but no data rows")
     if sheet.england is None:
@@ -591,106 +534,206 @@ def _read_sheet(workbook: Workbook, name: str, kind: str, source: str) -> _Sheet
     return sheet
 
 
+def _read_rows(sheet: _Sheet, rows: list[list[object]], first: int, key_columns: _KeyColumns, source: str,
+               raw_headers: list[str]) -> None:
+    """Every row from `first` on into sheet.rows (or sheet.england). This loop runs once per row of a
+    100,000-trust sheet, so a row's cells are taken in two C-level steps (itemgetter) and its key cells read
+    inline; the rare cases (a cell that is not a float, a new Year / Period End) go to functions of their own."""
+    name, kept, replaced = sheet.name, sheet.rows, sheet.replaced
+    column_items = list(sheet.columns.items())
+    positions = [position for _, position in column_items]
+    region_col = key_columns.region if sheet.kind != REGION_SHEET else None
+    keys = itemgetter(key_columns.code, key_columns.name, key_columns.year, key_columns.period_end,
+                      key_columns.code if region_col is None else region_col)
+    counts = itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
+    width = max(*positions, *(column for column in key_columns if column is not None)) + 1
+    last_year = last_end = None
+    seen: set[_Period] = set()  # the periods the Year / Period End columns gave so far
+    for index in range(first, len(rows)):
+        row = rows[index]
+        if len(row) < width:
+            row = [*row, *repeat(None, width - len(row))]  # cells past a short row's end are empty
+        cells = counts(row)
+        try:
+            # Nearly every row: every count a float cell. float.__float__ refuses anything else (None, text, int)
+            # in C, so such a row takes the cell-by-cell path below.
+            values: Values = tuple(map(_FLOAT_ONLY, cells))
+            complete = True
+        except TypeError:
+            values, complete = _cell_values(cells, column_items, source, name, index + 1, raw_headers), False
+        code, label, year, end, region = keys(row)
+        code = code.strip() if code.__class__ is str else cell_text(code).strip()
+        label = label.strip() if label.__class__ is str else cell_text(label).strip()
+        if not complete:
+            if not code and values.count(None) == len(values):
+                continue  # a blank spacer row or a footnote
+            sheet.all_floats = False
+        if year != last_year or end != last_end:  # every data row repeats them: read once per change
+            year = year if year.__class__ is str else cell_text(year)
+            end = end if end.__class__ is str else cell_text(end)
+            if year.strip() or end.strip():
+                last_year, last_end = year, end
+                _column_period(sheet, seen, year, end, source, index + 1)
+        if not complete:
+            _counts_present(sheet, values, source, index + 1, raw_headers)
+        if label.lower() == "england":  # codes are blank on it today; an E92000001 would not make it a region
+            if sheet.england is not None:
+                raise Kh03Rejected("duplicate_england_row", f"{_where(source, name, index + 1)}: a second England row")
+            sheet.england, sheet.england_row = values, index + 1
+            continue
+        if not code:
+            code_col = key_columns.code
+            raise Kh03Rejected(
+                "missing_org_code", f"{_where(source, name, index + 1, code_col, raw_headers[code_col])}: no code"
+            )
+        if region_col is None:
+            region = ""
+        elif region.__class__ is str:
+            region = region.strip()
+        else:
+            region = cell_text(region).strip()
+        if code in kept:
+            replaced.append(f"{name}: {code}")
+        kept[code] = (index + 1, label, region, values)  # a re-submitted row later on the sheet wins
+
+
+def _column_period(sheet: _Sheet, seen: set[_Period], year_text: str, end_text: str, source: str,
+                   excel_row: int) -> None:
+    """A row's Year and Period End as a period, noted in sheet.periods the first time it is seen."""
+    try:
+        period = _period_from_columns(year_text, end_text)
+    except ValueError as exc:
+        raise Kh03Rejected(
+            "unreadable_period",
+            f"{_where(source, sheet.name, excel_row)}: Year {year_text!r} / Period End {end_text!r} "
+            "is not a financial year and a quarter-end month",
+        ) from exc
+    if period not in seen:
+        seen.add(period)
+        sheet.periods.append((f"sheet {sheet.name!r} row {excel_row} Year/Period End", period))
+
+
+def _counts_present(sheet: _Sheet, values: Values, source: str, excel_row: int, raw_headers: list[str]) -> None:
+    """Refuse a row with an empty bed count (an empty % Occupied is allowed: no beds)."""
+    for key, value in zip(sheet.columns, values, strict=True):
+        if value is None and key[0] != "pct_occupied":
+            position = sheet.columns[key]
+            raise Kh03Rejected(
+                "bad_value",
+                f"{_where(source, sheet.name, excel_row, position, raw_headers[position])}: empty bed count",
+            )
+
+
 _FLOAT_ONLY = float.__float__  # the float itself; TypeError for any other type
 
 
 def _cell_values(cells: Sequence[object], column_items: list[tuple[tuple[str, str], int]], source: str, name: str,
-                 excel_row: int, raw_headers: list[str]) -> dict[tuple[str, str], float | None]:
+                 excel_row: int, raw_headers: list[str]) -> Values:
     """A row with something other than a float among its counts: each cell checked on its own."""
-    values: dict[tuple[str, str], float | None] = {}
+    values: list[float | None] = []
     for (key, position), value in zip(column_items, cells, strict=True):
         if value.__class__ is float:
-            values[key] = value
+            values.append(value)  # type: ignore[arg-type]
             continue
         if key[0] == "pct_occupied" and isinstance(value, str) and value.strip() == "-":
-            values[key] = None  # "-" is what KH03 prints where no beds were available
+            values.append(None)  # "-" is what KH03 prints where no beds were available
             continue
         try:
-            values[key] = _number(value)
+            values.append(_number(value))
         except ValueError as exc:
             raise Kh03Rejected(
                 "bad_value",
                 f"{_where(source, name, excel_row, position, raw_headers[position])}: {cell_text(value)!r} is not a number",
             ) from exc
-    return values
+    return tuple(values)
 
 
-def _rows_agree(rows: list[dict[tuple[str, str], float | None]]) -> bool:
+def _columns_agree(columns: Sequence[Sequence[float]], slots: dict[tuple[str, str], int]) -> bool:
     """True when every Total is the sum of its sectors and every % Occupied agrees with occupied / available in
-    all `rows` (every value a float), judged column by column in C (map, compress, any) with the same float
-    arithmetic, in the same order, as the row-by-row check in _check_sheet. False when anything might not
-    agree: that loop then decides, and names the first row that does not."""
-    columns = dict(zip(_CHECKED_KEYS, zip(*map(_PICK_CHECKED, rows), strict=True), strict=True))
+    all rows (`columns`: one sequence per key, every value a float), judged column by column in C (map, compress,
+    any) with the same float arithmetic, in the same order, as the row-by-row check in _check_rows. False when
+    anything might not agree: that loop then decides, and names the first row that does not."""
     total_tolerance, pct_tolerance = repeat(float(TOTAL_TOLERANCE)), repeat(float(PCT_TOLERANCE))
     for group in ("available", "occupied"):
-        first, second, third, fourth = (columns[(group, sector)] for sector in SECTORS[1:])
+        total, first, second, third, fourth = (columns[slots[(group, sector)]] for sector in SECTORS)
         parts = map(add, map(add, map(add, first, second), third), fourth)
-        if any(map(gt, map(abs, map(sub, columns[(group, "Total")], parts)), total_tolerance)):
+        if any(map(gt, map(abs, map(sub, total, parts)), total_tolerance)):
             return False
     for sector in SECTORS:
-        with_beds = list(map(gt, columns[("available", sector)], repeat(0.0)))
-        expected = map(truediv, compress(columns[("occupied", sector)], with_beds),
-                       compress(columns[("available", sector)], with_beds))
-        published = compress(columns[("pct_occupied", sector)], with_beds)
-        if any(map(gt, map(abs, map(sub, published, expected)), pct_tolerance)):
+        available, occupied, published = (columns[slots[(group, sector)]] for group in _GROUPS)
+        with_beds = list(map(gt, available, repeat(0.0)))
+        expected = map(truediv, compress(occupied, with_beds), compress(available, with_beds))
+        if any(map(gt, map(abs, map(sub, compress(published, with_beds), expected)), pct_tolerance)):
             return False
     return True
 
 
-_CHECKED_KEYS = tuple((group, sector) for group in ("available", "occupied", "pct_occupied") for sector in SECTORS)
-_PICK_CHECKED = itemgetter(*_CHECKED_KEYS)
+_GROUPS = ("available", "occupied", "pct_occupied")
 
 
 def _check_sheet(sheet: _Sheet, source: str) -> None:
-    headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
     assert sheet.england is not None and sheet.england_row is not None
-    total_tolerance, pct_tolerance = float(TOTAL_TOLERANCE), float(PCT_TOLERANCE)
-    all_rows = [(excel_row, values) for excel_row, _, _, values in sheet.rows.values()]
-    if sheet.kind != SPECIALTY_SHEET and not (sheet.all_floats and _rows_agree(
-            [sheet.england, *(values for _, values in all_rows)])):
-        # Keys spelled out once: these loops run for every row of a 100,000-trust sheet.
-        totals = [(group, (group, "Total"), *((group, sector) for sector in SECTORS[1:]))
-                  for group in ("available", "occupied")]
-        for excel_row, values in [(sheet.england_row, sheet.england), *all_rows]:
-            for group, total_key, key_1, key_2, key_3, key_4 in totals:
-                total = values[total_key]
-                parts = ((values[key_1] or 0.0) + (values[key_2] or 0.0) + (values[key_3] or 0.0)
-                         + (values[key_4] or 0.0))
-                if total is not None and abs(total - parts) > total_tolerance:
-                    position = sheet.columns[(group, "Total")]
-                    raise Kh03Rejected(
-                        "total_mismatch",
-                        f"{_where(source, sheet.name, excel_row, position, headers[position])}: Total {total!r} is not "
-                        f"the sum of its four sectors {parts:.6f} (tolerance {TOTAL_TOLERANCE})",
-                    )
-            for sector in SECTORS:
-                available = values[("available", sector)]
-                occupied = values[("occupied", sector)]
-                pct = values[("pct_occupied", sector)]
-                if available is None or occupied is None or available <= 0:
-                    continue
-                position = sheet.columns[("pct_occupied", sector)]
-                expected = occupied / available
-                if pct is None or abs(pct - expected) > pct_tolerance:
-                    raise Kh03Rejected(
-                        "pct_occupied_mismatch",
-                        f"{_where(source, sheet.name, excel_row, position, headers[position])}: % Occupied "
-                        f"{'-' if pct is None else repr(pct)} but occupied / available = {expected:.4f} "
-                        f"(tolerance {PCT_TOLERANCE})",
-                    )
-    tolerance = float(ENGLAND_TOLERANCE_PER_ROW) * len(all_rows)
-    row_values = [values for _, values in all_rows]
-    for key, position in sheet.columns.items():
+    row_values = [values for _, _, _, values in sheet.rows.values()]
+    columns = list(zip(sheet.england, *row_values, strict=True))  # per key: England's value, then each row's
+    if sheet.kind != SPECIALTY_SHEET and not (sheet.all_floats and _columns_agree(columns, sheet.slots)):
+        _check_rows(sheet, source)
+    headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
+    tolerance = float(ENGLAND_TOLERANCE_PER_ROW) * len(row_values)
+    for (key, position), column in zip(sheet.columns.items(), columns, strict=True):
         if key[0] == "pct_occupied":
             continue
-        england = sheet.england[key]
-        summed = math.fsum(map(itemgetter(key), row_values))  # counts: never None here (empty ones are refused)
+        england = column[0]
+        summed = math.fsum(islice(column, 1, None))  # counts: never None here (empty ones are refused)
         if england is not None and abs(england - summed) > tolerance:
             raise Kh03Rejected(
                 "england_mismatch",
                 f"{_where(source, sheet.name, sheet.england_row, position, headers[position])}: England {england!r} "
-                f"is not the sum of the {len(all_rows)} rows below it, {summed:.6f} (tolerance {tolerance:g})",
+                f"is not the sum of the {len(row_values)} rows below it, {summed:.6f} (tolerance {tolerance:g})",
             )
+
+
+def _check_rows(sheet: _Sheet, source: str) -> None:
+    """Every Total against its four sectors and every % Occupied against occupied / available, row by row from
+    the England row down: the authority, which names the first row and column that do not agree."""
+    assert sheet.england is not None and sheet.england_row is not None
+    headers = {position: f"{group} {sector}" for (group, sector), position in sheet.columns.items()}
+    total_tolerance, pct_tolerance = float(TOTAL_TOLERANCE), float(PCT_TOLERANCE)
+    slots = sheet.slots
+    # Slots looked up once: these loops run for every row of a 100,000-trust sheet.
+    totals = [(group, slots[(group, "Total")], *(slots[(group, sector)] for sector in SECTORS[1:]))
+              for group in ("available", "occupied")]
+    ratios = [(sector, *(slots[(group, sector)] for group in _GROUPS)) for sector in SECTORS]
+    all_rows = [(excel_row, values) for excel_row, _, _, values in sheet.rows.values()]
+    for excel_row, values in [(sheet.england_row, sheet.england), *all_rows]:
+        for group, total_at, at_1, at_2, at_3, at_4 in totals:
+            total = values[total_at]
+            parts = (values[at_1] or 0.0) + (values[at_2] or 0.0) + (values[at_3] or 0.0) + (values[at_4] or 0.0)
+            if total is not None and abs(total - parts) > total_tolerance:
+                position = sheet.columns[(group, "Total")]
+                raise Kh03Rejected(
+                    "total_mismatch",
+                    f"{_where(source, sheet.name, excel_row, position, headers[position])}: Total {total!r} is not "
+                    f"the sum of its four sectors {parts:.6f} (tolerance {TOTAL_TOLERANCE})",
+                )
+        for sector, available_at, occupied_at, pct_at in ratios:
+            available, occupied, pct = values[available_at], values[occupied_at], values[pct_at]
+            if available is None or occupied is None or available <= 0:
+                continue
+            position = sheet.columns[("pct_occupied", sector)]
+            expected = occupied / available
+            if pct is None or abs(pct - expected) > pct_tolerance:
+                raise Kh03Rejected(
+                    "pct_occupied_mismatch",
+                    f"{_where(source, sheet.name, excel_row, position, headers[position])}: % Occupied "
+                    f"{'-' if pct is None else repr(pct)} but occupied / available = {expected:.4f} "
+                    f"(tolerance {PCT_TOLERANCE})",
+                )
+
+
+def _sector_slots(sheet: _Sheet) -> list[tuple[str, int, int, int]]:
+    """(sector, slot of available, of occupied, of % Occupied) per sector, for a trust or region sheet's Values."""
+    slots = sheet.slots
+    return [(sector, *(slots[(group, sector)] for group in _GROUPS)) for sector in SECTORS]  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------------------------------------- entry
@@ -768,24 +811,25 @@ def _read_kh03(data: bytes, source_name: str, engine: str, limits: WorkbookLimit
     trust_rows: list[Kh03TrustRow] = []
     region_rows: list[Kh03RegionRow] = []
     specialty_rows: list[Kh03SpecialtyRow] = []
-    # tuple.__new__ and keys spelled out once: half a million rows from a 100,000-trust sheet.
-    new, by_sector = tuple.__new__, [(sector, ("available", sector), ("occupied", sector), ("pct_occupied", sector))
-                                     for sector in SECTORS]
+    # tuple.__new__ and slots looked up once: half a million rows from a 100,000-trust sheet.
+    new = tuple.__new__
     if TRUST_SHEET in sheets:
+        slots = _sector_slots(sheets[TRUST_SHEET])
         trust_rows = [
             new(Kh03TrustRow, (code, label, region, sector, values[available], values[occupied], values[pct], excel_row))
             for code, (excel_row, label, region, values) in sheets[TRUST_SHEET].rows.items()
-            for sector, available, occupied, pct in by_sector
+            for sector, available, occupied, pct in slots
         ]
     if REGION_SHEET in sheets:
+        slots = _sector_slots(sheets[REGION_SHEET])
         region_rows = [
             new(Kh03RegionRow, (code, label, sector, values[available], values[occupied], values[pct], excel_row))
             for code, (excel_row, label, _, values) in sheets[REGION_SHEET].rows.items()
-            for sector, available, occupied, pct in by_sector
+            for sector, available, occupied, pct in slots
         ]
     if SPECIALTY_SHEET in sheets:
         for code, (excel_row, label, region, values) in sheets[SPECIALTY_SHEET].rows.items():
-            for (_, specialty), value in values.items():
+            for (_, specialty), value in zip(sheets[SPECIALTY_SHEET].columns, values, strict=True):
                 specialty_code, specialty_name = specialty.split("|", 1)
                 specialty_rows.append(Kh03SpecialtyRow(
                     code, label, region, specialty_code, specialty_name, value, excel_row,  # type: ignore[arg-type]
@@ -795,11 +839,8 @@ def _read_kh03(data: bytes, source_name: str, engine: str, limits: WorkbookLimit
     if england_source is not None and england_source.england is not None:
         values = england_source.england
         england_row = tuple(
-            Kh03EnglandRow(
-                sector, values[("available", sector)],  # type: ignore[arg-type]
-                values[("occupied", sector)], values[("pct_occupied", sector)],  # type: ignore[arg-type]
-            )
-            for sector in SECTORS
+            Kh03EnglandRow(sector, values[available], values[occupied], values[pct])  # type: ignore[arg-type]
+            for sector, available, occupied, pct in _sector_slots(england_source)
         )
 
     title = next((sheet.title for sheet in sheets.values() if sheet.title.get("published")), {})

@@ -10,7 +10,9 @@ written as text the way a person reads them: integral numbers without `.0`, date
 python-calamine reads both formats (and is several times faster than openpyxl); an .xlsx it cannot open is read
 with openpyxl (`open_workbook`, shared with the KH03 reader). Neither engine sees a workbook before
 `check_workbook` (elt/readers/workbook_guard.py) has bounded what it may cost under `WorkbookLimits`; openpyxl,
-which iterates in Python, also counts rows and cells and watches the clock as it goes. Pure: bytes in, bytes out.
+which iterates in Python, also counts rows and cells and watches the clock as it goes. calamine reads an .xlsx
+from the check's uncompressed copy of its parts, in a nameless temporary file, when one could be made
+(decision 0012). Otherwise pure: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+import tempfile
 import time as clock
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import BinaryIO
 
 from python_calamine import CalamineWorkbook
 
@@ -120,13 +127,24 @@ def open_workbook(data: bytes, source_name: str, *, what: str = "xlsx/xls", engi
                   rejected: type[FileRejected] = FileRejected, limits: WorkbookLimits = DEFAULT_LIMITS) -> Workbook:
     """The workbook, once `check_workbook` has found its cost within `limits` (else the refusal it raises, as
     `rejected`), read by python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with
-    openpyxl (`engine="openpyxl"` asks for it directly). Neither: `rejected("unreadable_workbook", ...)`."""
-    try:
-        check_workbook(data, source_name, limits)
-    except FileRejected as refusal:
-        raise rejected(refusal.rule, refusal.message) from None
-    if engine == "openpyxl":
-        return _open_openpyxl(data, source_name, what, rejected, limits, problem=None)
+    openpyxl (`engine="openpyxl"` asks for it directly). Neither: `rejected("unreadable_workbook", ...)`.
+
+    calamine reads an .xlsx from the check's copy of its parts, stored uncompressed in a nameless temporary
+    file (workbook_guard._StoredCopy), when one could be made: it then neither inflates the parts again nor
+    holds the whole file in memory. Otherwise, or if it cannot open that copy, it reads `data`."""
+    with _copy_file(data, engine) as copy:
+        try:
+            copied = check_workbook(data, source_name, limits, copy_to=copy)
+        except FileRejected as refusal:
+            raise rejected(refusal.rule, refusal.message) from None
+        if engine == "openpyxl":
+            return _open_openpyxl(data, source_name, what, rejected, limits, problem=None)
+        if copied and copy is not None:
+            try:  # calamine opens the file again by its /proc path and holds it open until the workbook goes
+                return CalamineWorkbook.from_path(f"{_FD_PATHS}/{copy.fileno()}")
+            except BaseException as exc:  # noqa: BLE001 - any failure: read the original below, as without a copy
+                if _engine_failure(exc) is None:
+                    raise
     try:
         return CalamineWorkbook.from_filelike(io.BytesIO(data))
     except BaseException as exc:  # noqa: BLE001 - calamine raises several types (and panics) for a damaged file
@@ -136,6 +154,26 @@ def open_workbook(data: bytes, source_name: str, *, what: str = "xlsx/xls", engi
     if data[:4] != b"PK\x03\x04":  # not a zip, so not an .xlsx that openpyxl could read
         raise rejected("unreadable_workbook", f"{source_name} is not a readable {what} workbook ({problem})")
     return _open_openpyxl(data, source_name, what, rejected, limits, problem=problem)
+
+
+_FD_PATHS = Path("/proc/self/fd")  # Linux: an open file's path, even when it has no name
+
+
+@contextmanager
+def _copy_file(data: bytes, engine: str) -> Iterator[BinaryIO | None]:
+    """A nameless temporary file (gone when closed, or when the process dies) for the check's stored copy of an
+    .xlsx; None where calamine would not read it (an .xls, openpyxl asked for), where no path can name it (no
+    /proc) or where none can be made (then calamine reads the original)."""
+    if engine == "openpyxl" or data[:4] != b"PK\x03\x04" or not _FD_PATHS.is_dir():
+        yield None
+        return
+    try:
+        file = tempfile.TemporaryFile()
+    except OSError:
+        yield None
+        return
+    with file:
+        yield file  # type: ignore[misc]
 
 
 def _open_openpyxl(data: bytes, source_name: str, what: str, rejected: type[FileRejected], limits: WorkbookLimits,

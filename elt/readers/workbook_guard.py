@@ -23,7 +23,8 @@ does. Decisions and numbers: docs/decisions/0012-workbook-cost-limits.md.
 Refusals are `FileRejected` with rule `workbook_too_large`, `sheet_too_large`, `zip_bomb`,
 `unsupported_workbook` or `unreadable_workbook` (and `workbook_too_slow` from the openpyxl reader, which counts
 as it reads: elt/readers/spreadsheet.py); messages name the part, the limit and its setting, and never a
-cell's value. Pure: bytes in, nothing out.
+cell's value. Bytes in; out, only when asked (`copy_to`), the .xlsx's parts as inflated here, stored
+uncompressed for calamine to read instead of inflating them again (`_StoredCopy`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from io import BytesIO
+from typing import BinaryIO
 
 from elt.readers.csv_header import FileRejected
 
@@ -77,8 +79,12 @@ def over(rule: str, what: str, field: str, limits: WorkbookLimits, advice: str) 
     return FileRejected(rule, f"{what}; the limit is {limit:,} ({WorkbookLimits.setting(field)}): {advice}")
 
 
-def check_workbook(data: bytes, source_name: str, limits: WorkbookLimits = DEFAULT_LIMITS) -> None:
-    """Refuse (FileRejected) a workbook whose reading would cost more than `limits`; else return."""
+def check_workbook(data: bytes, source_name: str, limits: WorkbookLimits = DEFAULT_LIMITS, *,
+                   copy_to: BinaryIO | None = None) -> bool:
+    """Refuse (FileRejected) a workbook whose reading would cost more than `limits`; else return whether
+    `copy_to` (an empty seekable binary file, or None) now holds the .xlsx's parts as the check inflated them,
+    stored uncompressed (`_StoredCopy`). False for an .xls, without `copy_to`, or when no faithful copy could
+    be made: then an engine reads `data`."""
     if len(data) > limits.max_file_bytes:
         raise over("workbook_too_large", f"{source_name} is {len(data):,} bytes", "max_file_bytes", limits,
                    "split the workbook, or raise the limit if the file is trusted")
@@ -86,8 +92,8 @@ def check_workbook(data: bytes, source_name: str, limits: WorkbookLimits = DEFAU
         from elt.readers.xls_guard import check_xls
 
         check_xls(data, source_name, limits)
-        return
-    _check_zip(data, source_name, limits)
+        return False
+    return _check_zip(data, source_name, limits, copy_to)
 
 
 # --- the zip container -------------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def _open_zip(data: bytes, source_name: str, limits: WorkbookLimits) -> zipfile.
     return archive
 
 
-def _check_zip(data: bytes, source_name: str, limits: WorkbookLimits) -> None:
+def _check_zip(data: bytes, source_name: str, limits: WorkbookLimits, copy_to: BinaryIO | None) -> bool:
     archive = _open_zip(data, source_name, limits)
     parts = archive.infolist()
     names = {info.filename.lower() for info in parts}
@@ -145,24 +151,95 @@ def _check_zip(data: bytes, source_name: str, limits: WorkbookLimits) -> None:
     if declared > limits.max_inflated_bytes:
         raise over("workbook_too_large", f"{source_name}'s parts declare {declared:,} bytes inflated",
                    "max_inflated_bytes", limits, "split the workbook, or raise the limit if the file is trusted")
+    copy = _StoredCopy(copy_to) if copy_to is not None and _StoredCopy.faithful(parts, limits) else None
     inflated = 0
     for info in parts:  # what they really inflate to (declared sizes can lie), and the cells of each sheet
         try:
-            inflated += _scan_part(data, info, source_name, limits, already=inflated, tag_by_tag=False)
+            inflated += _scan_part(data, info, source_name, limits, already=inflated, tag_by_tag=False, copy=copy)
         except _Unusual:
-            inflated += _scan_part(data, info, source_name, limits, already=inflated, tag_by_tag=True)
+            inflated += _scan_part(data, info, source_name, limits, already=inflated, tag_by_tag=True, copy=copy)
+    return copy is not None and copy.finish()
 
 
 def _scan_part(data: bytes, info: zipfile.ZipInfo, source_name: str, limits: WorkbookLimits, *, already: int,
-               tag_by_tag: bool) -> int:
-    """Inflate one part under the limits and, when it is XML, scan its cells. Returns its inflated size."""
+               tag_by_tag: bool, copy: _StoredCopy | None) -> int:
+    """Inflate one part under the limits and, when it is XML, scan its cells (and copy them to `copy`). Returns
+    its inflated size."""
     scan = _SheetScan(source_name, info.filename, limits, tag_by_tag=tag_by_tag)
+    if copy is not None:
+        copy.begin(info)
     size = 0
     for chunk in _inflate(data, info, source_name, limits, already=already):
         size += len(chunk)
         scan.feed(chunk)
+        if copy is not None:
+            copy.write(chunk)
     scan.finish()
+    if copy is not None:
+        copy.end(info, size)
     return size
+
+
+class _StoredCopy:
+    """The parts of an .xlsx as the check inflates them, written to `out` as a zip of stored (uncompressed)
+    parts. calamine is handed this copy instead of the original, so it parses the very bytes the check scanned
+    and does not inflate the workbook a second time: about 0.2 s of CPU on ./start.sh bench excel's 96 MB sheet
+    (decision 0012). Each part keeps the CRC-32 the original declares; calamine checks the inflated bytes
+    against it as it would have on the original (computing it here would cost more than the inflate saved).
+    A write that fails (a full disk) marks the copy unusable; the check goes on, and calamine reads the
+    original instead."""
+
+    LOCAL, CENTRAL, END = struct.Struct("<IHHHHHIIIHH"), struct.Struct("<IHHHHHHIIIHHHHHII"), struct.Struct("<IHHHHIIH")
+    DOS_DATE = 0x21  # 1980-01-01: the parts' dates are not copied (no engine reads them)
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.central, self.parts, self.start, self.usable = out, bytearray(), 0, 0, True
+
+    @classmethod
+    def faithful(cls, parts: list[zipfile.ZipInfo], limits: WorkbookLimits) -> bool:
+        """Whether the copy can say what the original says: every name ASCII as stored (zipfile's decoding of
+        other names, or of a name with a NUL in it, need not give back its bytes) and none repeated (zip
+        readers may disagree on which of two counts), and a plain zip can hold it (no zip64: under 65,535
+        parts, and offsets under 4 GiB even if every part inflates to the limit)."""
+        names = [info.orig_filename for info in parts]
+        room = sum(cls.LOCAL.size + cls.CENTRAL.size + 2 * len(name) for name in names) + cls.END.size
+        return (len(parts) < 0xFFFF and len(set(names)) == len(names) and all(map(str.isascii, names))
+                and all(info.filename == info.orig_filename for info in parts)
+                and limits.max_inflated_bytes + room < 0xFFFFFFFF)
+
+    def begin(self, info: zipfile.ZipInfo) -> None:
+        """A part's local header, its sizes still 0. A part scanned again (tag by tag) starts over here."""
+        name = info.filename.encode("ascii")
+        header = self.LOCAL.pack(0x04034B50, 20, 0, 0, 0, self.DOS_DATE, info.CRC, 0, 0, len(name), 0) + name
+        self._step(lambda out: (out.seek(self.start), out.truncate(), out.write(header)))
+
+    def write(self, chunk: bytes) -> None:
+        self._step(lambda out: out.write(chunk))
+
+    def end(self, info: zipfile.ZipInfo, size: int) -> None:
+        """The part's sizes into its local header, and its entry in the central directory."""
+        name = info.filename.encode("ascii")
+        sizes = struct.pack("<II", size, size)
+        self._step(lambda out: (out.seek(self.start + 18), out.write(sizes), out.seek(0, 2)))
+        self.central += self.CENTRAL.pack(0x02014B50, 20, 20, 0, 0, 0, self.DOS_DATE, info.CRC, size, size,
+                                          len(name), 0, 0, 0, 0, 0, self.start) + name
+        self.parts += 1
+        self.start += self.LOCAL.size + len(name) + size
+
+    def finish(self) -> bool:
+        """The central directory and its end; whether the copy is whole."""
+        end = self.END.pack(0x06054B50, 0, 0, self.parts, self.parts, len(self.central), self.start, 0)
+        self._step(lambda out: (out.write(bytes(self.central) + end), out.flush()))
+        return self.usable
+
+    def _step(self, step: Callable[[BinaryIO], object]) -> None:
+        """One step of writing the copy; a failed one (OSError: a full disk) makes the copy unusable, and no
+        later step is taken."""
+        if self.usable:
+            try:
+                step(self.out)
+            except OSError:
+                self.usable = False
 
 
 def sheet_extent(xml: bytes, limits: WorkbookLimits = DEFAULT_LIMITS) -> tuple[int, int, int]:

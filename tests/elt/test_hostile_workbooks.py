@@ -28,6 +28,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -408,15 +409,20 @@ def test_the_api_answers_every_hostile_workbook_with_a_4xx_and_stores_nothing(se
 
 
 # --- the checks themselves (in process: they only read bytes) ---------------------------------------------------
+@pytest.mark.parametrize("copy", [False, True], ids=["no copy", "copying the parts"])
 @pytest.mark.parametrize("case", CORPUS, ids=IDS)
-def test_check_workbook_refuses_each_hostile_file_before_any_engine(case):
+def test_check_workbook_refuses_each_hostile_file_before_any_engine(case, copy):
+    """The same refusal whether or not the check copies the parts it inflates for calamine (open_workbook asks
+    for the copy), and the copy stops where the check does: never more than WORKBOOK_MAX_INFLATED_BYTES."""
     from elt.readers.csv_header import FileRejected
-    from elt.readers.workbook_guard import check_workbook
+    from elt.readers.workbook_guard import DEFAULT_LIMITS, check_workbook
 
+    out = io.BytesIO()
     with pytest.raises(FileRejected) as refused:
-        check_workbook(built(case.id), case.file_name)
+        check_workbook(built(case.id), case.file_name, copy_to=out if copy else None)
     assert refused.value.rule == case.rule and case.words in refused.value.message
     assert MARKER not in refused.value.message
+    assert len(out.getvalue()) <= DEFAULT_LIMITS.max_inflated_bytes
 
 
 def good_workbooks() -> dict[str, bytes]:
@@ -453,21 +459,145 @@ CALAMINE_LAYOUTS = {
 }
 
 
+def layout_xml(layout: str) -> bytes:
+    rows = CALAMINE_LAYOUTS[layout]
+    return sheet_xml(rows) if layout != "prefixed tags" else sheet_xml(rows).replace(
+        b"<worksheet xmlns=", b"<x:worksheet xmlns:x=").replace(b"sheetData>", b"x:sheetData>").replace(
+        b"</worksheet>", b"</x:worksheet>")
+
+
+def calamine_grid(data: bytes) -> list[list[object]]:
+    from python_calamine import CalamineWorkbook
+
+    return CalamineWorkbook.from_filelike(io.BytesIO(data)).get_sheet_by_index(0).to_python(skip_empty_area=False)
+
+
 @pytest.mark.parametrize("layout", list(CALAMINE_LAYOUTS))
 def test_the_scan_places_cells_where_calamine_does(layout):
     """The extent the scan finds is the grid python-calamine builds from the same sheet, however the sheet is
     written: so no sheet can hide a larger grid from the limits."""
-    from python_calamine import CalamineWorkbook
-
     from elt.readers.workbook_guard import sheet_extent
 
-    rows = CALAMINE_LAYOUTS[layout]
-    xml = sheet_xml(rows) if layout != "prefixed tags" else sheet_xml(rows).replace(
-        b"<worksheet xmlns=", b"<x:worksheet xmlns:x=").replace(b"sheetData>", b"x:sheetData>").replace(
-        b"</worksheet>", b"</x:worksheet>")
-    grid = CalamineWorkbook.from_filelike(io.BytesIO(xlsx(xml))).get_sheet_by_index(0).to_python(skip_empty_area=False)
-    cells = len(re.findall(r"<(?:x:)?c[ >]", rows))
+    xml = layout_xml(layout)
+    grid = calamine_grid(xlsx(xml))
+    cells = len(re.findall(r"<(?:x:)?c[ >]", CALAMINE_LAYOUTS[layout]))
     assert sheet_extent(xml) == (len(grid), max(len(row) for row in grid), cells)
+
+
+# --- the stored copy of the parts that calamine reads -------------------------------------------------------------
+def stored_copy(data: bytes) -> tuple[bool, bytes]:
+    """(whether check_workbook made a copy, the bytes it wrote)."""
+    from elt.readers.workbook_guard import check_workbook
+
+    out = io.BytesIO()
+    return check_workbook(data, "beds.xlsx", copy_to=out), out.getvalue()
+
+
+def test_the_stored_copy_holds_every_part_as_the_original_inflates_it():
+    data = build_kh03()
+    made, copy = stored_copy(data)
+    original, stored = zipfile.ZipFile(io.BytesIO(data)), zipfile.ZipFile(io.BytesIO(copy))
+    assert made
+    assert stored.testzip() is None  # every part matches the CRC-32 the original declares for it
+    assert [info.filename for info in stored.infolist()] == original.namelist()
+    assert {info.compress_type for info in stored.infolist()} == {zipfile.ZIP_STORED}
+    assert {name: stored.read(name) for name in stored.namelist()} == {
+        name: original.read(name) for name in original.namelist()}
+
+
+@pytest.mark.parametrize("layout", list(CALAMINE_LAYOUTS))
+def test_calamine_reads_the_stored_copy_as_it_reads_the_original(layout):
+    """Sheets written unusually are scanned twice (the byte search gives up, the tag scan takes over): the copy
+    still holds each part once, and calamine builds the same grid from it."""
+    data = xlsx(layout_xml(layout))
+    made, copy = stored_copy(data)
+    assert made
+    assert zipfile.ZipFile(io.BytesIO(copy)).read("xl/worksheets/sheet1.xml") == layout_xml(layout)
+    assert calamine_grid(copy) == calamine_grid(data)
+
+
+def with_part(data: bytes, name: str, payload: bytes) -> bytes:
+    """`data`'s zip with one more part (a name zipfile warns about when it repeats one)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info in source.infolist():
+            archive.writestr(info, source.read(info))
+        with pytest.warns(UserWarning) if name in source.namelist() else _nothing():
+            archive.writestr(name, payload)
+    return out.getvalue()
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+@pytest.mark.parametrize("name", ["xl/media/caf\u00e9.png", "xl/worksheets/sheet1.xml"], ids=["non-ASCII name",
+                                                                                            "repeated name"])
+def test_no_copy_of_a_zip_whose_parts_a_copy_could_name_differently(name):
+    """A name zipfile decodes (cp437 or UTF-8) might not be written back as the same bytes, and of two parts
+    with one name zip readers may pick either: calamine reads the original then, as before."""
+    assert stored_copy(with_part(build_kh03(), name, b"\x89PNG not really")) == (False, b"")
+
+
+def test_a_workbook_with_a_part_not_copied_is_read_from_the_original():
+    from elt.readers.kh03 import read_kh03
+
+    data = build_kh03()
+    assert read_kh03(with_part(data, "xl/media/caf\u00e9.png", b"\x89PNG"), "beds.xlsx") == read_kh03(data, "beds.xlsx")
+
+
+class FullDisk(io.BytesIO):
+    """A temporary file on a disk that fills after `room` bytes."""
+
+    room = 3000
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_copy_that_cannot_be_written_leaves_the_check_and_the_read_as_they_were(monkeypatch):
+    import elt.readers.spreadsheet as spreadsheet
+    from elt.readers.kh03 import read_kh03
+    from elt.readers.workbook_guard import check_workbook
+
+    data = build_kh03()
+    expected = read_kh03(data, "beds.xlsx")
+    assert check_workbook(data, "beds.xlsx", copy_to=FullDisk()) is False
+    opened = []
+    monkeypatch.setattr(spreadsheet.tempfile, "TemporaryFile", FullDisk)
+    monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", lambda path: opened.append(path))
+    assert read_kh03(data, "beds.xlsx") == expected  # calamine read the original
+    assert opened == []
+
+
+def test_calamine_reads_an_xlsx_from_the_copy_and_the_original_when_the_copy_fails(monkeypatch):
+    """open_workbook hands calamine the check's copy by its /proc path; were calamine to refuse the copy, it
+    reads the original, so the copy can only save time, never change what is read or refused."""
+    import elt.readers.spreadsheet as spreadsheet
+    from elt.readers.kh03 import read_kh03
+
+    data = build_kh03()
+    from_path = spreadsheet.CalamineWorkbook.from_path
+    seen: list[bytes] = []
+
+    def spy(path: str):
+        seen.append(Path(path).read_bytes())
+        return from_path(path)
+
+    monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", spy)
+    via_copy = read_kh03(data, "beds.xlsx")
+    assert seen == [stored_copy(data)[1]]
+
+    def refuse(_):
+        raise CalamineError("calamine cannot read this one")
+
+    monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", refuse)
+    assert read_kh03(data, "beds.xlsx") == via_copy
+    monkeypatch.setattr(spreadsheet, "_FD_PATHS", Path("/no/such/proc"))  # a system without /proc: no copy
+    assert read_kh03(data, "beds.xlsx") == via_copy
 
 
 def test_a_self_closing_cell_counts_though_calamine_skips_it():
@@ -486,6 +616,7 @@ def test_the_openpyxl_fallback_counts_rows_and_watches_the_clock(monkeypatch):
         raise CalamineError("calamine cannot read this one")
 
     monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_filelike", refuse)
+    monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", refuse)  # the check's copy of an .xlsx
     data = build_kh03()
     assert read_kh03(data, "beds.xlsx").trust_rows  # read by openpyxl within the default limits
     with pytest.raises(Kh03Rejected) as slow:

@@ -429,6 +429,7 @@ def test_an_xlsx_calamine_cannot_open_is_read_with_openpyxl(monkeypatch):
         raise CalamineError("calamine cannot read this one")  # what calamine raises on a file it rejects
 
     monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_filelike", refuse)
+    monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", refuse)  # the check's copy of an .xlsx
     assert read_kh03(data, "beds.xlsx") == expected
     not_a_workbook = io.BytesIO()  # a sound zip (so it passes the size checks) that neither engine can read
     with zipfile.ZipFile(not_a_workbook, "w") as archive:
