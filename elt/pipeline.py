@@ -611,7 +611,7 @@ def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workb
     """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
     has). The ledger's period becomes the quarter the workbook itself states."""
     name = posixpath.basename(key)
-    book = read_kh03(workbook, name, limits=limits)  # Kh03Rejected is a FileRejected: quarantined with its reason
+    book = read_kh03(workbook, name, limits=limits, copy_to_disk=not contract.personal_data)  # Kh03Rejected is a FileRejected: quarantined with its reason
     tables = to_csv_tables(book)
     rows_read = 0
     for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],

@@ -755,10 +755,11 @@ def _without_cycle_collection():
 
 
 def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine",
-              limits: WorkbookLimits = DEFAULT_LIMITS) -> Kh03Workbook:
+              limits: WorkbookLimits = DEFAULT_LIMITS, copy_to_disk: bool = False) -> Kh03Workbook:
     """Parse one KH03 overnight workbook (.xlsx or .xls). `engine="openpyxl"` reads an .xlsx with openpyxl
     (the fallback, used by default only when calamine cannot open the file). Nothing is read before the
-    workbook's cost is found within `limits` (elt/readers/workbook_guard.py).
+    workbook's cost is found within `limits` (elt/readers/workbook_guard.py). `copy_to_disk`: see
+    elt.readers.spreadsheet.open_workbook (the loader passes it for a contract without personal data).
 
     Raises Kh03Rejected naming the file, sheet, row and column: workbook_too_large, sheet_too_large, zip_bomb,
     unsupported_workbook, workbook_too_slow, unreadable_workbook, no_kh03_sheet,
@@ -767,11 +768,12 @@ def read_kh03(data: bytes, source_name: str, *, engine: str = "calamine",
     file_name_period_mismatch, total_mismatch, england_mismatch, pct_occupied_mismatch.
     """
     with _without_cycle_collection():
-        return _read_kh03(data, source_name, engine, limits)
+        return _read_kh03(data, source_name, engine, limits, copy_to_disk)
 
 
-def _read_kh03(data: bytes, source_name: str, engine: str, limits: WorkbookLimits) -> Kh03Workbook:
-    workbook = open_workbook(data, source_name, engine=engine, rejected=Kh03Rejected, limits=limits)
+def _read_kh03(data: bytes, source_name: str, engine: str, limits: WorkbookLimits, copy_to_disk: bool) -> Kh03Workbook:
+    workbook = open_workbook(data, source_name, engine=engine, rejected=Kh03Rejected, limits=limits,
+                             copy_to_disk=copy_to_disk)
     wanted = {" ".join(kind.split()).lower(): kind for kind in KH03_SHEETS}
     found: list[tuple[str, str]] = []  # (sheet name as in the workbook, kind)
     for name in workbook.sheet_names:

@@ -124,15 +124,17 @@ def _engine_failure(exc: BaseException) -> str | None:
 
 
 def open_workbook(data: bytes, source_name: str, *, what: str = "xlsx/xls", engine: str = "calamine",
-                  rejected: type[FileRejected] = FileRejected, limits: WorkbookLimits = DEFAULT_LIMITS) -> Workbook:
+                  rejected: type[FileRejected] = FileRejected, limits: WorkbookLimits = DEFAULT_LIMITS,
+                  copy_to_disk: bool = False) -> Workbook:
     """The workbook, once `check_workbook` has found its cost within `limits` (else the refusal it raises, as
     `rejected`), read by python-calamine (.xlsx and .xls, fast); an .xlsx calamine cannot open is tried with
     openpyxl (`engine="openpyxl"` asks for it directly). Neither: `rejected("unreadable_workbook", ...)`.
 
-    calamine reads an .xlsx from the check's copy of its parts, stored uncompressed in a nameless temporary
-    file (workbook_guard._StoredCopy), when one could be made: it then neither inflates the parts again nor
-    holds the whole file in memory. Otherwise, or if it cannot open that copy, it reads `data`."""
-    with _copy_file(data, engine) as copy:
+    With `copy_to_disk` (only for a drop type without personal data: the copy may reach the disk), calamine reads
+    an .xlsx from the check's copy of its parts, stored uncompressed in a nameless temporary file
+    (workbook_guard._StoredCopy), when one could be made: it then neither inflates the parts again nor holds the
+    whole file in memory. Otherwise, or if it cannot open that copy, it reads `data`."""
+    with _copy_file(data, engine if copy_to_disk else "openpyxl") as copy:
         try:
             copied = check_workbook(data, source_name, limits, copy_to=copy)
         except FileRejected as refusal:
@@ -203,7 +205,8 @@ def sheet_rows(workbook: Workbook, name: str, source_name: str, *,
 
 def _read_rows(contract: Contract, data: bytes, source_name: str,
                limits: WorkbookLimits) -> tuple[str, list[list[object]]]:
-    workbook = open_workbook(data, source_name, what=contract.format, limits=limits)
+    workbook = open_workbook(data, source_name, what=contract.format, limits=limits,
+                             copy_to_disk=not contract.personal_data)
     names = workbook.sheet_names
     wanted = contract.sheet_settings.sheet
     if wanted is None:

@@ -569,7 +569,7 @@ def test_a_copy_that_cannot_be_written_leaves_the_check_and_the_read_as_they_wer
     opened = []
     monkeypatch.setattr(spreadsheet.tempfile, "TemporaryFile", FullDisk)
     monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", lambda path: opened.append(path))
-    assert read_kh03(data, "beds.xlsx") == expected  # calamine read the original
+    assert read_kh03(data, "beds.xlsx", copy_to_disk=True) == expected  # calamine read the original
     assert opened == []
 
 
@@ -588,16 +588,17 @@ def test_calamine_reads_an_xlsx_from_the_copy_and_the_original_when_the_copy_fai
         return from_path(path)
 
     monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", spy)
-    via_copy = read_kh03(data, "beds.xlsx")
+    assert read_kh03(data, "beds.xlsx") is not None and seen == []  # no copy unless asked for
+    via_copy = read_kh03(data, "beds.xlsx", copy_to_disk=True)
     assert seen == [stored_copy(data)[1]]
 
     def refuse(_):
         raise CalamineError("calamine cannot read this one")
 
     monkeypatch.setattr(spreadsheet.CalamineWorkbook, "from_path", refuse)
-    assert read_kh03(data, "beds.xlsx") == via_copy
+    assert read_kh03(data, "beds.xlsx", copy_to_disk=True) == via_copy
     monkeypatch.setattr(spreadsheet, "_FD_PATHS", Path("/no/such/proc"))  # a system without /proc: no copy
-    assert read_kh03(data, "beds.xlsx") == via_copy
+    assert read_kh03(data, "beds.xlsx", copy_to_disk=True) == via_copy
 
 
 def test_a_self_closing_cell_counts_though_calamine_skips_it():

@@ -144,3 +144,24 @@ def test_workbooks_load_once_and_broken_ones_are_quarantined(settings, store, db
     # The ledger keeps the workbook's own hash and says it was read as a workbook.
     assert db.execute("select sha256, encoding from ops.file_ledger where file_id = %s", (loaded.file_id,)).fetchone() == (
         hashlib.sha256(good).hexdigest(), "XLSX")
+
+
+@pytest.mark.parametrize("personal", [False, True])
+def test_a_workbook_is_copied_to_a_temporary_file_only_for_a_contract_without_personal_data(
+        contracts_dir, monkeypatch, personal):
+    """The workbook check's uncompressed copy, which calamine reads faster, may reach the disk: the table reader
+    asks for it only when the contract declares no personal data (decision 0012)."""
+    import elt.readers.spreadsheet as spreadsheet
+
+    if personal:
+        text = (contracts_dir / "test_sheet_facilities.yml").read_text()
+        (contracts_dir / "test_sheet_facilities.yml").write_text(
+            text.replace("natural_key:", "personal_data: [name]\ndrop_role: clinician\nnatural_key:", 1))
+    contract = load_contracts(contracts_dir)["test_sheet_facilities"]
+    assert bool(contract.personal_data) is personal
+    made = []
+    real = spreadsheet.tempfile.TemporaryFile
+    monkeypatch.setattr(spreadsheet.tempfile, "TemporaryFile", lambda *a, **k: made.append(1) or real(*a, **k))
+    data = workbook([HEADER, ["General Hospital", None, 120, 6.6018, datetime(1999, 5, 1)]])
+    assert spreadsheet_to_csv(contract, data).decode() == "Name,Beds,Lat,Opened\nGeneral Hospital,120,6.6018,1999-05-01\n"
+    assert made == ([] if personal else [1])
