@@ -210,23 +210,30 @@ def cursor_value(value: str, column_type: str) -> Any:
 # --- parsing ----------------------------------------------------------------------------------------------------
 def parse_query(model: type[BaseModel]) -> BaseModel:
     """request.args against a pydantic model; unknown parameters are a 400 naming the allowed ones."""
-    allowed = sorted(model.model_fields)
-    unknown = sorted(set(request.args) - set(allowed))
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}", allowed=allowed)
-    repeated = sorted(name for name in request.args if len(request.args.getlist(name)) > 1)
-    if repeated:
-        raise ApiError(400, "invalid_parameter", f"give each parameter once: {', '.join(repeated)}", allowed=allowed)
-    values = {name: value for name, value in request.args.items() if value != ""}
-    broken = sorted(name for name, value in values.items() if "\x00" in value)
-    if broken:  # Postgres text cannot hold a NUL character: no value with one can match anything
-        raise ApiError(400, "invalid_parameter", f"{', '.join(broken)}: a NUL character is not allowed", allowed=allowed)
+    args = request.args
+    if not args.keys() <= model.model_fields.keys():
+        unknown = sorted(set(args) - model.model_fields.keys())
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}",
+                       allowed=_allowed(model))
+    if any(len(values) > 1 for values in args.listvalues()):
+        repeated = sorted(name for name, values in args.lists() if len(values) > 1)
+        raise ApiError(400, "invalid_parameter", f"give each parameter once: {', '.join(repeated)}",
+                       allowed=_allowed(model))
+    values = {name: value for name, value in args.items() if value != ""}
+    if any("\x00" in value for value in values.values()):  # Postgres text cannot hold a NUL: it can match nothing
+        broken = sorted(name for name, value in values.items() if "\x00" in value)
+        raise ApiError(400, "invalid_parameter", f"{', '.join(broken)}: a NUL character is not allowed",
+                       allowed=_allowed(model))
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "query"
-        raise ApiError(400, "invalid_parameter", f"{name}: {first['msg']}", allowed=allowed) from None
+        raise ApiError(400, "invalid_parameter", f"{name}: {first['msg']}", allowed=_allowed(model)) from None
+
+
+def _allowed(model: type[BaseModel]) -> list[str]:
+    return sorted(model.model_fields)
 
 
 def wants_csv(query: BaseModel) -> bool:
@@ -363,18 +370,21 @@ def etag_of(stamp: str, view: str) -> str:
     return hashlib.blake2b(f"{stamp}\x00{view}".encode(), digest_size=16).hexdigest()
 
 
-def _cache_headers(response: Response, resource: Resource, etag: str | None) -> Response:
+VARY = "Accept, Authorization, X-API-Key"  # answers differ by format and by caller
+
+
+def _cache_headers(resource: Resource, etag: str | None) -> list[tuple[str, str]]:
     """Patient-level pages are never stored (a shared clinic computer keeps no copy); others may be kept by the
-    caller's own client, which must revalidate them (If-None-Match) every time, and never by a shared cache."""
+    caller's own client, which must revalidate them (If-None-Match) every time, and never by a shared cache. (Given
+    to the response as it is made: cheaper than werkzeug's header properties on the 304 path.)"""
+    headers = [("Cache-Control", "no-store" if resource.patient_level else "private, no-cache"), ("Vary", VARY)]
     if etag is not None:
-        response.set_etag(etag, weak=True)
-    response.headers["Cache-Control"] = "no-store" if resource.patient_level else "private, no-cache"
-    response.vary.update(("Accept", "Authorization", "X-API-Key"))
-    return response
+        headers.append(("ETag", f'W/"{etag}"'))  # weak, as werkzeug's set_etag(weak=True) wrote it
+    return headers
 
 
 def _not_modified(resource: Resource, etag: str) -> Response:
-    return _cache_headers(current_app.response_class(status=304), resource, etag)
+    return current_app.response_class(status=304, headers=_cache_headers(resource, etag))
 
 
 def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | None:
@@ -408,7 +418,7 @@ def serve(resource: Resource, *, fixed: dict[str, Any] | None = None) -> Respons
     csv_out = wants_csv(query)
     cap = settings.max_csv_rows if csv_out else settings.max_page_size
     if query.limit is not None and query.limit > cap:
-        raise ApiError(400, "invalid_parameter", f"limit must be at most {cap}", allowed=sorted(query.model_fields))
+        raise ApiError(400, "invalid_parameter", f"limit must be at most {cap}", allowed=_allowed(type(query)))
     p = plan(resource, query, fixed)
     limit = query.limit or (settings.max_csv_rows if csv_out else settings.default_page_size)
     view = view_of(resource, query, fixed, limit, csv_out, caller.role)
@@ -481,7 +491,7 @@ def _page(resource: Resource, p: Plan, limit: int, caller: Caller, view: str, *,
     if not resource.built_by_dbt and request.if_none_match.contains_weak(etag):
         return _not_modified(resource, etag)
     body = b'{"data":' + data + b',"meta":' + ENCODER.encode(meta) + b"}"
-    return _cache_headers(current_app.response_class(body, mimetype="application/json"), resource, etag)
+    return current_app.response_class(body, mimetype="application/json", headers=_cache_headers(resource, etag))
 
 
 def _planned_key(resource: Resource, p: Plan) -> bytes:
@@ -561,4 +571,5 @@ def _csv_response(resource: Resource, query: BaseModel, p: Plan, limit: int, vie
     response.headers["X-Source-Table"] = resource.table
     # A live table's download has no ETag: its identity would be the whole file, which is not known when it starts.
     etag = etag_of(build_stamp(meta.as_of, meta.sources), view) if resource.built_by_dbt else None
-    return _cache_headers(response, resource, etag)
+    response.headers.extend(_cache_headers(resource, etag))
+    return response
