@@ -55,11 +55,13 @@ def key_hash(key: str) -> str:
 
 
 def presented_key() -> str | None:
-    """The key the request sends (Authorization: Bearer, or X-API-Key), if any."""
-    header = request.headers.get("Authorization", "")
+    """The key the request sends (Authorization: Bearer, or X-API-Key), if any. (Read from the WSGI environ, where
+    request.headers reads them too: every call makes this check, most of all a 304's.)"""
+    environ = request.environ
+    header = environ.get("HTTP_AUTHORIZATION", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return request.headers.get("X-API-Key", "").strip() or None
+    return environ.get("HTTP_X_API_KEY", "").strip() or None
 
 
 def authenticate() -> Caller:

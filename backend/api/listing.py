@@ -17,7 +17,7 @@ request for it, to a key with the declared role (backend/auth.py):
 * a JSON page is one transaction, its statements pipelined (the audit row first, for patient-level reads): one
   round trip (docs/decisions/0014-api-one-round-trip-per-page-and-conditional-gets.md);
 * every answer has a weak ETag (the build stamp, the parsed query, the format, the role); `If-None-Match` with
-  it is a 304 that reads no mart;
+  it is a 304 that reads no mart, and, for a request this process has parsed before, parses nothing either;
 * `Accept: text/csv` or `format=csv` streams the rows as CSV (all matching rows unless `limit` is given),
   with the meta as `X-*` headers: complete or visibly cut off, neutralised against spreadsheet formulas,
   never holding the database for a slow client (backend/api/csv_export.py).
@@ -63,6 +63,10 @@ EXACT_TOTAL_BELOW = 100_000  # rows (planner estimate): below this a count(*) is
 # How long a process goes by a table's row count as the planner measured it, and by the planner's estimate of the rows
 # some filters match (`_page`): estimates, labelled as such (`total_is_exact: false`), that change with ANALYZE.
 TABLE_ROWS_SECONDS = 300
+# How many requests' views (`_view`) a process remembers, so that a client revalidating the same pages is not parsed
+# again each time: about 350 bytes each (3.5 MB when full). Never stale (a view is a function of the request and the
+# app's settings), only forgotten, the least recently used first.
+VIEWS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -210,23 +214,30 @@ def cursor_value(value: str, column_type: str) -> Any:
 # --- parsing ----------------------------------------------------------------------------------------------------
 def parse_query(model: type[BaseModel]) -> BaseModel:
     """request.args against a pydantic model; unknown parameters are a 400 naming the allowed ones."""
-    allowed = sorted(model.model_fields)
-    unknown = sorted(set(request.args) - set(allowed))
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}", allowed=allowed)
-    repeated = sorted(name for name in request.args if len(request.args.getlist(name)) > 1)
-    if repeated:
-        raise ApiError(400, "invalid_parameter", f"give each parameter once: {', '.join(repeated)}", allowed=allowed)
-    values = {name: value for name, value in request.args.items() if value != ""}
-    broken = sorted(name for name, value in values.items() if "\x00" in value)
-    if broken:  # Postgres text cannot hold a NUL character: no value with one can match anything
-        raise ApiError(400, "invalid_parameter", f"{', '.join(broken)}: a NUL character is not allowed", allowed=allowed)
+    args = request.args
+    if not args.keys() <= model.model_fields.keys():
+        unknown = sorted(set(args) - model.model_fields.keys())
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}",
+                       allowed=_allowed(model))
+    if any(len(values) > 1 for values in args.listvalues()):
+        repeated = sorted(name for name, values in args.lists() if len(values) > 1)
+        raise ApiError(400, "invalid_parameter", f"give each parameter once: {', '.join(repeated)}",
+                       allowed=_allowed(model))
+    values = {name: value for name, value in args.items() if value != ""}
+    if any("\x00" in value for value in values.values()):  # Postgres text cannot hold a NUL: it can match nothing
+        broken = sorted(name for name, value in values.items() if "\x00" in value)
+        raise ApiError(400, "invalid_parameter", f"{', '.join(broken)}: a NUL character is not allowed",
+                       allowed=_allowed(model))
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "query"
-        raise ApiError(400, "invalid_parameter", f"{name}: {first['msg']}", allowed=allowed) from None
+        raise ApiError(400, "invalid_parameter", f"{name}: {first['msg']}", allowed=_allowed(model)) from None
+
+
+def _allowed(model: type[BaseModel]) -> list[str]:
+    return sorted(model.model_fields)
 
 
 def wants_csv(query: BaseModel) -> bool:
@@ -346,11 +357,13 @@ def build_stamp(as_of: datetime | None, sources: list[int]) -> str:
 def view_of(resource: Resource, query: BaseModel, fixed: dict[str, Any] | None, limit: int, csv_out: bool,
             role: str) -> str:
     """What a response depends on besides the mart's build: the endpoint and its declared columns, the query as
-    parsed (defaults filled in: `limit` is the effective one), the format and the caller's role."""
+    parsed (defaults filled in: `limit` is the effective one), the format and the caller's role. A digest, so that
+    the views this process remembers (`_view`) hold no filter value (a patient id)."""
     asked = sorted((name, str(value)) for name, value in query.model_dump(exclude_none=True).items()
                    if name not in ("format", "limit"))
-    return json.dumps([_signature(resource), role, "csv" if csv_out else "json", limit, asked,
+    view = json.dumps([_signature(resource), role, "csv" if csv_out else "json", limit, asked,
                        sorted((name, str(value)) for name, value in (fixed or {}).items())])
+    return hashlib.blake2b(view.encode(), digest_size=16).hexdigest()
 
 
 @cache
@@ -363,18 +376,29 @@ def etag_of(stamp: str, view: str) -> str:
     return hashlib.blake2b(f"{stamp}\x00{view}".encode(), digest_size=16).hexdigest()
 
 
-def _cache_headers(response: Response, resource: Resource, etag: str | None) -> Response:
+VARY = "Accept, Authorization, X-API-Key"  # answers differ by format and by caller
+
+
+def _cache_headers(resource: Resource, etag: str | None) -> list[tuple[str, str]]:
     """Patient-level pages are never stored (a shared clinic computer keeps no copy); others may be kept by the
-    caller's own client, which must revalidate them (If-None-Match) every time, and never by a shared cache."""
+    caller's own client, which must revalidate them (If-None-Match) every time, and never by a shared cache. (Given
+    to the response as it is made: cheaper than werkzeug's header properties on the 304 path.)"""
+    headers = [("Cache-Control", "no-store" if resource.patient_level else "private, no-cache"), ("Vary", VARY)]
     if etag is not None:
-        response.set_etag(etag, weak=True)
-    response.headers["Cache-Control"] = "no-store" if resource.patient_level else "private, no-cache"
-    response.vary.update(("Accept", "Authorization", "X-API-Key"))
-    return response
+        headers.append(("ETag", f'W/"{etag}"'))  # weak, as werkzeug's set_etag(weak=True) wrote it
+    return headers
+
+
+def _matches(etag: str) -> bool:
+    """The request's If-None-Match holds `etag` (weak comparison). A client revalidating sends back the one ETag it
+    was given, as it was given: that is checked as it stands, and anything else (a list, `*`, a strong form) is
+    parsed by werkzeug."""
+    sent = request.environ.get("HTTP_IF_NONE_MATCH")
+    return sent == f'W/"{etag}"' or (sent is not None and request.if_none_match.contains_weak(etag))
 
 
 def _not_modified(resource: Resource, etag: str) -> Response:
-    return _cache_headers(current_app.response_class(status=304), resource, etag)
+    return current_app.response_class(status=304, headers=_cache_headers(resource, etag))
 
 
 def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | None:
@@ -391,7 +415,7 @@ def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | Non
         stamp = build_stamp(as_of, sources or [])
         stamps.put(resource.table, stamp, began)
     etag = etag_of(stamp, view)
-    if not request.if_none_match.contains_weak(etag):
+    if not _matches(etag):
         return None
     if resource.patient_level:
         audit(caller)
@@ -401,26 +425,63 @@ def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | Non
 # --- serving -------------------------------------------------------------------------------------------------------
 def serve(resource: Resource, *, fixed: dict[str, Any] | None = None) -> Response:
     """The list endpoint's response for the current request, to a caller with the resource's role (403 otherwise;
-    patient-level reads are audited); `fixed` filters come from the path."""
+    patient-level reads are audited); `fixed` filters come from the path. A conditional request this process has
+    seen before (the same query string, Accept header, path and role) is answered from its remembered view without
+    being parsed again: a 304 costs the key check, the role and two digests."""
     caller = require(resource.role)
+    asked = None
+    if request.environ.get("HTTP_IF_NONE_MATCH") and resource.built_by_dbt:
+        view, asked = _view(resource, caller.role, fixed)
+        not_modified = _revalidate(resource, caller, view)
+        if not_modified is not None:
+            return not_modified
+    asked = asked or ask(resource, caller.role, fixed)
+    if asked.csv:
+        if resource.patient_level:
+            audit(caller)
+        return _csv_response(resource, asked, current_app.config["API_SETTINGS"])
+    return _page(resource, asked, caller)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A list request, parsed and checked: its query, whether it wants CSV, its effective limit, its plan and its
+    view (`view_of`)."""
+    query: BaseModel
+    csv: bool
+    limit: int
+    plan: Plan
+    view: str
+
+
+def ask(resource: Resource, role: str, fixed: dict[str, Any] | None) -> Asked:
+    """The current request parsed against the resource (400s for what it may not ask)."""
     settings = current_app.config["API_SETTINGS"]
     query = parse_query(resource.query_model())
     csv_out = wants_csv(query)
     cap = settings.max_csv_rows if csv_out else settings.max_page_size
     if query.limit is not None and query.limit > cap:
-        raise ApiError(400, "invalid_parameter", f"limit must be at most {cap}", allowed=sorted(query.model_fields))
+        raise ApiError(400, "invalid_parameter", f"limit must be at most {cap}", allowed=_allowed(type(query)))
     p = plan(resource, query, fixed)
     limit = query.limit or (settings.max_csv_rows if csv_out else settings.default_page_size)
-    view = view_of(resource, query, fixed, limit, csv_out, caller.role)
-    if request.if_none_match and resource.built_by_dbt:
-        not_modified = _revalidate(resource, caller, view)
-        if not_modified is not None:
-            return not_modified
-    if csv_out:
-        if resource.patient_level:
-            audit(caller)
-        return _csv_response(resource, query, p, limit, view, settings)
-    return _page(resource, p, limit, caller, view, exact=query.count == "exact")
+    return Asked(query, csv_out, limit, p, view_of(resource, query, fixed, limit, csv_out, role))
+
+
+def _view(resource: Resource, role: str, fixed: dict[str, Any] | None) -> tuple[str, Asked | None]:
+    """The request's view: remembered, when this process has already parsed the same request (its query string and
+    Accept header, the path's filters and the role) and found it valid, or else parsed now (and remembered). The view
+    is a function of those and of the app's settings only, so the memory never goes stale; a request that was refused
+    is never remembered, so it is refused again. At most VIEWS_KEPT requests are remembered, by digest."""
+    views: TtlCache = current_app.extensions["views"]
+    environ = request.environ
+    asked_for = repr((role, environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT"), sorted((fixed or {}).items())))
+    key = (resource, hashlib.blake2b(asked_for.encode(errors="surrogatepass"), digest_size=16).digest())
+    view = views.get(key)
+    if view is not None:
+        return view, None
+    asked = ask(resource, role, fixed)
+    views.put(key, asked.view)
+    return asked.view, asked
 
 
 @dataclass
@@ -431,19 +492,20 @@ class _Read:
     count: Cursor | None = None  # the count, when the estimate called for one after all
 
 
-def _page(resource: Resource, p: Plan, limit: int, caller: Caller, view: str, *, exact: bool) -> Response:
+def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
     """One JSON page in one transaction: the audit row (patient-level reads: if it cannot be written, nothing is
     served), the page, its total and its provenance, pipelined: one round trip. The total is counted when asked
     (`count=exact`), when the table holds fewer than EXACT_TOTAL_BELOW rows, or when the planner expects fewer
     to match; else it is the planner's estimate. This process asks the planner once per table and filters every
     TABLE_ROWS_SECONDS (the pages of one listing share their filters); the first time, the estimate comes in the
     same round trip and a count, if it calls for one, in a second, in the same transaction."""
+    p, limit = asked.plan, asked.limit
     sizes: TtlCache = current_app.extensions["table_rows"]
     stamps: TtlCache = current_app.extensions["build_stamps"]
     rows_in_table = sizes.get(resource.table)
     planned_key = _planned_key(resource, p)
     planned = sizes.get(planned_key)
-    count = (exact or (rows_in_table is not None and 0 <= rows_in_table < EXACT_TOTAL_BELOW)
+    count = (asked.query.count == "exact" or (rows_in_table is not None and 0 <= rows_in_table < EXACT_TOTAL_BELOW)
              or (planned is not None and planned < EXACT_TOTAL_BELOW))
 
     def read(conn: psycopg.Connection) -> _Read:
@@ -477,11 +539,11 @@ def _page(resource: Resource, p: Plan, limit: int, caller: Caller, view: str, *,
         stamps.put(resource.table, stamp, began)
     else:  # a live table has no build: its page is its own stamp (a 304 saves the transfer, not the read)
         stamp = hashlib.blake2b(data + f"|{total}|{meta['next_cursor']}".encode()).hexdigest()
-    etag = etag_of(stamp, view)
-    if not resource.built_by_dbt and request.if_none_match.contains_weak(etag):
+    etag = etag_of(stamp, asked.view)
+    if not resource.built_by_dbt and _matches(etag):
         return _not_modified(resource, etag)
     body = b'{"data":' + data + b',"meta":' + ENCODER.encode(meta) + b"}"
-    return _cache_headers(current_app.response_class(body, mimetype="application/json"), resource, etag)
+    return current_app.response_class(body, mimetype="application/json", headers=_cache_headers(resource, etag))
 
 
 def _planned_key(resource: Resource, p: Plan) -> bytes:
@@ -519,10 +581,12 @@ def _rows_json(resource: Resource, rows: list[tuple]) -> bytes:
 
 def init_app(app: Flask, settings) -> None:
     """The download slots of this process (API_CSV_STREAMS): see backend/api/csv_export.py; what this process
-    remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS) and its size."""
+    remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS) and its size; and of the
+    conditional requests it has parsed, their views (VIEWS_KEPT)."""
     app.extensions["csv_slots"] = threading.BoundedSemaphore(settings.csv_streams)
     app.extensions["build_stamps"] = TtlCache(settings.build_stamp_seconds, size=1_000)
     app.extensions["table_rows"] = TtlCache(TABLE_ROWS_SECONDS, size=10_000)
+    app.extensions["views"] = TtlCache(float("inf"), size=VIEWS_KEPT)
 
 
 def _csv_meta(conn: Connection, resource: Resource, p: Plan, exact: bool) -> Meta:
@@ -538,17 +602,18 @@ def _csv_meta(conn: Connection, resource: Resource, p: Plan, exact: bool) -> Met
     return Meta(total, is_exact, as_of, list(sources or []))
 
 
-def _csv_response(resource: Resource, query: BaseModel, p: Plan, limit: int, view: str, settings) -> Response:
+def _csv_response(resource: Resource, asked: Asked, settings) -> Response:
     slots: threading.BoundedSemaphore = current_app.extensions["csv_slots"]
     if not slots.acquire(blocking=False):
         raise ApiError(503, "too_many_downloads",
                        f"this server streams {settings.csv_streams} CSV downloads at once (API_CSV_STREAMS) and all "
                        "are in use; try again shortly, or page through the JSON",
                        headers={"Retry-After": "5"})
+    p, limit = asked.plan, asked.limit
     export = CsvExport(
         engine(), _sql(resource, p, limit), {**p.params, "limit": limit},
         header_line([c.name for c in resource.columns]), line_writer([c.type for c in resource.columns]),
-        lambda conn: _csv_meta(conn, resource, p, query.count == "exact"), resource.name,
+        lambda conn: _csv_meta(conn, resource, p, asked.query.count == "exact"), resource.name,
         release=slots.release).start()
     meta = export.wait_until_ready()  # an error before the first rows is still an ordinary error response
 
@@ -560,5 +625,6 @@ def _csv_response(resource: Resource, query: BaseModel, p: Plan, limit: int, vie
     response.headers["X-Sources"] = ",".join(map(str, meta.sources))
     response.headers["X-Source-Table"] = resource.table
     # A live table's download has no ETag: its identity would be the whole file, which is not known when it starts.
-    etag = etag_of(build_stamp(meta.as_of, meta.sources), view) if resource.built_by_dbt else None
-    return _cache_headers(response, resource, etag)
+    etag = etag_of(build_stamp(meta.as_of, meta.sources), asked.view) if resource.built_by_dbt else None
+    response.headers.extend(_cache_headers(resource, etag))
+    return response

@@ -13,6 +13,7 @@ import time
 import psycopg
 import pytest
 
+from backend.api import listing
 from backend.api.openapi import ENDPOINTS as ALL_ENDPOINTS
 from backend.app import create_app
 from backend.auth import create_key
@@ -179,6 +180,125 @@ def test_with_no_build_stamp_cache_a_rebuild_is_seen_at_once(settings, login_pas
     assert client.get("/api/v1/facilities", headers={"If-None-Match": old}).status_code == 304
     db.execute("update analytics.facility_performance set built_at = built_at + interval '1 day'")
     assert client.get("/api/v1/facilities", headers={"If-None-Match": old}).status_code == 200
+
+
+# --- a conditional request seen before: answered from its remembered view --------------------------------------------
+@pytest.fixture
+def remembered(settings, login_passwords, facilities_mart):
+    """The API on the hand-made mart with both of its caches on clocks the test moves, and a key per role."""
+    app = create_app(api_settings(settings.database_url, login_passwords, max_page_size=50, default_page_size=2,
+                                  rate_limit="", auth_failure_limit=""))
+    clock = Clock()
+    app.extensions["build_stamps"].clock = clock
+    app.extensions["key_cache"].clock = clock
+    keys = {role: create_key(settings.database_url, f"remembered {role}", role) for role in ("analyst", "clinician")}
+
+    def get(role: str, query: str = "", etag: str | None = None, **headers):
+        headers = {"Authorization": f"Bearer {keys[role]}", **headers}
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        return app.test_client().get(f"/api/v1/facilities{query}", headers=headers)
+
+    return app, get, clock, keys
+
+
+def test_a_remembered_request_is_not_parsed_again(remembered, monkeypatch):
+    app, get, _, _ = remembered
+    etag = get("analyst", "?state=Kano").headers["ETag"]
+    parsed = []
+    original = listing.parse_query
+    monkeypatch.setattr(listing, "parse_query", lambda model: parsed.append(model) or original(model))
+    assert get("analyst", "?state=Kano", etag).status_code == 304  # first conditional request: parsed, remembered
+    assert [get("analyst", "?state=Kano", etag).status_code for _ in range(3)] == [304] * 3
+    assert len(parsed) == 1
+    assert get("analyst", "?state=Kano").status_code == 200  # a page is always parsed: it needs the values
+    assert len(parsed) == 2
+
+
+def test_a_revoked_key_gets_no_304_after_the_key_cache_seconds(remembered, db):
+    app, get, clock, keys = remembered
+    seconds = app.config["API_SETTINGS"].key_cache_seconds
+    etag = get("analyst").headers["ETag"]
+    assert get("analyst", etag=etag).status_code == 304
+    db.execute("update ops.api_keys set revoked_at = now() where key_id = %s", (int(keys["analyst"].split("_")[1]),))
+    clock.now += seconds - 0.01
+    assert get("analyst", etag=etag).status_code == 304  # the key as checked a moment ago, within the bound
+    clock.now += 0.01
+    refused = get("analyst", etag=etag)
+    assert refused.status_code == 401 and "ETag" not in refused.headers
+    clock.now += 3600
+    assert get("analyst", etag=etag).status_code == 401
+
+
+def test_a_rebuild_is_seen_within_the_bound_by_a_remembered_request(remembered, db):
+    app, get, clock, _ = remembered
+    seconds = app.config["API_SETTINGS"].build_stamp_seconds
+    old = get("analyst", "?sort=-facility_name").headers["ETag"]
+    assert get("analyst", "?sort=-facility_name", old).status_code == 304  # now remembered
+    db.execute("update analytics.facility_performance set built_at = '2026-11-16T02:10:00Z'")
+    clock.now += seconds - 0.01
+    assert get("analyst", "?sort=-facility_name", old).status_code == 304
+    clock.now += 0.01
+    rebuilt = get("analyst", "?sort=-facility_name", old)
+    assert rebuilt.status_code == 200 and rebuilt.headers["ETag"] != old
+    assert rebuilt.get_json()["meta"]["as_of"] == "2026-11-16T02:10:00+00:00"
+    assert get("analyst", "?sort=-facility_name", rebuilt.headers["ETag"]).status_code == 304
+
+
+def test_remembered_requests_keep_the_role_query_and_format_apart(remembered):
+    _, get, _, _ = remembered
+    etag = get("analyst", "?limit=3").headers["ETag"]
+    assert get("analyst", "?limit=3", etag).status_code == 304  # remembered from here on
+    variants = {  # name: role, query, headers
+        "another role": ("clinician", "?limit=3", {}),
+        "another limit": ("analyst", "?limit=4", {}),
+        "another filter": ("analyst", "?limit=3&state=Kano", {}),
+        "CSV by Accept": ("analyst", "?limit=3", {"Accept": "text/csv"}),
+        "CSV by format": ("analyst", "?limit=3&format=csv", {}),
+    }
+    etags = {}
+    for name, (role, query, headers) in variants.items():
+        response = get(role, query, etag, **headers)
+        assert response.status_code == 200, name  # the remembered view of ?limit=3 is not theirs
+        assert response.get_data().startswith(b"facility_id," if "CSV" in name else b'{"data":'), name
+        etags[name] = response.headers["ETag"]
+    assert etags["CSV by Accept"] == etags["CSV by format"]  # one download, however it was asked for
+    assert len({etag, *etags.values()}) == len(variants)  # the rest all differ
+    for name, (role, query, headers) in variants.items():  # each now remembered with its own view
+        assert [get(role, query, etags[name], **headers).status_code for _ in range(2)] == [304, 304], name
+        assert get(role, query, etag, **headers).status_code == 200, name
+
+
+def test_a_refused_request_is_never_remembered(remembered):
+    _, get, _, _ = remembered
+    etag = get("analyst").headers["ETag"]
+    for query in ("?limit=51", "?colour=red", "?cursor=nonsense", "?state=Kano&state=Lagos"):
+        assert [get("analyst", query, etag).status_code for _ in range(2)] == [400, 400], query
+    assert get("analyst", "", etag).status_code == 304
+
+
+def test_the_same_request_has_the_same_etag_in_every_process(settings, login_passwords, facilities_mart):
+    """Workers do not share memory: an ETag one process gave must be recognised by another, remembered or not."""
+    key = create_key(settings.database_url, "two workers", "analyst")
+    first, second = (create_app(api_settings(settings.database_url, login_passwords, rate_limit=""))
+                     for _ in range(2))
+    headers = {"Authorization": f"Bearer {key}"}
+    etag = first.test_client().get("/api/v1/facilities?state=Lagos", headers=headers).headers["ETag"]
+    again = second.test_client().get("/api/v1/facilities?state=Lagos", headers={**headers, "If-None-Match": etag})
+    assert again.status_code == 304 and again.headers["ETag"] == etag
+
+
+def test_a_remembered_request_keeps_no_filter_value_in_memory(remembered):
+    """As with the planner's estimates (`_planned_key`): a filter value can be a patient id."""
+    app, get, _, _ = remembered
+    etag = get("analyst", "?facility_id=patient-Zq9x").headers["ETag"]
+    assert get("analyst", "?facility_id=patient-Zq9x", etag).status_code == 304
+    entries = list(app.extensions["views"]._entries.items())  # (resource, request digest) -> (view digest, when)
+    assert len(entries) == 1
+    (resource, digest), (view, _) = entries[0]
+    assert resource.name == "facilities" and isinstance(digest, bytes) and len(digest) == 16
+    assert len(view) == 32 and set(view) <= set("0123456789abcdef")
+    assert "Zq9x" not in repr(digest) + view
 
 
 # --- the audit row comes first; dead connections ------------------------------------------------------------------------
