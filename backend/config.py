@@ -45,6 +45,9 @@ class ApiSettings(BaseSettings):
     shutdown_grace_seconds: int = Field(30, ge=1, le=1800, description="On SIGTERM, how long requests in progress "
                                         "(a CSV download) may go on before the workers are killed: a download "
                                         "still going then is cut off, visibly (no last chunk).")
+    access_log: bool = Field(True, description="One line per request on standard output (address, time, method, "
+                             "path without its query string, status, milliseconds). Turn off where a proxy or load "
+                             "balancer in front already logs every request: it costs the API some CPU per request.")
     db_role: str = Field("api_reader", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Postgres role the API's "
                          "connections switch to ('' keeps the login's): read access to the published marts only. "
                          "Not a boundary by itself (a connection may RESET ROLE): the login is.")

@@ -46,7 +46,7 @@ def granian_options(settings: ApiSettings, host: str, port: int) -> dict[str, An
         "workers": settings.workers,
         "blocking_threads": settings.threads,
         "websockets": False,  # not served over WSGI; said here so granian does not log that it ignores them
-        "log_access": True,
+        "log_access": settings.access_log,
         "log_access_format": ACCESS_LOG_FORMAT,
         "respawn_failed_workers": True,
         "workers_kill_timeout": settings.shutdown_grace_seconds,

@@ -422,6 +422,8 @@ def test_the_api_server_is_sized_from_the_settings_and_logs_no_query_strings(mon
     assert options["respawn_failed_workers"] is True and options["log_access"] is True
     assert options["log_access_format"] == ACCESS_LOG_FORMAT
     assert "%(path)s" in ACCESS_LOG_FORMAT and "query_string" not in ACCESS_LOG_FORMAT
+    monkeypatch.setenv("API_ACCESS_LOG", "false")  # for a deployment whose proxy logs every request already
+    assert granian_options(ApiSettings(), "127.0.0.1", 5001)["log_access"] is False
 
 
 @pytest.mark.parametrize("flag", ["--access-log-fmt", "--workers", "--blocking-threads", "--interface"])
