@@ -7,12 +7,8 @@ import subprocess
 import sys
 import textwrap
 
-from airflow.executors.local_executor import LocalExecutor
 
-from elt.executor import DBT_MODULES, LocalExecutorWithDbt, preload
-
-
-def test_a_task_process_forked_after_start_finds_dbt_already_imported():
+def test_a_task_process_forked_after_start_finds_dbt_already_imported(airflow_home):
     """In a fresh interpreter (this one has imported dbt already): before start() dbt is not loaded; a process
     forked after it, as the executor's workers and their tasks are, has every preloaded module."""
     script = textwrap.dedent("""
@@ -35,8 +31,15 @@ def test_a_task_process_forked_after_start_finds_dbt_already_imported():
     assert "child 0" in result.stdout
 
 
-def test_a_module_that_cannot_be_imported_is_reported_not_raised(caplog):
+def test_a_module_that_cannot_be_imported_is_reported_not_raised(airflow_home, caplog, capfd):
+    # Airflow is imported only here, after the airflow_home fixture configured it: a module-level import would
+    # configure Airflow with its defaults at collection, for every dag.test() of the session.
+    from airflow.executors.local_executor import LocalExecutor
+
+    from elt.executor import DBT_MODULES, LocalExecutorWithDbt, preload
+
     assert preload(("dbt.cli.main", "elt.no_such_module_here")) == ["elt.no_such_module_here"]
-    assert "could not preload elt.no_such_module_here" in caplog.text
+    out, err = capfd.readouterr()  # Airflow's logging (structlog) writes it, or the standard logging pytest captures
+    assert "could not preload elt.no_such_module_here" in caplog.text + out + err
     assert "dbt.cli.main" in DBT_MODULES
     assert issubclass(LocalExecutorWithDbt, LocalExecutor)
