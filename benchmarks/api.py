@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -219,22 +220,10 @@ def main() -> int:
                       DO_NOT_TRACK="1", AIRFLOW__COSMOS__ENABLE_TELEMETRY="False")
     workers = os.environ.get("API_WORKERS", "2")
 
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, loaded_warehouse(Path(tmp), args) as url:
         root = Path(tmp)
-        os.chmod(root, 0o755)
-        postgres = EmbeddedPostgres(root / "pg", free_port(), root / "pg.log")
-        s3 = LocalS3(free_port(), root / "s3.log", bucket="bench")
-        postgres.start()
-        s3.start()
         servers: list[subprocess.Popen] = []
         try:
-            postgres.create_database("bench")
-            url = postgres.url("bench")
-            settings = Settings(database_url=url, s3_endpoint_url=s3.endpoint_url, s3_bucket="bench",
-                                dbt_project_dir=REPO / "dbt")
-            prepare(settings)
-            generate_and_load(root, settings, s3, args.days, args.records_per_day, args.visits_per_day)
-            s3.stop()
             facts, scenarios = set_up(url)
             api, api_port = start_api(url, root, workers)
             servers.append(api)
@@ -248,10 +237,32 @@ def main() -> int:
             for server in servers:
                 server.terminate()
                 server.wait(timeout=10)
-            s3.stop()
-            postgres.stop()
     report(results, facts, audited, workers, args)
     return 0
+
+
+@contextmanager
+def loaded_warehouse(root: Path, args):
+    """Postgres on loopback with the generated days (--days, --records-per-day, --visits-per-day) loaded through
+    `elt` ingest from a local S3 endpoint (stopped once they are in) and the marts built; yields its URL.
+    bench api and bench api_inprocess both start from it."""
+    os.chmod(root, 0o755)
+    postgres = EmbeddedPostgres(root / "pg", free_port(), root / "pg.log")
+    s3 = LocalS3(free_port(), root / "s3.log", bucket="bench")
+    postgres.start()
+    s3.start()
+    try:
+        postgres.create_database("bench")
+        url = postgres.url("bench")
+        settings = Settings(database_url=url, s3_endpoint_url=s3.endpoint_url, s3_bucket="bench",
+                            dbt_project_dir=REPO / "dbt")
+        prepare(settings)
+        generate_and_load(root, settings, s3, args.days, args.records_per_day, args.visits_per_day)
+        s3.stop()
+        yield url
+    finally:
+        s3.stop()
+        postgres.stop()
 
 
 def set_up(url: str) -> tuple[dict, dict]:

@@ -68,34 +68,16 @@ def warehouse(root: Path, args):
     """Postgres with the marts built and the keys made (the S3 endpoint only while loading); yields what the
     children need to send their requests."""
     import psycopg
-    from benchmarks_api import generate_and_load
+    from benchmarks_api import loaded_warehouse
 
     from backend.auth import create_key
-    from elt.config import Settings
-    from elt.devstack.servers import EmbeddedPostgres, LocalS3, free_port
-    from elt.pipeline import prepare
 
-    os.chmod(root, 0o755)
-    postgres = EmbeddedPostgres(root / "pg", free_port(), root / "pg.log")
-    s3 = LocalS3(free_port(), root / "s3.log", bucket="bench")
-    postgres.start()
-    s3.start()
-    try:
-        postgres.create_database("bench")
-        url = postgres.url("bench")
-        settings = Settings(database_url=url, s3_endpoint_url=s3.endpoint_url, s3_bucket="bench",
-                            dbt_project_dir=REPO / "dbt")
-        prepare(settings)
-        generate_and_load(root, settings, s3, args.days, args.records_per_day, args.visits_per_day)
-        s3.stop()
+    with loaded_warehouse(root, args) as url:
         keys = {role: create_key(url, f"benchmark {role}", role) for role in ("analyst", "clinician")}
         with psycopg.connect(url) as conn:
             since = conn.execute("select min(record_date) + 1 from core.fct_medical_records").fetchone()[0]
             trends_since = conn.execute("select min(visit_date) + 1 from analytics.triage_trends").fetchone()[0]
         yield {"url": url, "keys": keys, "trends_since": str(trends_since), "since": str(since)}
-    finally:
-        s3.stop()
-        postgres.stop()
 
 
 def run_child(tree: Path, what: dict) -> dict:

@@ -134,7 +134,7 @@ def open_workbook(data: bytes, source_name: str, *, what: str = "xlsx/xls", engi
     an .xlsx from the check's copy of its parts, stored uncompressed in a nameless temporary file
     (workbook_guard._StoredCopy), when one could be made: it then neither inflates the parts again nor holds the
     whole file in memory. Otherwise, or if it cannot open that copy, it reads `data`."""
-    with _copy_file(data, engine if copy_to_disk else "openpyxl") as copy:
+    with _copy_file(data, engine, wanted=copy_to_disk) as copy:
         try:
             copied = check_workbook(data, source_name, limits, copy_to=copy)
         except FileRejected as refusal:
@@ -162,11 +162,12 @@ _FD_PATHS = Path("/proc/self/fd")  # Linux: an open file's path, even when it ha
 
 
 @contextmanager
-def _copy_file(data: bytes, engine: str) -> Iterator[BinaryIO | None]:
+def _copy_file(data: bytes, engine: str, *, wanted: bool) -> Iterator[BinaryIO | None]:
     """A nameless temporary file (gone when closed, or when the process dies) for the check's stored copy of an
-    .xlsx; None where calamine would not read it (an .xls, openpyxl asked for), where no path can name it (no
-    /proc) or where none can be made (then calamine reads the original)."""
-    if engine == "openpyxl" or data[:4] != b"PK\x03\x04" or not _FD_PATHS.is_dir():
+    .xlsx; None where not `wanted` (the drop type may hold personal data), where calamine would not read it (an
+    .xls, openpyxl asked for), where no path can name it (no /proc) or where none can be made (then calamine
+    reads the original)."""
+    if not wanted or engine == "openpyxl" or data[:4] != b"PK\x03\x04" or not _FD_PATHS.is_dir():
         yield None
         return
     try:
