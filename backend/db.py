@@ -75,23 +75,30 @@ class ConnectionLost(psycopg.OperationalError):
     """The pooled connection turned out to be dead (the server restarted, the link dropped while it sat idle)."""
 
 
+# The transaction control a list endpoint's pipeline carries itself (the connection is in autocommit for the block, so
+# psycopg adds no BEGIN, COMMIT or extra sync of its own: about 70 µs less of the API's CPU per page, and one round trip
+# less, than letting psycopg run the transaction; issue 14, docs/decisions/0014).
+BEGIN = {False: b"begin isolation level repeatable read read only",
+         True: b"begin isolation level repeatable read read write"}
+
+
 @contextmanager
 def transaction(*, read_write: bool = False) -> Iterator[psycopg.Connection]:
     """This request's pooled connection as psycopg sees it, in pipeline mode, for one REPEATABLE READ transaction:
-    read only like every API transaction, or read write when asked (the audit row). Statements are queued, not
-    sent, until a result is fetched or the block ends, so a caller that fetches nothing inside the block gets its
-    statements, BEGIN and COMMIT through in one round trip, and reads each cursor's rows after it. The COMMIT is
-    also what ends a read-only transaction: unlike ROLLBACK it keeps the statements psycopg has prepared on the
-    connection. On an error the transaction is rolled back; a connection that broke leaves the pool, and the error
-    is then a ConnectionLost."""
+    read only like every API transaction, or read write when asked (the audit row). BEGIN, the caller's statements
+    and COMMIT are queued, not sent, until a result is fetched or the block ends, so a caller that fetches nothing
+    inside the block gets them all through in one round trip, and reads each cursor's rows after it: a row is never
+    read before the COMMIT (and with it the audit row) succeeded. The COMMIT is also what ends a read-only
+    transaction: unlike ROLLBACK it keeps the statements psycopg has prepared on the connection. On an error the
+    transaction is rolled back; a connection that broke leaves the pool, and the error is then a ConnectionLost."""
     pooled = connection()
     conn: psycopg.Connection = pooled.connection.driver_connection
-    if read_write:
-        conn.read_only = False
+    conn.autocommit = True  # the block sends its own BEGIN and COMMIT (SQLAlchemy's own use of the connection does not)
     try:
         with conn.pipeline():
+            conn.execute(BEGIN[read_write], prepare=False)
             yield conn
-            conn.commit()
+            conn.execute(b"commit", prepare=False)
     except BaseException as exc:
         if not _rolled_back(conn):
             g.pop("db", None)
@@ -101,8 +108,8 @@ def transaction(*, read_write: bool = False) -> Iterator[psycopg.Connection]:
                 raise ConnectionLost(str(exc).strip().splitlines()[0] if str(exc).strip() else "") from exc
         raise
     finally:
-        if read_write and not pooled.invalidated and not conn.closed:
-            conn.read_only = None  # back to the login's default: read only
+        if not pooled.invalidated and not conn.closed:
+            conn.autocommit = False
 
 
 def run(work: Callable[[psycopg.Connection], T], *, read_write: bool = False) -> T:

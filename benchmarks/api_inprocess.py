@@ -5,8 +5,9 @@ machine's other work does not swing the figures the way it swings `bench api`'s 
 Set-up as `bench api` does it, smaller: a few days of generated Medilink drops go through `elt`'s real ingest, dbt
 builds `core.fct_medical_records` and `analytics.triage_trends`, keys are made for an analyst and a clinician. Then
 the app (`create_app`, as `backend.wsgi` builds it) answers N requests of each kind, called as a WSGI server calls it
-(`app(environ, start_response)`, the body read to its end), timed with `time.process_time`: this process's CPU only,
-so Postgres's share of a page is not in it. The kinds are `bench api`'s: `GET /health`, the analyst page
+(`app(environ, start_response)`, the body read to its end), timed with `time.process_time`: this process's CPU only.
+Postgres's share of each request is measured beside it, from /proc (the CPU of the server's processes over the same
+requests): on two cores it is taken from the same budget. The kinds are `bench api`'s: `GET /health`, the analyst page
 (triage-trends, 20 rows), its `If-None-Match` repeat (304) and the audited clinician page (medical-records).
 
 Each code tree given with `--tree` (default: this one) is measured in a child process of its own, on the same
@@ -104,7 +105,9 @@ def child(what: dict) -> int:
     app = create_app(ApiSettings(database_url=what["url"], **limits))
     logging.getLogger().setLevel(logging.WARNING)  # as under a server whose access log is its own
     requests = kinds(app, what)
-    figures = {kind: per_request(app, environ, status, what["n"]) for kind, (environ, status) in requests.items()}
+    postgres = postgres_cpu(what["url"])
+    figures = {kind: per_request(app, environ, status, what["n"], postgres)
+               for kind, (environ, status) in requests.items()}
     for kind in what["profile"]:
         profile(app, *requests[kind], what["n"], kind)
     print(json.dumps(figures))
@@ -151,45 +154,72 @@ def call(app, base: dict, status: str) -> None:
         raise RuntimeError(f"{environ['PATH_INFO']}: {seen[0]}, expected {status}")
 
 
-def per_request(app, environ: dict, status: str, n: int) -> float:
-    """Microseconds of this process's CPU per request, after a warm-up."""
+def per_request(app, environ: dict, status: str, n: int, postgres) -> list[float]:
+    """Microseconds of this process's CPU per request, after a warm-up, and of Postgres's (all its processes)."""
     import time
 
     for _ in range(200):
         call(app, environ, status)
-    began = time.process_time()
+    began, began_postgres = time.process_time(), postgres()
     for _ in range(n):
         call(app, environ, status)
-    return (time.process_time() - began) / n * 1e6
+    return [(time.process_time() - began) / n * 1e6, (postgres() - began_postgres) / n * 1e6]
+
+
+def postgres_cpu(url: str):
+    """A function giving the CPU seconds (user + system) used so far by the Postgres server of `url`: its postmaster's
+    child processes (backends, WAL writer, checkpointer...), read from /proc. Linux only; the server on this machine."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+    postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float:
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[1]) == postmaster:  # ppid
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return total / tick
+
+    return used
 
 
 def profile(app, environ: dict, status: str, n: int, kind: str) -> None:
     import cProfile
     import pstats
+    import time
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)  # CPU, as the figures are: time blocked on Postgres is not in it
     profiler.enable()
     for _ in range(n):
         call(app, environ, status)
     profiler.disable()
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
-    print(f"--- profile: {kind}, {n} requests, by own time ---\n{out.getvalue()}", file=sys.stderr)
+    pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_TOP", "30")))
+    print(f"--- profile: {kind}, {n} requests, by own CPU time ---\n{out.getvalue()}", file=sys.stderr)
 
 
 def report(results: dict[str, list[dict]], args) -> None:
     """Per tree, the fastest round and the median round of each kind: on a shared machine other work only ever adds
     to a round's CPU time (caches, frequency), so the fastest is the closest to the code's own cost."""
-    print(f"\nµs of the API process's CPU per request ({args.rounds} rounds of {args.requests}; rate limits "
-          f"{'on' if args.limits else 'off'}). A ratio of costs is the inverse ratio of throughputs; the server's "
-          "own cost per request is in neither.")
+    print(f"\nµs of CPU per request ({args.rounds} rounds of {args.requests}; rate limits "
+          f"{'on' if args.limits else 'off'}): the API process's, then Postgres's (all its processes). A ratio of "
+          "costs is the inverse ratio of throughputs; the HTTP server's own cost per request is in neither.")
     print(f"{'tree':<34} {'':>6} " + " ".join(f"{kind:>14}" for kind in KINDS) + f" {'304/health':>11} "
           f"{'page/health':>12}")
     for tree, rounds in results.items():
         for label, pick in (("min", min), ("median", statistics.median)):
-            cost = {kind: pick(r[kind] for r in rounds) for kind in KINDS}
+            cost = {kind: pick(r[kind][0] for r in rounds) for kind in KINDS}
             print(f"{tree[-34:]:<34} {label:>6} " + " ".join(f"{cost[kind]:14.1f}" for kind in KINDS)
                   + f" {cost['health'] / cost['304']:11.3f} {cost['health'] / cost['analyst page']:12.3f}")
+        postgres = {kind: statistics.median(r[kind][1] for r in rounds) for kind in KINDS}
+        print(f"{tree[-34:]:<34} {'pg med':>6} " + " ".join(f"{postgres[kind]:14.1f}" for kind in KINDS))
 
 
 if __name__ == "__main__":
