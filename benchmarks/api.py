@@ -230,7 +230,7 @@ def main() -> int:
             peer, peer_port = start_peer(url, root, workers)
             servers.append(peer)
             runs = scenario_requests(scenarios, url, api_port, peer_port)
-            results = measure(runs, args)
+            results = measure(runs, args, {"API": api.pid, "peer": peer.pid, "postgres": postmaster(url)})
             with psycopg.connect(url) as conn:
                 audited = conn.execute("select count(*) from ops.api_audit").fetchone()[0]
         finally:
@@ -319,19 +319,57 @@ def scenario_requests(s: dict, url: str, api_port: int, peer_port: int) -> dict:
     }
 
 
-def measure(runs: dict, args) -> dict[str, tuple[float, list[float]]]:
+def measure(runs: dict, args, pids: dict[str, int]) -> dict[str, tuple[float, list[float]]]:
     """Every scenario once per round, in the same order: throughput is the median of the rounds, latencies are
-    pooled."""
+    pooled. Beside each round: the CPU per request of the server it calls (`pids`: API, peer), of Postgres and of the
+    client threads (this process), so that a ratio can be traced to who spends what."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     latencies: dict[str, list[float]] = {name: [] for name in runs}
     for round_number in range(1, args.rounds + 1):
         for name, (make_client, request) in runs.items():
+            server = pids.get(name.split(",")[0], 0)
+            before = (cpu_seconds(server), cpu_seconds(pids["postgres"]), time.process_time())
             rps, measured = run_clients(args.concurrency, args.seconds, make_client, request)
+            after = (cpu_seconds(server), cpu_seconds(pids["postgres"]), time.process_time())
+            sent = len(measured) + 3 * args.concurrency  # and the warm-up's
+            server_us, postgres_us, client_us = ((b - a) / sent * 1e6 for a, b in zip(before, after, strict=True))
             rates[name].append(rps)
             latencies[name] += measured
             print(f"round {round_number}  {name:<42} {rps:8.1f} req/s  p50 {percentile(measured, .5) * 1000:7.2f} ms  "
-                  f"p99 {percentile(measured, .99) * 1000:7.2f} ms  ({len(measured)} requests)", flush=True)
+                  f"p99 {percentile(measured, .99) * 1000:7.2f} ms  ({len(measured)} requests; CPU µs/request: "
+                  f"server {server_us:.0f}, Postgres {postgres_us:.0f}, client {client_us:.0f})", flush=True)
     return {name: (statistics.median(rates[name]), latencies[name]) for name in runs}
+
+
+def postmaster(url: str) -> int:
+    """The process id of the Postgres server at `url` (the parent of a backend)."""
+    with psycopg.connect(url) as conn:
+        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by process `root` and its descendants, from /proc (Linux): the living
+    ones' own time and the time of those that ended, which their parent holds once it has waited for them (so a
+    Postgres backend that closed is still counted); 0 for no process."""
+    if not root:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    used: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        used[pid] = sum(map(int, fields[11:15]))  # utime, stime, cutime, cstime (fields 14-17 of proc(5))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += used.get(pid, 0)
+        todo += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def report(results: dict, facts: dict, audited: int, workers: str, args) -> None:

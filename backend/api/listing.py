@@ -11,7 +11,8 @@ request for it, to a key with the declared role (backend/auth.py):
 * pages are keyset pages: `order by <sort column>, <key columns>` and `where (those) > (the last row's)`,
   so a deep page costs what the first one does and rows added meanwhile cause no duplicates or gaps;
 * `meta.total` is exact when the table or the matching rows are under 100,000 (the planner's statistics) or
-  `count=exact` is asked for, else the planner's estimate (`meta.total_is_exact` says which);
+  `count=exact` is asked for, else the planner's estimate (`meta.total_is_exact` says which); a mart's exact count is
+  taken once per build of the mart for the same filters, and remembered (its rows change only when it is built);
 * `meta.as_of` is when dbt built the mart (`max(built_at)`) and `meta.sources` the ledger ids of the files
   loaded for its drop types before that build;
 * a JSON page is one transaction, its statements pipelined (the audit row first, for patient-level reads): one
@@ -67,6 +68,9 @@ TABLE_ROWS_SECONDS = 300
 # again each time: about 350 bytes each (3.5 MB when full). Never stale (a view is a function of the request and the
 # app's settings), only forgotten, the least recently used first.
 VIEWS_KEPT = 10_000
+# How many exact counts a process remembers (about 200 bytes each), each for the build of the mart it counted: a mart's
+# rows change only when it is built, so the same filters are counted once per build (`_meta_sql`).
+COUNTS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -330,19 +334,28 @@ def _planned_rows(explained: Any) -> int:
 def _meta_sql(resource: Resource, count_filters: list[str] | None = None) -> str:
     """When the mart was built (`max(built_at)`) and the ledger ids of the files loaded for its drop types before
     that (a live table: as of the read itself, from no file); the table's row count as the planner last measured it,
-    which tells the next request whether a count is cheap (`_page`); and the count of the rows matching
-    `count_filters`, when given. One statement: one snapshot, one round trip."""
+    which tells the next request whether a count is cheap (`_page`); the count of the rows matching `count_filters`,
+    when given; and a digest of the build (as_of and sources). A mart's rows change only with its build, so a count
+    is taken once per build: `%(counted_for)s` is the build digest of the count this process already holds for these
+    filters (or null), and when the mart is still that build the count is not taken again (null). One statement: one
+    snapshot, one round trip."""
     rows = f"(select reltuples::bigint from pg_class where oid = '{resource.table}'::regclass)"  # noqa: S608
-    counted = "null::bigint" if count_filters is None else f"({_count_sql(resource, count_filters)})"
     if not resource.built_by_dbt:
-        return f"select now(), '{{}}'::bigint[], {rows}, {counted}"
-    return (f"select built.as_of, array(select file_id from ops.file_ledger where status = 'loaded' "  # noqa: S608
-            f"and drop_type = any(%(types)s) and finished_at <= built.as_of order by file_id), {rows}, {counted} "
-            f"from (select max(built_at) as as_of from {resource.table}) as built")
+        counted = "null::bigint" if count_filters is None else f"({_count_sql(resource, count_filters)})"
+        return f"select now(), '{{}}'::bigint[], {rows}, {counted}, null::text"
+    digest = "md5(concat(build.as_of, '|', array_to_string(build.ids, ',')))"
+    counted = "null::bigint" if count_filters is None else (
+        f"case when {digest} = %(counted_for)s then null else ({_count_sql(resource, count_filters)}) end")
+    # Materialized, so that the ledger is read once (inlined, each use of `ids` would read it again).
+    return (f"with build as materialized (select built.as_of, array(select file_id from ops.file_ledger "  # noqa: S608
+            f"where status = 'loaded' and drop_type = any(%(types)s) and finished_at <= built.as_of order by file_id) "
+            f"as ids from (select max(built_at) as as_of from {resource.table}) as built) "
+            f"select build.as_of, build.ids, {rows}, {counted}, {digest} from build")
 
 
-def _meta_params(resource: Resource, p: Plan | None = None) -> dict[str, Any]:
-    return {**({"types": list(resource.drop_types)} if resource.built_by_dbt else {}), **(p.filter_params if p else {})}
+def _meta_params(resource: Resource, p: Plan | None = None, counted_for: str | None = None) -> dict[str, Any]:
+    return {**({"types": list(resource.drop_types), "counted_for": counted_for} if resource.built_by_dbt else {}),
+            **(p.filter_params if p else {})}
 
 
 # --- conditional requests ------------------------------------------------------------------------------------------
@@ -411,7 +424,7 @@ def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | Non
     if stamp is None:
         began = stamps.clock()
         built = run(lambda conn: conn.execute(_meta_sql(resource), _meta_params(resource)))
-        as_of, sources, _, _ = built.fetchone()
+        as_of, sources, _, _, _ = built.fetchone()
         stamp = build_stamp(as_of, sources or [])
         stamps.put(resource.table, stamp, began)
     etag = etag_of(stamp, view)
@@ -507,12 +520,15 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
     planned = sizes.get(planned_key)
     count = (asked.query.count == "exact" or (rows_in_table is not None and 0 <= rows_in_table < EXACT_TOTAL_BELOW)
              or (planned is not None and planned < EXACT_TOTAL_BELOW))
+    counts: TtlCache = current_app.extensions["counts"]
+    known = counts.get(planned_key) if count and resource.built_by_dbt else None  # (build digest, its count)
 
     def read(conn: psycopg.Connection) -> _Read:
         if resource.patient_level:
             conn.execute(AUDIT_SQL, audit_params(caller))
         page = conn.execute(_sql(resource, p, limit), {**p.params, "limit": limit + 1})
-        meta = conn.execute(_meta_sql(resource, p.filters if count else None), _meta_params(resource, p))
+        meta = conn.execute(_meta_sql(resource, p.filters if count else None),
+                            _meta_params(resource, p, known[0] if known else None))
         if count or planned is not None:
             return _Read(page, meta, None if count else planned)
         estimate = _planned_rows(conn.execute(_estimate_sql(resource, p.filters), p.filter_params).fetchone()[0])
@@ -524,11 +540,12 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
     began = stamps.clock()
     done = run(read, read_write=resource.patient_level)
     rows = done.page.fetchall()
-    as_of, sources, rows_in_table, counted = done.meta.fetchone()
+    as_of, sources, rows_in_table, counted, build = done.meta.fetchone()
+    counted = _build_count(counts, planned_key, known, build, done.count.fetchone()[0] if done.count else counted)
     sources = sources or []
     sizes.put(resource.table, rows_in_table, began)
     served = rows[:limit]
-    total = done.estimate if done.estimate is not None else done.count.fetchone()[0] if done.count else counted
+    total = done.estimate if done.estimate is not None else counted
     meta = {"count": len(served), "limit": limit,
             "next_cursor": _next_cursor(resource, p, served[-1]) if len(rows) > limit else None,
             "total": total, "total_is_exact": done.estimate is None, "as_of": jsonable(as_of), "sources": sources,
@@ -544,6 +561,16 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
         return _not_modified(resource, etag)
     body = b'{"data":' + data + b',"meta":' + ENCODER.encode(meta) + b"}"
     return current_app.response_class(body, mimetype="application/json", headers=_cache_headers(resource, etag))
+
+
+def _build_count(counts: TtlCache, key: bytes, known: tuple[str, int] | None, build: str | None,
+                 counted: int | None) -> int | None:
+    """The count of these filters (`key`) in this build of the mart: taken now, and then remembered with the build, or
+    not taken because this process held the build's count (`known`). A live table's (no build) is taken every time."""
+    if build is None or counted is None:
+        return known[1] if build is not None and known is not None and known[0] == build else counted
+    counts.put(key, (build, counted))
+    return counted
 
 
 def _planned_key(resource: Resource, p: Plan) -> bytes:
@@ -581,12 +608,14 @@ def _rows_json(resource: Resource, rows: list[tuple]) -> bytes:
 
 def init_app(app: Flask, settings) -> None:
     """The download slots of this process (API_CSV_STREAMS): see backend/api/csv_export.py; what this process
-    remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS) and its size; and of the
-    conditional requests it has parsed, their views (VIEWS_KEPT)."""
+    remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS), its size and its exact counts
+    by build (COUNTS_KEPT); and of the conditional requests it has parsed, their views (VIEWS_KEPT)."""
     app.extensions["csv_slots"] = threading.BoundedSemaphore(settings.csv_streams)
     app.extensions["build_stamps"] = TtlCache(settings.build_stamp_seconds, size=1_000)
     app.extensions["table_rows"] = TtlCache(TABLE_ROWS_SECONDS, size=10_000)
     app.extensions["views"] = TtlCache(float("inf"), size=VIEWS_KEPT)
+    # The exact counts taken, by filters (a digest: no filter value kept), each with the build it counts (`_page`).
+    app.extensions["counts"] = TtlCache(float("inf"), size=COUNTS_KEPT)
 
 
 def _csv_meta(conn: Connection, resource: Resource, p: Plan, exact: bool) -> Meta:
@@ -598,7 +627,7 @@ def _csv_meta(conn: Connection, resource: Resource, p: Plan, exact: bool) -> Met
             total, is_exact = _planned_rows(explained), False
     if total is None:
         total = conn.exec_driver_sql(_count_sql(resource, p.filters), p.filter_params).scalar()
-    as_of, sources, _, _ = conn.exec_driver_sql(_meta_sql(resource), _meta_params(resource)).one()
+    as_of, sources, _, _, _ = conn.exec_driver_sql(_meta_sql(resource), _meta_params(resource)).one()
     return Meta(total, is_exact, as_of, list(sources or []))
 
 

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -229,6 +230,18 @@ def test_every_patient_level_read_is_audited_with_who_what_and_parameters(call, 
                        "order by audit_id", (before,)).fetchall()
     assert rows == [(key_id, "clinician", "GET", path, {"limit": ["3"], "format": ["csv"]}),
                     (key_id, "clinician", "GET", path, {"limit": ["2"]})]
+
+
+def test_a_key_that_read_cannot_be_deleted_only_revoked(call, wdb, keys):
+    """The audit trail names keys without a foreign key (its check would lock the key's row on every audited read:
+    decision 0014), so keys must outlive their audit rows: even the warehouse owner cannot delete or truncate them."""
+    key_id = int(keys["clinician"].split("_")[1])
+    assert call("/api/v1/patients", "clinician", query_string={"limit": 1}).status_code == 200
+    for statement in ("delete from ops.api_keys where key_id = %s", "truncate ops.api_keys cascade"):
+        with pytest.raises(psycopg.errors.RaiseException, match="revoked, never deleted"):
+            wdb.execute(statement, (key_id,) if "%s" in statement else None)
+    assert wdb.execute("select count(*) from ops.api_keys where key_id = %s", (key_id,)).fetchone()[0] == 1
+    assert wdb.execute("select count(*) from ops.api_audit where key_id = %s", (key_id,)).fetchone()[0] >= 1
 
 
 def test_analytics_reads_are_not_audited(call, wdb):

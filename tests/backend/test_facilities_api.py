@@ -196,3 +196,26 @@ def test_totals_are_estimated_on_large_results_and_exact_on_small_ones_or_when_a
     assert (counted["total"], counted["total_is_exact"]) == (150_005, True)
     kano = client.get("/api/v1/facilities?state=Kano").get_json()["meta"]  # 1,500 generated + 2 hand-made
     assert (kano["total"], kano["total_is_exact"]) == (1_502, True)
+
+
+def test_an_exact_count_is_taken_once_per_build_of_the_mart(client, db, facilities_mart):
+    """A mart's rows change only when dbt builds it (a new max(built_at) or other source files), so the API counts the
+    same filters once per build. Shown with a row written behind dbt's back, as no build does: with the build's own
+    built_at it is not counted (the build is the same); a build after it is counted, and so is that row."""
+    def kano() -> int:
+        meta = client.get("/api/v1/facilities", query_string={"state": "Kano"}).get_json()["meta"]
+        assert meta["total_is_exact"] is True
+        return meta["total"]
+
+    assert kano() == 2  # f1 and f3
+    insert = ("insert into analytics.facility_performance (facility_id, facility_name, state, lga, patient_count, "
+              "medical_record_count, triage_visit_count, urgent_visit_count, active_days, volume_band, built_at) "
+              "values (%s, 'Written by hand', 'Kano', 'X', 0, 0, 0, 0, 0, 'Low', %s)")
+    db.execute(insert, ("h1", "2026-11-15T02:10:00Z"))  # the mart's own build time: the same build
+    assert kano() == 2
+    page = client.get("/api/v1/facilities", query_string={"state": "Kano", "limit": 50}).get_json()
+    assert (len(page["data"]), page["meta"]["total"]) == (3, 2)  # the rows are read now, the count is the build's
+    db.execute(insert, ("h2", "2026-11-16T02:10:00Z"))  # a later build
+    assert kano() == 4
+    lagos = client.get("/api/v1/facilities", query_string={"state": "Lagos"}).get_json()["meta"]
+    assert lagos["total"] == 2  # other filters: counted for themselves (f2, f4)

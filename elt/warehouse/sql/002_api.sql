@@ -15,7 +15,10 @@ create table if not exists ops.api_keys (
 create table if not exists ops.api_audit (
     audit_id    bigint generated always as identity primary key,
     at          timestamptz not null default now(),
-    key_id      bigint      not null references ops.api_keys (key_id),
+    -- the key that read: keys are revoked, never deleted (api_keys_never_deleted below), so no foreign key is needed
+    -- to keep it naming one, and none is checked on every insert (that check locks the key's row: under concurrent
+    -- reads by one key, a MultiXact per read)
+    key_id      bigint      not null,
     role        text        not null,
     method      text        not null,
     endpoint    text        not null,
@@ -24,6 +27,15 @@ create table if not exists ops.api_audit (
     remote_addr text
 );
 create index if not exists api_audit_key_at_idx on ops.api_audit (key_id, at);
+alter table ops.api_audit drop constraint if exists api_audit_key_id_fkey;  -- made by an earlier version
+
+-- An API key is revoked (`api-key revoke`), never deleted: the audit trail and the runs go on naming it.
+create or replace function ops.refuse_key_delete() returns trigger language plpgsql as $$
+begin
+    raise exception 'API keys are revoked, never deleted: the audit trail names them (./start.sh api-key revoke KEY_ID)';
+end $$;
+create or replace trigger api_keys_never_deleted before delete or truncate on ops.api_keys
+    for each statement execute function ops.refuse_key_delete();
 
 -- The ingest runs the API started for a drop, and which key started each: GET /api/v1/runs/<run_id> shows a run
 -- (and its file's ledger row) to that key and to admins only. Written before the run is asked of Airflow.
