@@ -67,7 +67,13 @@ class ApiSettings(BaseSettings):
                                        "(as_of, sources) it last read for a mart when answering a conditional request "
                                        "(If-None-Match): a rebuilt mart's new ETag is seen within this many seconds. "
                                        "0: read the stamp on every conditional request.")
-    pool_size: int = 5
+    pool_size: int = Field(2, ge=1, le=100, description="Connections to the warehouse per worker, and so the "
+                           "transactions one worker runs at once; a request that needs one while all are in use waits "
+                           "for one. Fewer than API_THREADS: beyond about two transactions per database core, each "
+                           "one costs Postgres more CPU (contention) and throughput falls. CSV downloads have their own "
+                           "connections (API_CSV_STREAMS).")
+    pool_timeout_seconds: float = Field(10, gt=0, le=300, description="How long a request waits for a connection "
+                                        "(API_POOL_SIZE all in use) before it is answered 503 with Retry-After.")
     dbt_docs_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "dbt" / "target",
         description="Where `elt docs` (dbt docs generate) writes index.html, manifest.json and catalog.json.",

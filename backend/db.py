@@ -40,9 +40,21 @@ def init_app(app: Flask, settings: ApiSettings) -> None:
                     "Security)", API_LOGIN.password_variable, unquote(urlsplit(settings.database_url).username or ""),
                     API_LOGIN.name)
     app.teardown_appcontext(_release)
-    app.extensions["engine"] = create_engine(
+    # The requests' connections (API_POOL_SIZE, no overflow): the transactions a worker runs at once are bounded, since
+    # more of them than the database has cores make each one cost Postgres more (issue 14: with 8 per worker instead
+    # of 2, the audited page cost Postgres 790-820 µs instead of 520-550). A request waits up to API_POOL_TIMEOUT_SECONDS
+    # for one, then is answered 503 (backend/errors.py). CSV downloads stream from connections of their own, one per
+    # download slot (API_CSV_STREAMS), so a long export never holds one a page is waiting for.
+    app.extensions["engine"] = _engine(settings, options, settings.pool_size)
+    app.extensions["export_engine"] = _engine(settings, options, settings.csv_streams)
+
+
+def _engine(settings: ApiSettings, options: str, connections: int) -> Engine:
+    return create_engine(
         settings.sqlalchemy_url(),
-        pool_size=settings.pool_size,
+        pool_size=connections,
+        max_overflow=0,
+        pool_timeout=settings.pool_timeout_seconds,
         # No ping before each use (a round trip per request): the list endpoints run their transaction through
         # run(), which tries once more on a new connection when a pooled one turns out dead; elsewhere SQLAlchemy
         # closes the pool's connections on the first disconnect it sees, and that one call fails.
@@ -61,6 +73,11 @@ def init_app(app: Flask, settings: ApiSettings) -> None:
 
 def engine() -> Engine:
     return current_app.extensions["engine"]
+
+
+def export_engine() -> Engine:
+    """The CSV downloads' own connections (API_CSV_STREAMS per worker)."""
+    return current_app.extensions["export_engine"]
 
 
 def connection() -> Connection:

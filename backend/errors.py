@@ -9,6 +9,7 @@ import psycopg
 from flask import Flask, jsonify, request
 from psycopg import errors
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,14 @@ def init_app(app: Flask) -> None:
                             "(a date range, a facility) or page with a smaller limit.")
         log.error("database error on %s: %s: %s", request.path, type(orig).__name__, reason)
         return envelope(503, "database_unavailable", "The warehouse database did not answer; try again shortly.")
+
+    @app.errorhandler(PoolTimeout)
+    def _pool_exhausted(_exc: PoolTimeout):
+        log.warning("no warehouse connection came free within API_POOL_TIMEOUT_SECONDS on %s (API_POOL_SIZE all in "
+                    "use)", request.path)
+        body, status = envelope(503, "database_busy", "Every connection of this server to the warehouse stayed busy "
+                                "for longer than a request waits; try again shortly.")
+        return body, status, {"Retry-After": "5"}
 
     @app.errorhandler(ProgrammingError)
     @app.errorhandler(psycopg.ProgrammingError)

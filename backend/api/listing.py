@@ -47,7 +47,7 @@ from sqlalchemy import Connection
 from backend.api.csv_export import CsvExport, Meta, header_line, line_writer
 from backend.auth import AUDIT_SQL, Caller, audit, audit_params, require
 from backend.cache import TtlCache
-from backend.db import engine, run
+from backend.db import export_engine, run
 from backend.errors import ApiError
 
 # Column types: the JSON type served and the Postgres type a cursor value is cast back to.
@@ -640,7 +640,7 @@ def _csv_response(resource: Resource, asked: Asked, settings) -> Response:
                        headers={"Retry-After": "5"})
     p, limit = asked.plan, asked.limit
     export = CsvExport(
-        engine(), _sql(resource, p, limit), {**p.params, "limit": limit},
+        export_engine(), _sql(resource, p, limit), {**p.params, "limit": limit},
         header_line([c.name for c in resource.columns]), line_writer([c.type for c in resource.columns]),
         lambda conn: _csv_meta(conn, resource, p, asked.query.count == "exact"), resource.name,
         release=slots.release).start()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from backend.app import create_app
+from backend.auth import create_key
 from backend.config import ApiSettings
+from tests.backend.conftest import api_settings
 
 
 def test_health_is_liveness_only_and_needs_no_key(settings):
@@ -219,3 +221,25 @@ def test_an_exact_count_is_taken_once_per_build_of_the_mart(client, db, faciliti
     assert kano() == 4
     lagos = client.get("/api/v1/facilities", query_string={"state": "Lagos"}).get_json()["meta"]
     assert lagos["total"] == 2  # other filters: counted for themselves (f2, f4)
+
+
+def test_a_worker_runs_at_most_api_pool_size_transactions_and_downloads_have_their_own(settings, login_passwords,
+                                                                                      facilities_mart):
+    """API_POOL_SIZE bounds the transactions a worker runs at once: with every connection in use, a page waits
+    API_POOL_TIMEOUT_SECONDS and is then a 503 that says to try again; a CSV download streams from a connection of
+    its own (API_CSV_STREAMS), so it is served all the same."""
+    app = create_app(api_settings(settings.database_url, login_passwords, pool_size=1, pool_timeout_seconds=0.5))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'pool test', 'analyst')}"
+    assert client.get("/api/v1/facilities").status_code == 200  # the key is now remembered: no lookup below
+    held = app.extensions["engine"].connect()  # the worker's one connection, busy
+    try:
+        busy = client.get("/api/v1/facilities")
+        assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 5  # (flask-limiter may raise it)
+        assert busy.get_json()["error"]["code"] == "database_busy"
+        download = client.get("/api/v1/facilities", query_string={"format": "csv"})
+        assert download.status_code == 200
+        assert download.get_data(as_text=True).count("\n") == 1 + len(facilities_mart)
+    finally:
+        held.close()
+    assert client.get("/api/v1/facilities").status_code == 200
