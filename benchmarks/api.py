@@ -49,8 +49,10 @@ from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "benchmarks"))  # benchmarks/_cpu.py (also when this file is loaded by another)
 
 import psycopg  # noqa: E402
+from _cpu import cpu_seconds, postmaster  # noqa: E402
 
 from backend.api.clinical import MEDICAL_RECORDS  # noqa: E402
 from backend.api.listing import encode_cursor  # noqa: E402
@@ -339,37 +341,6 @@ def measure(runs: dict, args, pids: dict[str, int]) -> dict[str, tuple[float, li
                   f"p99 {percentile(measured, .99) * 1000:7.2f} ms  ({len(measured)} requests; CPU µs/request: "
                   f"server {server_us:.0f}, Postgres {postgres_us:.0f}, client {client_us:.0f})", flush=True)
     return {name: (statistics.median(rates[name]), latencies[name]) for name in runs}
-
-
-def postmaster(url: str) -> int:
-    """The process id of the Postgres server at `url` (the parent of a backend)."""
-    with psycopg.connect(url) as conn:
-        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) used so far by process `root` and its descendants, from /proc (Linux): the living
-    ones' own time and the time of those that ended, which their parent holds once it has waited for them (so a
-    Postgres backend that closed is still counted); 0 for no process."""
-    if not root:
-        return 0.0
-    children: dict[int, list[int]] = {}
-    used: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        pid = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        used[pid] = sum(map(int, fields[11:15]))  # utime, stime, cutime, cstime (fields 14-17 of proc(5))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += used.get(pid, 0)
-        todo += children.get(pid, [])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def report(results: dict, facts: dict, audited: int, workers: str, args) -> None:

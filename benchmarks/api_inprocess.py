@@ -167,27 +167,11 @@ def per_request(app, environ: dict, status: str, n: int, postgres) -> list[float
 
 
 def postgres_cpu(url: str):
-    """A function giving the CPU seconds (user + system) used so far by the Postgres server of `url`: its postmaster's
-    child processes (backends, WAL writer, checkpointer...), read from /proc. Linux only; the server on this machine."""
-    import psycopg
+    """A function giving the CPU seconds used so far by the Postgres server of `url` and its processes (/proc)."""
+    from _cpu import cpu_seconds, postmaster  # benchmarks/: this file's own folder, first on sys.path
 
-    with psycopg.connect(url) as conn:
-        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
-    postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def used() -> float:
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # the process ended meanwhile
-                continue
-            if int(fields[1]) == postmaster:  # ppid
-                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-        return total / tick
-
-    return used
+    server = postmaster(url)
+    return lambda: cpu_seconds(server)
 
 
 def profile(app, environ: dict, status: str, n: int, kind: str) -> None:
