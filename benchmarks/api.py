@@ -21,7 +21,8 @@ after a warm-up, all of them once per round, --rounds rounds (throughput: the me
     clinician page likewise (a 304 whose audit row is written);
   * the clinician page's SQL sent straight to Postgres by psycopg (context: the cost of the query itself).
 
-Prints requests per second and p50/p99 latency of each, and the ratios of issue 14 with their targets:
+Prints requests per second and p50/p99 latency of each, the CPU per request of the server called, of Postgres and of
+the client threads (benchmarks/_cpu.py: who spends what), and the ratios of issue 14 with their targets:
 analyst / peer >= 1.0; clinician / peer >= 0.7; list endpoint / GET /health >= 0.5; 304 / GET /health >= 0.8;
 deep-page p99 / first-page p99 <= 1.2.
 

@@ -341,19 +341,20 @@ def _meta_sql(resource: Resource, count_filters: list[str] | None = None, *, aud
     snapshot, one round trip. `audited`: the statement also writes the request's audit row (AUDIT_SQL's parameters),
     in the page's transaction: one statement fewer per patient-level page than a separate insert."""
     rows = f"(select reltuples::bigint from pg_class where oid = '{resource.table}'::regclass)"  # noqa: S608
-    audit_row = f"audit as ({AUDIT_SQL} returning 1), " if audited else ""  # run once, though nothing reads it
+    ctes = [f"audit as ({AUDIT_SQL} returning 1)"] if audited else []  # run once, though nothing reads it
     if not resource.built_by_dbt:
         counted = "null::bigint" if count_filters is None else f"({_count_sql(resource, count_filters)})"
-        return (f"with {audit_row.removesuffix(', ')} " if audited else "") + (
-            f"select now(), '{{}}'::bigint[], {rows}, {counted}, null::text")
-    digest = "md5(concat(build.as_of, '|', array_to_string(build.ids, ',')))"
-    counted = "null::bigint" if count_filters is None else (
-        f"case when {digest} = %(counted_for)s then null else ({_count_sql(resource, count_filters)}) end")
-    # Materialized, so that the ledger is read once (inlined, each use of `ids` would read it again).
-    return (f"with {audit_row}build as materialized (select built.as_of, array(select file_id from ops.file_ledger "  # noqa: S608
-            f"where status = 'loaded' and drop_type = any(%(types)s) and finished_at <= built.as_of order by file_id) "
-            f"as ids from (select max(built_at) as as_of from {resource.table}) as built) "
-            f"select build.as_of, build.ids, {rows}, {counted}, {digest} from build")
+        select = f"select now(), '{{}}'::bigint[], {rows}, {counted}, null::text"
+    else:
+        digest = "md5(concat(build.as_of, '|', array_to_string(build.ids, ',')))"
+        counted = "null::bigint" if count_filters is None else (
+            f"case when {digest} = %(counted_for)s then null else ({_count_sql(resource, count_filters)}) end")
+        # Materialized, so that the ledger is read once (inlined, each use of `ids` would read it again).
+        ctes.append("build as materialized (select built.as_of, array(select file_id from ops.file_ledger "  # noqa: S608
+                    "where status = 'loaded' and drop_type = any(%(types)s) and finished_at <= built.as_of "
+                    f"order by file_id) as ids from (select max(built_at) as as_of from {resource.table}) as built)")
+        select = f"select build.as_of, build.ids, {rows}, {counted}, {digest} from build"  # noqa: S608
+    return (f"with {', '.join(ctes)} " if ctes else "") + select
 
 
 def _meta_params(resource: Resource, p: Plan | None = None, counted_for: str | None = None) -> dict[str, Any]:
