@@ -50,10 +50,8 @@ from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(1, str(REPO / "benchmarks"))  # benchmarks/_cpu.py (also when this file is loaded by another)
 
 import psycopg  # noqa: E402
-from _cpu import cpu_seconds, postmaster  # noqa: E402
 
 from backend.api.clinical import MEDICAL_RECORDS  # noqa: E402
 from backend.api.listing import encode_cursor  # noqa: E402
@@ -66,15 +64,23 @@ PAGE = 20
 COLUMNS = ", ".join(c.name for c in MEDICAL_RECORDS.columns)
 
 
+def sibling(stem: str, name: str):
+    """benchmarks/<stem>.py as module `name`: loaded by path, because benchmarks/ cannot go on sys.path (dbt.py there
+    would hide dbt's own package), and registered before it runs (dbt.py's dataclasses look their module up in
+    sys.modules)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{stem}.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
 def load_dbt_bench():
-    """benchmarks/dbt.py, for its generator and ingest: loaded by path, because its module name is dbt's own, and
-    registered before it runs, because its dataclasses look their module up in sys.modules."""
-    if "bench_dbt" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_dbt", REPO / "benchmarks" / "dbt.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_dbt"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_dbt"]
+    """benchmarks/dbt.py, for its generator and ingest."""
+    return sibling("dbt", "bench_dbt")
+
+
+cpu_seconds, postmaster = sibling("_cpu", "bench_cpu").cpu_seconds, sibling("_cpu", "bench_cpu").postmaster
 
 
 def generate_and_load(root: Path, settings: Settings, s3: LocalS3, days: int, per_day: int, visits: int) -> None:
