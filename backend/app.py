@@ -28,7 +28,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
             "API_UPLOAD_ROLE is no longer read: each drop type's contract declares the role that may drop it "
             "(drop_role, revision_role in elt/contracts/*.yml); remove it from the environment")
 
-    CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
+    CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()], always_send=False)
     db.init_app(app, settings)
     errors.init_app(app)
     auth.init_app(app, settings.key_cache_seconds)

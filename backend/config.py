@@ -64,14 +64,15 @@ class ApiSettings(BaseSettings):
                                      "valid, so that a client's calls cost one key lookup per this interval: a "
                                      "revoked key is refused within this many seconds. 0: look the key up on every call.")
     build_stamp_seconds: float = Field(2, ge=0, le=60, description="How long an API process trusts the build stamp "
-                                       "(as_of, sources) it last read for a mart when answering a conditional request "
-                                       "(If-None-Match): a rebuilt mart's new ETag is seen within this many seconds. "
-                                       "0: read the stamp on every conditional request.")
-    pool_size: int = Field(2, ge=1, le=100, description="Connections to the warehouse per worker, and so the "
+                                       "(as_of, sources) it last read for a mart: a conditional request (If-None-Match) "
+                                       "sees a rebuilt mart's new ETag within this many seconds, and a page re-reads "
+                                       "the mart's source files from the ledger this often (a new as_of at once). "
+                                       "0: read both on every request.")
+    pool_size: int = Field(4, ge=1, le=100, description="Connections to the warehouse per worker, and so the "
                            "transactions one worker runs at once; a request that needs one while all are in use waits "
-                           "for one. Fewer than API_THREADS: beyond about two transactions per database core, each "
-                           "one costs Postgres more CPU (contention) and throughput falls. CSV downloads have their own "
-                           "connections (API_CSV_STREAMS).")
+                           "for one. An audited page holds its connection while its audit row is committed to disk; "
+                           "far more transactions at once than the database has cores make each one cost Postgres more "
+                           "CPU (contention). CSV downloads have their own connections (API_CSV_STREAMS).")
     pool_timeout_seconds: float = Field(10, gt=0, le=300, description="How long a request waits for a connection "
                                         "(API_POOL_SIZE all in use) before it is answered 503 with Retry-After.")
     dbt_docs_dir: Path = Field(

@@ -13,8 +13,9 @@ request for it, to a key with the declared role (backend/auth.py):
 * `meta.total` is exact when the table or the matching rows are under 100,000 (the planner's statistics) or
   `count=exact` is asked for, else the planner's estimate (`meta.total_is_exact` says which); a mart's exact count is
   taken once per build of the mart for the same filters, and remembered (its rows change only when it is built);
-* `meta.as_of` is when dbt built the mart (`max(built_at)`) and `meta.sources` the ledger ids of the files
-  loaded for its drop types before that build;
+* `meta.as_of` is when dbt built the mart (`max(built_at)`, read with every page) and `meta.sources` the ledger ids
+  of the files loaded for its drop types before that build (read again when the as_of is new, or when the process
+  has gone API_BUILD_STAMP_SECONDS by the ids it read: `Build`);
 * a JSON page is one transaction, its statements pipelined (for a patient-level read, the statement that reads the
   meta also writes the audit row): one round trip (docs/decisions/0014-api-one-round-trip-per-page-and-conditional-gets.md);
 * every answer has a weak ETag (the build stamp, the parsed query, the format, the role); `If-None-Match` with
@@ -337,7 +338,9 @@ def _meta_sql(resource: Resource, count_filters: list[str] | None = None, *, aud
     which tells the next request whether a count is cheap (`_page`); the count of the rows matching `count_filters`,
     when given; and a digest of the build (as_of and sources). A mart's rows change only with its build, so a count
     is taken once per build: `%(counted_for)s` is the build digest of the count this process already holds for these
-    filters (or null), and when the mart is still that build the count is not taken again (null). One statement: one
+    filters (or null), and when the mart is still that build the count is not taken again (null). The ledger is
+    read only when the mart's as_of is not `%(known_as_of)s`, the build this process remembers (`Build`, for up to
+    API_BUILD_STAMP_SECONDS): then the ids come back null and the digest is `%(known_digest)s`. One statement: one
     snapshot, one round trip. `audited`: the statement also writes the request's audit row (AUDIT_SQL's parameters),
     in the page's transaction: one statement fewer per patient-level page than a separate insert."""
     rows = f"(select reltuples::bigint from pg_class where oid = '{resource.table}'::regclass)"  # noqa: S608
@@ -346,20 +349,50 @@ def _meta_sql(resource: Resource, count_filters: list[str] | None = None, *, aud
         counted = "null::bigint" if count_filters is None else f"({_count_sql(resource, count_filters)})"
         select = f"select now(), '{{}}'::bigint[], {rows}, {counted}, null::text"
     else:
-        digest = "md5(concat(build.as_of, '|', array_to_string(build.ids, ',')))"
+        digest = ("case when build.ids is null then %(known_digest)s "
+                  "else md5(concat(build.as_of, '|', array_to_string(build.ids, ','))) end")
         counted = "null::bigint" if count_filters is None else (
             f"case when {digest} = %(counted_for)s then null else ({_count_sql(resource, count_filters)}) end")
         # Materialized, so that the ledger is read once (inlined, each use of `ids` would read it again).
-        ctes.append("build as materialized (select built.as_of, array(select file_id from ops.file_ledger "  # noqa: S608
-                    "where status = 'loaded' and drop_type = any(%(types)s) and finished_at <= built.as_of "
-                    f"order by file_id) as ids from (select max(built_at) as as_of from {resource.table}) as built)")
+        ctes.append("build as materialized (select built.as_of, case when built.as_of = %(known_as_of)s then null "  # noqa: S608
+                    "else array(select file_id from ops.file_ledger where status = 'loaded' and drop_type = any(%(types)s) "
+                    "and finished_at <= built.as_of order by file_id) end as ids "
+                    f"from (select max(built_at) as as_of from {resource.table}) as built)")
         select = f"select build.as_of, build.ids, {rows}, {counted}, {digest} from build"  # noqa: S608
     return (f"with {', '.join(ctes)} " if ctes else "") + select
 
 
-def _meta_params(resource: Resource, p: Plan | None = None, counted_for: str | None = None) -> dict[str, Any]:
-    return {**({"types": list(resource.drop_types), "counted_for": counted_for} if resource.built_by_dbt else {}),
-            **(p.filter_params if p else {})}
+def _meta_params(resource: Resource, p: Plan | None = None, counted_for: str | None = None,
+                 known: Build | None = None) -> dict[str, Any]:
+    built = {"types": list(resource.drop_types), "counted_for": counted_for,
+             "known_as_of": known.as_of if known else None, "known_digest": known.digest if known else None}
+    return {**(built if resource.built_by_dbt else {}), **(p.filter_params if p else {})}
+
+
+@dataclass(frozen=True)
+class Build:
+    """A mart's build as this process last read it (remembered for API_BUILD_STAMP_SECONDS, from the moment its
+    transaction began): when it was built, the ledger ids of its files, and the meta statement's digest of them."""
+    as_of: datetime | None
+    sources: list[int]
+    digest: str | None
+
+    @property
+    def stamp(self) -> str:
+        return build_stamp(self.as_of, self.sources)
+
+
+def _read_build(builds: TtlCache, resource: Resource, known: Build | None, began: float, as_of: datetime | None,
+                ids: list[int] | None, digest: str | None) -> Build:
+    """The build a meta statement returned: the one this process remembered (`known`) when the statement found the
+    mart still at its as_of and so did not read the ledger (`ids` null), else the one just read, now remembered. A
+    remembered build is never renewed without reading the ledger, so its sources are at most API_BUILD_STAMP_SECONDS
+    old."""
+    if ids is None and known is not None:
+        return known
+    build = Build(as_of, ids or [], digest)
+    builds.put(resource.table, build, began)
+    return build
 
 
 # --- conditional requests ------------------------------------------------------------------------------------------
@@ -423,15 +456,13 @@ def _revalidate(resource: Resource, caller: Caller, view: str) -> Response | Non
     build stamp this process read for it less than API_BUILD_STAMP_SECONDS ago, or else the stamp alone, read now.
     A patient-level 304 is audited like the read it renews (the client goes on showing the rows it holds). None: no
     match, serve the page."""
-    stamps: TtlCache = current_app.extensions["build_stamps"]
-    stamp = stamps.get(resource.table)
-    if stamp is None:
-        began = stamps.clock()
-        built = run(lambda conn: conn.execute(_meta_sql(resource), _meta_params(resource)))
-        as_of, sources, _, _, _ = built.fetchone()
-        stamp = build_stamp(as_of, sources or [])
-        stamps.put(resource.table, stamp, began)
-    etag = etag_of(stamp, view)
+    builds: TtlCache = current_app.extensions["builds"]
+    build = builds.get(resource.table)
+    if build is None:
+        began = builds.clock()
+        as_of, ids, _, _, digest = run(lambda conn: conn.execute(_meta_sql(resource), _meta_params(resource))).fetchone()
+        build = _read_build(builds, resource, None, began, as_of, ids, digest)
+    etag = etag_of(build.stamp, view)
     if not _matches(etag):
         return None
     if resource.patient_level:
@@ -518,7 +549,8 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
     same round trip and a count, if it calls for one, in a second, in the same transaction."""
     p, limit = asked.plan, asked.limit
     sizes: TtlCache = current_app.extensions["table_rows"]
-    stamps: TtlCache = current_app.extensions["build_stamps"]
+    builds: TtlCache = current_app.extensions["builds"]
+    known_build = builds.get(resource.table) if resource.built_by_dbt else None
     rows_in_table = sizes.get(resource.table)
     planned_key = _planned_key(resource, p)
     planned = sizes.get(planned_key)
@@ -530,7 +562,7 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
     def read(conn: psycopg.Connection) -> _Read:
         page = conn.execute(_sql(resource, p, limit), {**p.params, "limit": limit + 1})
         meta = conn.execute(_meta_sql(resource, p.filters if count else None, audited=resource.patient_level),
-                            {**_meta_params(resource, p, known[0] if known else None),
+                            {**_meta_params(resource, p, known[0] if known else None, known_build),
                              **(audit_params(caller) if resource.patient_level else {})})
         if count or planned is not None:
             return _Read(page, meta, None if count else planned)
@@ -540,12 +572,13 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
             return _Read(page, meta, estimate)
         return _Read(page, meta, count=conn.execute(_count_sql(resource, p.filters), p.filter_params))
 
-    began = stamps.clock()
+    began = builds.clock()
     done = run(read, read_write=resource.patient_level)
     rows = done.page.fetchall()
-    as_of, sources, rows_in_table, counted, build = done.meta.fetchone()
-    counted = _build_count(counts, planned_key, known, build, done.count.fetchone()[0] if done.count else counted)
-    sources = sources or []
+    as_of, ids, rows_in_table, counted, digest = done.meta.fetchone()
+    build = _read_build(builds, resource, known_build, began, as_of, ids, digest) if resource.built_by_dbt else None
+    counted = _build_count(counts, planned_key, known, digest, done.count.fetchone()[0] if done.count else counted)
+    sources = build.sources if build else []
     sizes.put(resource.table, rows_in_table, began)
     served = rows[:limit]
     total = done.estimate if done.estimate is not None else counted
@@ -554,9 +587,8 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
             "total": total, "total_is_exact": done.estimate is None, "as_of": jsonable(as_of), "sources": sources,
             "source_table": resource.table}
     data = _rows_json(resource, served)
-    if resource.built_by_dbt:
-        stamp = build_stamp(as_of, sources)
-        stamps.put(resource.table, stamp, began)
+    if build is not None:
+        stamp = build.stamp
     else:  # a live table has no build: its page is its own stamp (a 304 saves the transfer, not the read)
         stamp = hashlib.blake2b(data + f"|{total}|{meta['next_cursor']}".encode()).hexdigest()
     etag = etag_of(stamp, asked.view)
@@ -611,10 +643,10 @@ def _rows_json(resource: Resource, rows: list[tuple]) -> bytes:
 
 def init_app(app: Flask, settings) -> None:
     """The download slots of this process (API_CSV_STREAMS): see backend/api/csv_export.py; what this process
-    remembers of each mart between requests: its build stamp (API_BUILD_STAMP_SECONDS), its size and its exact counts
+    remembers of each mart between requests: its build (`Build`, API_BUILD_STAMP_SECONDS), its size and its exact counts
     by build (COUNTS_KEPT); and of the conditional requests it has parsed, their views (VIEWS_KEPT)."""
     app.extensions["csv_slots"] = threading.BoundedSemaphore(settings.csv_streams)
-    app.extensions["build_stamps"] = TtlCache(settings.build_stamp_seconds, size=1_000)
+    app.extensions["builds"] = TtlCache(settings.build_stamp_seconds, size=1_000)  # table -> Build
     app.extensions["table_rows"] = TtlCache(TABLE_ROWS_SECONDS, size=10_000)
     app.extensions["views"] = TtlCache(float("inf"), size=VIEWS_KEPT)
     # The exact counts taken, by filters (a digest: no filter value kept), each with the build it counts (`_page`).

@@ -126,7 +126,7 @@ def conditional(settings, login_passwords, facilities_mart):
     """The API on the hand-made facility_performance mart, its build-stamp cache on a clock the test moves."""
     app = create_app(api_settings(settings.database_url, login_passwords, max_page_size=50, default_page_size=2))
     clock = Clock()
-    app.extensions["build_stamps"].clock = clock
+    app.extensions["builds"].clock = clock
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_key(settings.database_url, 'etags', 'analyst')}"
     return app, client, clock
@@ -164,6 +164,29 @@ def test_a_new_source_file_changes_the_etag(conditional, db):
     assert response.headers["ETag"] != old
 
 
+def test_a_page_reads_the_ledger_once_per_build_stamp_seconds_and_sees_a_rebuild_at_once(conditional, db):
+    """A page reads its mart's as_of every time, in its own snapshot, but the ledger ids of the build's files only
+    when the as_of is new or the build this process remembers is API_BUILD_STAMP_SECONDS old."""
+    app, client, clock = conditional
+    seconds = app.config["API_SETTINGS"].build_stamp_seconds
+    assert client.get("/api/v1/facilities").get_json()["meta"]["sources"] == []
+    db.execute("insert into ops.file_ledger (bucket, key, drop_type, contract_version, status, finished_at) "
+               "values ('b', 'medical_records/input/patients_2026-11-14.csv', 'medilink_patients', 1, 'loaded', "
+               "'2026-11-15T01:00:00Z')")  # loaded before the build, which it now counts among its sources
+    clock.now += seconds - 0.01
+    assert client.get("/api/v1/facilities").get_json()["meta"]["sources"] == []  # the ledger was not read again
+    clock.now += 0.01
+    file_ids = client.get("/api/v1/facilities").get_json()["meta"]["sources"]
+    assert len(file_ids) == 1
+    db.execute("insert into ops.file_ledger (bucket, key, drop_type, contract_version, status, finished_at) "
+               "values ('b', 'medical_records/input/patients_2026-11-15.csv', 'medilink_patients', 1, 'loaded', "
+               "'2026-11-16T01:00:00Z')")  # loaded after the build: a source of the next one
+    db.execute("update analytics.facility_performance set built_at = '2026-11-16T02:10:00Z'")  # that build
+    meta = client.get("/api/v1/facilities").get_json()["meta"]  # the clock has not moved: the as_of tells
+    assert meta["as_of"] == "2026-11-16T02:10:00+00:00" and len(meta["sources"]) == 2
+    assert meta["sources"][0] == file_ids[0]
+
+
 def test_a_304_reads_no_mart(conditional, db):
     _, client, _ = conditional
     etag = client.get("/api/v1/facilities").headers["ETag"]
@@ -189,7 +212,7 @@ def remembered(settings, login_passwords, facilities_mart):
     app = create_app(api_settings(settings.database_url, login_passwords, max_page_size=50, default_page_size=2,
                                   rate_limit="", auth_failure_limit=""))
     clock = Clock()
-    app.extensions["build_stamps"].clock = clock
+    app.extensions["builds"].clock = clock
     app.extensions["key_cache"].clock = clock
     keys = {role: create_key(settings.database_url, f"remembered {role}", role) for role in ("analyst", "clinician")}
 
