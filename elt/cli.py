@@ -203,17 +203,40 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_families(args: argparse.Namespace) -> int:
+    """The source families (FAMILIES_DIR), checked against the contracts; exit 1 naming the file when one is bad."""
+    from elt.contracts import ContractError, load_contracts
+    from elt.families import FamilyError, load_families
+
+    settings = get_settings()
+    try:
+        families = load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+    except (FamilyError, ContractError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = [{"family": f.family, "ingest_dag": f.ingest_dag_id, "runs": f.schedule_text(),
+             "drop_types": ", ".join(f.drop_types)} for f in families.values()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from elt.contracts import load_contracts
     from elt.demo import generate_medilink_drops
     from elt.storage.s3 import ObjectStore
 
     end = datetime.now(UTC).date() - timedelta(days=1)
     drop = generate_medilink_drops(end_date=end, days=args.days, seed=args.seed)
-    store = ObjectStore(get_settings())
+    settings = get_settings()
+    prefix = load_contracts(settings.contracts_dir)["medilink_facilities"].landing.prefix  # every Medilink drop's
+    store = ObjectStore(settings)
     store.ensure_bucket()
     for name, data in sorted(drop.files.items()):
-        store.put(f"medical_records/input/{name}", data, content_type="text/csv")
-    print(f"uploaded {len(drop.files)} Medilink demo files to s3://{store.bucket}/medical_records/input/ "
+        store.put(f"{prefix}{name}", data, content_type="text/csv")
+    print(f"uploaded {len(drop.files)} Medilink demo files to s3://{store.bucket}/{prefix} "
           f"({len(drop.bad_rows)} deliberately bad rows)")
     return 0
 
@@ -268,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     parse = sub.add_parser("parse", help="dbt parse: write dbt/target/manifest.json, which medilink_marts's "
                            "per-model dbt tasks are rendered from (no database needed)")
     parse.set_defaults(func=cmd_parse)
+
+    families = sub.add_parser("families", help="the source families (elt/families), checked against the contracts: "
+                              "each one's drop types, ingest DAG and when it runs (no database needed)")
+    families.add_argument("--format", choices=["text", "json"], default="text")
+    families.set_defaults(func=cmd_families)
 
     demo = sub.add_parser("demo", help="upload generated Medilink demo drops to the landing bucket")
     demo.add_argument("--days", type=int, default=14)

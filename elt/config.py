@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("health-landing", description="Landing bucket that drops arrive in.")
     aws_default_region: str = "us-east-1"
     contracts_dir: Path = Field(REPO_ROOT / "elt" / "contracts", description="Drop contracts (*.yml).")
+    families_dir: Path = Field(REPO_ROOT / "elt" / "families", description="Source families (*.yml): which drop types "
+                               "each groups, and when its ingest DAG runs (elt/families).")
     dbt_project_dir: Path = Field(REPO_ROOT / "dbt", description="The dbt project.")
     dbt_target: str = Field("dev", description="dbt target in dbt/profiles.yml.")
     dbt_unit_tests: bool = Field(

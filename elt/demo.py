@@ -7,8 +7,8 @@ volumes move with the weekday, lists inside cells, free-text vital signs, a quot
 and a handful of rows that break the contract on purpose. This module makes such drops from a seed, so
 the same arguments always give the same bytes and a test can say exactly which rows must be rejected.
 
-It only builds bytes in memory (keys relative to `medical_records/input/`); uploading them is the
-caller's business.
+It only builds bytes in memory (names relative to the Medilink contracts' landing prefix); uploading them is
+the caller's business (`elt demo`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-
-LANDING_PREFIX = "medical_records/input/"
 
 FACILITY_COLUMNS = ("name", "state", "lga", "lat", "lon", "type")
 PATIENT_COLUMNS = ("facility_name", "first_name", "last_name", "sex", "dob", "phone")

@@ -36,6 +36,17 @@ DEFAULT_ARGS = {
 }
 
 
+def family(name: str):
+    """Source family `name` as declared in elt/families (FAMILIES_DIR), checked against the contracts: an ingest DAG
+    file takes its dag_id and schedule from it when it is parsed (a few small YAML files)."""
+    from elt.config import get_settings
+    from elt.contracts import load_contracts
+    from elt.families import load_families
+
+    settings = get_settings()
+    return load_families(settings.families_dir, load_contracts(settings.contracts_dir))[name]
+
+
 def medilink_raw_asset():
     """The asset, as medilink_ingest declares and emits it."""
     from airflow.sdk import Asset

@@ -17,7 +17,7 @@ import logging
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -87,13 +87,19 @@ def connect(settings: Settings) -> psycopg.Connection:
     return psycopg.connect(settings.database_url, autocommit=True, application_name="elt")
 
 
-def contracts_for(settings: Settings, *, source_system: str | None = None, drop_type: str | None = None) -> dict[str, Contract]:
+def contracts_for(settings: Settings, *, source_system: str | None = None, drop_type: str | None = None,
+                  drop_types: Collection[str] | None = None) -> dict[str, Contract]:
+    """The contracts, narrowed to one drop type, to a source family's `drop_types` (elt/families), or to a
+    `source_system`."""
     contracts = load_contracts(settings.contracts_dir)
     if drop_type and drop_type not in contracts:
         raise ValueError(f"unknown drop type {drop_type!r}; known: {', '.join(sorted(contracts))}")
+    if drop_type and drop_types is not None and drop_type not in drop_types:
+        raise ValueError(f"drop type {drop_type!r} is not one of this family's: {', '.join(drop_types)}")
     return {
         name: c for name, c in contracts.items()
         if (drop_type is None or name == drop_type) and (source_system is None or c.source_system == source_system)
+        and (drop_types is None or name in drop_types)
     }
 
 
@@ -105,10 +111,10 @@ def prepare(settings: Settings | None = None) -> None:
 
 
 def discover_new_files(source_system: str | None = None, *, drop_type: str | None = None,
-                       settings: Settings | None = None) -> list[str]:
-    """Keys waiting in the landing prefixes of the chosen contracts, oldest name first."""
+                       drop_types: Collection[str] | None = None, settings: Settings | None = None) -> list[str]:
+    """Keys waiting in the landing prefixes of the chosen contracts (contracts_for), oldest name first."""
     settings = settings or get_settings()
-    contracts = contracts_for(settings, source_system=source_system, drop_type=drop_type)
+    contracts = contracts_for(settings, source_system=source_system, drop_type=drop_type, drop_types=drop_types)
     store = ObjectStore(settings)
     keys: list[str] = []
     for prefix in sorted({c.landing.prefix for c in contracts.values()}):

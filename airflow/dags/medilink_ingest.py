@@ -1,6 +1,7 @@
 """Load the day's Medilink clinic drops from S3 into raw tables, one mapped task per new file.
 
-Runs at 02:00 UTC every day and on demand ("Trigger DAG w/ config" in the UI):
+Runs every day at the time its family declares (`ingest.daily_at` in elt/families/medilink.yml: 02:00 UTC) and on
+demand ("Trigger DAG w/ config" in the UI):
 
 * `drop_type` - only this drop type (e.g. `medilink_triage_visits`); empty means all four.
 * `key` - only this object key under `medical_records/input/`.
@@ -33,6 +34,7 @@ from elt.orchestration import (
     AFTER_LOADS,
     DEFAULT_ARGS,
     fail_the_run_if_a_load_failed,
+    family,
     medilink_raw_asset,
     on_run_finished,
     on_task_failure,
@@ -40,11 +42,12 @@ from elt.orchestration import (
 
 log = logging.getLogger(__name__)
 MEDILINK_RAW = medilink_raw_asset()
+MEDILINK = family("medilink")
 
 
 @dag(
-    dag_id="medilink_ingest",
-    schedule="0 2 * * *",
+    dag_id=MEDILINK.ingest_dag_id,
+    schedule=MEDILINK.cron,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -68,7 +71,7 @@ def medilink_ingest():
         prepare()
         if params["key"]:
             return [params["key"]]
-        return discover_new_files("medilink", drop_type=params["drop_type"] or None)
+        return discover_new_files(drop_types=MEDILINK.drop_types, drop_type=params["drop_type"] or None)
 
     @task
     def load(key: str, params=None) -> dict:

@@ -1,6 +1,7 @@
 """Load NHS England KH03 "Beds Open Overnight" workbooks from S3 and rebuild the bed-occupancy marts.
 
-Runs at 02:30 UTC every day (a workbook dropped under `nhs/kh03/` is picked up the next night) and on
+Runs every day at the time its family declares (`ingest.daily_at` in elt/families/nhs_beds.yml: 02:30 UTC; a
+workbook dropped under `nhs/kh03/` is picked up the next night) and on
 demand: `POST /api/v1/drops` and `/drops/from-url` trigger it for the file they stored, and "Trigger DAG
 w/ config" in the UI takes:
 
@@ -29,17 +30,19 @@ from elt.orchestration import (
     AFTER_LOADS,
     DEFAULT_ARGS,
     fail_the_run_if_a_load_failed,
+    family,
     on_run_finished,
     on_task_failure,
 )
 
 log = logging.getLogger(__name__)
 BEDS_MODELS = "tag:nhs_beds"
+NHS_BEDS = family("nhs_beds")
 
 
 @dag(
-    dag_id="nhs_beds_ingest",
-    schedule="30 2 * * *",
+    dag_id=NHS_BEDS.ingest_dag_id,
+    schedule=NHS_BEDS.cron,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -62,7 +65,7 @@ def nhs_beds_ingest():
         prepare()
         if params["key"]:
             return [params["key"]]
-        return discover_new_files("nhs")
+        return discover_new_files(drop_types=NHS_BEDS.drop_types)
 
     @task
     def load(key: str, params=None) -> dict:

@@ -51,7 +51,8 @@ from backend.db import connection
 from backend.errors import ApiError
 from backend.fetch import FetchPolicy, FetchRefused, fetch
 from elt.config import Settings, get_settings
-from elt.contracts import ROLES, Contract, load_contracts
+from elt.contracts import ROLES, Contract, ContractError, load_contracts
+from elt.families import Family, FamilyError, family_of, load_families
 from elt.pipeline import register_landed, reporting_period
 from elt.preflight import check_content, check_drop
 from elt.readers.csv_header import FileRejected
@@ -60,10 +61,6 @@ from elt.storage.s3 import ObjectExists, ObjectStore, StoredObject
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
 
-# The DAG that loads one key (`conf {"key": ...}`) of each source system; the others load with `elt ingest`.
-INGEST_DAGS = {"medilink": "medilink_ingest", "nhs": "nhs_beds_ingest"}
-# When each runs by itself (their `schedule`, airflow/dags/<dag_id>.py; tests/backend check they agree).
-NIGHTLY = {"medilink_ingest": "02:00 UTC", "nhs_beds_ingest": "02:30 UTC"}
 CONTENT_TYPES = {
     "csv": "text/csv",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -88,6 +85,23 @@ def _settings() -> ApiSettings:
 def warehouse() -> Settings:
     """The ELT's settings: the landing bucket, the contracts, the ledger's database (tests pass their own)."""
     return current_app.config.get("ELT_SETTINGS") or get_settings()
+
+
+def families() -> dict[str, Family]:
+    """The source families (elt/families): a drop of one of a family's drop types is loaded by its ingest DAG
+    (`conf {"key": ...}`), which also runs by itself at the family's `daily_at`; other drop types load with
+    `elt ingest`. Read on each use, like the contracts (a few small files), so that a changed declaration needs no
+    restart; an unreadable one leaves no DAG to route to."""
+    settings = warehouse()
+    try:
+        return load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+    except (FamilyError, ContractError) as exc:
+        log.error("the source families cannot be read, so no drop is routed to an ingest DAG: %s", exc)
+        return {}
+
+
+def _ingest_dags() -> tuple[str, ...]:
+    return tuple(family.ingest_dag_id for family in families().values())
 
 
 def _store() -> ObjectStore:
@@ -192,12 +206,13 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
              caller.key_id, origin)
     warnings: list[str] = []
     drop_id = _register(key, elt_settings, warnings)
-    dag_id = INGEST_DAGS.get(contract.source_system)
+    family = family_of(families(), drop_type)
+    dag_id = family.ingest_dag_id if family else None
     run_id = None
     stored = f"{file_name} is stored as {key}" + (f" (drop {drop_id})" if drop_id is not None else "")
-    if dag_id is None:
-        message = (f"{stored}. {contract.source_system} drops have no ingest DAG: it loads with "
-                   f"`elt ingest --drop-type {drop_type}` (or `--key {key}`)")
+    if family is None:
+        message = (f"{stored}. {drop_type} drops belong to no source family (elt/families), so no ingest DAG loads "
+                   f"them: it loads with `elt ingest --drop-type {drop_type}` (or `--key {key}`)")
     else:
         run_id = _trigger(dag_id, key, drop_id, caller, warnings)
         message = (f"{stored}; {dag_id} run {run_id} loads it: follow it at /api/v1/runs/{run_id}" if run_id
@@ -288,12 +303,13 @@ def _trigger(dag_id: str, key: str, drop_id: int | None, caller: Caller, warning
     run_id = f"api_drop_{drop_id if drop_id is not None else 'new'}_{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     _record_run(dag_id, run_id, key, drop_id, caller, warnings)
     note = f"Dropped through the API by key {caller.key_id}: {key}" + (f" (ledger file {drop_id})" if drop_id else "")
+    nightly = next((f.schedule_text() for f in families().values() if f.ingest_dag_id == dag_id), "no schedule")
     try:
         run = current_app.extensions["airflow"].trigger(dag_id, {"key": key}, run_id=run_id, note=note)
     except AirflowError as exc:
         log.warning("drop %s stored; %s not triggered: %s", key, dag_id, exc.message)
         warnings.append(f"Airflow could not start {dag_id} ({exc.message}). The file is stored and waits: the next "
-                        f"scheduled run ({NIGHTLY[dag_id]}) loads it, or trigger {dag_id} in the Airflow UI with key {key}.")
+                        f"scheduled run ({nightly}) loads it, or trigger {dag_id} in the Airflow UI with key {key}.")
         return None
     return run.get("dag_run_id") or run_id
 
@@ -318,12 +334,12 @@ def _record_run(dag_id: str, run_id: str, key: str, drop_id: int | None, caller:
 def _runs_visible_to(caller: Caller, run_id: str) -> tuple[str, ...]:
     """The ingest DAGs whose run `run_id` the caller may see: every one for admins, else those it started."""
     if has_role(caller, "admin"):
-        return tuple(INGEST_DAGS.values())
+        return _ingest_dags()
     conn = connection()
     started = set(conn.execute(text("select dag_id from ops.api_runs where run_id = :run_id and key_id = :key_id"),
                                {"run_id": run_id, "key_id": caller.key_id}).scalars())
     conn.rollback()
-    return tuple(dag_id for dag_id in INGEST_DAGS.values() if dag_id in started)
+    return tuple(dag_id for dag_id in _ingest_dags() if dag_id in started)
 
 
 # --- the endpoints --------------------------------------------------------------------------------------------
@@ -425,7 +441,7 @@ def run_state(run_id: str):
                 "start_date": run.get("start_date"), "end_date": run.get("end_date"), "key": key,
                 "note": run.get("note"), "drop": _drop(key),
             })
-    raise ApiError(404, "run_not_found", f"no run {run_id} of {' or '.join(INGEST_DAGS.values())} that this key may "
+    raise ApiError(404, "run_not_found", f"no run {run_id} of {' or '.join(_ingest_dags())} that this key may "
                                          "see: use the run_id your drop answered with (admins see every run)")
 
 
@@ -541,7 +557,7 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
             "operationId": "get_run", "tags": tags, "security": security,
             "summary": "The state of an ingest run a drop started, and what became of the file.",
             "description": "Any key: a run is shown to the key whose drop started it, and to admins (any other "
-                           f"run is a 404). Asks Airflow for the run (of {', '.join(INGEST_DAGS.values())}); `drop` is the "
+                           f"run is a 404). Asks Airflow for the run (of {', '.join(_ingest_dags())}); `drop` is the "
                            "file ledger's row for the run's key: `loaded`, or `quarantined`/`rejected` with the "
                            "reason in `error`.",
             "parameters": [{"name": "run_id", "in": "path", "required": True,

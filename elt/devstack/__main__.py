@@ -32,7 +32,26 @@ from elt.warehouse.roles import API_LOGIN, BI_LOGIN, DROPS_LOGIN, LOGINS
 log = logging.getLogger("devstack")
 DAG_ID = "medilink_ingest"  # triggered on first start
 MARTS_DAG_ID = "medilink_marts"  # scheduled on the asset DAG_ID publishes
-BEDS_DAG_ID = "nhs_beds_ingest"  # KH03 workbooks: triggered by API uploads, and nightly
+
+
+def families() -> dict:
+    """The source families (elt/families, FAMILIES_DIR), checked against the contracts: the stack reports each one's
+    ingest DAG and says where its drops land."""
+    from elt.config import get_settings
+    from elt.contracts import load_contracts
+    from elt.families import load_families
+
+    settings = get_settings()
+    return load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+
+
+def landing_prefixes() -> list[str]:
+    """Where the families' drops land (their contracts' landing prefixes), in order."""
+    from elt.config import get_settings
+    from elt.contracts import load_contracts
+
+    contracts = load_contracts(get_settings().contracts_dir)
+    return sorted({contracts[drop_type].landing.prefix for f in families().values() for drop_type in f.drop_types})
 
 
 # Variables that carry the warehouse owner's or Airflow's database credentials: the API's process is not given them.
@@ -237,7 +256,7 @@ class Stack:
             with psycopg.connect(self.env["AIRFLOW_DATABASE_URL"], connect_timeout=3) as conn:
                 return conn.execute(
                     "select distinct on (dag_id) dag_id, run_id, state from dag_run where dag_id = any(%s) "
-                    "order by dag_id, id desc", ([DAG_ID, MARTS_DAG_ID, BEDS_DAG_ID],)
+                    "order by dag_id, id desc", ([*(f.ingest_dag_id for f in families().values()), MARTS_DAG_ID],)
                 ).fetchall()
         except psycopg.Error:
             return []
@@ -284,7 +303,7 @@ class Stack:
                key: ./start.sh api-key create --name NAME --role analyst|clinician|admin
  Postgres      {self.env['DATABASE_URL']}   (Airflow metadata: database airflow)
                BI tools: user {BI_LOGIN.name}, password BI_DB_PASSWORD in .env (analytics schema only)
- S3 endpoint   {s3}   bucket {self.bucket}, drops under medical_records/input/ and nhs/kh03/
+ S3 endpoint   {s3}   bucket {self.bucket}, drops under {" and ".join(landing_prefixes())}
  Data          {self.data_dir}   (logs in {self.logs})
 
  Load waiting drops:   ./start.sh elt ingest        Ledger:  ./start.sh elt files

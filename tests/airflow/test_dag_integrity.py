@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,37 @@ def test_ingest_runs_at_two_utc_and_can_be_triggered_with_a_form(dagbag):
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"
     assert set(dag.params) == {"drop_type", "key", "dry_run", "full_refresh"}
     assert dag.catchup is False
+
+
+def test_every_source_family_has_its_ingest_dag_on_its_declared_schedule(dagbag):
+    from elt.config import REPO_ROOT
+    from elt.contracts import load_contracts
+    from elt.families import load_families
+
+    families = load_families(REPO_ROOT / "elt" / "families", load_contracts(REPO_ROOT / "elt" / "contracts"))
+    assert {"medilink", "nhs_beds"} <= set(families)
+    for family in families.values():
+        dag = dagbag.dags[family.ingest_dag_id]
+        assert dag.timetable.expression == family.cron and str(dag.timetable.timezone) == "UTC"
+
+
+def test_an_ingest_dag_takes_its_schedule_from_the_family_declaration(airflow_home, tmp_path, monkeypatch):
+    """Moving a family's daily_at moves its DAG: the schedule is written once, in elt/families."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from elt.config import REPO_ROOT, get_settings
+
+    families = shutil.copytree(REPO_ROOT / "elt" / "families", tmp_path / "families")
+    declared = (families / "medilink.yml").read_text()
+    (families / "medilink.yml").write_text(declared.replace('daily_at: "02:00"', 'daily_at: "04:45"'))
+    monkeypatch.setenv("FAMILIES_DIR", str(families))
+    get_settings.cache_clear()
+    try:
+        moved = DagBag(str(DAGS / "medilink_ingest.py"))
+    finally:
+        get_settings.cache_clear()
+    assert moved.import_errors == {}
+    assert moved.dags["medilink_ingest"].timetable.expression == "45 4 * * *"
 
 
 def test_the_marts_rebuild_when_ingest_publishes_new_raw_data(dagbag):

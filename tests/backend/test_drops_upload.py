@@ -10,7 +10,7 @@ key unless a test says otherwise (Medilink visits are patient-level).
 
 from __future__ import annotations
 
-import re
+import shutil
 import socket
 import threading
 from datetime import date
@@ -23,10 +23,12 @@ from backend.app import create_app
 from backend.auth import create_key
 from backend.config import ApiSettings
 from backend.fetch import FetchPolicy
+from elt.contracts import load_contracts
+from elt.families import load_families
 from elt.preflight import sniff
 from tests.backend.conftest import api_settings
 from tests.backend.fake_airflow import FakeAirflow
-from tests.conftest import REPO, shared_data
+from tests.conftest import shared_data
 from tests.elt.kh03_fixtures import Kh03Spec, build_kh03
 
 KH03_REAL = "Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx"
@@ -166,15 +168,18 @@ def test_a_file_name_is_reduced_to_its_safe_base_name(client, store, medilink):
     assert stored_keys(store) == ["medical_records/input/facilities_2026-11-14.csv"]
 
 
-def test_a_source_system_without_a_dag_is_stored_and_told_how_it_loads(settings, airflow, drop_keys, tmp_path, db):
+def test_a_drop_type_of_no_family_is_stored_and_told_how_it_loads(settings, airflow, drop_keys, tmp_path, db):
     # Claims keys carry provider/year/month folders, which an upload's flat name cannot; a contract that takes
-    # flat names stands in for any drop type whose source system has no DAG.
-    claims = (settings.contracts_dir / "claims.yml").read_text()
+    # flat names stands in for any drop type that belongs to no source family (elt/families), so no DAG loads it.
+    contracts = shutil.copytree(settings.contracts_dir, tmp_path / "contracts")
+    claims = (contracts / "claims.yml").read_text()
     flat = claims.replace(r"key_pattern: '^provider=[^/]+/year=\d{4}/month=\d{2}/[^/]+\.csv$'",
                           r"key_pattern: '^[^/]+\.csv$'")
     assert flat != claims
-    (tmp_path / "claims.yml").write_text(flat)
-    elt_settings = settings.model_copy(update={"contracts_dir": tmp_path})
+    (contracts / "claims.yml").write_text(flat)
+    elt_settings = settings.model_copy(update={"contracts_dir": contracts})
+    assert "claims" not in {t for f in load_families(settings.families_dir, load_contracts(contracts)).values()
+                            for t in f.drop_types}
     app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="", airflow_url=airflow.url),
                      elt_settings=elt_settings)
     client = app.test_client()
@@ -370,15 +375,6 @@ def test_when_airflow_cannot_start_the_run_the_file_is_kept_with_a_warning(make_
     assert stored_keys(store) == ["medical_records/input/triage_visits_2026-11-14.csv"]
     assert [row[2] for row in ledger(db)] == ["discovered"] and body["drop_id"] == ledger(db)[0][0]
     assert "Location" not in response.headers
-
-
-def test_the_warning_names_the_time_each_dag_runs_by_itself():
-    from backend.api.uploads import INGEST_DAGS, NIGHTLY
-
-    for dag_id in INGEST_DAGS.values():
-        source = (REPO / "airflow" / "dags" / f"{dag_id}.py").read_text()
-        minute, hour = re.search(r'schedule="(\d+) (\d+) \* \* \*"', source).groups()
-        assert NIGHTLY[dag_id] == f"{int(hour):02d}:{int(minute):02d} UTC"
 
 
 # --- from a URL ---------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from elt.cli import main
@@ -30,6 +32,16 @@ def test_put_lands_a_file_under_its_drop_types_prefix(cli_env, store, tmp_path, 
     assert main(["put", str(path)]) == 0
     assert store.read(PREFIX + path.name) == path.read_bytes()
     assert "medilink_triage_visits" in capsys.readouterr().out
+
+
+def test_demo_lands_its_drops_where_the_medilink_contracts_expect_them(cli_env, store, capsys):
+    from elt.demo import generate_medilink_drops
+
+    assert main(["demo", "--days", "2", "--seed", "7"]) == 0
+    landed = {obj.key for obj in store.list(PREFIX)}
+    names = set(generate_medilink_drops(end_date=datetime.now(UTC).date() - timedelta(days=1), days=2, seed=7).files)
+    assert landed == {PREFIX + name for name in names} and len(names) == 6  # facilities, patients, 2 x 2 daily files
+    assert f"to s3://{cli_env.s3_bucket}/{PREFIX} " in capsys.readouterr().out
 
 
 def test_put_refuses_a_name_no_contract_expects_and_says_what_would_fit(cli_env, store, tmp_path, capsys):

@@ -1,0 +1,118 @@
+"""Source families: one declaration per kind of source (Medilink clinics, NHS KH03 workbooks, payer claims), from
+which what is said once about a family is derived (issue 15, docs/decisions/0019-one-declaration-per-family.md).
+
+A family is a YAML file in FAMILIES_DIR (default `elt/families/`), validated by pydantic like a contract:
+
+    family: medilink
+    description: Medilink clinic network CSV exports; facility, triage, condition and patient marts.
+    drop_types: [medilink_facilities, medilink_patients, medilink_medical_records, medilink_triage_visits]
+    ingest: {daily_at: "02:00"}          # UTC; null: no scheduled run (API drops and manual triggers only)
+
+Its ingest DAG is `<family>_ingest`, scheduled daily at `ingest.daily_at`; the API routes an uploaded drop of one of
+its drop types to that DAG and tells the uploader when it runs by itself. Every drop type belongs to at most one
+family (one without a family loads with `elt ingest` only). `load_families` checks the declarations against the
+contracts and raises FamilyError naming the file and the field.
+
+Still to be derived from it (issue 15; docs/proposals/0001-source-families.md): the marts DAGs and their dbt
+selection, the API catalogue and the local stack's prefixes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from elt.contracts import Contract
+
+FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+
+
+class FamilyError(ValueError):
+    """A family file is malformed or disagrees with the contracts. The message names the file and the field."""
+
+
+class Ingest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daily_at: time | None = Field(None, description="UTC time of the daily scheduled run; null: none (API drops and "
+                                                    "manual triggers only).")
+
+    @field_validator("daily_at", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        # YAML reads an unquoted 12:30 as the number 750 (base 60), which would pass as a time of seconds
+        if value is not None and not isinstance(value, str | time):
+            raise ValueError(f"daily_at must be a quoted time, e.g. \"02:15\" (YAML read {value!r})")
+        return value
+
+    @field_validator("daily_at")
+    @classmethod
+    def _whole_minutes(cls, value: time | None) -> time | None:
+        if value is not None and (value.second or value.microsecond or value.tzinfo):
+            raise ValueError("daily_at is a UTC time in whole minutes, e.g. \"02:15\"")
+        return value
+
+
+class Family(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str = Field(pattern=FAMILY_NAME.pattern)
+    description: str = Field(min_length=1)
+    drop_types: tuple[str, ...] = Field(min_length=1)
+    ingest: Ingest = Ingest()
+
+    @property
+    def ingest_dag_id(self) -> str:
+        return f"{self.family}_ingest"
+
+    @property
+    def cron(self) -> str | None:
+        """The ingest DAG's schedule: daily at `ingest.daily_at` (UTC), or None."""
+        at = self.ingest.daily_at
+        return None if at is None else f"{at.minute} {at.hour} * * *"
+
+    def schedule_text(self) -> str:
+        """When the ingest DAG runs by itself, for people: "02:15 UTC", or "no schedule"."""
+        at = self.ingest.daily_at
+        return "no schedule" if at is None else f"{at:%H:%M} UTC"
+
+
+def load_family(path: Path) -> Family:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        family = Family.model_validate(raw)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name, which pydantic does not know
+        raise FamilyError(f"{path.name}: {exc}") from exc
+    if path.stem != family.family:
+        raise FamilyError(f"{path.name}: family {family.family!r} must be declared in {family.family}.yml")
+    return family
+
+
+def load_families(directory: Path, contracts: dict[str, Contract]) -> dict[str, Family]:
+    """Every family in `directory`, keyed by name, checked against the contracts: each drop type is a contract and
+    belongs to one family only. Raises FamilyError on the first problem, naming the file."""
+    if not directory.is_dir():
+        raise FamilyError(f"{directory}: no such folder of source families (FAMILIES_DIR)")
+    families: dict[str, Family] = {}
+    owner: dict[str, str] = {}  # drop type -> the file that declared it
+    for path in sorted(directory.glob("*.yml")):
+        family = load_family(path)
+        for drop_type in family.drop_types:
+            if drop_type not in contracts:
+                raise FamilyError(f"{path.name}: drop_types: {drop_type!r} is not a contract in the contracts folder "
+                                  f"(known: {', '.join(sorted(contracts))})")
+            if drop_type in owner:
+                raise FamilyError(f"{path.name}: drop_types: {drop_type!r} is already in {owner[drop_type]}; a drop "
+                                  "type belongs to one family")
+            owner[drop_type] = path.name
+        families[family.family] = family
+    return families
+
+
+def family_of(families: dict[str, Family], drop_type: str) -> Family | None:
+    """The family a drop type belongs to; None: it loads with `elt ingest` only."""
+    return next((family for family in families.values() if drop_type in family.drop_types), None)

@@ -1,0 +1,129 @@
+"""Source families (elt/families): the repository's declarations load and agree with the contracts, and a bad
+declaration is refused with a message that names its file and field (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from elt.config import REPO_ROOT
+from elt.contracts import load_contracts
+from elt.families import FamilyError, family_of, load_families
+
+CONTRACTS = load_contracts(REPO_ROOT / "elt" / "contracts")
+MEDILINK = """family: medilink
+description: Medilink clinic exports.
+drop_types: [medilink_facilities, medilink_patients]
+ingest: {daily_at: "02:15"}
+"""
+
+
+def families_in(tmp_path: Path, **files: str) -> dict:
+    for name, text in files.items():
+        (tmp_path / f"{name}.yml").write_text(text)
+    return load_families(tmp_path, CONTRACTS)
+
+
+def test_the_repository_families_load_with_their_dags_and_schedules():
+    families = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)
+    assert {name: (f.ingest_dag_id, f.cron, f.schedule_text()) for name, f in families.items()} == {
+        "medilink": ("medilink_ingest", "0 2 * * *", "02:00 UTC"),
+        "nhs_beds": ("nhs_beds_ingest", "30 2 * * *", "02:30 UTC"),
+    }
+    assert family_of(families, "medilink_triage_visits").family == "medilink"
+    assert family_of(families, "nhs_kh03_overnight").family == "nhs_beds"
+    assert family_of(families, "claims") is None  # loads with `elt ingest` until its DAG lands (issue 15)
+
+
+def test_a_family_without_a_time_has_no_schedule(tmp_path):
+    family = families_in(tmp_path, medilink=MEDILINK.replace('{daily_at: "02:15"}', "{daily_at: null}"))["medilink"]
+    assert (family.cron, family.schedule_text()) == (None, "no schedule")
+    assert families_in(tmp_path, medilink=MEDILINK)["medilink"].cron == "15 2 * * *"
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (MEDILINK.replace("medilink_patients", "medilink_payments"), "medilink.yml: drop_types: 'medilink_payments' is not"),
+    (MEDILINK.replace('"02:15"', "12:30"), "daily_at must be a quoted time"),  # YAML reads 12:30 as the number 750
+    (MEDILINK.replace('"02:15"', '"02:15:30"'), "whole minutes"),
+    (MEDILINK.replace('"02:15"', '"25:00"'), "daily_at"),
+    (MEDILINK.replace("family: medilink", "family: clinics"), "must be declared in clinics.yml"),
+    (MEDILINK.replace("drop_types: [medilink_facilities, medilink_patients]", "drop_types: []"), "drop_types"),
+    (MEDILINK + "schedule: daily\n", "schedule"),  # unknown fields are refused, not ignored
+    ("family: medilink\n", "description"),
+])
+def test_a_bad_declaration_is_refused_naming_its_file_and_field(tmp_path, text, says):
+    with pytest.raises(FamilyError) as refused:
+        families_in(tmp_path, medilink=text)
+    assert str(refused.value).startswith("medilink.yml: ") and says in str(refused.value)
+
+
+def test_a_drop_type_belongs_to_one_family(tmp_path):
+    other = MEDILINK.replace("family: medilink", "family: other").replace("medilink_facilities, ", "")
+    with pytest.raises(FamilyError, match="other.yml: drop_types: 'medilink_patients' is already in medilink.yml"):
+        families_in(tmp_path, medilink=MEDILINK, other=other)
+
+
+def test_every_family_in_the_repository_names_contracts_of_its_own_folder(tmp_path):
+    """Against a contracts folder without a family's drop types (a deployment that left one out), loading says which."""
+    contracts = shutil.copytree(REPO_ROOT / "elt" / "contracts", tmp_path / "contracts")
+    (contracts / "nhs_kh03_overnight.yml").unlink()
+    with pytest.raises(FamilyError, match="nhs_beds.yml: drop_types: 'nhs_kh03_overnight' is not a contract"):
+        load_families(REPO_ROOT / "elt" / "families", load_contracts(contracts))
+
+
+def test_elt_families_lists_them_and_says_which_file_is_wrong(tmp_path, monkeypatch, capsys):
+    from elt.cli import main
+    from elt.config import get_settings
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        get_settings.cache_clear()
+        try:
+            code = main(["families", *argv])
+        finally:
+            get_settings.cache_clear()
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("--format", "json")
+    assert code == 0
+    assert [(row["family"], row["ingest_dag"], row["runs"]) for row in json.loads(out)] == [
+        ("medilink", "medilink_ingest", "02:00 UTC"), ("nhs_beds", "nhs_beds_ingest", "02:30 UTC")]
+    monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
+    (tmp_path / "medilink.yml").write_text(MEDILINK.replace('"02:15"', "12:30"))
+    code, _, err = run()
+    assert code == 1 and err.startswith("error: medilink.yml: ") and "quoted time" in err
+    monkeypatch.setenv("FAMILIES_DIR", str(tmp_path / "missing"))
+    code, _, err = run()
+    assert code == 1 and "no such folder of source families (FAMILIES_DIR)" in err
+
+
+def test_discovery_by_family_takes_its_drop_types_only(settings):
+    """An ingest DAG discovers the files of its family's drop types (elt.pipeline.contracts_for), and refuses to be
+    narrowed to a drop type of another family."""
+    from elt.pipeline import contracts_for
+
+    medilink = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)["medilink"]
+    assert set(contracts_for(settings, drop_types=medilink.drop_types)) == set(medilink.drop_types)
+    assert set(contracts_for(settings, drop_types=medilink.drop_types, drop_type="medilink_patients")) == {
+        "medilink_patients"}
+    with pytest.raises(ValueError, match="'nhs_kh03_overnight' is not one of this family's"):
+        contracts_for(settings, drop_types=medilink.drop_types, drop_type="nhs_kh03_overnight")
+
+
+def test_the_local_stack_reports_the_families_dags_and_where_their_drops_land(tmp_path, monkeypatch):
+    from elt.config import get_settings
+    from elt.devstack.__main__ import families, landing_prefixes
+
+    get_settings.cache_clear()
+    try:
+        assert landing_prefixes() == ["medical_records/input/", "nhs/kh03/"]  # the contracts' prefixes, by hand
+        shutil.copy(REPO_ROOT / "elt" / "families" / "nhs_beds.yml", tmp_path)
+        monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
+        get_settings.cache_clear()
+        assert landing_prefixes() == ["nhs/kh03/"]
+        assert [f.ingest_dag_id for f in families().values()] == ["nhs_beds_ingest"]
+    finally:
+        get_settings.cache_clear()
