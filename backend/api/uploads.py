@@ -31,6 +31,7 @@ import hashlib
 import logging
 import posixpath
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -130,8 +131,26 @@ def safe_name(name: str) -> str:
 
 
 # --- the one path of both drops ----------------------------------------------------------------------------
-def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str) -> Response:
-    """Check, store, register and start the load of one drop; the 202 answer, or an ApiError saying why not."""
+def upload_values(contract: Contract, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's upload fields (`landing.upload_fields`: the payer and month of a claims batch) from what the
+    request gave, parsed; a 400 naming the field and what it takes (never the value) when one is missing or wrong."""
+    values: dict[str, Any] = {}
+    for name, field in contract.landing.upload_fields.items():
+        value = given.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(400, "missing_field", f"{contract.drop_type} drops need the field `{name}`: "
+                                                 f"{field.description or field.type}", field=name)
+        try:
+            values[name] = field.parse(value.strip())
+        except ValueError as exc:
+            raise ApiError(400, "invalid_field", f"`{name}` must be {exc}", field=name) from None
+    return values
+
+
+def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str,
+           fields: Mapping[str, Any] | None = None) -> Response:
+    """Check, store, register and start the load of one drop; the 202 answer, or an ApiError saying why not.
+    `fields`: what the request gave beside the file (the contract's upload fields are read from it)."""
     settings, elt_settings = _settings(), warehouse()
     contracts = load_contracts(elt_settings.contracts_dir)
     if not isinstance(drop_type, str) or drop_type not in contracts:
@@ -161,7 +180,7 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
     except FileRejected as exc:
         raise ApiError(400 if exc.rule == "empty_file" else 415, exc.rule, f"{file_name}: {exc.message}") from None
 
-    key = contract.landing.prefix + file_name
+    key = contract.landing.upload_key(file_name, upload_values(contract, fields or {}))
     matching = [c.drop_type for c in contracts.values() if c.matches(key)]
     if matching != [drop_type]:
         others = f" (it would also be read as {', '.join(m for m in matching if m != drop_type)})" if len(matching) > 1 else ""
@@ -358,7 +377,7 @@ def upload():
         raise ApiError(400, "missing_file", "send the file as the multipart form field `file` (curl: -F "
                                             "file=@NAME.xlsx) and its drop type as `drop_type` (-F drop_type=TYPE)")
     data = upload.stream.read(_settings().upload_max_bytes + 1)
-    return accept(drop_type, upload.filename or "", data, caller, origin="upload")
+    return accept(drop_type, upload.filename or "", data, caller, origin="upload", fields=request.form)
 
 
 class FromUrl(BaseModel):
@@ -368,6 +387,8 @@ class FromUrl(BaseModel):
     drop_type: str = Field(min_length=1, max_length=100)
     name: str | None = Field(None, max_length=200, description="File name to store it under, when the URL's "
                                                                "path does not end in one.")
+    fields: dict[str, str] = Field(default_factory=dict, max_length=10, description="The drop type's upload "
+                                   "fields (a claims batch's payer and month).")
 
 
 FETCH_HINTS = {
@@ -405,7 +426,7 @@ def upload_from_url():
     # Named after where the file ended up (a redirect's target), unless only the URL given has an extension.
     names = [n for n in (_name_from_url(fetched.url), _name_from_url(body.url)) if n]
     name = body.name or next((n for n in names if "." in n), names[0] if names else "")
-    return accept(body.drop_type, name, fetched.data, caller, origin=_without_query(fetched.url))
+    return accept(body.drop_type, name, fetched.data, caller, origin=_without_query(fetched.url), fields=body.fields)
 
 
 def _name_from_url(url: str) -> str:
@@ -474,6 +495,18 @@ def drop_roles_text(contracts: dict[str, Contract]) -> str:
     return ("Roles needed to drop (or above): " + "; ".join(parts) + ".") if parts else ""
 
 
+def upload_field_schemas(contracts: dict[str, Contract]) -> dict[str, dict[str, Any]]:
+    """The form fields some drop types need beside the file (`landing.upload_fields`), for the OpenAPI document."""
+    fields: dict[str, dict[str, Any]] = {}
+    for drop_type, contract in sorted(contracts.items()):
+        for name, field in contract.landing.upload_fields.items():
+            schema = fields.setdefault(name, {"type": "string", "description": ""})
+            form = "YYYY-MM" if field.type == "month" else f"`{field.pattern}`"
+            schema["description"] += (f"{' ' if schema['description'] else ''}Needed by `{drop_type}` drops "
+                                      f"({form}): {field.description or field.type}")
+    return fields
+
+
 def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(paths -> method -> operation, component schemas) of the drop and run endpoints."""
     try:
@@ -529,7 +562,7 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
                 "type": "object", "required": ["file", "drop_type"],
                 "properties": {"file": {"type": "string", "format": "binary",
                                         "description": "The file, under its own name (the name is kept)."},
-                               "drop_type": drop_type}}}}},
+                               "drop_type": drop_type, **upload_field_schemas(contracts)}}}}},
             "responses": {**accepted, **{s: {"description": d, **error} for s, d in drop_errors.items()}},
         }},
         "/api/v1/drops/from-url": {"post": {
@@ -544,7 +577,10 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
                 "properties": {"url": {"type": "string", "maxLength": 2000, "description": "https URL of the file."},
                                "drop_type": drop_type,
                                "name": {"type": ["string", "null"], "maxLength": 200,
-                                        "description": "Name to store it under, when the URL does not end in one."}}}}}},
+                                        "description": "Name to store it under, when the URL does not end in one."},
+                               "fields": {"type": "object", "properties": upload_field_schemas(contracts),
+                                          "additionalProperties": {"type": "string"},
+                                          "description": "The drop type's upload fields, as for an upload."}}}}}},
             "responses": {**accepted, **{s: {"description": d, **error} for s, d in {
                 **drop_errors,
                 "400": drop_errors["400"] + "; a body that is not the JSON described, or a URL refused before "

@@ -14,6 +14,7 @@ in SQL (the loader, the view) and in pandas (`elt validate`): see FORMATS.
 from __future__ import annotations
 
 import re
+import string
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, get_args
@@ -136,6 +137,40 @@ class Check(BaseModel):
     message: str
 
 
+# What an upload's folder value may hold, whatever its own pattern says: never a slash or a dot-dot, so that a value
+# cannot climb out of its place in the key.
+SAFE_FIELD_VALUE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+
+
+class UploadField(BaseModel):
+    """A value the uploader gives beside the file (a form field of POST /api/v1/drops), used in the key's folders."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["text", "month"] = Field("text", description="text, or month (YYYY-MM, the first day of it).")
+    pattern: str | None = Field(None, description="For text: a regex the whole value must match (required).")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _text_has_a_pattern(self) -> UploadField:
+        if self.type == "text" and not self.pattern:
+            raise ValueError("an upload field of type text needs a pattern its values must match")
+        if self.pattern:
+            re.compile(self.pattern)
+        return self
+
+    def parse(self, value: str) -> str | date:
+        """The value as the key template uses it; ValueError saying what the field takes (never echoing it)."""
+        if self.type == "month":
+            match = re.fullmatch(r"(\d{4})-(\d{2})", value)
+            if not match or not 1 <= int(match.group(2)) <= 12:
+                raise ValueError("a month, written YYYY-MM (e.g. 2024-01)")
+            return date(int(match.group(1)), int(match.group(2)), 1)
+        if not (SAFE_FIELD_VALUE.match(value) and re.fullmatch(self.pattern or "", value)):
+            raise ValueError(f"a value matching {self.pattern}")
+        return value
+
+
 class Landing(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -143,11 +178,29 @@ class Landing(BaseModel):
     key_pattern: str
     archive_prefix: str
     quarantine_prefix: str
+    upload_folder: str | None = Field(
+        None, description="The folders an upload is stored under below the prefix, built from `upload_fields`, e.g. "
+                          "'provider={payer}/year={month:%Y}/month={month:%m}/'. None: the file's name alone.")
+    upload_fields: dict[str, UploadField] = Field(default_factory=dict)
 
     @field_validator("prefix")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _folder_uses_every_field(self) -> Landing:
+        named = {name for _, name, _, _ in string.Formatter().parse(self.upload_folder or "") if name is not None}
+        if named != set(self.upload_fields):
+            raise ValueError(f"upload_folder names the fields {sorted(named)} and upload_fields declares "
+                             f"{sorted(self.upload_fields)}: they must be the same")
+        if self.upload_folder is not None and not self.upload_folder.endswith("/"):
+            raise ValueError("upload_folder must end with /")
+        return self
+
+    def upload_key(self, file_name: str, values: dict[str, str | date]) -> str:
+        """Where an upload of `file_name` is stored, its fields' values (parsed) filling the folders."""
+        return self.prefix + (self.upload_folder or "").format(**values) + file_name
 
 
 class Period(BaseModel):

@@ -10,7 +10,6 @@ key unless a test says otherwise (Medilink visits are patient-level).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 from datetime import date
@@ -24,7 +23,6 @@ from backend.auth import create_key
 from backend.config import ApiSettings
 from backend.fetch import FetchPolicy
 from elt.contracts import load_contracts
-from elt.families import load_families
 from elt.preflight import sniff
 from tests.backend.conftest import api_settings
 from tests.backend.fake_airflow import FakeAirflow
@@ -168,30 +166,42 @@ def test_a_file_name_is_reduced_to_its_safe_base_name(client, store, medilink):
     assert stored_keys(store) == ["medical_records/input/facilities_2026-11-14.csv"]
 
 
-def test_a_drop_type_of_no_family_is_stored_and_told_how_it_loads(settings, airflow, drop_keys, tmp_path, db):
-    # Claims keys carry provider/year/month folders, which an upload's flat name cannot; a contract that takes
-    # flat names stands in for any drop type that belongs to no source family (elt/families), so no DAG loads it.
-    contracts = shutil.copytree(settings.contracts_dir, tmp_path / "contracts")
-    claims = (contracts / "claims.yml").read_text()
-    flat = claims.replace(r"key_pattern: '^provider=[^/]+/year=\d{4}/month=\d{2}/[^/]+\.csv$'",
-                          r"key_pattern: '^[^/]+\.csv$'")
-    assert flat != claims
-    (contracts / "claims.yml").write_text(flat)
-    elt_settings = settings.model_copy(update={"contracts_dir": contracts})
-    assert "claims" not in {t for f in load_families(settings.families_dir, load_contracts(contracts)).values()
-                            for t in f.drop_types}
-    app = create_app(ApiSettings(database_url=settings.database_url, rate_limit="", airflow_url=airflow.url),
-                     elt_settings=elt_settings)
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {drop_keys['clinician']}"  # claims name members
-    data = (b"ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,DiagnosisCode,ProcedureCode,BilledAmount\n"
-            b"C1,M1,1234567890,2024-01-31,2024-01-30,E11.9,99213,120.00\n")
-    response = upload(client, "claims", "bluecross_2024-01.csv", data)
+CLAIMS = (b"ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,DiagnosisCode,ProcedureCode,BilledAmount\n"
+          b"C1,M1,1234567890,2024-01-31,2024-01-30,E11.9,99213,120.00\n")
+
+
+def test_a_claims_batch_is_stored_under_its_payer_and_month_and_told_how_it_loads(client, store, airflow, db):
+    """Claims keys carry provider=<payer>/year=/month= folders: the upload names the payer and the month as form
+    fields (the contract's upload_fields) and the key is built from them. Claims belong to no source family yet
+    (elt/families), so no DAG loads them: the answer says how they load."""
+    response = client.post("/api/v1/drops", data={"drop_type": "claims", "payer": "bluecross", "month": "2024-01",
+                                                  "file": (BytesIO(CLAIMS), "batch_7.csv")},
+                           content_type="multipart/form-data")
     assert response.status_code == 202, response.get_json()
     body = response.get_json()
+    assert body["key"] == "claims/provider=bluecross/year=2024/month=01/batch_7.csv"
+    assert stored_keys(store) == [body["key"]] and store.read(body["key"]) == CLAIMS
     assert (body["dag_id"], body["run_id"], body["status_url"], body["warning"]) == (None, None, None, None)
-    assert "elt ingest --drop-type claims" in body["message"]
-    assert airflow.triggers() == [] and len(ledger(db)) == 1
+    assert "belong to no source family" in body["message"] and "elt ingest --drop-type claims" in body["message"]
+    assert airflow.triggers() == [] and [row[1:] for row in ledger(db)] == [(body["key"], "discovered", "claims")]
+
+
+@pytest.mark.parametrize(("fields", "code", "says"), [
+    ({"month": "2024-01"}, "missing_field", "claims drops need the field `payer`"),
+    ({"payer": "bluecross"}, "missing_field", "claims drops need the field `month`"),
+    ({"payer": "../../medical_records/input", "month": "2024-01"}, "invalid_field", "`payer` must be a value matching"),
+    ({"payer": "BlueCross", "month": "2024-01"}, "invalid_field", "`payer` must be a value matching"),
+    ({"payer": "bluecross", "month": "2024-13"}, "invalid_field", "`month` must be a month, written YYYY-MM"),
+    ({"payer": "bluecross", "month": "2024-01/.."}, "invalid_field", "`month` must be a month"),
+])
+def test_a_claims_batch_without_its_fields_is_refused_and_nothing_stored(client, store, db, fields, code, says):
+    response = client.post("/api/v1/drops", data={"drop_type": "claims", **fields,
+                                                  "file": (BytesIO(CLAIMS), "batch_7.csv")},
+                           content_type="multipart/form-data")
+    body = response.get_json()
+    assert response.status_code == 400 and body["error"]["code"] == code and says in body["error"]["message"]
+    assert "../" not in body["error"]["message"].replace("`payer` must be a value matching", "")
+    assert stored_keys(store) == [] and ledger(db) == []
 
 
 # --- refused, nothing stored -------------------------------------------------------------------------------------
@@ -319,7 +329,6 @@ def test_the_role_to_drop_is_read_from_the_contract(settings, airflow, drop_keys
 
 
 def test_the_openapi_document_tells_the_role_of_every_drop_type(client, settings):
-    from elt.contracts import load_contracts
 
     contracts = load_contracts(settings.contracts_dir)
     operation = client.get("/openapi.json").get_json()["paths"]["/api/v1/drops"]["post"]
