@@ -122,21 +122,36 @@ def cmd_put(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    matching = [c for c in contracts.values() if c.matches(c.landing.prefix + name)]
+    given = dict(field.split("=", 1) for field in args.field)
+    keys = {c.drop_type: _put_key(c, name, given) for c in contracts.values()}
+    matching = [c for c in contracts.values() if keys[c.drop_type] and c.matches(keys[c.drop_type])]
     if len(matching) != 1:
         expected = "\n".join(f"  {c.drop_type:<28} {c.landing.prefix}  name matching {c.landing.key_pattern}"
+                              + "".join(f" --field {n}={'YYYY-MM' if f.type == 'month' else f.pattern}"
+                                        for n, f in c.landing.upload_fields.items())
                               for c in sorted(contracts.values(), key=lambda c: c.drop_type))
         print(f"error: {name!r} matches {'no drop type' if not matching else 'several drop types'}. Name the file "
-              f"(--name) as its drop type expects, or pass --drop-type:\n{expected}", file=sys.stderr)
+              f"(--name) as its drop type expects and give the fields it needs (--field), or pass --drop-type:\n"
+              f"{expected}", file=sys.stderr)
         return 2
     contract = matching[0]
-    key = contract.landing.prefix + name
+    key = keys[contract.drop_type]
     store = ObjectStore(settings)
     store.ensure_bucket()
     store.put(key, path.read_bytes(), content_type="text/csv" if name.endswith(".csv") else "application/octet-stream")
     print(f"uploaded {path} to s3://{store.bucket}/{key} ({contract.drop_type}). It loads with the next "
           f"ingest run; now: `elt ingest --key {key}`; then `elt files` shows what happened to it.")
     return 0
+
+
+def _put_key(contract, name: str, given: dict[str, str]) -> str | None:
+    """The key `elt put` lands a file under, as the API would (its contract's upload fields fill the folders); None
+    when a field the contract needs is missing or not what it takes."""
+    try:
+        values = {field: spec.parse(given[field]) for field, spec in contract.landing.upload_fields.items()}
+    except (KeyError, ValueError):
+        return None
+    return contract.landing.upload_key(name, values)
 
 
 def cmd_files(args: argparse.Namespace) -> int:
@@ -241,6 +256,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field(text: str) -> str:
+    if "=" not in text or not text.split("=", 1)[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -266,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("path")
     put.add_argument("--drop-type", help="the drop type; by default the one whose key pattern the file name matches")
     put.add_argument("--name", help="the name to land it under (default: the file's own name)")
+    put.add_argument("--field", action="append", default=[], type=_field, metavar="NAME=VALUE",
+                     help="a value the drop type's key is built from, as an API upload gives it (claims: "
+                          "--field payer=aetna --field month=2024-01)")
     put.set_defaults(func=cmd_put)
 
     files = sub.add_parser("files", help="the file ledger, newest first")

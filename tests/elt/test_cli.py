@@ -78,3 +78,16 @@ def test_files_says_in_full_why_a_file_was_quarantined_and_where_it_went(cli_env
     assert main(["rejects", file_id]) == 0
     rejects = capsys.readouterr().out
     assert "facility_name" in rejects and "required" in rejects and "triage_level" in rejects
+
+
+def test_put_builds_a_claims_key_from_its_fields_as_an_upload_does(cli_env, store, tmp_path, capsys):
+    path = tmp_path / "batch_1.csv"
+    path.write_bytes(b"ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,DiagnosisCode,ProcedureCode,BilledAmount\n")
+    assert main(["put", str(path), "--drop-type", "claims"]) == 2  # no payer, no month: where would it go?
+    err = capsys.readouterr().err
+    assert "--field payer=^[a-z][a-z0-9_]{1,39}$ --field month=YYYY-MM" in err
+    assert main(["put", str(path), "--field", "payer=aetna", "--field", "month=2024-13"]) == 2
+    capsys.readouterr()
+    assert main(["put", str(path), "--field", "payer=aetna", "--field", "month=2024-01"]) == 0
+    key = "claims/provider=aetna/year=2024/month=01/batch_1.csv"
+    assert store.read(key) == path.read_bytes() and key in capsys.readouterr().out
