@@ -390,7 +390,7 @@ def test_when_airflow_cannot_start_the_run_the_file_is_kept_with_a_warning(make_
 @pytest.fixture(scope="module")
 def file_server(medilink, kh03):
     files = {"/files/triage_visits_2026-11-14.csv": medilink["triage_visits_2026-11-14.csv"],
-             f"/nhs/{KH03_NAME}": kh03, "/download": kh03}
+             f"/nhs/{KH03_NAME}": kh03, "/download": kh03, "/files/batch_7.csv": CLAIMS}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -426,6 +426,18 @@ LOCAL = FetchPolicy(allowed_hosts=("localhost",), max_bytes=1_000_000, allow_htt
 
 def from_url(client, url, drop_type, **more):
     return client.post("/api/v1/drops/from-url", json={"url": url, "drop_type": drop_type, **more})
+
+
+def test_a_claims_batch_fetched_by_url_gives_its_fields_in_the_body(make_client, file_server, store, db):
+    client = make_client(fetch_policy=LOCAL)
+    missing = from_url(client, f"{file_server}/files/batch_7.csv", "claims")
+    assert missing.status_code == 400 and missing.get_json()["error"]["code"] == "missing_field"
+    response = from_url(client, f"{file_server}/files/batch_7.csv", "claims",
+                        fields={"payer": "aetna", "month": "2024-02"})
+    assert response.status_code == 202, response.get_json()
+    key = "claims/provider=aetna/year=2024/month=02/batch_7.csv"
+    assert response.get_json()["key"] == key and store.read(key) == CLAIMS
+    assert [row[1:] for row in ledger(db)] == [(key, "discovered", "claims")]
 
 
 def test_a_file_fetched_by_url_takes_the_upload_path(make_client, file_server, store, db, airflow, kh03, medilink):
