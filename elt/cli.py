@@ -147,11 +147,12 @@ def cmd_put(args: argparse.Namespace) -> int:
 def _put_key(contract, name: str, given: dict[str, str]) -> str | None:
     """The key `elt put` lands a file under, as the API would (its contract's upload fields fill the folders); None
     when a field the contract needs is missing or not what it takes."""
+    from elt.contracts import UploadFieldError
+
     try:
-        values = {field: spec.parse(given[field]) for field, spec in contract.landing.upload_fields.items()}
-    except (KeyError, ValueError):
+        return contract.landing.upload_key(name, given)
+    except UploadFieldError:
         return None
-    return contract.landing.upload_key(name, values)
 
 
 def cmd_files(args: argparse.Namespace) -> int:
@@ -220,12 +221,11 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 def cmd_families(args: argparse.Namespace) -> int:
     """The source families (FAMILIES_DIR), checked against the contracts; exit 1 naming the file when one is bad."""
-    from elt.contracts import ContractError, load_contracts
-    from elt.families import FamilyError, load_families
+    from elt.contracts import ContractError
+    from elt.families import FamilyError, declared_families
 
-    settings = get_settings()
     try:
-        families = load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+        families = declared_families(get_settings())
     except (FamilyError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -40,11 +40,9 @@ def family(name: str):
     """Source family `name` as declared in elt/families (FAMILIES_DIR), checked against the contracts: an ingest DAG
     file takes its dag_id and schedule from it when it is parsed (a few small YAML files)."""
     from elt.config import get_settings
-    from elt.contracts import load_contracts
-    from elt.families import load_families
+    from elt.families import declared_families
 
-    settings = get_settings()
-    return load_families(settings.families_dir, load_contracts(settings.contracts_dir))[name]
+    return declared_families(get_settings())[name]
 
 
 def medilink_raw_asset():

@@ -52,8 +52,8 @@ from backend.db import connection
 from backend.errors import ApiError
 from backend.fetch import FetchPolicy, FetchRefused, fetch
 from elt.config import Settings, get_settings
-from elt.contracts import ROLES, Contract, ContractError, load_contracts
-from elt.families import Family, FamilyError, family_of, load_families
+from elt.contracts import ROLES, Contract, ContractError, UploadFieldError, load_contracts
+from elt.families import Family, FamilyError, declared_families, family_of
 from elt.pipeline import register_landed, reporting_period
 from elt.preflight import check_content, check_drop
 from elt.readers.csv_header import FileRejected
@@ -93,9 +93,8 @@ def families() -> dict[str, Family]:
     (`conf {"key": ...}`), which also runs by itself at the family's `daily_at`; other drop types load with
     `elt ingest`. Read on each use, like the contracts (a few small files), so that a changed declaration needs no
     restart; an unreadable one leaves no DAG to route to."""
-    settings = warehouse()
     try:
-        return load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+        return declared_families(warehouse())
     except (FamilyError, ContractError) as exc:
         log.error("the source families cannot be read, so no drop is routed to an ingest DAG: %s", exc)
         return {}
@@ -131,35 +130,21 @@ def safe_name(name: str) -> str:
 
 
 # --- the one path of both drops ----------------------------------------------------------------------------
-def upload_values(contract: Contract, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The contract's upload fields (`landing.upload_fields`: the payer and month of a claims batch) from what the
-    request gave, parsed; a 400 naming the field and what it takes (never the value) when one is missing or wrong."""
-    values: dict[str, Any] = {}
-    for name, field in contract.landing.upload_fields.items():
-        value = given.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise ApiError(400, "missing_field", f"{contract.drop_type} drops need the field `{name}`: "
-                                                 f"{field.description or field.type}", field=name)
-        try:
-            values[name] = field.parse(value.strip())
-        except ValueError as exc:
-            raise ApiError(400, "invalid_field", f"`{name}` must be {exc}", field=name) from None
-    return values
+def _upload_key(contract: Contract, file_name: str, given: Mapping[str, Any]) -> str:
+    """Where the drop is stored: the contract's upload fields (a claims batch's payer and month) from what the
+    request gave fill its folders; a 400 naming the field and what it takes (never the value) when one is missing
+    or wrong."""
+    try:
+        return contract.landing.upload_key(file_name, given)
+    except UploadFieldError as exc:
+        raise ApiError(400, "missing_field" if exc.missing else "invalid_field", f"{contract.drop_type} drops: {exc}",
+                       field=exc.field) from None
 
 
-def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str,
-           fields: Mapping[str, Any] | None = None) -> Response:
-    """Check, store, register and start the load of one drop; the 202 answer, or an ApiError saying why not.
-    `fields`: what the request gave beside the file (the contract's upload fields are read from it)."""
-    settings, elt_settings = _settings(), warehouse()
-    contracts = load_contracts(elt_settings.contracts_dir)
-    if not isinstance(drop_type, str) or drop_type not in contracts:
-        shown = f"unknown drop type {drop_type!r}" if drop_type else "no drop_type given"
-        raise ApiError(400, "unknown_drop_type", f"{shown}: send drop_type, one of {', '.join(sorted(contracts))}",
-                       allowed=sorted(contracts))
-    contract = contracts[drop_type]
-    _may_drop(contract, caller, contract.drop_role, "")
-    allowed = extensions(contract)
+def _checked_file(contract: Contract, name: str, data: bytes, settings: ApiSettings) -> tuple[str, str]:
+    """The drop's safe file name and its extension, once its name, extension, size and content type fit the contract (else an
+    ApiError saying what to send instead)."""
+    drop_type, allowed = contract.drop_type, extensions(contract)
     file_name = safe_name(name)
     if not file_name:
         raise ApiError(400, "missing_file_name", f"the file has no usable name: give it one ending "
@@ -179,8 +164,23 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
         check_content(extension, data)
     except FileRejected as exc:
         raise ApiError(400 if exc.rule == "empty_file" else 415, exc.rule, f"{file_name}: {exc.message}") from None
+    return file_name, extension
 
-    key = contract.landing.upload_key(file_name, upload_values(contract, fields or {}))
+
+def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: str,
+           fields: Mapping[str, Any] | None = None) -> Response:
+    """Check, store, register and start the load of one drop; the 202 answer, or an ApiError saying why not.
+    `fields`: what the request gave beside the file (the contract's upload fields are read from it)."""
+    settings, elt_settings = _settings(), warehouse()
+    contracts = load_contracts(elt_settings.contracts_dir)
+    if not isinstance(drop_type, str) or drop_type not in contracts:
+        shown = f"unknown drop type {drop_type!r}" if drop_type else "no drop_type given"
+        raise ApiError(400, "unknown_drop_type", f"{shown}: send drop_type, one of {', '.join(sorted(contracts))}",
+                       allowed=sorted(contracts))
+    contract = contracts[drop_type]
+    _may_drop(contract, caller, contract.drop_role, "")
+    file_name, extension = _checked_file(contract, name, data, settings)
+    key = _upload_key(contract, file_name, fields or {})
     matching = [c.drop_type for c in contracts.values() if c.matches(key)]
     if matching != [drop_type]:
         others = f" (it would also be read as {', '.join(m for m in matching if m != drop_type)})" if len(matching) > 1 else ""
@@ -233,7 +233,7 @@ def accept(drop_type: Any, name: str, data: bytes, caller: Caller, *, origin: st
         message = (f"{stored}. {drop_type} drops belong to no source family (elt/families), so no ingest DAG loads "
                    f"them: it loads with `elt ingest --drop-type {drop_type}` (or `--key {key}`)")
     else:
-        run_id = _trigger(dag_id, key, drop_id, caller, warnings)
+        run_id = _trigger(family, key, drop_id, caller, warnings)
         message = (f"{stored}; {dag_id} run {run_id} loads it: follow it at /api/v1/runs/{run_id}" if run_id
                    else f"{stored}; it waits for the next {dag_id} run")
     body = {
@@ -317,18 +317,18 @@ def _register(key: str, elt_settings: Settings, warnings: list[str]) -> int | No
         return None
 
 
-def _trigger(dag_id: str, key: str, drop_id: int | None, caller: Caller, warnings: list[str]) -> str | None:
-    """Start `dag_id` for this key; None (and a warning) when Airflow cannot be reached or refuses."""
+def _trigger(family: Family, key: str, drop_id: int | None, caller: Caller, warnings: list[str]) -> str | None:
+    """Start the family's ingest DAG for this key; None (and a warning) when Airflow cannot be reached or refuses."""
+    dag_id = family.ingest_dag_id
     run_id = f"api_drop_{drop_id if drop_id is not None else 'new'}_{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     _record_run(dag_id, run_id, key, drop_id, caller, warnings)
     note = f"Dropped through the API by key {caller.key_id}: {key}" + (f" (ledger file {drop_id})" if drop_id else "")
-    nightly = next((f.schedule_text() for f in families().values() if f.ingest_dag_id == dag_id), "no schedule")
     try:
         run = current_app.extensions["airflow"].trigger(dag_id, {"key": key}, run_id=run_id, note=note)
     except AirflowError as exc:
         log.warning("drop %s stored; %s not triggered: %s", key, dag_id, exc.message)
         warnings.append(f"Airflow could not start {dag_id} ({exc.message}). The file is stored and waits: the next "
-                        f"scheduled run ({nightly}) loads it, or trigger {dag_id} in the Airflow UI with key {key}.")
+                        f"scheduled run ({family.schedule_text()}) loads it, or trigger {dag_id} in the Airflow UI with key {key}.")
         return None
     return run.get("dag_run_id") or run_id
 
@@ -514,6 +514,7 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
     except Exception:  # noqa: BLE001 - the document is still served when a contract is broken; uploads say why
         contracts = {}
     drop_types = sorted(contracts)
+    fields = upload_field_schemas(contracts)
     role = f"Any key; the drop type's contract says which role may drop it. {drop_roles_text(contracts)}"
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     common = {
@@ -562,7 +563,7 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
                 "type": "object", "required": ["file", "drop_type"],
                 "properties": {"file": {"type": "string", "format": "binary",
                                         "description": "The file, under its own name (the name is kept)."},
-                               "drop_type": drop_type, **upload_field_schemas(contracts)}}}}},
+                               "drop_type": drop_type, **fields}}}}},
             "responses": {**accepted, **{s: {"description": d, **error} for s, d in drop_errors.items()}},
         }},
         "/api/v1/drops/from-url": {"post": {
@@ -578,7 +579,7 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
                                "drop_type": drop_type,
                                "name": {"type": ["string", "null"], "maxLength": 200,
                                         "description": "Name to store it under, when the URL does not end in one."},
-                               "fields": {"type": "object", "properties": upload_field_schemas(contracts),
+                               "fields": {"type": "object", "properties": fields,
                                           "additionalProperties": {"type": "string"},
                                           "description": "The drop type's upload fields, as for an upload."}}}}}},
             "responses": {**accepted, **{s: {"description": d, **error} for s, d in {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, get_args
@@ -142,6 +143,14 @@ class Check(BaseModel):
 SAFE_FIELD_VALUE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 
+class UploadFieldError(ValueError):
+    """An upload field missing (`missing`) or not what it takes; the message names the field, never the value."""
+
+    def __init__(self, field: str, message: str, *, missing: bool):
+        super().__init__(message)
+        self.field, self.missing = field, missing
+
+
 class UploadField(BaseModel):
     """A value the uploader gives beside the file (a form field of POST /api/v1/drops), used in the key's folders."""
 
@@ -198,8 +207,19 @@ class Landing(BaseModel):
             raise ValueError("upload_folder must end with /")
         return self
 
-    def upload_key(self, file_name: str, values: dict[str, str | date]) -> str:
-        """Where an upload of `file_name` is stored, its fields' values (parsed) filling the folders."""
+    def upload_key(self, file_name: str, given: Mapping[str, object]) -> str:
+        """Where an upload of `file_name` is stored: the upload fields' values in `given` (as sent: a form, a JSON
+        object, `elt put --field`), parsed, fill the folders. UploadFieldError for a field missing or wrong."""
+        values: dict[str, str | date] = {}
+        for name, field in self.upload_fields.items():
+            value = given.get(name)
+            if not isinstance(value, str) or not value.strip():
+                raise UploadFieldError(name, f"the field `{name}` is needed: {field.description or field.type}",
+                                       missing=True)
+            try:
+                values[name] = field.parse(value.strip())
+            except ValueError as exc:
+                raise UploadFieldError(name, f"`{name}` must be {exc}", missing=False) from None
         return self.prefix + (self.upload_folder or "").format(**values) + file_name
 
 

@@ -38,20 +38,21 @@ def families() -> dict:
     """The source families (elt/families, FAMILIES_DIR), checked against the contracts: the stack reports each one's
     ingest DAG and says where its drops land."""
     from elt.config import get_settings
-    from elt.contracts import load_contracts
-    from elt.families import load_families
+    from elt.families import declared_families
 
-    settings = get_settings()
-    return load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+    return declared_families(get_settings())
 
 
 def landing_prefixes() -> list[str]:
     """Where the families' drops land (their contracts' landing prefixes), in order."""
     from elt.config import get_settings
     from elt.contracts import load_contracts
+    from elt.families import load_families
 
-    contracts = load_contracts(get_settings().contracts_dir)
-    return sorted({contracts[drop_type].landing.prefix for f in families().values() for drop_type in f.drop_types})
+    settings = get_settings()
+    contracts = load_contracts(settings.contracts_dir)
+    families = load_families(settings.families_dir, contracts)
+    return sorted({contracts[drop_type].landing.prefix for f in families.values() for drop_type in f.drop_types})
 
 
 # Variables that carry the warehouse owner's or Airflow's database credentials: the API's process is not given them.

@@ -113,6 +113,14 @@ def load_families(directory: Path, contracts: dict[str, Contract]) -> dict[str, 
     return families
 
 
+def declared_families(settings) -> dict[str, Family]:
+    """The families of `settings.families_dir`, checked against the contracts of `settings.contracts_dir` (an
+    elt.config.Settings): what the DAG files, the API, the CLI and the local stack read."""
+    from elt.contracts import load_contracts
+
+    return load_families(settings.families_dir, load_contracts(settings.contracts_dir))
+
+
 def family_of(families: dict[str, Family], drop_type: str) -> Family | None:
     """The family a drop type belongs to; None: it loads with `elt ingest` only."""
     return next((family for family in families.values() if drop_type in family.drop_types), None)

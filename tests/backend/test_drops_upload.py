@@ -187,8 +187,8 @@ def test_a_claims_batch_is_stored_under_its_payer_and_month_and_told_how_it_load
 
 
 @pytest.mark.parametrize(("fields", "code", "says"), [
-    ({"month": "2024-01"}, "missing_field", "claims drops need the field `payer`"),
-    ({"payer": "bluecross"}, "missing_field", "claims drops need the field `month`"),
+    ({"month": "2024-01"}, "missing_field", "claims drops: the field `payer` is needed"),
+    ({"payer": "bluecross"}, "missing_field", "claims drops: the field `month` is needed"),
     ({"payer": "../../medical_records/input", "month": "2024-01"}, "invalid_field", "`payer` must be a value matching"),
     ({"payer": "BlueCross", "month": "2024-01"}, "invalid_field", "`payer` must be a value matching"),
     ({"payer": "bluecross", "month": "2024-13"}, "invalid_field", "`month` must be a month, written YYYY-MM"),

@@ -9,18 +9,21 @@ import pytest
 import yaml
 
 from elt.config import get_settings
-from elt.contracts import ContractError, load_contract, load_contracts
+from elt.contracts import ContractError, UploadFieldError, load_contract, load_contracts
 
 CONTRACTS_DIR = get_settings().contracts_dir
 
 
 def test_the_claims_key_is_built_from_payer_and_month_and_matches_its_own_pattern():
     claims = load_contracts(CONTRACTS_DIR)["claims"]
-    fields = claims.landing.upload_fields
-    key = claims.landing.upload_key("b.csv", {"payer": fields["payer"].parse("aetna"),
-                                              "month": fields["month"].parse("2024-02")})
+    key = claims.landing.upload_key("b.csv", {"payer": "aetna", "month": " 2024-02 "})
     assert key == "claims/provider=aetna/year=2024/month=02/b.csv" and claims.matches(key)
-    assert fields["month"].parse("2024-12") == date(2024, 12, 1)
+    assert claims.landing.upload_fields["month"].parse("2024-12") == date(2024, 12, 1)
+    for given, field, missing in [({"month": "2024-02"}, "payer", True), ({"payer": "aetna", "month": ""}, "month", True),
+                                  ({"payer": "a/b", "month": "2024-02"}, "payer", False)]:
+        with pytest.raises(UploadFieldError) as refused:
+            claims.landing.upload_key("b.csv", given)
+        assert (refused.value.field, refused.value.missing) == (field, missing) and "a/b" not in str(refused.value)
 
 
 @pytest.mark.parametrize(("landing", "says"), [
