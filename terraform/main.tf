@@ -3,15 +3,22 @@
 
 data "aws_caller_identity" "current" {}
 
+# The archive prefixes of the drop contracts, so that a new drop type's archive ages like the others.
+module "contracts" {
+  source        = "./modules/contract_prefixes"
+  contracts_dir = "${path.module}/../elt/contracts"
+}
+
 locals {
   name                = "${var.project}-${var.environment}"
   landing_bucket_name = coalesce(var.landing_bucket_name, "${local.name}-landing-${data.aws_caller_identity.current.account_id}")
+  archive_prefixes    = var.archive_prefixes != null ? var.archive_prefixes : module.contracts.archive_prefixes
 }
 
 # --- Landing bucket ----------------------------------------------------------------------------------------
-# Drops land under medical_records/input/, are moved to medical_records/archive/<date>/ once loaded, or to
-# medical_records/quarantine/<date>/ when rejected (the prefixes are in elt/contracts/*.yml). They contain
-# patient-level data: private, encrypted, TLS only, every version kept for a while.
+# Drops land under each contract's prefix (medical_records/input/, nhs/kh03/, claims/), are moved to its
+# archive_prefix (<root>/archive/<date>/) once loaded, or to its quarantine_prefix when rejected
+# (elt/contracts/*.yml). They contain patient-level data: private, encrypted, TLS only, every version kept a while.
 
 resource "aws_s3_bucket" "landing" {
   bucket = local.landing_bucket_name
@@ -59,7 +66,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "landing" {
 
   # Loaded drops are read again only to reprocess a day: cheaper classes as they age.
   dynamic "rule" {
-    for_each = var.archive_prefixes
+    for_each = local.archive_prefixes
 
     content {
       id     = "archive-to-cheaper-storage-${rule.key}"

@@ -40,9 +40,9 @@ variable "kms_key_arn" {
 }
 
 variable "archive_prefixes" {
-  description = "Key prefixes of processed drops (the contracts' archive_prefix, up to the date), moved to cheaper storage classes as they age."
+  description = "Key prefixes of processed drops, moved to cheaper storage classes as they age. Null (the default) reads them from the contracts in elt/contracts/ (each archive_prefix up to its date); a list overrides them."
   type        = list(string)
-  default     = ["medical_records/archive/"]
+  default     = null
 }
 
 variable "archive_infrequent_access_after_days" {
