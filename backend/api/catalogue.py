@@ -88,7 +88,7 @@ def build_catalogue(families: dict[str, Family]) -> Catalogue:
     endpoints: list[Endpoint] = []
     blueprints: list[Blueprint] = []
     hints: list[str] = []
-    taken: dict[str, str] = {}  # path, and resource name (its OpenAPI operation and schema) -> where declared
+    taken: dict[tuple[str, str], str] = {}  # (what, its key) -> where it was declared: _claim
     for group in groups:
         others = [g.prefix for g in groups if g.prefix is not None and g is not group]
         blueprint = Blueprint(group.blueprint, __name__, url_prefix=API_ROOT)
@@ -98,10 +98,7 @@ def build_catalogue(families: dict[str, Family]) -> Catalogue:
             for resource in _resources(group, module_name, module):
                 where = f"{group.where(module_name)}: {resource.name}"
                 _check_path(where, resource, group.prefix, others)
-                for what in (f"path {resource.path}", f"name {resource.name}"):
-                    if what in taken:
-                        raise CatalogueError(f"{where}: {what} is already declared by {taken[what]}")
-                    taken[what] = where
+                _claim(taken, where, resource)
                 resource = resource if resource.drop_types else replace(resource, drop_types=group.drop_types)
                 _add_view(blueprint, resource)
                 endpoints.append(Endpoint(API_ROOT + resource.path, resource, group.name))
@@ -149,14 +146,27 @@ def _check_path(where: str, resource: Resource, prefix: str | None, others: Iter
                                  "(the longest value the path may carry)")
 
 
+def _claim(taken: dict[tuple[str, str], str], where: str, resource: Resource) -> None:
+    """A route and an operation of its own: two paths that differ only in their values' names would be one route, and
+    two names that differ only in `-` and `_` one view and one OpenAPI operation."""
+    for what, key in (("path", VALUE.sub("{}", resource.path)), ("name", _endpoint(resource))):
+        if (what, key) in taken:
+            shown = resource.path if what == "path" else resource.name
+            raise CatalogueError(f"{where}: {what} {shown} is already declared by {taken[what, key]}")
+        taken[what, key] = where
+
+
+def _endpoint(resource: Resource) -> str:
+    return "list_" + resource.name.replace("-", "_")  # as /openapi.json's operationId
+
+
 def _under(path: str, prefix: str) -> bool:
     return (path + "/").startswith(prefix + "/")
 
 
 def _add_view(blueprint: Blueprint, resource: Resource) -> None:
     """GET <path>: the resource's list, its path values (if any) as fixed filters."""
-    endpoint = "list_" + resource.name.replace("-", "_")
-    blueprint.add_url_rule(VALUE.sub(r"<\1>", resource.path), endpoint, _view(resource), methods=["GET"])
+    blueprint.add_url_rule(VALUE.sub(r"<\1>", resource.path), _endpoint(resource), _view(resource), methods=["GET"])
 
 
 def _view(resource: Resource) -> Callable:

@@ -88,6 +88,11 @@ def test_a_path_value_is_transformed_and_cut_as_its_column_declares():
     ("medilink", None, [toy_resource("/drops")], "path /drops is already declared by family medilink"),
     ("nhs_beds", "/beds", [toy_resource("/beds/a"), toy_resource("/beds/b")],
      "toy-things: name toy-things is already declared by family nhs_beds: api.modules: {module}: toy-things"),
+    ("nhs_beds", "/beds", [toy_resource("/beds/a"), toy_resource("/beds/b", name="toy_things")],
+     "toy_things: name toy_things is already declared by family nhs_beds: api.modules: {module}: toy-things"),
+    ("nhs_beds", "/beds", [toy_resource("/beds/organisations/{thing_id}/history", thing_id=", max_length=5")],
+     "path /beds/organisations/{{thing_id}}/history is already declared by family nhs_beds: api.modules: "
+     "backend.api.beds: beds-organisation-history"),
     ("nhs_beds", "/beds", [toy_resource("/beds/things/{colour}")],
      "path value {{colour}} must be a column of the resource with a max_length"),
     ("nhs_beds", "/beds", [toy_resource("/beds/things/{shape}")], "path value {{shape}} must be a column"),
