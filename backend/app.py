@@ -33,23 +33,22 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     errors.init_app(app)
     auth.init_app(app, settings.key_cache_seconds)
 
-    from backend.api.analytics import bp as analytics_bp
-    from backend.api.beds import bp as beds_bp
-    from backend.api.clinical import bp as clinical_bp
+    from backend.api.catalogue import declared_catalogue
     from backend.api.dbt_docs import bp as dbt_docs_bp
-    from backend.api.facilities import bp as facilities_bp
     from backend.api.health import bp as health_bp
     from backend.api.listing import init_app as init_listing
     from backend.api.openapi import bp as openapi_bp
-    from backend.api.operations import bp as operations_bp
     from backend.api.uploads import bp as uploads_bp
     from backend.api.uploads import init_app as init_uploads
 
+    # The list endpoints, from the source families' declarations (elt/families/*.yml, `api:`); a family or resource
+    # module that cannot be read stops the API here, loudly, rather than serving part of it.
+    catalogue = declared_catalogue(elt_settings)
+    app.extensions["catalogue"] = catalogue
     init_uploads(app, settings)
     init_listing(app, settings)
-    ratelimit.init_app(app, settings, [facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp])
-    for blueprint in (health_bp, facilities_bp, analytics_bp, beds_bp, clinical_bp, operations_bp, uploads_bp,
-                      openapi_bp, dbt_docs_bp):
+    ratelimit.init_app(app, settings, [*catalogue.blueprints, uploads_bp])
+    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, openapi_bp, dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

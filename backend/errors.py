@@ -6,7 +6,7 @@ import logging
 import traceback
 
 import psycopg
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from psycopg import errors
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -25,6 +25,15 @@ class ApiError(Exception):
 def envelope(status: int, code: str, message: str, **details):
     body = {"error": {"status": status, "code": code, "message": message, **details}}
     return jsonify(body), status
+
+
+def not_built_message() -> str:
+    """What to do about a mart that is not built yet: wait for its first file, or do what its family's resource
+    modules say (the app's catalogue, backend/api/catalogue.py: the bed marts come with a KH03 workbook)."""
+    catalogue = current_app.extensions.get("catalogue")
+    hints = "; ".join(catalogue.not_built_hints) if catalogue else ""
+    return ("The mart behind this endpoint has not been built yet: it appears after its first file loads"
+            + (f" ({hints})" if hints else "") + ". GET /ready lists every mart and when it was built.")
 
 
 def init_app(app: Flask) -> None:
@@ -66,9 +75,7 @@ def init_app(app: Flask) -> None:
     def _programming_error(exc: Exception):
         if isinstance(getattr(exc, "orig", exc), errors.UndefinedTable):
             log.warning("%s reads a mart that has not been built yet", request.path)
-            return envelope(503, "not_built", "The mart behind this endpoint has not been built yet: it appears after "
-                            "its first file loads (for the bed marts, upload a KH03 workbook with POST "
-                            "/api/v1/drops). GET /ready lists every mart and when it was built.")
+            return envelope(503, "not_built", not_built_message())
         return _unexpected(exc)
 
     @app.errorhandler(Exception)

@@ -10,12 +10,7 @@ BI tools read them: there is no unprotected copy to reach.
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-from backend.api.facilities import ALL_MEDILINK
-from backend.api.listing import Column, Resource, serve
-
-bp = Blueprint("analytics", __name__, url_prefix="/api/v1")
+from backend.api.listing import Column, Resource
 
 AGE_BANDS = ("0-4", "5-14", "15-24", "25-44", "45-64", "65+", "Unknown")
 
@@ -41,7 +36,7 @@ FACILITY_MONTHLY = Resource(
     ),
     key=("facility_id", "month_start"),
     default_sort="month_start",
-    drop_types=ALL_MEDILINK,
+    path="/facility-monthly",
 )
 
 TRIAGE_TRENDS = Resource(
@@ -72,6 +67,7 @@ TRIAGE_TRENDS = Resource(
     key=("facility_id", "visit_date"),
     default_sort="visit_date",
     drop_types=("medilink_facilities", "medilink_patients", "medilink_triage_visits"),
+    path="/triage-trends",
 )
 
 CONDITION_ANALYSIS = Resource(
@@ -91,6 +87,7 @@ CONDITION_ANALYSIS = Resource(
     key=("state", "age_band", "sex", "condition_name"),
     default_sort="state",
     drop_types=("medilink_facilities", "medilink_patients", "medilink_triage_visits"),
+    path="/condition-analysis",
 )
 
 FACILITY_STATS = Resource(
@@ -112,25 +109,9 @@ FACILITY_STATS = Resource(
     ),
     key=("state",),
     default_sort="state",
-    drop_types=ALL_MEDILINK,
+    path="/analytics/facility-stats",
 )
 
-
-@bp.get("/facility-monthly")
-def facility_monthly():
-    return serve(FACILITY_MONTHLY)
-
-
-@bp.get("/triage-trends")
-def triage_trends():
-    return serve(TRIAGE_TRENDS)
-
-
-@bp.get("/condition-analysis")
-def condition_analysis():
-    return serve(CONDITION_ANALYSIS)
-
-
-@bp.get("/analytics/facility-stats")
-def facility_stats():
-    return serve(FACILITY_STATS)
+# What the medilink family's API serves from this module, in the order /openapi.json lists them (the catalogue:
+# backend/api/catalogue.py). Without drop_types, a resource is built from every drop type of its family.
+RESOURCES = (FACILITY_STATS, FACILITY_MONTHLY, TRIAGE_TRENDS, CONDITION_ANALYSIS)

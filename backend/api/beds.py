@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flask import Blueprint
+from backend.api.listing import Column, Resource
 
-from backend.api.listing import Column, Resource, serve
-
-bp = Blueprint("beds", __name__, url_prefix="/api/v1/beds")
-
-KH03 = ("nhs_kh03_overnight",)
 SECTORS = ("Total", "General & Acute", "Learning Disabilities", "Maternity", "Mental Illness")
 LEVELS = ("trust", "region")
 QUARTER = Column("quarter", "integer", "Quarter of the NHS financial year: 1 = April to June ... 4 = January to March.",
@@ -26,6 +21,7 @@ PERIOD_END = Column("period_end", "date", "Last day of the quarter.")
 
 OCCUPANCY = Resource(
     name="beds-occupancy",
+    path="/beds/occupancy",
     table="analytics.bed_occupancy_trends",
     summary="One row per trust or region per quarter per sector: beds available and occupied (daily averages), "
             "occupancy rate, change on the previous quarter and on the same quarter a year before, 85% / 92% flags.",
@@ -54,20 +50,23 @@ OCCUPANCY = Resource(
     ),
     key=("level", "org_code", "period_start", "sector"),
     default_sort="period_start",
-    drop_types=KH03,
     refreshed="on_arrival",
 )
 
-# One organisation (trust or region code in the path) over every quarter loaded, oldest first.
+# One organisation (trust or region code in the path, upper-cased and cut to the 20 characters a code may have) over
+# every quarter loaded, oldest first.
 ORGANISATION_HISTORY = replace(
     OCCUPANCY,
     name="beds-organisation-history",
+    path="/beds/organisations/{org_code}/history",
     summary="One organisation's occupancy (a trust or region code) in every quarter loaded, per sector.",
-    columns=tuple(replace(c, filter=None) if c.name == "org_code" else c for c in OCCUPANCY.columns),
+    columns=tuple(replace(c, filter=None, path_transform="upper", max_length=20) if c.name == "org_code" else c
+                  for c in OCCUPANCY.columns),
 )
 
 NATIONAL = Resource(
     name="beds-national",
+    path="/beds/national",
     table="analytics.bed_occupancy_national",
     summary="One row per quarter per sector: England as published, beside the sum of the trusts' rows.",
     columns=(
@@ -86,12 +85,12 @@ NATIONAL = Resource(
     ),
     key=("period_start", "sector"),
     default_sort="period_start",
-    drop_types=KH03,
     refreshed="on_arrival",
 )
 
 PERIODS = Resource(
     name="beds-periods",
+    path="/beds/periods",
     table="analytics.bed_occupancy_periods",
     summary="One row per quarter loaded: its dates, the workbook (ledger id), which sheets it had, trusts and regions.",
     columns=(
@@ -108,12 +107,12 @@ PERIODS = Resource(
     ),
     key=("period_start",),
     default_sort="-period_start",
-    drop_types=KH03,
     refreshed="on_arrival",
 )
 
 SPECIALTIES = Resource(
     name="beds-specialties",
+    path="/beds/specialties",
     table="analytics.specialty_occupancy",
     summary="One row per trust per quarter per consultant specialty: average daily beds occupied and the "
             "specialty's share of the trust's occupied beds.",
@@ -134,31 +133,13 @@ SPECIALTIES = Resource(
     ),
     key=("org_code", "period_start", "specialty_code"),
     default_sort="period_start",
-    drop_types=KH03,
     refreshed="on_arrival",
 )
 
 
-@bp.get("/occupancy")
-def occupancy():
-    return serve(OCCUPANCY)
+# What the nhs_beds family's API serves from this module, under its prefix /beds (backend/api/catalogue.py). Without
+# drop_types, a resource is built from its family's: the KH03 workbooks.
+RESOURCES = (OCCUPANCY, ORGANISATION_HISTORY, NATIONAL, PERIODS, SPECIALTIES)
 
-
-@bp.get("/organisations/<org_code>/history")
-def organisation_history(org_code: str):
-    return serve(ORGANISATION_HISTORY, fixed={"org_code": org_code.upper()[:20]})
-
-
-@bp.get("/national")
-def national():
-    return serve(NATIONAL)
-
-
-@bp.get("/periods")
-def periods():
-    return serve(PERIODS)
-
-
-@bp.get("/specialties")
-def specialties():
-    return serve(SPECIALTIES)
+# Said when a mart behind the API is not built yet (backend/errors.py): how these, built when a workbook arrives, come.
+NOT_BUILT_HINT = "for the bed marts, upload a KH03 workbook with POST /api/v1/drops"

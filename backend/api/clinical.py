@@ -7,12 +7,7 @@ makes backend/api/listing.py write it, in the same transaction as the page's rea
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-from backend.api.facilities import ALL_MEDILINK
-from backend.api.listing import Column, Resource, serve
-
-bp = Blueprint("clinical", __name__, url_prefix="/api/v1")
+from backend.api.listing import Column, Resource
 
 PATIENTS = Resource(
     name="patients",
@@ -34,6 +29,7 @@ PATIENTS = Resource(
     role="clinician",
     patient_level=True,
     drop_types=("medilink_facilities", "medilink_patients"),
+    path="/patients",
 )
 
 PATIENT_SUMMARY = Resource(
@@ -70,8 +66,8 @@ PATIENT_SUMMARY = Resource(
     default_sort="patient_id",
     role="clinician",
     patient_level=True,
-    drop_types=ALL_MEDILINK,
-)
+    path="/patient-summary",
+)  # built from every Medilink drop type: its family's
 
 MEDICAL_RECORDS = Resource(
     name="medical-records",
@@ -95,6 +91,7 @@ MEDICAL_RECORDS = Resource(
     role="clinician",
     patient_level=True,
     drop_types=("medilink_facilities", "medilink_patients", "medilink_medical_records"),
+    path="/medical-records",
 )
 
 TRIAGE_VISITS = Resource(
@@ -123,24 +120,8 @@ TRIAGE_VISITS = Resource(
     role="clinician",
     patient_level=True,
     drop_types=("medilink_facilities", "medilink_patients", "medilink_triage_visits"),
+    path="/triage-visits",
 )
 
-
-@bp.get("/patients")
-def patients():
-    return serve(PATIENTS)
-
-
-@bp.get("/patient-summary")
-def patient_summary():
-    return serve(PATIENT_SUMMARY)
-
-
-@bp.get("/medical-records")
-def medical_records():
-    return serve(MEDICAL_RECORDS)
-
-
-@bp.get("/triage-visits")
-def triage_visits():
-    return serve(TRIAGE_VISITS)
+# What the medilink family's API serves from this module (backend/api/catalogue.py routes and documents them).
+RESOURCES = (PATIENTS, PATIENT_SUMMARY, MEDICAL_RECORDS, TRIAGE_VISITS)

@@ -7,13 +7,7 @@ a withheld one has no place in an order, and keyset pages need a value in every 
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-from backend.api.listing import Column, Resource, serve
-
-bp = Blueprint("facilities", __name__, url_prefix="/api/v1")
-
-ALL_MEDILINK = ("medilink_facilities", "medilink_patients", "medilink_medical_records", "medilink_triage_visits")
+from backend.api.listing import Column, Resource
 
 FACILITIES = Resource(
     name="facilities",
@@ -42,10 +36,8 @@ FACILITIES = Resource(
     ),
     key=("facility_id",),
     default_sort="facility_name",
-    drop_types=ALL_MEDILINK,
-)
+    path="/facilities",
+)  # built from every Medilink drop type: its family's (elt/families/medilink.yml)
 
-
-@bp.get("/facilities")
-def list_facilities():
-    return serve(FACILITIES)
+# What the medilink family's API serves from this module (backend/api/catalogue.py routes and documents them).
+RESOURCES = (FACILITIES,)

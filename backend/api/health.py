@@ -17,19 +17,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 
-def served_marts() -> list[str]:
-    from backend.api.openapi import ENDPOINTS
-
-    return sorted({resource.table for _, resource in ENDPOINTS if resource.built_by_dbt})
-
-
-def on_arrival_marts() -> set[str]:
-    """Marts rebuilt when their drop arrives (quarterly), not nightly: reported by /ready, never held against it."""
-    from backend.api.openapi import ENDPOINTS
-
-    return {resource.table for _, resource in ENDPOINTS if resource.refreshed == "on_arrival"}
-
-
 @bp.get("/health")
 def health():
     return jsonify(status="ok")
@@ -50,9 +37,10 @@ def ready():
         with engine().connect() as conn:
             conn.execute(text("select 1"))
             body["database"]["ok"] = True
-            for table in served_marts():
+            catalogue = current_app.extensions["catalogue"]  # backend/api/catalogue.py
+            for table in catalogue.served_marts():
                 body["marts"][table] = _mart_state(conn, table, timedelta(hours=settings.freshness_hours))
-            for table in on_arrival_marts() & set(body["marts"]):
+            for table in catalogue.on_arrival_marts() & set(body["marts"]):
                 body["marts"][table]["refreshed"] = "on_arrival"
             files = conn.execute(text("select max(finished_at) from ops.file_ledger where status = 'loaded'")).scalar()
             body["last_file_loaded_at"] = files and files.isoformat()

@@ -84,6 +84,17 @@ class Column:
     # Sortable columns must be not null in the mart (its contract says so): keyset pages compare them.
     sortable: bool = False
     choices: tuple[str, ...] = ()  # allowed values of an "eq" filter, when the mart's contract fixes them
+    # A column whose value a resource's path carries (`{name}` in Resource.path): what is done to the value before it
+    # is compared, and the length it is cut to (KH03 org codes: upper case, at most 20 characters). The catalogue
+    # refuses a path value without a max_length; the OpenAPI document gives it as the parameter's maxLength.
+    path_transform: Literal["upper"] | None = None
+    max_length: int | None = None
+
+    def from_path(self, value: str) -> str:
+        """A value of this column taken from the request's path, as it is compared with the mart's."""
+        if self.path_transform == "upper":
+            value = value.upper()
+        return value[:self.max_length]
 
 
 @dataclass(frozen=True, eq=False)  # one object per endpoint: identity is equality, and hashing is cheap (caches)
@@ -95,13 +106,16 @@ class Resource:
     key: tuple[str, ...]           # unique, not null: the tie-breaker of every sort
     default_sort: str
     role: Literal["analyst", "clinician", "admin"] = "analyst"
-    drop_types: tuple[str, ...] = ()
+    drop_types: tuple[str, ...] = ()  # none given: its family's (backend/api/catalogue.py)
     patient_level: bool = False    # reads are audited (backend/auth.py)
     # False for live operational tables (the ledger): as_of is the moment of the read, sources are none.
     built_by_dbt: bool = True
     # "nightly": rebuilt every night, so /ready holds its age against API_FRESHNESS_HOURS and needs it built.
     # "on_arrival": rebuilt when its drop arrives (quarterly KH03 workbooks): /ready reports it, never judges it.
     refreshed: Literal["nightly", "on_arrival"] = "nightly"
+    # Below /api/v1, starting with its family's api.prefix; `{column}` for a value the path carries (that column,
+    # compared exactly, Column.from_path). backend/api/catalogue.py routes and documents it from here.
+    path: str = ""
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)

@@ -1,7 +1,7 @@
-"""GET /openapi.json (OpenAPI 3.1) and GET /docs (the same, as a page to read), generated from the endpoint
-declarations in backend/api/*.py, so the description cannot drift from what is served. Column descriptions
-come from the dbt project (`dbt/target/manifest.json`, written by `elt parse`), the documentation the marts
-are built with.
+"""GET /openapi.json (OpenAPI 3.1) and GET /docs (the same, as a page to read), generated from the app's catalogue
+(backend/api/catalogue.py: the families' resources, the routes they are served at), so the description cannot drift
+from what is served. Column descriptions come from the dbt project (`dbt/target/manifest.json`, written by `elt
+parse`), the documentation the marts are built with.
 """
 
 from __future__ import annotations
@@ -16,35 +16,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from backend.api.analytics import CONDITION_ANALYSIS, FACILITY_MONTHLY, FACILITY_STATS, TRIAGE_TRENDS
-from backend.api.beds import NATIONAL, OCCUPANCY, ORGANISATION_HISTORY, PERIODS, SPECIALTIES
-from backend.api.clinical import MEDICAL_RECORDS, PATIENT_SUMMARY, PATIENTS, TRIAGE_VISITS
-from backend.api.facilities import FACILITIES
 from backend.api.listing import TYPES, Column, Resource
-from backend.api.operations import DROPS
 from backend.api.uploads import openapi_operations
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openapi", __name__)
 
-# Every list endpoint: its path and what it serves. tests/backend checks that this covers every route.
-ENDPOINTS: list[tuple[str, Resource]] = [
-    ("/api/v1/facilities", FACILITIES),
-    ("/api/v1/analytics/facility-stats", FACILITY_STATS),
-    ("/api/v1/facility-monthly", FACILITY_MONTHLY),
-    ("/api/v1/triage-trends", TRIAGE_TRENDS),
-    ("/api/v1/condition-analysis", CONDITION_ANALYSIS),
-    ("/api/v1/patients", PATIENTS),
-    ("/api/v1/patient-summary", PATIENT_SUMMARY),
-    ("/api/v1/medical-records", MEDICAL_RECORDS),
-    ("/api/v1/triage-visits", TRIAGE_VISITS),
-    ("/api/v1/beds/occupancy", OCCUPANCY),
-    ("/api/v1/beds/organisations/{org_code}/history", ORGANISATION_HISTORY),
-    ("/api/v1/beds/national", NATIONAL),
-    ("/api/v1/beds/periods", PERIODS),
-    ("/api/v1/beds/specialties", SPECIALTIES),
-    ("/api/v1/drops", DROPS),
-]
 # Endpoints that are not lists (dropping files, run states) describe their own operations beside their views.
 OPERATIONS = [openapi_operations]
 ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters), or a cursor this API did "
@@ -142,6 +119,12 @@ def _parameters(resource: Resource, max_page_size: int) -> list[dict[str, Any]]:
     return params
 
 
+def _path_parameter(column: Column) -> dict[str, Any]:
+    """A value the path carries (the catalogue requires its column's max_length)."""
+    return {"name": column.name, "in": "path", "required": True,
+            "schema": {"type": "string", "maxLength": column.max_length}, "description": column.description or column.name}
+
+
 def spec() -> dict[str, Any]:
     settings = current_app.config["API_SETTINGS"]
     described = dbt_descriptions()
@@ -170,7 +153,8 @@ def spec() -> dict[str, Any]:
                      "source_table": {"type": "string"},
                  }},
     }
-    for path, resource in ENDPOINTS:
+    for endpoint in current_app.extensions["catalogue"].endpoints:
+        path, resource = endpoint.path, endpoint.resource
         columns = described.get(resource.table, {})
         row_name = resource.name.title().replace("-", "") + "Row"
         schemas[row_name] = {
@@ -190,8 +174,7 @@ def spec() -> dict[str, Any]:
             + ("" if resource.built_by_dbt else " A live table: `meta.as_of` is the time of the read."),
             "security": [{"bearerKey": []}, {"headerKey": []}],
             "parameters": [
-                *({"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 20},
-                   "description": resource.column(name).description or name} for name in re.findall(r"{(\w+)}", path)),
+                *(_path_parameter(resource.column(name)) for name in re.findall(r"{(\w+)}", path)),
                 *_parameters(resource, settings.max_page_size)],
             "responses": {
                 "200": {"description": "One page of rows, or the CSV download.",

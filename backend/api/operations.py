@@ -5,16 +5,13 @@ superseded), rows read, loaded and rejected, and the reason when it did not load
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-from backend.api.listing import Column, Resource, serve
-
-bp = Blueprint("operations", __name__, url_prefix="/api/v1")
+from backend.api.listing import Column, Resource
 
 STATUSES = ("discovered", "loading", "loaded", "rejected", "quarantined", "duplicate", "superseded")
 
 DROPS = Resource(
     name="drops",
+    path="/drops",
     table="ops.file_ledger",
     summary="The file ledger: every file that arrived, what happened to it, rows loaded and rejected, reasons.",
     columns=(
@@ -40,6 +37,5 @@ DROPS = Resource(
 )
 
 
-@bp.get("/drops")
-def drops():
-    return serve(DROPS)
+# The platform's own list (no family): backend/api/catalogue.py serves it after the families' resources.
+RESOURCES = (DROPS,)

@@ -7,14 +7,17 @@ A family is a YAML file in FAMILIES_DIR (default `elt/families/`), validated by 
     description: Medilink clinic network CSV exports; facility, triage, condition and patient marts.
     drop_types: [medilink_facilities, medilink_patients, medilink_medical_records, medilink_triage_visits]
     ingest: {daily_at: "02:00"}          # UTC; null: no scheduled run (API drops and manual triggers only)
+    api: {prefix: null, modules: [backend.api.facilities, backend.api.analytics, backend.api.clinical]}
 
 Its ingest DAG is `<family>_ingest`, scheduled daily at `ingest.daily_at`; the API routes an uploaded drop of one of
 its drop types to that DAG and tells the uploader when it runs by itself. Every drop type belongs to at most one
-family (one without a family loads with `elt ingest` only). `load_families` checks the declarations against the
+family (one without a family loads with `elt ingest` only). Its API resources are the `RESOURCES` of the modules
+`api.modules` names, each at a path under `/api/v1` + `api.prefix` (backend/api/catalogue.py builds the routes and
+the OpenAPI document from them; this package only names the modules, it never imports the API). `load_families` checks the declarations against the
 contracts and raises FamilyError naming the file and the field.
 
 Still to be derived from it (issue 15; docs/proposals/0001-source-families.md): the marts DAGs and their dbt
-selection, the API catalogue and the local stack's prefixes.
+selection and the local stack's prefixes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from elt.contracts import Contract
 
 FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+API_PREFIX = re.compile(r"^(/[a-z0-9][a-z0-9-]*)+$")  # below /api/v1: lower-case segments, e.g. /beds
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")  # dotted, importable
 
 
 class FamilyError(ValueError):
@@ -57,6 +62,28 @@ class Ingest(BaseModel):
         return value
 
 
+class Api(BaseModel):
+    """The family's API resources: the modules that declare them, and the path prefix they all share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str | None = Field(None, pattern=API_PREFIX.pattern,
+                               description="Below /api/v1, e.g. /beds: every resource's path starts with it. null only "
+                                           "for Medilink's paths, which were flat before families existed.")
+    modules: tuple[str, ...] = Field((), description="Dotted Python modules, each exporting RESOURCES (a tuple of "
+                                                     "backend.api.listing.Resource).")
+
+    @field_validator("modules")
+    @classmethod
+    def _importable_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not MODULE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a dotted module name, e.g. backend.api.beds")
+        if len(set(value)) != len(value):
+            raise ValueError("a module is named twice")
+        return value
+
+
 class Family(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +91,7 @@ class Family(BaseModel):
     description: str = Field(min_length=1)
     drop_types: tuple[str, ...] = Field(min_length=1)
     ingest: Ingest = Ingest()
+    api: Api = Api()
 
     @property
     def ingest_dag_id(self) -> str:
@@ -99,8 +127,10 @@ def load_families(directory: Path, contracts: dict[str, Contract]) -> dict[str, 
         raise FamilyError(f"{directory}: no such folder of source families (FAMILIES_DIR)")
     families: dict[str, Family] = {}
     owner: dict[str, str] = {}  # drop type -> the file that declared it
+    prefixes: dict[str, str] = {}  # API prefix -> the file that declared it
     for path in sorted(directory.glob("*.yml")):
         family = load_family(path)
+        _check_api_prefix(path, family, prefixes)
         for drop_type in family.drop_types:
             if drop_type not in contracts:
                 raise FamilyError(f"{path.name}: drop_types: {drop_type!r} is not a contract in the contracts folder "
@@ -111,6 +141,18 @@ def load_families(directory: Path, contracts: dict[str, Contract]) -> dict[str, 
             owner[drop_type] = path.name
         families[family.family] = family
     return families
+
+
+def _check_api_prefix(path: Path, family: Family, prefixes: dict[str, str]) -> None:
+    """Two families' API prefixes may not be equal or one inside the other: each path has one family."""
+    prefix = family.api.prefix
+    if prefix is None:
+        return
+    for other, where in prefixes.items():
+        if (prefix + "/").startswith(other + "/") or (other + "/").startswith(prefix + "/"):
+            raise FamilyError(f"{path.name}: api.prefix: {prefix!r} overlaps {other!r} of {where}; each family's "
+                              "API paths have a prefix of their own")
+    prefixes[prefix] = path.name
 
 
 def declared_families(settings) -> dict[str, Family]:

@@ -164,11 +164,10 @@ def test_bed_endpoints_say_not_built_until_a_workbook_loads(client):
 
 
 def test_ready_lists_the_bed_marts_but_does_not_wait_for_them(app, db):
-    from backend.api.health import on_arrival_marts, served_marts
-
-    beds = on_arrival_marts()
+    catalogue = app.extensions["catalogue"]
+    beds = catalogue.on_arrival_marts()
     assert "analytics.bed_occupancy_trends" in beds
-    for table in set(served_marts()) - beds:  # every nightly mart built just now (empty tables will do)
+    for table in set(catalogue.served_marts()) - beds:  # every nightly mart built just now (empty tables will do)
         db.execute(f"create schema if not exists {table.split('.')[0]}")
         db.execute(f"create table {table} (built_at timestamptz)")
         db.execute(f"insert into {table} values (now())")  # noqa: S608 - names from the endpoint declarations

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 
 from backend.api import listing
-from backend.api.openapi import ENDPOINTS as ALL_ENDPOINTS
+from backend.api.catalogue import declared_catalogue
 from backend.app import create_app
 from backend.auth import create_key
 from backend.cache import TtlCache
 from tests.backend.conftest import api_settings
 
-ENDPOINTS = [(path, resource) for path, resource in ALL_ENDPOINTS if "{" not in path]
+ENDPOINTS = [(e.path, e.resource) for e in declared_catalogue().endpoints if "{" not in e.path]
 BY_PATH = dict(ENDPOINTS)
 
 

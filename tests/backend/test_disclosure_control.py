@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from backend.api.openapi import ENDPOINTS
+from backend.api.catalogue import declared_catalogue
 from elt.demo import generate_medilink_drops
 from tests.backend.conftest import WAREHOUSE_DROPS
 from tests.disclosure import is_publishable
@@ -25,8 +25,8 @@ from tests.medilink_figures import (
 
 # Lists an analyst reads that are built from the Medilink drops (person-level sources). The bed-occupancy lists
 # are NHS England's published KH03 statistics of beds, not people: out of scope (docs/decisions/0011).
-MEDILINK = {path: resource for path, resource in ENDPOINTS if resource.role == "analyst" and "{" not in path
-            and any(drop_type.startswith("medilink_") for drop_type in resource.drop_types)}
+MEDILINK = {e.path: e.resource for e in declared_catalogue().endpoints if e.resource.role == "analyst"
+            and "{" not in e.path and any(drop_type.startswith("medilink_") for drop_type in e.resource.drop_types)}
 # Integer columns that count facilities or days, not people or events about people: published as they are.
 NOT_PEOPLE = {"facility_count", "active_days", "visit_days"}
 

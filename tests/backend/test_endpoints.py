@@ -16,12 +16,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from backend.api.catalogue import declared_catalogue
 from backend.api.listing import jsonable
-from backend.api.openapi import ENDPOINTS as ALL_ENDPOINTS
 
 # The lists whose whole mart is the answer. One organisation's bed history ({org_code} in the path) is the
 # occupancy list's declaration narrowed by the path: tests/backend/test_beds_api.py covers it.
-ENDPOINTS = [(path, resource) for path, resource in ALL_ENDPOINTS if "{" not in path]
+ENDPOINTS = [(e.path, e.resource) for e in declared_catalogue().endpoints if "{" not in e.path]
 BY_PATH = dict(ENDPOINTS)
 PATIENT_LEVEL = [path for path, resource in ENDPOINTS if resource.patient_level]
 ANALYTICS = [path for path, resource in ENDPOINTS if resource.role == "analyst"]

@@ -18,13 +18,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from backend.api.openapi import ENDPOINTS
+from backend.api.catalogue import declared_catalogue
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 # Every list in both modes; /health and /ready take no parameters, so only valid requests exist for them.
-CASES = [(path, mode) for path, _ in ENDPOINTS for mode in GenerationMode] + [
+CASES = [(e.path, mode) for e in declared_catalogue().endpoints for mode in GenerationMode] + [
     ("/health", GenerationMode.POSITIVE), ("/ready", GenerationMode.POSITIVE)]
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend.api.openapi import ENDPOINTS
+from backend.api.catalogue import declared_catalogue
 
-RESOURCES = {resource.name: resource for _, resource in ENDPOINTS if resource.built_by_dbt}
+RESOURCES = {e.resource.name: e.resource for e in declared_catalogue().endpoints if e.resource.built_by_dbt}
 
 
 def index_columns(wdb, table: str) -> list[list[str]]:

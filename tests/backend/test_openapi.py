@@ -8,7 +8,9 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from backend.api.openapi import ENDPOINTS
+from backend.api.catalogue import declared_catalogue
+
+ENDPOINTS = [(endpoint.path, endpoint.resource) for endpoint in declared_catalogue().endpoints]
 
 
 @pytest.fixture(scope="module")

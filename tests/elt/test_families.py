@@ -52,6 +52,11 @@ def test_a_family_without_a_time_has_no_schedule(tmp_path):
     (MEDILINK.replace("family: medilink", "family: clinics"), "must be declared in clinics.yml"),
     (MEDILINK.replace("drop_types: [medilink_facilities, medilink_patients]", "drop_types: []"), "drop_types"),
     (MEDILINK + "schedule: daily\n", "schedule"),  # unknown fields are refused, not ignored
+    (MEDILINK + "api: {prefix: clinics}\n", "api.prefix"),  # below /api/v1: starts with /
+    (MEDILINK + "api: {prefix: /Clinics/}\n", "api.prefix"),
+    (MEDILINK + "api: {modules: [backend/api/facilities.py]}\n", "is not a dotted module name"),
+    (MEDILINK + "api: {modules: [backend.api.beds, backend.api.beds]}\n", "a module is named twice"),
+    (MEDILINK + "api: {paths: [/facilities]}\n", "api.paths"),
     ("family: medilink\n", "description"),
 ])
 def test_a_bad_declaration_is_refused_naming_its_file_and_field(tmp_path, text, says):
@@ -64,6 +69,23 @@ def test_a_drop_type_belongs_to_one_family(tmp_path):
     other = MEDILINK.replace("family: medilink", "family: other").replace("medilink_facilities, ", "")
     with pytest.raises(FamilyError, match="other.yml: drop_types: 'medilink_patients' is already in medilink.yml"):
         families_in(tmp_path, medilink=MEDILINK, other=other)
+
+
+def test_the_repository_families_name_their_api_modules_and_prefix():
+    families = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)
+    assert {name: (f.api.prefix, f.api.modules) for name, f in families.items()} == {
+        "medilink": (None, ("backend.api.facilities", "backend.api.analytics", "backend.api.clinical")),
+        "nhs_beds": ("/beds", ("backend.api.beds",)),
+    }
+
+
+@pytest.mark.parametrize(("prefix", "other"), [("/beds", "/beds"), ("/beds/kh03", "/beds"), ("/beds", "/beds/kh03")])
+def test_two_families_api_prefixes_may_not_overlap(tmp_path, prefix, other):
+    beds = f"family: beds\ndescription: Beds.\ndrop_types: [nhs_kh03_overnight]\napi: {{prefix: {prefix}}}\n"
+    with pytest.raises(FamilyError, match=f"medilink.yml: api.prefix: '{other}' overlaps '{prefix}' of beds.yml"):
+        families_in(tmp_path, beds=beds, medilink=MEDILINK + f"api: {{prefix: {other}}}\n")
+    assert families_in(tmp_path, beds=beds, medilink=MEDILINK + "api: {prefix: /bedside}\n")["medilink"].api.prefix \
+        == "/bedside"  # a prefix is whole segments: /bedside is not under /beds
 
 
 def test_every_family_in_the_repository_names_contracts_of_its_own_folder(tmp_path):
