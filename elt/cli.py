@@ -95,8 +95,11 @@ def _period_line(contract, report) -> str:
     if period is not None:
         dates = "" if period["start"] == period["label"] else f", {period['start']} to {period['end']}"
         return f"{period['label']}{dates} (from the {period['source']})"
-    if contract.reader == "kh03":
-        return "not established (the workbook states its quarter; see the error)"
+    from elt.readers import reader_for
+
+    reader = reader_for(contract)
+    if reader.states_period:
+        return f"not established (the {reader.noun} states its period; see the error)"
     if contract.period.key_date_pattern and report.errors and report.errors[0]["rule"] == "bad_period":
         return "the date in the file name does not exist"
     if contract.period.key_date_pattern:

@@ -11,7 +11,6 @@ decision and only makes sure the object is where the ledger says. See docs/decis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import posixpath
@@ -27,9 +26,9 @@ import psycopg
 
 from elt.config import Settings, get_settings
 from elt.contracts import Contract, load_contracts
-from elt.readers.kh03 import read_kh03, to_csv_tables
-from elt.readers.spreadsheet import spreadsheet_to_csv
-from elt.readers.workbook_guard import WorkbookLimits, over
+from elt.readers import reader_for
+from elt.readers.base import ReadFile
+from elt.readers.workbook_guard import WorkbookLimits
 from elt.runs import blames_the_file, describe_failure, is_transient
 from elt.storage.s3 import ObjectChanged, ObjectStore, StoredObject
 from elt.warehouse import ledger
@@ -160,14 +159,12 @@ def reporting_period(contract: Contract, obj: StoredObject) -> tuple[date | None
     """The period a file reports on: a day or a month named in its key, else the day it landed (UTC). None for a
     reader that establishes the period from the file's contents (KH03): the load sets it, and a file refused
     before that has none, rather than a landing day it does not report on."""
-    if contract.reader == "kh03":
-        return None, None
-    try:
-        named = contract.period_in_key(obj.key[len(contract.landing.prefix):])
-    except ValueError as exc:
-        raise FileRejected("bad_period", f"{exc} (in the key)") from None
+    reader = reader_for(contract)
+    named = reader.period(contract, obj.key[len(contract.landing.prefix):])  # FileRejected: bad_period
     if named is not None:
-        return named
+        return named.dates
+    if reader.states_period:
+        return None, None
     day = obj.last_modified.astimezone(UTC).date()
     return day, day
 
@@ -590,47 +587,42 @@ def _supersede(conn: psycopg.Connection, file_id: int, outcome: FileOutcome) -> 
     ledger.superseded_on_arrival(conn, file_id, newer)
 
 
+@dataclass(frozen=True)
+class _StoredSource:
+    """The object version the ledger row names, as its reader sees a file: only those bytes (its ETag), else
+    ObjectChanged."""
+
+    store: ObjectStore
+    obj: StoredObject
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.obj.key)
+
+    @property
+    def size(self) -> int:
+        return self.obj.size
+
+    def stream(self) -> Iterator[bytes]:
+        return self.store.iter_bytes(self.obj.key, if_match=self.obj.etag)
+
+    def read(self) -> bytes:
+        return self.store.read(self.obj.key, if_match=self.obj.etag)
+
+
 def _copy_object(conn: psycopg.Connection, store: ObjectStore, contract: Contract, obj: StoredObject, file_id: int,
-                 limits: WorkbookLimits):
-    """COPY one object version into its raw table: only the bytes of the ETag the ledger row names (else
-    ObjectChanged). A CSV streams from S3 as it is; a workbook is read whole (a zip cannot be streamed), once
-    its size is within `limits` (which its reader then holds it to), its sheet turned into CSV, and its sha256
-    taken of the workbook's own bytes, so the same workbook landing again is still recognised as a duplicate."""
-    if contract.format == "csv":
-        return copy_file(conn, contract, file_id,
-                         lambda: _copying(obj.key, store.iter_bytes(obj.key, if_match=obj.etag)))
-    name = posixpath.basename(obj.key)
-    if obj.size > limits.max_file_bytes:
-        raise over("workbook_too_large", f"{name} is {obj.size:,} bytes", "max_file_bytes", limits,
-                   "split the workbook, or raise the limit if the file is trusted")
-    workbook = store.read(obj.key, if_match=obj.etag)
-    if contract.reader == "kh03":
-        return _copy_kh03(conn, contract, file_id, workbook, obj.key, limits)
-    table = spreadsheet_to_csv(contract, workbook, source_name=name, limits=limits)
-    result = copy_file(conn, contract, file_id, lambda: _copying(obj.key, iter([table])))
-    result.sha256, result.encoding = hashlib.sha256(workbook).hexdigest(), contract.format.upper()
-    return result
-
-
-def _copy_kh03(conn: psycopg.Connection, contract: Contract, file_id: int, workbook: bytes, key: str,
-               limits: WorkbookLimits) -> LoadResult:
-    """A KH03 workbook, read and checked whole by its reader, COPYed into its raw tables (one per data sheet it
-    has). The ledger's period becomes the quarter the workbook itself states."""
-    name = posixpath.basename(key)
-    book = read_kh03(workbook, name, limits=limits, copy_to_disk=not contract.personal_data)  # Kh03Rejected is a FileRejected: quarantined with its reason
-    tables = to_csv_tables(book)
-    rows_read = 0
-    for table_contract, part in zip(contract.table_contracts(), ["trust_sector", *(e.name for e in contract.extra_tables)],
-                                    strict=True):
-        if part in tables:
-            rows_read += copy_file(conn, table_contract, file_id,
-                                   lambda data=tables[part]: _copying(key, iter([data]))).rows_read
-    log.info("%s: KH03 %s Q%d (%s to %s), sheets %s, %d rows", name, book.financial_year, book.quarter,
-             book.period_start, book.period_end, ", ".join(book.sheets), rows_read)
-    published = book.revised if isinstance(book.revised, date) else book.published
-    return LoadResult(sha256=hashlib.sha256(workbook).hexdigest(), encoding=contract.format.upper(), layout="default",
-                      rows_read=rows_read, period=(book.period_start, book.period_end),
-                      published_on=published if isinstance(published, date) else None)
+                 limits: WorkbookLimits) -> LoadResult:
+    """COPY one object version into its raw tables, as its reader reads it (elt/readers): a CSV streams from S3 as
+    it is; a workbook is read whole once its size is within `limits` (which its reader then holds it to), and its
+    sha256 is the workbook's own, so the same workbook landing again is still recognised as a duplicate. A file
+    whose content states its period (a KH03 quarter) sets the ledger's period to it."""
+    read: ReadFile = reader_for(contract).tables(contract, _StoredSource(store, obj), limits=limits)
+    results = [copy_file(conn, table.contract, file_id, lambda table=table: _copying(obj.key, table.chunks()))
+               for table in read.tables]
+    period = read.period
+    return LoadResult(sha256=read.sha256 or results[0].sha256, encoding=read.encoding or results[0].encoding,
+                      layout=results[0].layout, rows_read=sum(result.rows_read for result in results),
+                      period=period.dates if period else None, published_on=period.published_on if period else None)
 
 
 class _DryRun(Exception):

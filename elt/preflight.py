@@ -8,11 +8,12 @@ next morning.
 * `check_drop(contract, data, source_name, limits=...)`: the whole-file rules of the drop's contract, with
   the same readers (and so the same words) as the load: a CSV is not empty, its header maps to a layout, its
   text is UTF-8 or Windows-1252 throughout (not a mix of the two), its line ends are of one kind and it has
-  rows; a KH03 workbook passes every KH03 check; another workbook has a sheet with the contract's header. A
-  workbook is first held to `limits` (what it may cost to read: elt/readers/workbook_guard.py), so a hostile
-  one is refused, not read. Row-level problems are not refusals: the load keeps bad rows aside with their
-  reasons, as it does for any drop. It returns the reporting period the contents establish (a KH03
-  workbook's quarter), which the API needs to tell a new quarter from a revision of a loaded one.
+  rows; a KH03 workbook passes every KH03 check; another workbook has a sheet with the contract's header (the
+  contract's reader says which: `Reader.checks`, elt/readers). A workbook is first held to `limits` (what it
+  may cost to read: elt/readers/workbook_guard.py), so a hostile one is refused, not read. Row-level problems
+  are not refusals: the load keeps bad rows aside with their reasons, as it does for any drop. It returns the
+  reporting period the contents establish (a KH03 workbook's quarter), which the API needs to tell a new
+  quarter from a revision of a loaded one.
 
 Both raise `FileRejected(rule, message)`. Pure: bytes in, no storage, no database.
 """
@@ -22,18 +23,8 @@ from __future__ import annotations
 from datetime import date
 
 from elt.contracts import Contract
-from elt.readers.csv_header import (
-    UTF8_BOM,
-    FileRejected,
-    blank,
-    check_line_ends,
-    check_text,
-    map_header,
-    read_header,
-    split_bom,
-)
-from elt.readers.kh03 import read_kh03
-from elt.readers.spreadsheet import spreadsheet_to_csv
+from elt.readers import reader_for
+from elt.readers.csv_header import UTF8_BOM, FileRejected
 from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 XLSX_MAGIC = b"PK\x03\x04"  # every .xlsx is a zip archive
@@ -83,20 +74,8 @@ def check_content(extension: str, data: bytes) -> None:
 
 def check_drop(contract: Contract, data: bytes, source_name: str, *,
                limits: WorkbookLimits = DEFAULT_LIMITS) -> tuple[date, date] | None:
-    """The file-level rules of `contract`; FileRejected (rule, message) naming what to fix. Returns the reporting
-    period the file's own contents establish (a KH03 workbook's quarter), None when its key says it."""
-    if contract.format == "csv":
-        if blank(data):
-            raise FileRejected("empty_file", "the file is empty")
-        _, header = read_header(iter([data]))  # looks at no more than MAX_HEADER_BYTES
-        map_header(contract, header)
-        codec = check_text(data)  # the encodings the loader reads, and not a mix of them
-        check_line_ends(split_bom(data)[0].decode(codec))  # one kind of line end, as COPY requires
-        if blank(data[len(header):]):
-            raise FileRejected("no_rows", "the file has a header but no data rows")
-        return None
-    if contract.reader == "kh03":
-        book = read_kh03(data, source_name, limits=limits)  # Kh03Rejected is a FileRejected
-        return book.period_start, book.period_end
-    spreadsheet_to_csv(contract, data, source_name=source_name, limits=limits)
-    return None
+    """The file-level rules of `contract`, as its reader checks them (Reader.checks); FileRejected (rule, message)
+    naming what to fix. Returns the reporting period the file's own contents establish (a KH03 workbook's
+    quarter), None when its key says it."""
+    period = reader_for(contract).checks(contract, data, name=source_name, limits=limits)
+    return period.dates if period else None

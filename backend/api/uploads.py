@@ -56,6 +56,7 @@ from elt.contracts import ROLES, Contract, ContractError, UploadFieldError, load
 from elt.families import Family, FamilyError, declared_families, family_of
 from elt.pipeline import register_landed, reporting_period
 from elt.preflight import check_content, check_drop
+from elt.readers import reader_for
 from elt.readers.csv_header import FileRejected
 from elt.storage.s3 import ObjectExists, ObjectStore, StoredObject
 
@@ -118,9 +119,9 @@ def fetch_policy(settings: ApiSettings) -> FetchPolicy:
 
 
 def extensions(contract: Contract) -> tuple[str, ...]:
-    """File extensions a drop type reads: CSV for a CSV contract; .xlsx and .xls alike for a workbook (its
-    readers, python-calamine, read both)."""
-    return ("csv",) if contract.format == "csv" else ("xlsx", "xls")
+    """File extensions a drop type reads, as its reader says: CSV for a CSV contract; .xlsx and .xls alike for a
+    workbook (python-calamine reads both)."""
+    return reader_for(contract).extensions
 
 
 def safe_name(name: str) -> str:
@@ -258,7 +259,7 @@ def _may_drop(contract: Contract, caller: Caller, role: str, why: str) -> None:
 
 def _key_period(contract: Contract, key: str) -> tuple[Any, Any] | None:
     """The period the key names, for a contract whose newer files supersede older ones by it (revision_role)."""
-    if not contract.revision_role or contract.reader == "kh03":
+    if not contract.revision_role or reader_for(contract).states_period:
         return None
     period = reporting_period(contract, StoredObject("", key, "", 0, datetime.now(UTC)))
     return period if period[0] is not None else None

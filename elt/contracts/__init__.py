@@ -50,6 +50,10 @@ Role = Literal["analyst", "clinician", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 
+REVISION_NEEDS = ("revision_role needs files that supersede one another (period.supersede: true) and a period known "
+                  "before the load (a key_date_pattern, or a reader whose files state their period: kh03)")
+
+
 class ContractError(ValueError):
     """A contract file is malformed. The message names the file and the field."""
 
@@ -267,12 +271,14 @@ class Contract(BaseModel):
     description: str
     source_system: str
     format: Literal["csv", "xlsx", "xls"]
-    reader: Literal["table", "kh03"] = Field(
-        "table", description="table: one table per file (a CSV, or a workbook sheet found by its header). kh03: NHS "
-                             "England's KH03 workbook reader (elt/readers/kh03.py), which checks the whole workbook and "
-                             "fills target_table and extra_tables (.xlsx and .xls alike).")
+    reader: str = Field(
+        "table", description="Which reader reads the files (the registry in elt/readers/__init__.py, which "
+                             "load_contracts asks whether it can read what this contract declares). table: one table "
+                             "per file (a CSV, or a workbook sheet found by its header). kh03: NHS England's KH03 "
+                             "workbook reader (elt/readers/kh03_reader.py), which checks the whole workbook and fills "
+                             "target_table and extra_tables (.xlsx and .xls alike).")
     extra_tables: list[ExtraTable] = Field(
-        default_factory=list, description="Further raw tables the same file fills (reader kh03 only).")
+        default_factory=list, description="Further raw tables the same file fills (a reader that fills several: kh03).")
     spreadsheet: Spreadsheet | None = Field(
         None, description="For xlsx and xls: the sheet and header search (defaults: first sheet, top 30 rows).")
     layouts: list[Layout] = Field(default_factory=list, description="Sender layouts; none means the column names.")
@@ -300,9 +306,7 @@ class Contract(BaseModel):
         return _qualified_table(value)
 
     @model_validator(mode="after")
-    def _extra_tables_fit_the_reader(self) -> Contract:
-        if self.extra_tables and self.reader == "table":
-            raise ValueError("extra_tables need a reader that fills several tables (kh03)")
+    def _extra_tables_are_other_tables(self) -> Contract:
         for extra in self.extra_tables:
             _qualified_table(extra.target_table)
         tables = [self.target_table, *(extra.target_table for extra in self.extra_tables)]
@@ -332,9 +336,8 @@ class Contract(BaseModel):
         if self.revision_role is not None:
             if ROLES.index(self.revision_role) < ROLES.index(self.drop_role):
                 raise ValueError(f"revision_role {self.revision_role!r} is below drop_role {self.drop_role!r}")
-            if not self.period.supersede or (self.reader != "kh03" and not self.period.key_date_pattern):
-                raise ValueError("revision_role needs files that supersede one another (period.supersede: true) "
-                                 "and a period known before the load (a key_date_pattern, or the kh03 reader)")
+            if not self.period.supersede:  # the period known before the load: elt.readers.check_contract
+                raise ValueError(REVISION_NEEDS)
         return self
 
     def role_to_drop(self, replaces_loaded_period: bool) -> str:
@@ -435,9 +438,15 @@ class Contract(BaseModel):
 
 
 def load_contract(path: Path) -> Contract:
+    """One contract file, checked by pydantic and by its reader (elt.readers.check_contract: imported here, since
+    the readers import the contracts). Raises ContractError naming the file."""
+    from elt.readers import check_contract
+
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Contract.model_validate(raw)
+        contract = Contract.model_validate(raw)
+        check_contract(contract)
+        return contract
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name, which pydantic does not know
         raise ContractError(f"{path.name}: {exc}") from exc
 

@@ -43,9 +43,7 @@ pass their settings').
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
 import math
 import re
 from collections.abc import Sequence
@@ -861,54 +859,3 @@ def _read_kh03(data: bytes, source_name: str, engine: str, limits: WorkbookLimit
         sheets=tuple(name for name, _ in found),
         replaced_codes=tuple(code for sheet in sheets.values() for code in sheet.replaced),
     )
-
-
-# ------------------------------------------------------------------------------------------- raw tables
-
-# The raw tables one workbook fills (contract nhs_kh03_overnight: target_table, then extra_tables by name),
-# and their columns in order. Counts are written as the stored double's shortest repr: the published decimal.
-TRUST_SECTOR_COLUMNS = ("financial_year", "quarter", "period_start", "period_end", "org_code", "org_name",
-                        "region_code", "sector", "available", "occupied", "pct_occupied", "is_england", "sheet_row")
-REGION_SECTOR_COLUMNS = ("financial_year", "quarter", "period_start", "period_end", "region_code", "region_name",
-                         "sector", "available", "occupied", "pct_occupied", "is_england", "sheet_row")
-SPECIALTY_COLUMNS = ("financial_year", "quarter", "period_start", "period_end", "org_code", "org_name",
-                     "region_code", "specialty_code", "specialty_name", "occupied", "sheet_row")
-
-
-def _count(value: float | None) -> str:
-    return "" if value is None else repr(value)
-
-
-def to_csv_tables(book: Kh03Workbook) -> dict[str, bytes]:
-    """The workbook as CSV per raw table: `trust_sector`, `region_sector`, `specialty` (a table whose sheet the
-    workbook lacks is absent). The England row goes with the sheet it was read from: the trust sheet when
-    there is one, else the region sheet."""
-    period = (book.financial_year, str(book.quarter), book.period_start.isoformat(), book.period_end.isoformat())
-
-    def table(header: tuple[str, ...], rows: list[tuple]) -> bytes:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        return out.getvalue().encode("utf-8")
-
-    england = [(*period, "", "England", "", row.sector, _count(row.available_value), _count(row.occupied_value),
-                _count(row.pct_occupied_value), "true", "") for row in book.england_row]
-    tables: dict[str, bytes] = {}
-    if book.trust_rows:
-        rows = [(*period, row.org_code, row.org_name, row.region_code, row.sector, _count(row.available_value),
-                 _count(row.occupied_value), _count(row.pct_occupied_value), "false", row.sheet_row)
-                for row in book.trust_rows]
-        tables["trust_sector"] = table(TRUST_SECTOR_COLUMNS, england + rows)
-    if book.region_rows:
-        rows = [(*period, row.region_code, row.region_name, row.sector, _count(row.available_value),
-                 _count(row.occupied_value), _count(row.pct_occupied_value), "false", row.sheet_row)
-                for row in book.region_rows]
-        # England here only without a trust sheet (it is one row of the workbook, stored once).
-        region_england = [] if book.trust_rows else [(*e[:4], "", "England", *e[7:]) for e in england]
-        tables["region_sector"] = table(REGION_SECTOR_COLUMNS, region_england + rows)
-    if book.specialty_rows:
-        rows = [(*period, row.org_code, row.org_name, row.region_code, row.specialty_code, row.specialty_name,
-                 _count(row.occupied_value), row.sheet_row) for row in book.specialty_rows]
-        tables["specialty"] = table(SPECIALTY_COLUMNS, rows)
-    return tables

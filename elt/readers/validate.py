@@ -17,6 +17,8 @@ from datetime import date
 import pandas as pd
 
 from elt.contracts import Column, Contract, Layout
+from elt.readers import reader_for
+from elt.readers.base import BytesSource, Period, Reader
 from elt.readers.csv_header import (
     FileRejected,
     blank,
@@ -27,8 +29,6 @@ from elt.readers.csv_header import (
     read_header,
     split_bom,
 )
-from elt.readers.kh03 import read_kh03
-from elt.readers.spreadsheet import spreadsheet_to_csv
 from elt.readers.workbook_guard import DEFAULT_LIMITS, WorkbookLimits
 
 INTEGER_RANGES = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
@@ -143,26 +143,34 @@ COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "=": "eq", "<>": "ne"}
 def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>",
                    limits: WorkbookLimits = DEFAULT_LIMITS) -> ValidationReport:
     """`name` is the file's name or path: for a drop type whose key names its period (a Medilink day, a claims
-    month), the period is read from it as the loader reads it from the key. A workbook is held to `limits` (what
-    it may cost to read) before it is read."""
+    month), the period is read from it as the loader reads it from the key. The file is read by its contract's
+    reader as the loader reads it (a workbook held to `limits`, what it may cost to read, before it is read), and
+    the rules run over every table it gives, as the loader's write_rejects does."""
     report = ValidationReport(file=name, drop_type=contract.drop_type, contract_version=contract.version)
-    if contract.reader == "kh03":
-        return _validate_kh03(report, data, name, limits)
+    reader = reader_for(contract)
     try:
-        named = contract.period_in_key(name.replace("\\", "/"))
-    except ValueError as exc:
-        return report.refuse(FileRejected("bad_period", f"{exc} (in the file name)"))
-    report.period = period_of(*named, source="file name") if named else None
-    try:
-        if contract.format != "csv":  # a workbook: its sheet as the CSV the loader reads
-            data = spreadsheet_to_csv(contract, data, source_name=name, limits=limits)
-        frame, layout = _frame(contract, data)
+        report.period = _shown(reader.period(contract, name.replace("\\", "/"), within="file name"), reader)
+        read = reader.tables(contract, BytesSource(name, data), limits=limits)
+        tables = [(table.contract, *_frame(table.contract, b"".join(table.chunks()))) for table in read.tables]
     except FileRejected as exc:
         return report.refuse(exc)
-    report.rows_read = len(frame)
-    failures: list[pd.DataFrame] = []
+    if read.period is not None:
+        report.period = _shown(read.period, reader)
+    report.rows_read = sum(len(frame) for _, frame, _ in tables)
+    return _verdict(report, contract, [rejects for table in tables for rejects in _rejects(*table)])
 
-    typed_values: dict[str, pd.Series] = {}
+
+def _shown(period: Period | None, reader: Reader) -> dict | None:
+    """The report's `period`, saying where it was found: the file name, or the file itself (`the workbook`)."""
+    if period is None:
+        return None
+    return period_of(period.start, period.end, source="file name" if period.source == "key" else reader.noun,
+                     label=period.label)
+
+
+def _rejects(contract: Contract, frame: pd.DataFrame, layout: Layout) -> list[pd.DataFrame]:
+    """(row, column, rule, message) of every rule a row of one table breaks, as the loader writes them."""
+    failures: list[pd.DataFrame] = []
 
     def record(mask: pd.Series, column: Column, rule: str, message: str) -> None:
         hit = mask.fillna(False).astype(bool)
@@ -170,41 +178,49 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>",
             failures.append(pd.DataFrame({"row": frame.index[hit] + 1, "column": column.name, "rule": rule,
                                           "message": message}))
 
-    for column in contract.columns:
-        values = frame[column.name]
-        present = values.notna()
-        if column.required:
-            record(~present, column, "required", f"{column.name} is required")
-        valid, typed = _typed(column, values)
-        valid = valid.fillna(False).astype(bool)
-        if column.type != "text":
-            record(present & ~valid, column, "type", contract.type_message(layout, column))
-        if column.allowed:
-            allowed = {a.upper() for a in column.allowed}
-            record(present & ~values.str.upper().isin(allowed), column, "allowed",
-                   f"{column.name} must be one of {', '.join(column.allowed)}")
-        if column.pattern:
-            with warnings.catch_warnings():  # pandas warns about groups in the pattern; only the match matters
-                warnings.simplefilter("ignore", UserWarning)
-                matches = values.str.contains(re.compile(column.pattern), regex=True)
-            record(present & ~matches.fillna(False).astype(bool), column, "pattern",
-                   f"{column.name} does not match {column.pattern}")
-        ok = present & valid
-        if column.min is not None:
-            record(ok & (typed.where(ok) < _bound(column, column.min)), column, "range",
-                   f"{column.name} must be at least {column.min}")
-        if column.max is not None:
-            record(ok & (typed.where(ok) > _bound(column, column.max)), column, "range",
-                   f"{column.name} must be at most {column.max}")
-        typed_values[column.name] = typed.where(ok)
-
+    typed_values = {column.name: _column_rules(contract, layout, column, frame[column.name], record)
+                    for column in contract.columns}
     columns = {c.name: c for c in contract.columns}
     for check in contract.checks:  # NULL on either side (missing or not of its type) is not a failure
         left, right = typed_values[check.column], typed_values[check.other]
         both = left.notna() & right.notna()
         holds = getattr(left.where(both), COMPARE[check.op])(right.where(both))
         record(both & ~holds.fillna(True).astype(bool), columns[check.column], check.rule, check.message)
+    return failures
 
+
+def _column_rules(contract: Contract, layout: Layout, column: Column, values: pd.Series, record) -> pd.Series:
+    """Records the rules one column's values break; returns the values that are valid, typed (else NA)."""
+    present = values.notna()
+    if column.required:
+        record(~present, column, "required", f"{column.name} is required")
+    valid, typed = _typed(column, values)
+    valid = valid.fillna(False).astype(bool)
+    if column.type != "text":
+        record(present & ~valid, column, "type", contract.type_message(layout, column))
+    if column.allowed:
+        allowed = {a.upper() for a in column.allowed}
+        record(present & ~values.str.upper().isin(allowed), column, "allowed",
+               f"{column.name} must be one of {', '.join(column.allowed)}")
+    if column.pattern:
+        with warnings.catch_warnings():  # pandas warns about groups in the pattern; only the match matters
+            warnings.simplefilter("ignore", UserWarning)
+            matches = values.str.contains(re.compile(column.pattern), regex=True)
+        record(present & ~matches.fillna(False).astype(bool), column, "pattern",
+               f"{column.name} does not match {column.pattern}")
+    ok = present & valid
+    if column.min is not None:
+        record(ok & (typed.where(ok) < _bound(column, column.min)), column, "range",
+               f"{column.name} must be at least {column.min}")
+    if column.max is not None:
+        record(ok & (typed.where(ok) > _bound(column, column.max)), column, "range",
+               f"{column.name} must be at most {column.max}")
+    return typed.where(ok)
+
+
+def _verdict(report: ValidationReport, contract: Contract, failures: list[pd.DataFrame]) -> ValidationReport:
+    """The rejects in row order, and the status they give the file. Rows are counted as the loader counts them:
+    distinct row numbers of the file (which a file of several tables shares between them)."""
     rejects = pd.concat(failures).sort_values(["row", "column", "rule"]) if failures else pd.DataFrame()
     report.rejects = [{k: (int(v) if k == "row" else v) for k, v in r.items()} for r in rejects.to_dict("records")]
     report.rows_rejected = int(rejects["row"].nunique()) if failures else 0
@@ -216,20 +232,4 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>",
             f"{contract.max_reject_share:.0%} allowed: the whole file would be refused")}]
     elif report.rows_rejected:
         report.status = "has_rejects"
-    return report
-
-
-def _validate_kh03(report: ValidationReport, data: bytes, name: str, limits: WorkbookLimits) -> ValidationReport:
-    """A KH03 workbook is checked whole by its reader (periods, totals, England row, % occupied): it loads
-    entirely or not at all, so the report is valid with its row count and the quarter it establishes, or
-    unreadable / off_contract with the reason."""
-    try:
-        book = read_kh03(data, name, limits=limits)
-    except FileRejected as exc:  # Kh03Rejected
-        return report.refuse(exc)
-    report.period = period_of(book.period_start, book.period_end, source="workbook",
-                              label=f"{book.financial_year} Q{book.quarter}")
-    # as the loader counts them: the England row is stored too (five sectors)
-    report.rows_read = report.rows_valid = (len(book.trust_rows) + len(book.region_rows) + len(book.specialty_rows)
-                                            + len(book.england_row))
     return report
