@@ -12,14 +12,32 @@ import pytest
 from elt.dbt_plan import NIGHTLY_EXCLUDE, SOURCE_TESTS_TASK, WatchTask, all_finished, follow, watch_tasks
 
 
-def _dbt_ls(settings, tmp_path, *resource_types: str) -> set[str]:
+def _dbt_ls(settings, tmp_path, *resource_types: str, selection: tuple[str, ...] = ("--exclude", NIGHTLY_EXCLUDE)
+            ) -> set[str]:
     from elt.transform import run_dbt
 
-    args = ["ls", "--exclude", NIGHTLY_EXCLUDE, "--output", "json", "--output-keys", "unique_id", "--quiet",
+    args = ["ls", *selection, "--output", "json", "--output-keys", "unique_id", "--quiet",
             "--target-path", str(tmp_path / "target")]
     for resource_type in resource_types:
         args += ["--resource-type", resource_type]
     return {json.loads(line)["unique_id"] for line in run_dbt(args, settings=settings) if line.startswith("{")}
+
+
+def test_medilinks_dbt_paths_select_what_its_marts_built_but_the_claims_staging(settings, dbt_manifest, tmp_path):
+    """Before medilink_marts selects by its family's dbt paths: they select what it built by excluding the bed tag,
+    except the claims staging view (and its tests), which the claims family's paths will hold."""
+    from elt.config import REPO_ROOT
+    from elt.contracts import load_contracts
+    from elt.families import load_families
+
+    medilink = load_families(REPO_ROOT / "elt" / "families", load_contracts(REPO_ROOT / "elt" / "contracts"))["medilink"]
+    kinds = ("model", "test", "unit_test")
+    by_paths = _dbt_ls(settings, tmp_path, *kinds, selection=("--select", *medilink.dbt_select()))
+    by_tag = _dbt_ls(settings, tmp_path, *kinds)
+    claims = _dbt_ls(settings, tmp_path, *kinds, selection=("--select", "path:models/staging/claims"))
+    assert "model.health_warehouse.stg_claims__claims" in claims and claims <= by_tag
+    assert len(by_paths) > 100 and "model.health_warehouse.stg_ops__file_ledger" in by_paths
+    assert by_paths == by_tag - claims
 
 
 @pytest.mark.parametrize("unit_tests", [False, True])

@@ -18,6 +18,7 @@ MEDILINK = """family: medilink
 description: Medilink clinic exports.
 drop_types: [medilink_facilities, medilink_patients]
 ingest: {daily_at: "02:15"}
+marts: {dbt_paths: [models/core/medilink, tests/medilink]}
 """
 
 
@@ -36,6 +37,19 @@ def test_the_repository_families_load_with_their_dags_and_schedules():
     assert family_of(families, "medilink_triage_visits").family == "medilink"
     assert family_of(families, "nhs_kh03_overnight").family == "nhs_beds"
     assert family_of(families, "claims") is None  # loads with `elt ingest` until its DAG lands (issue 15)
+    assert families["nhs_beds"].dbt_select() == [
+        "path:models/staging/nhs", "path:models/core/beds", "path:models/analytics/beds", "path:tests/nhs_beds",
+        "path:models/staging/ops"]  # its own folders, then the shared ledger view
+    assert (families["medilink"].marts.refreshed, families["nhs_beds"].marts.refreshed) == ("nightly", "on_arrival")
+
+
+def test_every_declared_dbt_path_is_a_folder_of_the_dbt_project():
+    """dbt selects nothing by a path that does not exist (and says so only in a warning): a misspelt folder would
+    leave a family's marts unbuilt."""
+    families = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)
+    paths = [path for family in families.values() for path in family.dbt_paths]
+    assert len(paths) >= 9
+    assert [path for path in paths if not (REPO_ROOT / "dbt" / path).is_dir()] == []
 
 
 def test_a_family_without_a_time_has_no_schedule(tmp_path):
@@ -53,6 +67,13 @@ def test_a_family_without_a_time_has_no_schedule(tmp_path):
     (MEDILINK.replace("drop_types: [medilink_facilities, medilink_patients]", "drop_types: []"), "drop_types"),
     (MEDILINK + "schedule: daily\n", "schedule"),  # unknown fields are refused, not ignored
     ("family: medilink\n", "description"),
+    (MEDILINK.replace("marts: {dbt_paths: [models/core/medilink, tests/medilink]}\n", ""), "marts"),
+    (MEDILINK.replace("tests/medilink", "models/core/medilink"), "listed twice"),
+    (MEDILINK.replace("tests/medilink", "models/staging"), "overlaps the shared dbt paths"),  # above models/staging/ops
+    (MEDILINK.replace("tests/medilink", "models/staging/ops/medilink"), "overlaps the shared dbt paths"),
+    *[(MEDILINK.replace("tests/medilink", bad), "not a folder of the dbt project")
+      for bad in ("../tests", "/dbt/tests", "tests/", "tests/*", "./tests", "tests//medilink")],
+    (MEDILINK.replace("tests/medilink]}", "tests/medilink], refreshed: hourly}"), "refreshed"),
 ])
 def test_a_bad_declaration_is_refused_naming_its_file_and_field(tmp_path, text, says):
     with pytest.raises(FamilyError) as refused:
@@ -64,6 +85,19 @@ def test_a_drop_type_belongs_to_one_family(tmp_path):
     other = MEDILINK.replace("family: medilink", "family: other").replace("medilink_facilities, ", "")
     with pytest.raises(FamilyError, match="other.yml: drop_types: 'medilink_patients' is already in medilink.yml"):
         families_in(tmp_path, medilink=MEDILINK, other=other)
+
+
+def test_a_dbt_folder_belongs_to_one_family(tmp_path):
+    other = MEDILINK.replace("family: medilink", "family: other").replace("medilink_facilities, ", "").replace(
+        "medilink_patients", "nhs_kh03_overnight").replace("[models/core/medilink, tests/medilink]", "[PATHS]")
+    medilink = MEDILINK.replace("medilink_patients", "medilink_triage_visits")
+    for paths, taken in [("models/core/medilink", "models/core/medilink"), ("models/core", "models/core/medilink"),
+                         ("tests/medilink/beds", "tests/medilink")]:
+        with pytest.raises(FamilyError, match=f"other.yml: marts.dbt_paths: {paths!r} overlaps {taken!r} of "
+                                              "medilink.yml; a dbt folder belongs to one family"):
+            families_in(tmp_path, medilink=medilink, other=other.replace("PATHS", paths))
+    assert set(families_in(tmp_path, medilink=medilink, other=other.replace("PATHS", "models/core/medical"))) == {
+        "medilink", "other"}  # a name that merely starts the same is another folder
 
 
 def test_every_family_in_the_repository_names_contracts_of_its_own_folder(tmp_path):
