@@ -161,3 +161,26 @@ def test_the_local_stack_reports_the_families_dags_and_where_their_drops_land(tm
         assert [f.ingest_dag_id for f in families().values()] == ["nhs_beds_ingest"]
     finally:
         get_settings.cache_clear()
+
+
+def test_every_dbt_node_belongs_to_one_family_or_is_shared(dbt_manifest):
+    """Each model, test, unit test, source and exposure of the dbt project is in exactly one family's dbt paths or
+    in the shared ones, so every node has one marts DAG to build it. The claims folders are the claims family's, which is
+    declared with its DAG (issue 15); until then `elt build` builds them, and staging/sources.yml holds their source."""
+    from elt.dbt_plan import in_paths
+    from elt.families import SHARED_DBT_PATHS
+
+    manifest = json.loads(dbt_manifest.read_text())
+    families = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)
+    owners = {**{name: family.marts.dbt_paths for name, family in families.items()}, "shared": SHARED_DBT_PATHS}
+    entries = {**manifest["nodes"], **manifest["sources"], **manifest["unit_tests"], **manifest["exposures"]}
+    nodes = {uid: node for uid, node in entries.items() if node["resource_type"] != "operation"}  # project hooks
+    claims = {uid for uid, node in nodes.items()
+              if "claims" in Path(node["original_file_path"]).parts[:-1]
+              or node["original_file_path"] == "models/staging/sources.yml"}
+    owned = {uid: [name for name, paths in owners.items() if in_paths(node, paths)] for uid, node in nodes.items()}
+    assert {uid: names for uid, names in owned.items() if uid not in claims and len(names) != 1} == {}
+    assert {uid for uid in claims if owned[uid]} == set()  # nobody else's either
+    assert "model.health_warehouse.stg_claims__claims" in claims and "source.health_warehouse.raw.claims" in claims
+    by_owner = {name: {uid for uid, names in owned.items() if names == [name]} for name in owners}
+    assert all(len(by_owner[name]) >= 5 for name in owners), {name: len(uids) for name, uids in by_owner.items()}
