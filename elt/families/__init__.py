@@ -186,6 +186,16 @@ def declared_families(settings) -> dict[str, Family]:
     return load_families(settings.families_dir, load_contracts(settings.contracts_dir))
 
 
+def missing_dbt_paths(families: dict[str, Family], dbt_project_dir: Path) -> list[str]:
+    """What each family declares in `marts.dbt_paths` that is not a folder of the dbt project, as "<file>:
+    marts.dbt_paths: ..." messages. dbt selects nothing by such a path and only warns, so the marts would silently
+    not be built; `elt families` fails on it. (Not checked by load_families: the DAG files read families where no
+    dbt project need be, and a test may point DBT_PROJECT_DIR at a project of its own.)"""
+    return [f"{family.family}.yml: marts.dbt_paths: {path!r} is not a folder of the dbt project {dbt_project_dir}"
+            for family in families.values() for path in family.marts.dbt_paths
+            if not (Path(dbt_project_dir) / path).is_dir()]
+
+
 def family_of(families: dict[str, Family], drop_type: str) -> Family | None:
     """The family a drop type belongs to; None: it loads with `elt ingest` only."""
     return next((family for family in families.values() if drop_type in family.drop_types), None)
