@@ -16,15 +16,15 @@ a checkpoint, and each nightly run after one more day's files are ingested:
   7. `dbt build --full-refresh` on the same data: what every night cost before the facts were incremental.
   8. the nightly as Airflow runs it: the `medilink_marts` DAG under Airflow as ./start.sh runs it (api-server,
      scheduler, dag-processor, triggerer; LocalExecutor), triggered and timed from the trigger to the run's
-     end, against one `dbt build --exclude tag:nhs_beds` (the DAG's selection) in the same run, each after one
+     end, against one `dbt build --select <medilink's dbt paths>` (the DAG's selection) in the same run, each after one
      more day; in alternating order, `--dag-rounds` times each, after one untimed run of the DAG.
 Then, on a second database cloned from the first before any build and given `--history-factor` (4) times the
 days (400 days: 4,000,000 records, 1,200,000 visits, the same patients and the same day's size):
   9. the nightly build after one more day, on today's base and on the long one, interleaved over `--rounds` (3)
      nights each: cost independent of history means the same nightly on both;
   10. the full build (the first build) of the long base, against its nightly.
-Both build what `medilink_marts` builds each night (NIGHTLY_SELECTION: everything but the bed-occupancy models,
-which their own DAG builds after a quarterly workbook).
+Both build what `medilink_marts` builds each night (NIGHTLY_SELECTION: the Medilink family's dbt folders and the
+shared ledger view, as elt/families/medilink.yml declares them).
 Prints the wall times, their ratios to 1, and where the time goes: dbt start-up, then node time per kind of
 node and the slowest nodes (run_results.json; 4 threads, so node times add up to more than the wall time).
 Targets: nightly / full <= 0.15 (issue "large facts are incremental"); issue 14: 8. DAG run / dbt build <= 1.3,
@@ -76,8 +76,8 @@ _airflow_stack = _sibling("airflow_stack")
 AirflowStack, DagRunTimes, python_path = _airflow_stack.AirflowStack, _airflow_stack.DagRunTimes, _airflow_stack.python_path
 
 from elt.config import Settings  # noqa: E402
-from elt.dbt_plan import NIGHTLY_EXCLUDE  # noqa: E402
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, free_port, pg_bin_dir  # noqa: E402
+from elt.families import declared_families  # noqa: E402
 from elt.pipeline import ingest_file, prepare  # noqa: E402
 from elt.transform import parse, run_dbt  # noqa: E402
 
@@ -88,9 +88,8 @@ BUILD_TASK = "dbt_build"  # elt.dbt_watch.BUILD_TASK (not imported: that module 
 LARGE_RELATIONS = ("stg_medilink__medical_records", "stg_medilink__triage_visits", "fct_medical_records",
                    "fct_triage_visits")
 ROW_LEVEL_TESTS = ("not_null", "unique", "accepted_values", "between", "expression_is_true")
-# What medilink_marts builds each night: every model but the bed-occupancy ones (elt/orchestration.py, RenderConfig's
-# exclude; elt.dbt_plan.NIGHTLY_EXCLUDE once issue 14's orchestration change has landed: use that then).
-NIGHTLY_SELECTION = ("--exclude", "tag:nhs_beds")
+# What medilink_marts builds each night: the Medilink family's dbt paths (elt.families.Family.dbt_select()).
+NIGHTLY_SELECTION = ("--select", *declared_families(Settings())["medilink"].dbt_select())
 FIRST_DAY = date(2026, 1, 1)
 FACILITIES = [
     ("General Hospital Ikeja", "Lagos", "Ikeja", "Hospital"), ("Maitama District Hospital", "FCT", "Abuja Municipal", "Hospital"),
@@ -214,8 +213,8 @@ def dag_vs_build(root: Path, postgres: EmbeddedPostgres, s3: LocalS3, settings: 
                 runs.append(checked(stack.run(DAG_ID), stack))
                 print(f"8. {DAG_ID} run: {runs[-1].seconds:.1f} s", flush=True)
             else:
-                builds.append(timed_build(settings, url, target, "build", "--exclude", NIGHTLY_EXCLUDE))
-                print(f"8. dbt build --exclude {NIGHTLY_EXCLUDE}: {builds[-1][0]:.1f} s", flush=True)
+                builds.append(timed_build(settings, url, target, "build", *NIGHTLY_SELECTION))
+                print(f"8. dbt build of {DAG_ID}'s selection: {builds[-1][0]:.1f} s", flush=True)
     finally:
         stack.stop()
     return runs, builds
@@ -244,7 +243,7 @@ def dag_lines(runs: list[DagRunTimes], builds: list[tuple[float, dict]]) -> tupl
                      f"{len(run.tasks)} tasks: {run.states()}")
         lines.append("      CPU seconds from the trigger to the end (includes 0.5 s polling after it): "
                      + ", ".join(f"{name} {seconds:.1f}" for name, seconds in (run.cpu or {}).items()))
-    lines.append(f"   one `dbt build --exclude {NIGHTLY_EXCLUDE}`, same run : {build:7.2f} s  (builds: "
+    lines.append(f"   one `dbt build` of its selection, same run   : {build:7.2f} s  (builds: "
                  + ", ".join(f"{seconds:.2f}" for seconds, _ in builds) + ")")
     lines.append(phases(builds[-1][0], builds[-1][1]))
     return "\n".join(lines), dag / build

@@ -225,15 +225,22 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_families(args: argparse.Namespace) -> int:
     """The source families (FAMILIES_DIR), checked against the contracts; exit 1 naming the file when one is bad."""
     from elt.contracts import ContractError
-    from elt.families import FamilyError, declared_families
+    from elt.families import FamilyError, declared_families, missing_dbt_paths
 
+    settings = get_settings()
     try:
-        families = declared_families(get_settings())
+        families = declared_families(settings)
     except (FamilyError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    missing = missing_dbt_paths(families, settings.dbt_project_dir)
+    for problem in missing:
+        print(f"error: {problem}", file=sys.stderr)
+    if missing:
+        return 1
     rows = [{"family": f.family, "ingest_dag": f.ingest_dag_id, "runs": f.schedule_text(),
-             "drop_types": ", ".join(f.drop_types)} for f in families.values()]
+             "drop_types": ", ".join(f.drop_types), "marts": f.marts.refreshed,
+             "dbt_paths": ", ".join(f.marts.dbt_paths)} for f in families.values()]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:

@@ -1,5 +1,9 @@
-"""What the nightly `dbt build` runs and how medilink_marts shows it: one Airflow task per model, read from
+"""What a family's `dbt build` runs and how its marts DAG shows it: one Airflow task per model, read from
 dbt/target/manifest.json, and the rule by which each task follows the one `dbt build` (docs/decisions/0015).
+
+The build selects the family's dbt folders (elt.families.Family.dbt_select(): `--select path:<folder> ...`); the
+tasks are for the nodes dbt selects that way (`select_paths`), as dbt selects them: a node whose file is in one of
+the folders, and every test on such a node (dbt's default, eager, indirect selection).
 
 The tasks, inside the `dbt` task group:
 * `<model>.run`: the model (and its unit tests, when they run: dbt builds it after them); `<model>_run` when
@@ -18,13 +22,12 @@ Pure: neither Airflow nor dbt is imported here. The DAG file renders from it; th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 GROUP = "dbt"
 SOURCE_TESTS_TASK = "dbt_source_tests"
-NIGHTLY_EXCLUDE = "tag:nhs_beds"  # the bed models are nhs_beds_ingest's to build (one owner per table)
-_EXCLUDED_TAG = NIGHTLY_EXCLUDE.removeprefix("tag:")
 
 # dbt's node statuses, by what they mean to the task that follows the node.
 PASSED = frozenset({"success", "pass", "warn"})  # dbt build lets a warning through to the next model too
@@ -63,23 +66,42 @@ def _node_names(manifest: dict) -> dict[str, str]:
     return names
 
 
-class _Graph:
-    """The manifest's models, tests and sources, with the nightly selection applied."""
+def in_paths(node: dict, paths: Iterable[str]) -> bool:
+    """Whether dbt's `path:` method selects `node` (a manifest entry) by one of `paths` (folders or files relative
+    to the project): its file is one of them or under one, or its properties file is one of them (as
+    dbt.graph.selector_methods.PathSelectorMethod)."""
+    file = node["original_file_path"]
+    patch = (node.get("patch_path") or "").partition("://")[2]
+    return any(file == path or file.startswith(path.rstrip("/") + "/") or patch == path for path in paths)
 
-    def __init__(self, manifest: dict, *, unit_tests: bool):
+
+def selected_by_paths(manifest: dict, paths: Iterable[str]) -> set[str]:
+    """The unique ids `dbt build --select path:<p> ...` selects: the nodes, sources and unit tests in `paths`, and
+    every test and unit test on one of them (dbt's default indirect selection, eager: a test is in when any node
+    it tests is)."""
+    paths = tuple(paths)
+    entries = {**manifest["nodes"], **manifest["sources"], **manifest.get("unit_tests", {})}
+    direct = {uid for uid, node in entries.items() if node["resource_type"] != "operation" and in_paths(node, paths)}
+    tests = {uid for uid, node in entries.items() if node["resource_type"] in ("test", "unit_test")
+             and direct.intersection(node["depends_on"]["nodes"])}
+    return direct | tests
+
+
+class _Graph:
+    """The manifest's models, tests and sources, with the family's selection applied."""
+
+    def __init__(self, manifest: dict, *, select_paths: Iterable[str], unit_tests: bool):
         nodes = manifest["nodes"]
         self.names = _node_names(manifest)
         self.parents = {uid: tuple(node["depends_on"]["nodes"]) for uid, node in nodes.items()}
         self.ephemeral = {uid for uid, node in nodes.items()
                           if node["resource_type"] == "model" and node["config"]["materialized"] == "ephemeral"}
-        excluded = {uid for uid, node in nodes.items() if _EXCLUDED_TAG in node["tags"]}
-        self.models = sorted(uid for uid, node in nodes.items() if node["resource_type"] == "model"
-                             and uid not in excluded and uid not in self.ephemeral)
-        # dbt leaves a test out of the build when a node it tests is left out (indirect selection).
-        self.tests = sorted(uid for uid, node in nodes.items() if node["resource_type"] == "test"
-                            and uid not in excluded and not excluded.intersection(self.parents[uid]))
+        selected = selected_by_paths(manifest, select_paths)
+        self.models = sorted(uid for uid in selected
+                             if uid in nodes and nodes[uid]["resource_type"] == "model" and uid not in self.ephemeral)
+        self.tests = sorted(uid for uid in selected if uid in nodes and nodes[uid]["resource_type"] == "test")
         self.unit_tests = {uid: test["depends_on"]["nodes"][0] for uid, test in manifest.get("unit_tests", {}).items()
-                           if unit_tests and test["depends_on"]["nodes"][0] in self.models}
+                           if unit_tests and uid in selected}
         self._ancestors: dict[str, frozenset[str]] = {}
 
     def model_parents(self, uid: str) -> list[str]:
@@ -109,10 +131,10 @@ class _Graph:
         return self._ancestors[uid]
 
 
-def watch_tasks(manifest_file: Path, *, unit_tests: bool = False) -> list[WatchTask]:
-    """The medilink_marts tasks for the models and tests that `dbt build --exclude tag:nhs_beds` runs, in an
-    order in which every task comes after its upstream tasks."""
-    graph = _Graph(json.loads(Path(manifest_file).read_text()), unit_tests=unit_tests)
+def watch_tasks(manifest_file: Path, *, select_paths: Iterable[str], unit_tests: bool = False) -> list[WatchTask]:
+    """A marts DAG's tasks for the models and tests that `dbt build --select path:<p> ...` (`select_paths`: a
+    family's dbt paths) runs, in an order in which every task comes after its upstream tasks."""
+    graph = _Graph(json.loads(Path(manifest_file).read_text()), select_paths=select_paths, unit_tests=unit_tests)
     single: dict[str, list[str]] = {}  # model -> the tests on it alone
     several: dict[str, list[str]] = {}  # test on several nodes -> its model parents
     on_sources: list[str] = []

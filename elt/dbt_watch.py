@@ -1,12 +1,12 @@
-"""The nightly `dbt build` in one task, and one task per model that follows it (docs/decisions/0015).
+"""A family's `dbt build` in one task, and one task per model that follows it (docs/decisions/0015).
 
-`DbtBuild` runs `dbt build` of the nightly selection once, in its task's process, and publishes each node's
-result as dbt finishes it: the XCom `dbt_results`, {unique id: [status, message]}, the message only for a node
-that failed and without a refused row's values. Each `DbtNodeTask` (elt.dbt_plan.WatchTask) follows its nodes
-by elt.dbt_plan.follow. It starts in the triggerer (`start_from_trigger`): while it waits, and when it ends in
-success or skipped, no worker process is started for it. A failure, and a re-run of its nodes alone, resume on
-a worker: there dbt's message becomes the task's error and the retry policy applies (a test is never retried, a
-model only when dbt lost its connection).
+`DbtBuild` runs `dbt build` of the family's selection (its dbt paths, elt.families.Family.dbt_select()) once, in
+its task's process, and publishes each node's result as dbt finishes it: the XCom `dbt_results`, {unique id:
+[status, message]}, the message only for a node that failed and without a refused row's values. Each
+`DbtNodeTask` (elt.dbt_plan.WatchTask) follows its nodes by elt.dbt_plan.follow. It starts in the triggerer
+(`start_from_trigger`): while it waits, and when it ends in success or skipped, no worker process is started
+for it. A failure, and a re-run of its nodes alone, resume on a worker: there dbt's message becomes the task's
+error and the retry policy applies (a test is never retried, a model only when dbt lost its connection).
 
 Every task of the run waits in the triggerer from the start (trigger rule `always`), so the model tasks finish
 as dbt finishes their models instead of one scheduler round trip after another; the order of a re-run, which
@@ -39,7 +39,7 @@ from airflow.triggers.base import (
     TriggerEvent,
 )
 
-from elt.dbt_plan import FAILED, NIGHTLY_EXCLUDE, PASSED, Decision, WatchTask, all_finished, follow
+from elt.dbt_plan import FAILED, PASSED, Decision, WatchTask, all_finished, follow
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ class _Publisher:
 
 
 class DbtBuild(BaseOperator):
-    """`dbt build --exclude tag:nhs_beds` (with `--full-refresh` when the run asks for it) in this task's process.
+    """`dbt build --select <select>` (a family's dbt paths, `path:...`; with `--full-refresh` when the run asks for
+    it) in this task's process.
 
     It runs once per run and is never retried: if it fails or dies, each model task runs its own model instead
     (elt.dbt_plan.follow). It succeeds when dbt ran to the end, whatever the nodes' results: a failed model or
@@ -159,10 +160,10 @@ class DbtBuild(BaseOperator):
 
     ui_color = "#d7e7f7"
 
-    def __init__(self, *, exclude: str = NIGHTLY_EXCLUDE, **kwargs):
+    def __init__(self, *, select: list[str], **kwargs):
         kwargs["retries"] = 0
         super().__init__(**kwargs)
-        self.exclude = exclude
+        self.select = list(select)
 
     def execute(self, context):
         from elt.config import get_settings
@@ -176,7 +177,7 @@ class DbtBuild(BaseOperator):
         settings = get_settings()
         _prepare(settings)
         full_refresh = full_refresh_requested(context)
-        args = ["build", "--exclude", self.exclude, *(["--full-refresh"] if full_refresh else [])]
+        args = ["build", "--select", *self.select, *(["--full-refresh"] if full_refresh else [])]
         log.info("dbt %s (%s)", " ".join(args), "full refresh" if full_refresh else "incremental models: new rows only")
         publisher = _Publisher(ti)
         result = None

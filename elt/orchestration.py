@@ -36,13 +36,19 @@ DEFAULT_ARGS = {
 }
 
 
-def family(name: str):
+def family(name: str, *, with_contracts: bool = True):
     """Source family `name` as declared in elt/families (FAMILIES_DIR), checked against the contracts: an ingest DAG
-    file takes its dag_id and schedule from it when it is parsed (a few small YAML files)."""
+    file takes its dag_id and schedule from it when it is parsed (a few small YAML files). `with_contracts=False`
+    reads the family's own file only (its dbt paths), not the contracts: the marts DAG, which the dag-processor
+    parses about once a second while its tasks finish (decision 0015), needs nothing else, and reading every
+    contract costs ten times as much."""
     from elt.config import get_settings
-    from elt.families import declared_families
+    from elt.families import declared_families, load_family
 
-    return declared_families(get_settings())[name]
+    settings = get_settings()
+    if not with_contracts:
+        return load_family(settings.families_dir / f"{name}.yml")
+    return declared_families(settings)[name]
 
 
 def medilink_raw_asset():
@@ -109,10 +115,11 @@ def fail_the_run_if_a_load_failed(loads) -> None:
     loads >> EmptyOperator(task_id="all_loads_succeeded", doc_md=fail_the_run_if_a_load_failed.__doc__)
 
 
-def build_models(select: str | None = None, *, exclude: str | None = None, full_refresh: bool = False,
+def build_models(select: str | list[str] | None = None, *, exclude: str | None = None, full_refresh: bool = False,
                  settings=None) -> None:
-    """`dbt build --select <select> --exclude <exclude>` in one task. Retried only when dbt lost or was refused its
-    connection: a failed test or a broken model gives the same answer again."""
+    """`dbt build --select <select> --exclude <exclude>` in one task (`select`: one selector, or a family's
+    `dbt_select()`). Retried only when dbt lost or was refused its connection: a failed test or a broken model
+    gives the same answer again."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from elt.runs import is_transient_message
@@ -195,20 +202,22 @@ def full_refresh_requested(context) -> bool:
     return any((event.extra or {}).get("full_refresh") for asset in events for event in events[asset])
 
 
-def dbt_tasks(settings) -> None:
-    """`dbt_build` (one `dbt build` of the nightly selection) and the tasks that follow it, one per model, its tests,
-    each test on several models and the tests on sources (elt.dbt_plan, elt.dbt_watch; docs/decisions/0015), and
-    `all_dbt_tasks_succeeded`, which fails the run when any of them failed."""
+def dbt_tasks(settings, family) -> None:
+    """`dbt_build` (one `dbt build` of the family's dbt paths, elt.families.Family.dbt_select()) and the tasks that
+    follow it, one per model, its tests, each test on several models and the tests on sources (elt.dbt_plan,
+    elt.dbt_watch; docs/decisions/0015), and `all_dbt_tasks_succeeded`, which fails the run when any of them
+    failed."""
     from airflow.sdk import TaskGroup
 
     from elt.dbt_plan import WatchTask, node_name, watch_tasks
     from elt.dbt_watch import BUILD_TASK, GATE_TASK, DbtBuild, DbtNodeTask
     from elt.transform import manifest_path
 
-    DbtBuild(task_id=BUILD_TASK, doc_md=DbtBuild.__doc__)  # no edges: every task follows it from the start
+    # No edges: every task follows it from the start.
+    DbtBuild(task_id=BUILD_TASK, select=family.dbt_select(), doc_md=DbtBuild.__doc__)
     groups: dict[tuple[str, ...], TaskGroup] = {}
     tasks = {}
-    plan = watch_tasks(manifest_path(settings), unit_tests=settings.dbt_unit_tests)
+    plan = watch_tasks(manifest_path(settings), select_paths=family.dbt_paths, unit_tests=settings.dbt_unit_tests)
     for watch in plan:
         for depth in range(1, len(watch.group) + 1):
             path = watch.group[:depth]

@@ -149,14 +149,15 @@ def failure_summary(lines: list[str], keep: int = FAILURE_LINES) -> str:
     return "\n".join(kept)
 
 
-def build(*, full_refresh: bool = False, select: str | None = None, exclude: str | None = None,
+def build(*, full_refresh: bool = False, select: str | list[str] | None = None, exclude: str | None = None,
           settings: Settings | None = None) -> list[str]:
-    """`dbt build`: models, then their tests; a failing test stops the models downstream of it."""
+    """`dbt build`: models, then their tests; a failing test stops the models downstream of it. `select` is one
+    selector or several (a family's `dbt_select()`: their union)."""
     args = ["build"]
     if full_refresh:
         args.append("--full-refresh")
     if select:
-        args += ["--select", select]
+        args += ["--select", *([select] if isinstance(select, str) else select)]
     if exclude:
         args += ["--exclude", exclude]
     return run_dbt(args, settings=settings)
@@ -187,8 +188,10 @@ def parse(*, settings: Settings | None = None) -> Path:
 
 
 def manifest_problem(settings: Settings) -> str | None:
-    """Why target/manifest.json cannot be trusted to describe the project (missing, or older than a project file);
-    None when it is current. Only file times are compared: cheap enough for Airflow's DAG parsing."""
+    """Why target/manifest.json cannot be trusted to describe the project (missing, or older than a project file or
+    folder); None when it is current. Only modification times are compared: cheap enough for Airflow's DAG parsing.
+    A folder's time changes when a file is added to it, moved out of it or removed, which a moved model's own file
+    time does not show (and the families select dbt nodes by their folders)."""
     manifest = manifest_path(settings)
     if not manifest.exists():
         return f"{manifest} does not exist"
@@ -196,7 +199,8 @@ def manifest_problem(settings: Settings) -> str | None:
     project = Path(settings.dbt_project_dir)
     for name in _PROJECT_INPUTS:
         top = project / name
-        for path in [top] if top.is_file() else top.rglob("*") if top.is_dir() else []:
-            if path.is_file() and path.stat().st_mtime > built:
-                return f"{manifest} is older than {path.relative_to(project)}"
+        for path in [top] if top.is_file() else [top, *top.rglob("*")] if top.is_dir() else []:
+            if path.stat().st_mtime > built:
+                what = "" if path.is_file() else " (a file added, moved or removed there)"
+                return f"{manifest} is older than {path.relative_to(project)}{what}"
     return None

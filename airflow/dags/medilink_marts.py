@@ -4,7 +4,9 @@ Scheduled on the `medilink_raw` asset, which `medilink_ingest` emits after a run
 file; it can also be triggered by hand ("Trigger DAG w/ config"), with `full_refresh` to rebuild the
 incremental marts from scratch.
 
-`dbt_build` runs `dbt build` of every Medilink model and test once (the bed models are nhs_beds_ingest's). The
+`dbt_build` runs `dbt build` of the Medilink family's dbt folders once (`marts.dbt_paths` in
+elt/families/medilink.yml, with the shared models/staging/ops: `--select path:...`; the bed models are
+nhs_beds_ingest's, the claims staging view `elt build`'s until the claims family lands). The
 `dbt` task group has a task per model, `<model>.run`, then `<model>.test` (its tests); a test on several models
 (relationships, reconciliations) is a task of its own, and `dbt_source_tests` holds the tests on sources. Those
 tasks follow the build: each ends as dbt finishes its nodes, without a worker process of its own. A failing test
@@ -23,9 +25,17 @@ import logging
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from elt.orchestration import DEFAULT_ARGS, dbt_tasks, medilink_raw_ref, on_run_finished, on_task_failure
+from elt.orchestration import (
+    DEFAULT_ARGS,
+    dbt_tasks,
+    family,
+    medilink_raw_ref,
+    on_run_finished,
+    on_task_failure,
+)
 
 log = logging.getLogger(__name__)
+MEDILINK = family("medilink", with_contracts=False)  # its dbt paths; parsed often: its file only
 
 
 @dag(
@@ -50,17 +60,16 @@ def medilink_marts():
     settings = Settings()  # only where the dbt project is and its target: no connection is made here
     problem = manifest_problem(settings)
     if problem is None:
-        dbt_tasks(settings)
+        dbt_tasks(settings, MEDILINK)
         return
 
     log.warning("medilink_marts renders one dbt build task, not one task per model: %s (run `elt parse`)", problem)
 
     @task(doc_md=f"`dbt build` in one task, because {problem}. Run `elt parse` to get one task per model.")
     def build_marts(**context) -> None:
-        from elt.dbt_plan import NIGHTLY_EXCLUDE
         from elt.orchestration import build_models, full_refresh_requested
 
-        build_models(exclude=NIGHTLY_EXCLUDE, full_refresh=full_refresh_requested(context))
+        build_models(MEDILINK.dbt_select(), full_refresh=full_refresh_requested(context))
 
     build_marts()
 

@@ -11,11 +11,12 @@ w/ config" in the UI takes:
 
 `discover` lists the waiting workbooks, `load` runs once per workbook (the KH03 reader checks the whole
 workbook: periods, totals, the England row, % occupied; a workbook that fails is quarantined under
-`nhs/kh03/quarantine/` with a `.error.json` saying why), and `build_marts` runs `dbt build --select
-tag:nhs_beds` (staging, core and analytics models of the beds, and their tests) when a workbook loaded. So
-one run of this DAG takes a workbook all the way to the API: its state is what `GET /api/v1/runs/<run_id>`
-reports. A revised workbook for a quarter supersedes the earlier one (history kept in raw and the ledger).
-The medilink DAGs never build these models, so two DAGs never write the same table at once.
+`nhs/kh03/quarantine/` with a `.error.json` saying why), and `build_marts` runs `dbt build` of the family's dbt
+folders (`marts.dbt_paths` in elt/families/nhs_beds.yml: staging, core and analytics models of the beds and
+their tests, with the shared models/staging/ops) when a workbook loaded. So one run of this DAG takes a workbook
+all the way to the API: its state is what `GET /api/v1/runs/<run_id>` reports. A revised workbook for a quarter
+supersedes the earlier one (history kept in raw and the ledger). The medilink DAGs never build these models;
+the ledger's view in models/staging/ops is every family's.
 
 One workbook's failed load never holds back the others: `build_marts` runs once every load has finished
 and builds what loaded; `all_loads_succeeded` then ends `upstream_failed`, so the run is marked failed.
@@ -36,7 +37,6 @@ from elt.orchestration import (
 )
 
 log = logging.getLogger(__name__)
-BEDS_MODELS = "tag:nhs_beds"
 NHS_BEDS = family("nhs_beds")
 
 
@@ -87,8 +87,8 @@ def nhs_beds_ingest():
             raise AirflowSkipException(f"dry run, nothing built: {summary}")
         if not summary.get("loaded") and not params["rebuild_marts"]:
             raise AirflowSkipException(f"no new workbook loaded, the bed marts stay as they are: {summary}")
-        log.info("loads: %s; building %s", summary, BEDS_MODELS)
-        build_models(BEDS_MODELS)
+        log.info("loads: %s; building %s", summary, " ".join(NHS_BEDS.dbt_select()))
+        build_models(NHS_BEDS.dbt_select())
         return summary
 
     loads = load.expand(key=discover())

@@ -10,6 +10,14 @@ import pytest
 DAGS = Path(__file__).resolve().parents[2] / "airflow" / "dags"
 
 
+def _families() -> dict:
+    from elt.config import REPO_ROOT
+    from elt.contracts import load_contracts
+    from elt.families import load_families
+
+    return load_families(REPO_ROOT / "elt" / "families", load_contracts(REPO_ROOT / "elt" / "contracts"))
+
+
 @pytest.fixture(scope="module")
 def dagbag(airflow_home):
     from airflow.dag_processing.dagbag import DagBag
@@ -59,11 +67,7 @@ def test_ingest_runs_at_two_utc_and_can_be_triggered_with_a_form(dagbag):
 
 
 def test_every_source_family_has_its_ingest_dag_on_its_declared_schedule(dagbag):
-    from elt.config import REPO_ROOT
-    from elt.contracts import load_contracts
-    from elt.families import load_families
-
-    families = load_families(REPO_ROOT / "elt" / "families", load_contracts(REPO_ROOT / "elt" / "contracts"))
+    families = _families()
     assert {"medilink", "nhs_beds"} <= set(families)
     for family in families.values():
         dag = dagbag.dags[family.ingest_dag_id]
@@ -103,16 +107,29 @@ def test_the_marts_rebuild_when_ingest_publishes_new_raw_data(dagbag):
 def test_every_dbt_model_is_its_own_run_and_test_task(dagbag, dbt_manifest):
     import json
 
+    from elt.dbt_plan import in_paths
+
     manifest = json.loads(dbt_manifest.read_text())
     models = {node["name"] for node in manifest["nodes"].values()
               if node["resource_type"] == "model" and node["config"]["materialized"] != "ephemeral"
-              and "nhs_beds" not in node["tags"]}
+              and in_paths(node, _families()["medilink"].dbt_paths)}
     assert len(models) >= 12
     task_ids = set(dagbag.dags["medilink_marts"].task_ids)
     # A model with tests is a group of `run` and `test`; one without is a single `<model>_run` task.
     assert all(f"dbt.{m}.run" in task_ids or f"dbt.{m}_run" in task_ids for m in models), sorted(task_ids)
     assert {f"dbt.{m}.test" for m in models if m.startswith("stg_medilink")} <= task_ids
     assert "dbt_source_tests" in task_ids
+
+
+def test_medilink_marts_builds_its_familys_dbt_paths(dagbag):
+    """medilink_marts's one `dbt build` selects its family's dbt folders and the shared ones, as the family declares
+    them (nhs_beds_ingest's build: tests/e2e/test_beds_e2e.py)."""
+    from elt.dbt_watch import BUILD_TASK
+
+    medilink = _families()["medilink"]
+    assert dagbag.dags["medilink_marts"].get_task(BUILD_TASK).select == medilink.dbt_select() == [
+        "path:models/staging/medilink", "path:models/core/medilink", "path:models/clinical/medilink",
+        "path:models/analytics/medilink", "path:tests/medilink", "path:models/staging/ops"]
 
 
 def test_the_dbt_tasks_follow_one_build_from_the_start_of_the_run(dagbag):
@@ -133,10 +150,12 @@ def test_the_dbt_tasks_follow_one_build_from_the_start_of_the_run(dagbag):
 def test_bed_models_are_built_by_nhs_beds_ingest_only(dagbag, dbt_manifest):
     import json
 
+    from elt.dbt_plan import in_paths
+
     manifest = json.loads(dbt_manifest.read_text())
     beds = {node["name"] for node in manifest["nodes"].values()
-            if node["resource_type"] == "model" and "nhs_beds" in node["tags"]}
-    assert {"fct_bed_occupancy", "bed_occupancy_trends", "bed_occupancy_national"} <= beds
+            if node["resource_type"] == "model" and in_paths(node, _families()["nhs_beds"].marts.dbt_paths)}
+    assert {"fct_bed_occupancy", "bed_occupancy_trends", "bed_occupancy_national", "stg_nhs__kh03_specialty"} <= beds
     marts_tasks = " ".join(dagbag.dags["medilink_marts"].task_ids)
     assert not [model for model in beds if f"dbt.{model}" in marts_tasks]
 

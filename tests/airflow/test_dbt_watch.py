@@ -1,5 +1,6 @@
 """medilink_marts's one `dbt build` and the tasks that follow it (elt.dbt_watch), under dag.test() with real dbt on
-the test's Postgres, on a tiny dbt project rendered by the real DAG file: a -> b -> c (a tested), and d apart.
+the test's Postgres, on a tiny dbt project rendered by the real DAG file: a -> b -> c (a tested), and d apart, in
+models/tiny, which the medilink family declares as its dbt path here (FAMILIES_DIR).
 
 dag.test() has no triggerer: each task decides in its own process and reschedules itself while it waits. The
 real scheduler's path, through the triggerer, is the last test here.
@@ -7,6 +8,7 @@ real scheduler's path, through the triggerer, is the last test here.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -19,22 +21,39 @@ PROFILES = Path(__file__).resolve().parents[2] / "dbt" / "profiles.yml"
 TINY_PROJECT = {
     "dbt_project.yml": 'name: tiny\nversion: "1.0"\nconfig-version: 2\nprofile: health_warehouse\n'
                        'model-paths: ["models"]\nmodels:\n  tiny:\n    +materialized: table\n',
-    "models/sources.yml": "version: 2\nsources:\n  - name: fx\n    schema: raw\n    tables:\n      - name: tiny_items\n"
-                          "      - name: tiny_people\n",
-    "models/a.sql": "select id, label, clock_timestamp() as built_at from {{ source('fx', 'tiny_items') }}",
-    "models/b.sql": "select id, label, clock_timestamp() as built_at from {{ ref('a') }}",
-    "models/c.sql": "select id, clock_timestamp() as built_at from {{ ref('b') }}",
-    "models/d.sql": "select 1 as id, clock_timestamp() as built_at",
-    # nhs_beds_ingest's to build: never a task of medilink_marts, never in its build.
-    "models/beds.sql": "{{ config(tags=['nhs_beds']) }} select 1 as id, clock_timestamp() as built_at",
+    "models/tiny/sources.yml": "version: 2\nsources:\n  - name: fx\n    schema: raw\n    tables:\n"
+                               "      - name: tiny_items\n      - name: tiny_people\n",
+    "models/tiny/a.sql": "select id, label, clock_timestamp() as built_at from {{ source('fx', 'tiny_items') }}",
+    "models/tiny/b.sql": "select id, label, clock_timestamp() as built_at from {{ ref('a') }}",
+    "models/tiny/c.sql": "select id, clock_timestamp() as built_at from {{ ref('b') }}",
+    "models/tiny/d.sql": "select 1 as id, clock_timestamp() as built_at",
+    # Another family's folder: never a task of medilink_marts, never in its build.
+    "models/beds/beds.sql": "select 1 as id, clock_timestamp() as built_at",
     # A contract Postgres enforces: a refused row comes back on Postgres's DETAIL line, values and all.
-    "models/people.sql": "select name, phone from {{ source('fx', 'tiny_people') }}",
-    "models/schema.yml": "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: label\n"
-                         "        data_tests: [not_null]\n  - name: d\n    columns:\n      - name: id\n"
-                         "        data_tests: [unique]\n  - name: people\n    config:\n      contract: {enforced: true}\n"
-                         "    columns:\n      - name: name\n        data_type: text\n      - name: phone\n"
-                         "        data_type: text\n        constraints: [{type: not_null}]\n",
+    "models/tiny/people.sql": "select name, phone from {{ source('fx', 'tiny_people') }}",
+    "models/tiny/schema.yml": "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: label\n"
+                              "        data_tests: [not_null]\n  - name: d\n    columns:\n      - name: id\n"
+                              "        data_tests: [unique]\n  - name: people\n    config:\n"
+                              "      contract: {enforced: true}\n    columns:\n      - name: name\n"
+                              "        data_type: text\n      - name: phone\n        data_type: text\n"
+                              "        constraints: [{type: not_null}]\n",
 }
+# The families the DAG file reads: medilink's marts are the tiny project's models/tiny, nhs_beds's its models/beds.
+TINY_PATHS = {"medilink": ["models/tiny"], "nhs_beds": ["models/beds"]}
+
+
+def _tiny_families(directory: Path) -> Path:
+    """Copies of the repository's families, with the tiny project's folders as their dbt paths."""
+    import yaml
+
+    from elt.config import REPO_ROOT
+
+    directory.mkdir()
+    for name, paths in TINY_PATHS.items():
+        declared = yaml.safe_load((REPO_ROOT / "elt" / "families" / f"{name}.yml").read_text())
+        declared["marts"]["dbt_paths"] = paths
+        (directory / f"{name}.yml").write_text(yaml.safe_dump(declared))
+    return directory
 
 
 @pytest.fixture
@@ -55,6 +74,7 @@ def tiny(settings, db, tmp_path, airflow_home, monkeypatch):
     parse(settings=tiny_settings)
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     monkeypatch.setenv("DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("FAMILIES_DIR", str(_tiny_families(tmp_path / "families")))
     get_settings.cache_clear()
     yield tiny_settings
     get_settings.cache_clear()
@@ -149,7 +169,7 @@ def test_a_failing_test_fails_its_own_task_and_skips_only_the_models_downstream(
 def test_when_the_build_dies_each_task_builds_its_own_model_in_dbts_order(tiny, db):
     db.execute("insert into raw.tiny_items values (1, 'one'), (2, 'two')")
     dag = _dag()
-    dag.get_task("dbt_build").exclude = "no_such_method:x"  # dbt refuses to start: no result for any node
+    dag.get_task("dbt_build").select = ["no_such_method:x"]  # dbt refuses to start: no result for any node
 
     run = dag.test()
 
@@ -243,7 +263,7 @@ def test_a_killed_build_leaves_its_finished_models_and_the_tasks_build_the_rest_
     built_by_the_build = {}
 
     def dies_after_a(self, context):
-        self.exclude = f"{self.exclude} b c d people"  # the build got as far as a and its test
+        self.select = ["a"]  # the build got as far as a and its test
         build(self, context)
         built_by_the_build.update({table: _built_at(db, table) for table in "abcd"})
         raise SystemExit("killed")  # what a killed worker leaves: the task failed, the results published so far
@@ -346,7 +366,7 @@ def test_under_the_scheduler_the_tasks_follow_the_build_from_the_triggerer(tiny,
     root = tmp_path / "stack"
     stack = AirflowStack(root, _Server(pg_server_url), [DAG_FILE],
                          {"DATABASE_URL": tiny.database_url, "DBT_PROJECT_DIR": str(tiny.dbt_project_dir),
-                          "PYTHONPATH": python_path()})
+                          "FAMILIES_DIR": os.environ["FAMILIES_DIR"], "PYTHONPATH": python_path()})
     stack.start()
     try:
         stack.wait_for_dag("medilink_marts")

@@ -47,6 +47,7 @@ def beds(pg_server_url, s3_endpoint_url, warehouse_template, dbt_manifest):
     import boto3
 
     from elt.config import Settings
+    from elt.families import declared_families
     from elt.pipeline import discover_new_files, ingest_file
     from elt.transform import build
 
@@ -62,7 +63,7 @@ def beds(pg_server_url, s3_endpoint_url, warehouse_template, dbt_manifest):
         store.put(f"nhs/kh03/Beds-Open-Overnight-Web_File-Q{quarter}-{year}.xlsx", build_kh03(spec))
     outcomes = [ingest_file(key, settings=settings) for key in discover_new_files("nhs", settings=settings)]
     assert [o.status for o in outcomes] == ["loaded"] * 3, [o.error for o in outcomes]
-    build(select="tag:nhs_beds", settings=settings)
+    build(select=declared_families(settings)["nhs_beds"].dbt_select(), settings=settings)
     client = create_app(ApiSettings(database_url=url, rate_limit="")).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(url, "beds tests", "analyst")
     yield client, settings

@@ -1,9 +1,10 @@
 """The KH03 bed-occupancy marts built from real NHS England workbooks through the real loader.
 
 Q1 and Q2 2020-21 (both with every sheet) and Q3 2025-26 (only the `Region by Sector` sheet survives) are
-loaded by `elt.pipeline.ingest_file`, then `dbt build --select tag:nhs_beds` builds the staging views, the core
-tables and the four analytics marts, with their tests. Every expected figure is worked out here from the
-workbook's cells, read with openpyxl (not the project's reader): never taken from the output under test.
+loaded by `elt.pipeline.ingest_file`, then `dbt build` of the nhs_beds family's dbt paths (as nhs_beds_ingest
+runs it) builds the staging views, the core tables and the four analytics marts, with their tests. Every
+expected figure is worked out here from the workbook's cells, read with openpyxl (not the project's reader):
+never taken from the output under test.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import openpyxl
 import psycopg
 import pytest
 
+from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.conftest import create_database, drop_database, shared_data
@@ -97,7 +99,8 @@ def query(settings, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def build_beds(settings, target_path: Path) -> None:
-    run_dbt(["build", "--select", "tag:nhs_beds", "--target-path", str(target_path)], settings=settings)
+    run_dbt(["build", "--select", *declared_families(settings)["nhs_beds"].dbt_select(), "--target-path",
+             str(target_path)], settings=settings)
 
 
 @pytest.fixture(scope="module")

@@ -158,13 +158,18 @@ def test_drops_in_s3_reach_the_marts_and_the_api_through_both_dags(settings, sto
 
 
 def nightly_models(manifest_file: Path) -> dict[str, bool]:
-    """The models medilink_marts builds (all but the bed models, nhs_beds_ingest's), read from dbt's manifest:
+    """The models medilink_marts builds (those in the Medilink family's dbt paths), read from dbt's manifest:
     {name: whether a test is on that model alone}."""
     import json
 
+    from elt.config import Settings
+    from elt.dbt_plan import in_paths
+    from elt.families import declared_families
+
+    paths = declared_families(Settings())["medilink"].dbt_paths
     nodes = json.loads(manifest_file.read_text())["nodes"]
     models = {uid: node["name"] for uid, node in nodes.items() if node["resource_type"] == "model"
-              and "nhs_beds" not in node["tags"] and node["config"]["materialized"] != "ephemeral"}
+              and in_paths(node, paths) and node["config"]["materialized"] != "ephemeral"}
     tested = {node["depends_on"]["nodes"][0] for node in nodes.values()
               if node["resource_type"] == "test" and len(node["depends_on"]["nodes"]) == 1}
     return {name: uid in tested for uid, name in models.items()}

@@ -18,6 +18,7 @@ MEDILINK = """family: medilink
 description: Medilink clinic exports.
 drop_types: [medilink_facilities, medilink_patients]
 ingest: {daily_at: "02:15"}
+marts: {dbt_paths: [models/core/medilink, tests/medilink]}
 """
 
 
@@ -36,6 +37,21 @@ def test_the_repository_families_load_with_their_dags_and_schedules():
     assert family_of(families, "medilink_triage_visits").family == "medilink"
     assert family_of(families, "nhs_kh03_overnight").family == "nhs_beds"
     assert family_of(families, "claims") is None  # loads with `elt ingest` until its DAG lands (issue 15)
+    assert families["nhs_beds"].dbt_select() == [
+        "path:models/staging/nhs", "path:models/core/beds", "path:models/analytics/beds", "path:tests/nhs_beds",
+        "path:models/staging/ops"]  # its own folders, then the shared ledger view
+    assert (families["medilink"].marts.refreshed, families["nhs_beds"].marts.refreshed) == ("nightly", "on_arrival")
+
+
+def test_every_declared_dbt_path_is_a_folder_of_the_dbt_project():
+    """dbt selects nothing by a path that does not exist (and says so only in a warning): a misspelt folder would
+    leave a family's marts unbuilt."""
+    from elt.families import missing_dbt_paths
+
+    families = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)
+    assert sum(len(family.dbt_paths) for family in families.values()) >= 9
+    assert missing_dbt_paths(families, REPO_ROOT / "dbt") == []
+    assert missing_dbt_paths(families, REPO_ROOT / "elt") != []  # not vacuous: another folder lacks them
 
 
 def test_a_family_without_a_time_has_no_schedule(tmp_path):
@@ -58,6 +74,13 @@ def test_a_family_without_a_time_has_no_schedule(tmp_path):
     (MEDILINK + "api: {modules: [backend.api.beds, backend.api.beds]}\n", "a module is named twice"),
     (MEDILINK + "api: {paths: [/facilities]}\n", "api.paths"),
     ("family: medilink\n", "description"),
+    (MEDILINK.replace("marts: {dbt_paths: [models/core/medilink, tests/medilink]}\n", ""), "marts"),
+    (MEDILINK.replace("tests/medilink", "models/core/medilink"), "listed twice"),
+    (MEDILINK.replace("tests/medilink", "models/staging"), "overlaps the shared dbt paths"),  # above models/staging/ops
+    (MEDILINK.replace("tests/medilink", "models/staging/ops/medilink"), "overlaps the shared dbt paths"),
+    *[(MEDILINK.replace("tests/medilink", bad), "not a folder of the dbt project")
+      for bad in ("../tests", "/dbt/tests", "tests/", "tests/*", "./tests", "tests//medilink")],
+    (MEDILINK.replace("tests/medilink]}", "tests/medilink], refreshed: hourly}"), "refreshed"),
 ])
 def test_a_bad_declaration_is_refused_naming_its_file_and_field(tmp_path, text, says):
     with pytest.raises(FamilyError) as refused:
@@ -81,11 +104,23 @@ def test_the_repository_families_name_their_api_modules_and_prefix():
 
 @pytest.mark.parametrize(("prefix", "other"), [("/beds", "/beds"), ("/beds/kh03", "/beds"), ("/beds", "/beds/kh03")])
 def test_two_families_api_prefixes_may_not_overlap(tmp_path, prefix, other):
-    beds = f"family: beds\ndescription: Beds.\ndrop_types: [nhs_kh03_overnight]\napi: {{prefix: {prefix}}}\n"
+    beds = (f"family: beds\ndescription: Beds.\ndrop_types: [nhs_kh03_overnight]\nmarts: {{dbt_paths: [models/beds]}}\n"
+            f"api: {{prefix: {prefix}}}\n")
     with pytest.raises(FamilyError, match=f"medilink.yml: api.prefix: '{other}' overlaps '{prefix}' of beds.yml"):
         families_in(tmp_path, beds=beds, medilink=MEDILINK + f"api: {{prefix: {other}}}\n")
     assert families_in(tmp_path, beds=beds, medilink=MEDILINK + "api: {prefix: /bedside}\n")["medilink"].api.prefix \
         == "/bedside"  # a prefix is whole segments: /bedside is not under /beds
+def test_a_dbt_folder_belongs_to_one_family(tmp_path):
+    other = MEDILINK.replace("family: medilink", "family: other").replace("medilink_facilities, ", "").replace(
+        "medilink_patients", "nhs_kh03_overnight").replace("[models/core/medilink, tests/medilink]", "[PATHS]")
+    medilink = MEDILINK.replace("medilink_patients", "medilink_triage_visits")
+    for paths, taken in [("models/core/medilink", "models/core/medilink"), ("models/core", "models/core/medilink"),
+                         ("tests/medilink/beds", "tests/medilink")]:
+        with pytest.raises(FamilyError, match=f"other.yml: marts.dbt_paths: {paths!r} overlaps {taken!r} of "
+                                              "medilink.yml; a dbt folder belongs to one family"):
+            families_in(tmp_path, medilink=medilink, other=other.replace("PATHS", paths))
+    assert set(families_in(tmp_path, medilink=medilink, other=other.replace("PATHS", "models/core/medical"))) == {
+        "medilink", "other"}  # a name that merely starts the same is another folder
 
 
 def test_every_family_in_the_repository_names_contracts_of_its_own_folder(tmp_path):
@@ -111,9 +146,14 @@ def test_elt_families_lists_them_and_says_which_file_is_wrong(tmp_path, monkeypa
 
     code, out, _ = run("--format", "json")
     assert code == 0
-    assert [(row["family"], row["ingest_dag"], row["runs"]) for row in json.loads(out)] == [
-        ("medilink", "medilink_ingest", "02:00 UTC"), ("nhs_beds", "nhs_beds_ingest", "02:30 UTC")]
+    assert [(row["family"], row["ingest_dag"], row["runs"], row["marts"]) for row in json.loads(out)] == [
+        ("medilink", "medilink_ingest", "02:00 UTC", "nightly"), ("nhs_beds", "nhs_beds_ingest", "02:30 UTC",
+                                                                  "on_arrival")]
+    assert json.loads(out)[1]["dbt_paths"] == "models/staging/nhs, models/core/beds, models/analytics/beds, tests/nhs_beds"
     monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
+    (tmp_path / "medilink.yml").write_text(MEDILINK.replace("tests/medilink", "tests/medilnk"))
+    code, _, err = run()
+    assert code == 1 and err.startswith("error: medilink.yml: marts.dbt_paths: 'tests/medilnk' is not a folder of")
     (tmp_path / "medilink.yml").write_text(MEDILINK.replace('"02:15"', "12:30"))
     code, _, err = run()
     assert code == 1 and err.startswith("error: medilink.yml: ") and "quoted time" in err
@@ -149,3 +189,26 @@ def test_the_local_stack_reports_the_families_dags_and_where_their_drops_land(tm
         assert [f.ingest_dag_id for f in families().values()] == ["nhs_beds_ingest"]
     finally:
         get_settings.cache_clear()
+
+
+def test_every_dbt_node_belongs_to_one_family_or_is_shared(dbt_manifest):
+    """Each model, test, unit test, source and exposure of the dbt project is in exactly one family's dbt paths or
+    in the shared ones, so every node has one marts DAG to build it. The claims folders are the claims family's, which is
+    declared with its DAG (issue 15); until then `elt build` builds them, and staging/sources.yml holds their source."""
+    from elt.dbt_plan import in_paths
+    from elt.families import SHARED_DBT_PATHS
+
+    manifest = json.loads(dbt_manifest.read_text())
+    families = load_families(REPO_ROOT / "elt" / "families", CONTRACTS)
+    owners = {**{name: family.marts.dbt_paths for name, family in families.items()}, "shared": SHARED_DBT_PATHS}
+    entries = {**manifest["nodes"], **manifest["sources"], **manifest["unit_tests"], **manifest["exposures"]}
+    nodes = {uid: node for uid, node in entries.items() if node["resource_type"] != "operation"}  # project hooks
+    claims = {uid for uid, node in nodes.items()
+              if "claims" in Path(node["original_file_path"]).parts[:-1]
+              or node["original_file_path"] == "models/staging/sources.yml"}
+    owned = {uid: [name for name, paths in owners.items() if in_paths(node, paths)] for uid, node in nodes.items()}
+    assert {uid: names for uid, names in owned.items() if uid not in claims and len(names) != 1} == {}
+    assert {uid for uid in claims if owned[uid]} == set()  # nobody else's either
+    assert "model.health_warehouse.stg_claims__claims" in claims and "source.health_warehouse.raw.claims" in claims
+    by_owner = {name: {uid for uid, names in owned.items() if names == [name]} for name in owners}
+    assert all(len(by_owner[name]) >= 5 for name in owners), {name: len(uids) for name, uids in by_owner.items()}

@@ -22,9 +22,9 @@ the key the ledger names; nothing left in landing or quarantine.
 
 Marts are compared to a clean build in the cells that build them: `postgres_restart_mid_dbt` (the fault is
 in dbt) and `kill_after_commit` (one load fault per kind), because a dbt build costs tens of seconds here;
-the raw and ledger comparison, which is what the marts are built from, runs in every cell. Medilink's marts
-are `dbt build --exclude tag:nhs_beds`, KH03's `--select tag:nhs_beds`; claims has only its staging view
-(stg_claims__claims) so far, which is compared. Rows are compared with file ids replaced by the files'
+the raw and ledger comparison, which is what the marts are built from, runs in every cell. Medilink's and
+KH03's marts are `dbt build` of their family's dbt paths (elt/families/*.yml, Family.dbt_select()); claims has
+only its staging view (stg_claims__claims) so far, which is compared. Rows are compared with file ids replaced by the files'
 keys, and without the columns that say when something ran (timestamps, timings).
 
 The Postgres-restart cells use a Postgres server of their own (started once for this module), never the
@@ -56,6 +56,7 @@ from psycopg import sql
 import elt.pipeline
 from elt.config import Settings
 from elt.demo import generate_medilink_drops
+from elt.families import declared_families
 from elt.pipeline import discover_new_files, ingest_file, prepare
 from elt.storage.s3 import ObjectStore
 from elt.transform import DbtError, run_dbt
@@ -100,6 +101,11 @@ class Kind:
         return list(self.files)[-1]
 
 
+def family_build(name: str) -> tuple[str, ...]:
+    """`dbt build` of what the family's DAG builds: its dbt paths and the shared ones."""
+    return ("build", "--select", *declared_families(Settings())[name].dbt_select())
+
+
 @functools.cache
 def medilink() -> Kind:
     day = date(2026, 11, 1)
@@ -109,7 +115,7 @@ def medilink() -> Kind:
     files = {"medical_records/input/" + name: drop.files[name] for name in order}
     tables = {key: (f"raw.medilink_{key.rsplit('/', 1)[1].rsplit('_', 1)[0]}",) for key in files}
     return Kind("medilink", files, {key: csv_rows(data) for key, data in files.items()},
-                tuple(t for (t,) in tables.values()), ("build", "--exclude", "tag:nhs_beds"),
+                tuple(t for (t,) in tables.values()), family_build("medilink"),
                 "raw.medilink_triage_visits__valid", tables)
 
 
@@ -120,7 +126,7 @@ def kh03() -> Kind:
     # trust sheet: England + each trust, five sectors each; region sheet: each region; specialty: trust x specialty
     rows = (1 + trusts) * 5 + regions * 5 + trusts * len(SPECIALTIES)
     tables = ("raw.nhs_kh03_trust_sector", "raw.nhs_kh03_region_sector", "raw.nhs_kh03_specialty")
-    return Kind("kh03", {key: build_kh03()}, {key: rows}, tables, ("build", "--select", "tag:nhs_beds"),
+    return Kind("kh03", {key: build_kh03()}, {key: rows}, tables, family_build("nhs_beds"),
                 "raw.nhs_kh03_specialty__valid", {key: tables})
 
 

@@ -3,8 +3,6 @@
     occupied bed on the specialty sheet is counted in exactly one specialty. Returns the trust quarters
     whose shares do not.
 #}
-{{ config(tags=['nhs_beds']) }}
-
 with
 
 specialty_occupancy as (

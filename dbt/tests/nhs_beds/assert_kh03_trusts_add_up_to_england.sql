@@ -5,8 +5,6 @@
     arithmetic of bed_occupancy_national. Returns a row per quarter and sector that does not add up, or
     whose England row is missing.
 #}
-{{ config(tags=['nhs_beds']) }}
-
 with
 
 bed_occupancy as (

@@ -3,8 +3,6 @@
     Mental Illness) within 0.5 bed, for beds available and occupied, in every quarter; and so is a
     region's. Returns the trust or region quarters that do not add up or lack a sector.
 #}
-{{ config(tags=['nhs_beds']) }}
-
 with
 
 bed_occupancy as (

@@ -3,8 +3,6 @@
     the ledger, so staging never holds two files for a quarter; if it did, every figure of that quarter
     would count twice. Returns the quarters with more than one loaded file.
 #}
-{{ config(tags=['nhs_beds']) }}
-
 with
 
 trust_sector as (
