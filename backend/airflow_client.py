@@ -1,5 +1,5 @@
 """Airflow 3's REST API (v2), for the two things the API asks of it: start the ingest DAG for a file that was
-just dropped, and say how that run is going.
+just dropped, and say how that run is going, and how the marts run its published data started is going.
 
 Airflow 3 authenticates its REST API with JWTs. With the simple auth manager (what ./start.sh runs) a token
 comes from `POST {base}/auth/token` with `{"username", "password"}` (201 `{"access_token": "..."}`); calls
@@ -10,6 +10,9 @@ api-server restarted with a new secret, or the token expired early).
 * trigger: `POST /api/v2/dags/{dag_id}/dagRuns` with `TriggerDAGRunPostBody`. In 3.x `logical_date` is
   required but nullable: sent as null, so the run is a manual run "after now" and several may coexist.
 * a run: `GET /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}` (404 when that DAG has no such run, or no such DAG).
+* what a run published: `GET /api/v2/assets/events?source_dag_id=&source_run_id=` (AssetEventCollectionResponse),
+  newest first; each event's `created_dagruns` are the runs of the DAGs scheduled on its asset that consumed it
+  (empty until the scheduler has created them), each with its `dag_id`, `run_id` and `state`.
 
 Failures raise AirflowUnavailable (no answer: connection refused, timeout) or AirflowRefused (an HTTP error,
 with Airflow's own `detail`); the callers decide what a user is told.
@@ -23,7 +26,7 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import urllib3
 
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 
 TOKEN_MARGIN_SECONDS = 60  # fetch a new token this long before the current one expires
 TOKEN_FALLBACK_SECONDS = 300  # how long to keep a token whose expiry cannot be read
+# Asset events asked for per run: one run publishes one event per task with outlets that succeeded (a mapped task:
+# one per map index), far fewer than this; the newest come first.
+EVENTS_LIMIT = 100
 
 
 class AirflowError(Exception):
@@ -96,6 +102,16 @@ class AirflowClient:
             if exc.status == 404:
                 return None
             raise
+
+    def asset_events(self, source_dag_id: str, source_run_id: str) -> list[dict[str, Any]]:
+        """The asset events that run `source_run_id` of `source_dag_id` emitted, newest first (none: it published
+        nothing, or not yet). Each is Airflow's AssetEventResponse; its `created_dagruns` are the runs it started."""
+        query = urlencode({"source_dag_id": source_dag_id, "source_run_id": source_run_id, "order_by": "-timestamp",
+                           "limit": EVENTS_LIMIT})
+        events = self._call("GET", f"/api/v2/assets/events?{query}")[1].get("asset_events")
+        if not isinstance(events, list):
+            raise AirflowRefused("Airflow answered GET /api/v2/assets/events without a list of asset_events")
+        return events
 
     # --- plumbing ----------------------------------------------------------------------------------------
     def _send(self, method: str, path: str, body: Any = None, token: str | None = None) -> urllib3.BaseHTTPResponse:

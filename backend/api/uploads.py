@@ -3,7 +3,8 @@ site rather than writing to the bucket (issue 6):
 
 * `POST /api/v1/drops`: a multipart upload, `file` plus the form field `drop_type`;
 * `POST /api/v1/drops/from-url`: `{"url", "drop_type"}`, fetched by backend/fetch.py from an allowed host;
-* `GET /api/v1/runs/<run_id>`: how the ingest run the drop started is going, and what became of the file.
+* `GET /api/v1/runs/<run_id>`: how the ingest run the drop started is going, what became of the file, and which
+  run of the family's marts DAG its published data started (`marts`: when that run succeeds the marts are ready).
 
 Both drops take the same path (`accept`), cheapest checks first, each refusal a 4xx that says what to do:
 the drop type is known (400, listing them); the caller's role may drop it (403: each contract declares its
@@ -351,15 +352,16 @@ def _record_run(dag_id: str, run_id: str, key: str, drop_id: int | None, caller:
                         "status_url; the file loads all the same.")
 
 
-def _runs_visible_to(caller: Caller, run_id: str) -> tuple[str, ...]:
-    """The ingest DAGs whose run `run_id` the caller may see: every one for admins, else those it started."""
+def _runs_visible_to(caller: Caller, run_id: str) -> tuple[Family, ...]:
+    """The families whose ingest DAG's run `run_id` the caller may see: every one for admins, else those it started."""
+    declared = tuple(families().values())
     if has_role(caller, "admin"):
-        return _ingest_dags()
+        return declared
     conn = connection()
     started = set(conn.execute(text("select dag_id from ops.api_runs where run_id = :run_id and key_id = :key_id"),
                                {"run_id": run_id, "key_id": caller.key_id}).scalars())
     conn.rollback()
-    return tuple(dag_id for dag_id in _ingest_dags() if dag_id in started)
+    return tuple(family for family in declared if family.ingest_dag_id in started)
 
 
 # --- the endpoints --------------------------------------------------------------------------------------------
@@ -448,23 +450,70 @@ def run_state(run_id: str):
                                               "answered with)")
     client: AirflowClient = current_app.extensions["airflow"]
     # A run someone else started is answered exactly like one that does not exist: its existence is not told.
-    for dag_id in _runs_visible_to(caller, run_id):
+    for family in _runs_visible_to(caller, run_id):
         try:
-            run = client.get_run(dag_id, run_id)
+            run = client.get_run(family.ingest_dag_id, run_id)
         except AirflowError as exc:
             log.warning("run %s: Airflow did not answer: %s", run_id, exc.message)
             raise ApiError(503, "airflow_unavailable", f"Airflow did not answer ({exc.message}); try again shortly. "
                                                        "A dropped file is stored whatever Airflow does.") from None
         if run is not None:
-            key = (run.get("conf") or {}).get("key")
-            return jsonify({
-                "run_id": run.get("dag_run_id", run_id), "dag_id": dag_id, "state": run.get("state"),
-                "run_type": run.get("run_type"), "queued_at": run.get("queued_at"),
-                "start_date": run.get("start_date"), "end_date": run.get("end_date"), "key": key,
-                "note": run.get("note"), "drop": _drop(key),
-            })
+            return jsonify(_run_answer(client, family, run_id, run))
     raise ApiError(404, "run_not_found", f"no run {run_id} of {' or '.join(_ingest_dags())} that this key may "
                                          "see: use the run_id your drop answered with (admins see every run)")
+
+
+def _run_answer(client: AirflowClient, family: Family, run_id: str, run: dict[str, Any]) -> dict[str, Any]:
+    key = (run.get("conf") or {}).get("key")
+    run_id, state = run.get("dag_run_id", run_id), run.get("state")
+    marts, message = _marts_run(client, family, run_id, state)
+    return {"run_id": run_id, "dag_id": family.ingest_dag_id, "state": state, "run_type": run.get("run_type"),
+            "queued_at": run.get("queued_at"), "start_date": run.get("start_date"), "end_date": run.get("end_date"),
+            "key": key, "note": run.get("note"), "drop": _drop(key), "marts": marts, "message": message}
+
+
+# Airflow's DagRunState values after which a run emits no more asset events.
+FINISHED = frozenset({"success", "failed"})
+
+
+def _marts_run(client: AirflowClient, family: Family, run_id: str,
+               state: Any) -> tuple[dict[str, Any] | None, str]:
+    """(`marts`, `message`): the run of the family's marts DAG that the ingest run's asset events started
+    (proposal 0001 §4: `<family>_ingest` publishes `<family>_raw`, `<family>_marts` is scheduled on it). Airflow not
+    answering here does not fail the answer: the ingest run's state is known, the marts run's is `unknown`."""
+    marts_dag = family.marts_dag_id
+    try:
+        events = client.asset_events(family.ingest_dag_id, run_id)
+    except AirflowError as exc:
+        log.warning("run %s: Airflow did not say which %s run follows it: %s", run_id, marts_dag, exc.message)
+        return ({"dag_id": marts_dag, "run_id": None, "state": "unknown"},
+                f"Airflow did not say which {marts_dag} run builds the marts from this run ({exc.message}): the "
+                "load's state above is current; ask again shortly for the marts.")
+    if not events:
+        if state in FINISHED:
+            return None, (f"The run published no new raw data (no file was loaded), so no {marts_dag} run follows it: "
+                          "the marts are as they were.")
+        return None, (f"The run has not published yet: when it has loaded new raw data, {marts_dag} builds the marts "
+                      "from it, and `marts` names that run.")
+    marts = _latest_run_of(events, marts_dag)
+    if marts is None:
+        return ({"dag_id": marts_dag, "run_id": None, "state": "waiting"},
+                f"The run published new raw data; {marts_dag} has not started a run for it yet (the scheduler starts "
+                f"one within moments, unless {marts_dag} is paused).")
+    return marts, (f"The run published new raw data; {marts_dag} run {marts['run_id']} builds the marts from it "
+                   f"({marts['state']}).")
+
+
+def _latest_run_of(events: list[Any], dag_id: str) -> dict[str, Any] | None:
+    """The newest run of `dag_id` among the runs the events created: that of the newest event, and of those the one
+    started last (one not started yet is the newest)."""
+    runs = [(str(event.get("timestamp") or ""), run.get("start_date") is None, str(run.get("start_date") or ""), run)
+            for event in events if isinstance(event, dict)
+            for run in event.get("created_dagruns") or () if isinstance(run, dict) and run.get("dag_id") == dag_id]
+    if not runs:
+        return None
+    *_, run = max(runs, key=lambda entry: entry[:3])
+    return {"dag_id": dag_id, "run_id": run.get("run_id"), "state": run.get("state")}
 
 
 def _drop(key: Any) -> dict[str, Any] | None:
@@ -593,11 +642,14 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
         }},
         "/api/v1/runs/{run_id}": {"get": {
             "operationId": "get_run", "tags": tags, "security": security,
-            "summary": "The state of an ingest run a drop started, and what became of the file.",
+            "summary": "The state of an ingest run a drop started, what became of the file, and of the marts.",
             "description": "Any key: a run is shown to the key whose drop started it, and to admins (any other "
                            f"run is a 404). Asks Airflow for the run (of {', '.join(_ingest_dags())}); `drop` is the "
                            "file ledger's row for the run's key: `loaded`, or `quarantined`/`rejected` with the "
-                           "reason in `error`.",
+                           "reason in `error`; `marts` is the run of the family's marts DAG that the ingest run's "
+                           "published data started (Airflow's asset events), whose `success` means the marts are "
+                           "ready. When Airflow answers for the run but not for its asset events, the run is still "
+                           "answered, with `marts.state` `unknown`.",
             "parameters": [{"name": "run_id", "in": "path", "required": True,
                             "schema": {"type": "string", "pattern": f"^{RUN_ID.pattern}$"},
                             "description": "`run_id` of a drop's answer."}],
@@ -630,7 +682,8 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
             "warning": _nullable("string", "Something went wrong after the file was stored (it is not lost)."),
         }},
         "RunState": {"type": "object", "additionalProperties": False, "required": [
-            "run_id", "dag_id", "state", "run_type", "queued_at", "start_date", "end_date", "key", "note", "drop"],
+            "run_id", "dag_id", "state", "run_type", "queued_at", "start_date", "end_date", "key", "note", "drop",
+            "marts", "message"],
             "properties": {
             "run_id": {"type": "string"},
             "dag_id": {"type": "string"},
@@ -651,6 +704,22 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
                     "rows_loaded": {"type": ["integer", "null"]}, "rows_rejected": {"type": ["integer", "null"]},
                     "error": _nullable("string", "Why the file did not load; null when it did.")}}],
                 "description": "The file ledger's newest row for `key`: what became of the file."},
+            "marts": {"oneOf": [{"type": "null"}, {
+                "type": "object", "additionalProperties": False, "required": ["dag_id", "run_id", "state"],
+                "properties": {
+                    "dag_id": {"type": "string", "description": "The family's marts DAG (`<family>_marts`)."},
+                    "run_id": _nullable("string", "The marts run; null while it is `waiting` or `unknown`."),
+                    "state": {"type": "string", "description": "Airflow's state of the marts run (queued, running, "
+                                                               "success, failed); `waiting`: the data is published "
+                                                               "and the marts run not created yet; `unknown`: Airflow "
+                                                               "did not answer when asked."}}}],
+                "description": "The run that builds the marts from what this run loaded: the ingest run publishes "
+                               "its family's raw asset and the marts DAG is scheduled on it, so the marts are ready "
+                               "when this run's state is `success`. null while the ingest run has not published, or "
+                               "when it published nothing (no new file loaded); `message` says which. With several, "
+                               "the latest."},
+            "message": {"type": "string", "description": "What `state` and `marts` mean, in words: whether the "
+                                                         "marts are being built from this run, and by which run."},
         }},
     }
     return paths, schemas

@@ -145,6 +145,11 @@ class Family(BaseModel):
         return f"{self.family}_ingest"
 
     @property
+    def marts_dag_id(self) -> str:
+        """The DAG scheduled on the family's raw asset that builds its marts (proposal 0001 §4)."""
+        return f"{self.family}_marts"
+
+    @property
     def cron(self) -> str | None:
         """The ingest DAG's schedule: daily at `ingest.daily_at` (UTC), or None."""
         at = self.ingest.daily_at

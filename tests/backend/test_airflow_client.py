@@ -109,3 +109,62 @@ print(json.dumps(sorted(DAGRunResponse.model_fields)))
     fields = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert {"dag_run_id", "state", "run_type", "queued_at", "start_date", "end_date", "conf", "note"} <= fields
     assert RUN_ID.fullmatch(trigger_body["dag_run_id"])
+
+
+def test_asset_events_are_asked_for_one_run_newest_first(airflow):
+    airflow.publish("medilink_ingest", "run_a", timestamp="2026-11-15T10:00:00Z",
+                    created=(("medilink_marts", "asset_triggered__1", "success"),))
+    airflow.publish("medilink_ingest", "run_b", timestamp="2026-11-15T10:30:00Z")
+    airflow.publish("medilink_ingest", "run_a", timestamp="2026-11-15T11:00:00Z")
+    airflow.publish("nhs_beds_ingest", "run_a", asset="nhs_beds_raw", timestamp="2026-11-15T12:00:00Z")
+    client = AirflowClient(airflow.url, "admin", "admin")
+    events = client.asset_events("medilink_ingest", "run_a")
+    assert [(e["source_dag_id"], e["source_run_id"], e["timestamp"]) for e in events] == [
+        ("medilink_ingest", "run_a", "2026-11-15T11:00:00Z"), ("medilink_ingest", "run_a", "2026-11-15T10:00:00Z")]
+    assert [r["run_id"] for r in events[1]["created_dagruns"]] == ["asset_triggered__1"]
+    assert client.asset_events("medilink_ingest", "run c+d") == []
+    # Values with characters a query string must escape arrive as they were sent.
+    assert airflow.asset_event_calls()[-1].path.count("run+c%2Bd") == 1
+    assert airflow.asset_event_calls()[0].authorization == "Bearer " + next(iter(airflow.tokens))
+
+
+def test_asset_events_fail_as_the_other_calls_do(airflow):
+    airflow.events_status = 500
+    with pytest.raises(AirflowRefused) as refused:
+        AirflowClient(airflow.url, "admin", "admin").asset_events("medilink_ingest", "run_a")
+    assert refused.value.status == 500 and "/api/v2/assets/events" in refused.value.message
+    airflow.events_status, airflow.events_down = None, True
+    with pytest.raises(AirflowUnavailable):
+        AirflowClient(airflow.url, "admin", "admin").asset_events("medilink_ingest", "run_a")
+    with pytest.raises(AirflowUnavailable):
+        AirflowClient(f"http://127.0.0.1:{closed_port()}", "admin", "admin", timeout_seconds=2).asset_events("d", "r")
+
+
+def test_the_asset_events_call_and_answer_are_what_airflow_declares(airflow):
+    """The query parameters sent are parameters of Airflow's own GET /api/v2/assets/events, and what the loopback
+    server answers validates against Airflow's AssetEventCollectionResponse, from the OpenAPI document that ships
+    with the installed Airflow (read as a file: nothing of Airflow is imported)."""
+    import importlib.util
+    from pathlib import Path
+    from urllib.parse import parse_qs, urlsplit
+
+    import jsonschema
+    import yaml
+
+    spec = yaml.safe_load((Path(importlib.util.find_spec("airflow").origin).parent / "api_fastapi" / "core_api" /
+                           "openapi" / "v2-rest-api-generated.yaml").read_text())
+    operation = spec["paths"]["/api/v2/assets/events"]["get"]
+    airflow.publish("medilink_ingest", "run_a", timestamp="2026-11-15T10:00:00Z",
+                    created=(("medilink_marts", "asset_triggered__1", "running"),))
+    AirflowClient(airflow.url, "admin", "admin").asset_events("medilink_ingest", "run_a")
+    (call,) = airflow.asset_event_calls()
+    sent = parse_qs(urlsplit(call.path).query)
+    assert set(sent) <= {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+    order_by = next(p for p in operation["parameters"] if p["name"] == "order_by")
+    supported = order_by["description"].split("Supported attributes: `")[1].rstrip("`").split(", ")
+    assert sent["order_by"] == ["-timestamp"] and "timestamp" in supported
+    limit = next(p for p in operation["parameters"] if p["name"] == "limit")["schema"]
+    assert int(sent["limit"][0]) >= limit.get("minimum", 0)
+    answer = airflow._asset_events(sent)[1]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.Draft202012Validator({**schema, "components": spec["components"]}).validate(answer)

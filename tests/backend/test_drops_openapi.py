@@ -73,7 +73,16 @@ def test_real_answers_match_the_document(drops_app, airflow):
     run_id = answers[0][2].get_json()["run_id"]
     answers += [("/api/v1/runs/{run_id}", "get", client.get(f"/api/v1/runs/{run_id}", headers=headers)),
                 ("/api/v1/runs/{run_id}", "get", client.get("/api/v1/runs/nope", headers=headers))]
-    assert [response.status_code for *_, response in answers] == [202, 409, 401, 400, 200, 404]
+    # `marts` as an object: the run that the ingest run's published data started, then Airflow not saying.
+    airflow.publish("nhs_beds_ingest", run_id, asset="nhs_beds_raw", timestamp="2026-11-15T10:00:00Z",
+                    created=(("nhs_beds_marts", "asset_triggered__1", "running"),))
+    answers.append(("/api/v1/runs/{run_id}", "get", client.get(f"/api/v1/runs/{run_id}", headers=headers)))
+    airflow.events_down = True
+    answers.append(("/api/v1/runs/{run_id}", "get", client.get(f"/api/v1/runs/{run_id}", headers=headers)))
+    assert [response.status_code for *_, response in answers] == [202, 409, 401, 400, 200, 404, 200, 200]
+    assert [answers[i][2].get_json()["marts"] for i in (4, 6, 7)] == [None, {
+        "dag_id": "nhs_beds_marts", "run_id": "asset_triggered__1", "state": "running"}, {
+        "dag_id": "nhs_beds_marts", "run_id": None, "state": "unknown"}]
     for path, method, response in answers:
         conforms(spec, path, method, response)
     page = client.get("/docs").get_data(as_text=True)

@@ -15,6 +15,7 @@ import threading
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -522,7 +523,7 @@ def test_a_run_says_how_the_load_is_going(client, airflow, medilink, db):
                (body["drop_id"],))
     run = client.get(body["status_url"]).get_json()
     assert (run["state"], run["end_date"], run["drop"]["status"]) == ("success", "2026-11-15T02:03:00Z", "quarantined")
-    assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["medilink_ingest"] * 2
+    assert [r.path.split("/")[4] for r in airflow.calls("GET", "/api/v2/dags/")] == ["medilink_ingest"] * 2
 
 
 def test_a_run_of_the_nhs_dag_is_found_too_by_an_admin(make_client, airflow):
@@ -578,6 +579,95 @@ def test_runs_answer_503_when_airflow_is_away(make_client):
 
 def test_runs_need_a_key(make_client):
     assert make_client(role=None).get("/api/v1/runs/manual__x").status_code == 401
+
+
+# --- the marts run that an ingest run's published data started ---------------------------------------------------
+def drop_a_visit_file(client, medilink) -> dict:
+    return upload(client, "medilink_triage_visits", "triage_visits_2026-11-14.csv",
+                  medilink["triage_visits_2026-11-14.csv"]).get_json()
+
+
+def test_no_marts_run_is_named_before_the_load_publishes_nor_after_it_published_nothing(client, airflow, medilink):
+    body = drop_a_visit_file(client, medilink)
+    run = client.get(body["status_url"]).get_json()
+    assert (run["state"], run["marts"]) == ("queued", None)
+    assert "has not published yet" in run["message"] and "medilink_marts" in run["message"]
+    (asked,) = airflow.asset_event_calls()
+    query = parse_qs(urlsplit(asked.path).query)
+    assert (query["source_dag_id"], query["source_run_id"]) == (["medilink_ingest"], [body["run_id"]])
+    # An event of another run of the same DAG is not this run's.
+    airflow.publish("medilink_ingest", "scheduled__2026-11-15T02:00:00+00:00", timestamp="2026-11-15T02:05:00Z",
+                    created=(("medilink_marts", "asset_triggered__2026-11-15T02:05:01", "success"),))
+    airflow.runs[("medilink_ingest", body["run_id"])].update(state="success")
+    run = client.get(body["status_url"]).get_json()
+    assert (run["state"], run["marts"]) == ("success", None)
+    assert "published no new raw data" in run["message"]
+
+
+def test_the_marts_run_the_published_data_started_is_followed_to_its_state(client, airflow, medilink):
+    body = drop_a_visit_file(client, medilink)
+    airflow.runs[("medilink_ingest", body["run_id"])].update(state="success")
+    event = airflow.publish("medilink_ingest", body["run_id"], timestamp="2026-11-15T10:00:00Z")
+    run = client.get(body["status_url"]).get_json()  # published; the scheduler has not created the marts run yet
+    assert run["marts"] == {"dag_id": "medilink_marts", "run_id": None, "state": "waiting"}
+    assert "not started a run for it yet" in run["message"]
+    # Another DAG scheduled on the same asset is not the marts DAG.
+    airflow.created(event, "raw_audit", "asset_triggered__audit", "running", start_date="2026-11-15T10:00:30Z")
+    airflow.created(event, "medilink_marts", "asset_triggered__first", "running")
+    run = client.get(body["status_url"]).get_json()
+    assert (run["state"], run["marts"]) == ("success", {"dag_id": "medilink_marts", "run_id": "asset_triggered__first",
+                                                        "state": "running"})
+    assert "medilink_marts run asset_triggered__first builds the marts" in run["message"]
+    # The run's publish task cleared and run again: its newer event started another marts run, the one to follow.
+    airflow.publish("medilink_ingest", body["run_id"], timestamp="2026-11-15T11:00:00Z",
+                    created=(("medilink_marts", "asset_triggered__second", "success"),))
+    event["created_dagruns"][-1]["state"] = "failed"
+    run = client.get(body["status_url"]).get_json()
+    assert run["marts"] == {"dag_id": "medilink_marts", "run_id": "asset_triggered__second", "state": "success"}
+
+
+def test_the_marts_dag_is_the_family_of_the_runs_dag(make_client, airflow, kh03):
+    client = make_client("analyst")
+    body = upload(client, "nhs_kh03_overnight", KH03_NAME, kh03).get_json()
+    airflow.publish("nhs_beds_ingest", body["run_id"], asset="nhs_beds_raw", timestamp="2026-11-15T10:00:00Z",
+                    created=(("nhs_beds_marts", "asset_triggered__beds", "queued"),))
+    run = client.get(body["status_url"]).get_json()
+    assert (run["dag_id"], run["marts"]) == ("nhs_beds_ingest", {"dag_id": "nhs_beds_marts",
+                                                                 "run_id": "asset_triggered__beds", "state": "queued"})
+    query = parse_qs(urlsplit(airflow.asset_event_calls()[0].path).query)
+    assert query["source_dag_id"] == ["nhs_beds_ingest"]
+
+
+@pytest.mark.parametrize("failure", ["down", "http_500"])
+def test_airflow_failing_to_name_the_marts_run_still_answers_the_load(client, airflow, medilink, failure):
+    """Airflow 3.3.2 answers the events call 500 while a marts run it created has not started (its
+    DagRunAssetReference needs a start_date): the load's state is still told."""
+    body = drop_a_visit_file(client, medilink)
+    airflow.runs[("medilink_ingest", body["run_id"])].update(state="success")
+    airflow.publish("medilink_ingest", body["run_id"], timestamp="2026-11-15T10:00:00Z",
+                    created=(("medilink_marts", "asset_triggered__x", "success"),))
+    airflow.events_down, airflow.events_status = failure == "down", 500 if failure == "http_500" else None
+    response = client.get(body["status_url"])
+    assert response.status_code == 200
+    run = response.get_json()
+    assert (run["state"], run["drop"]["status"]) == ("success", "discovered")
+    assert run["marts"] == {"dag_id": "medilink_marts", "run_id": None, "state": "unknown"}
+    assert "Airflow did not say which medilink_marts run" in run["message"]
+    assert len(airflow.asset_event_calls()) == 1
+
+
+def test_a_marts_run_is_told_only_through_the_run_that_started_it(settings, make_client, airflow, medilink):
+    starter = make_client("clinician")
+    body = drop_a_visit_file(starter, medilink)
+    airflow.publish("medilink_ingest", body["run_id"], timestamp="2026-11-15T10:00:00Z",
+                    created=(("medilink_marts", "asset_triggered__x", "running"),))
+    airflow.runs[("medilink_marts", "asset_triggered__x")] = {"dag_run_id": "asset_triggered__x", "state": "running"}
+    other = {"Authorization": f"Bearer {create_key(settings.database_url, 'another clinician', 'clinician')}"}
+    assert starter.get(body["status_url"], headers=other).status_code == 404
+    assert airflow.asset_event_calls() == []  # nothing was asked of Airflow for another key's run
+    assert starter.get(body["status_url"]).get_json()["marts"]["run_id"] == "asset_triggered__x"
+    # The marts run is not an ingest run a drop started: it is not served on its own, even to the starter.
+    assert starter.get("/api/v1/runs/asset_triggered__x").status_code == 404
 
 
 # --- content sniffing --------------------------------------------------------------------------------------------------
