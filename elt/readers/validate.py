@@ -90,11 +90,14 @@ def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
     text = split_bom(data)[0].decode(check_text(data))
     check_line_ends(text)
     rows = _rows(text, contract)
+    width = match.width or len(columns)
     for number, row in enumerate(rows, start=1):
-        if len(row) != len(columns):
-            raise FileRejected("malformed_csv", f"row {number} has {len(row)} fields, the header has {len(columns)}")
+        if len(row) != width:
+            raise FileRejected("malformed_csv", f"row {number} has {len(row)} fields, the header has {width}")
     if not rows:
         raise FileRejected("no_rows", "the file has a header but no data rows")
+    if match.ignores_columns:  # a wide layout: the columns it ignores are dropped, as the loader drops them
+        rows = [[row[i] for i in match.kept] for row in rows]
     frame = pd.DataFrame(rows, columns=columns, dtype="string")
     for name in contract.column_names:
         if name not in frame:
@@ -170,10 +173,11 @@ def validate_bytes(contract: Contract, data: bytes, *, name: str = "<bytes>",
             failures.append(pd.DataFrame({"row": frame.index[hit] + 1, "column": column.name, "rule": rule,
                                           "message": message}))
 
+    required = set(contract.required_columns(layout))
     for column in contract.columns:
         values = frame[column.name]
         present = values.notna()
-        if column.required:
+        if column.name in required:
             record(~present, column, "required", f"{column.name} is required")
         valid, typed = _typed(column, values)
         valid = valid.fillna(False).astype(bool)
