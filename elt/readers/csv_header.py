@@ -25,8 +25,8 @@ from elt.contracts import Contract, Layout
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-# The longest first line read as a header. A contract's header is a few hundred bytes (claims, the widest, has
-# 14 columns); 1 MiB leaves room for a sender's 10,000 columns, and bounds what a first line without a line end
+# The longest first line read as a header. A contract's header is a few hundred bytes to a few KB (the Tuva
+# claims layout, the widest, has 148 columns in about 3 KB); 1 MiB leaves room for a sender's 10,000 columns, and bounds what a first line without a line end
 # (a 100 MB "header") costs before it is refused.
 MAX_HEADER_BYTES = 1024 * 1024
 # Characters that never occur in a text header (tab, CR and LF are left to the CSV parser).
