@@ -146,7 +146,8 @@ def built(pg_server_url, s3_endpoint_url, warehouse_template, tuva, tmp_path_fac
     for key, data in files.items():  # in this order: the re-sent claim arrives after the seed
         store.put(key, data)
         assert ingest_file(key, settings=settings).status == "loaded", key
-    run_dbt(["build", "--select", "+claims_pmpm", "+dim_members", "+dim_providers", "path:tests/claims",
+    run_dbt(["build", "--select", "path:models/staging/claims", "path:models/core/claims", "path:models/analytics/claims",
+             "path:tests/claims",
              "--target-path", str(tmp_path_factory.mktemp("claims_target"))], settings=settings)
     yield settings, claim, resent
     drop_database(pg_server_url, database)
