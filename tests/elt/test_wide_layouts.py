@@ -160,3 +160,29 @@ def test_a_one_line_per_claim_payer_file_leaves_the_line_columns_empty(settings,
     assert ingest_file("claims/provider=bluecross/year=2024/month=01/c.csv", settings=settings).status == "loaded"
     assert db.execute("select claim_line_number, billing_npi, units, diagnosis_code_2, diagnosis_code "
                       "from raw.claims__valid").fetchall() == [(None, None, None, None, "E11.9")]
+
+
+def test_a_windows_1252_tuva_file_loads_through_the_filter_as_any_csv_does(settings, store, db):
+    data, frame = tuva_eligibility_with_personal_data()
+    frame.loc[0, "plan"], frame.loc[1, "first_name"] = "Santé Plus", "Zoé"
+    key = "eligibility/provider=medicare/year=2018/month=12/eligibility_cp1252.csv"
+    store.put(key, frame.to_csv(index=False).encode("cp1252"))
+
+    outcome = ingest_file(key, settings=settings)
+
+    assert (outcome.status, outcome.encoding, outcome.rows_loaded) == ("loaded", "WIN1252", 31)
+    assert db.execute("select plan from raw.eligibility__valid where _row_number = 1").fetchone()[0] == "Santé Plus"
+
+
+def test_a_short_row_in_a_wide_file_quarantines_it_naming_the_line_and_no_value(settings, store, db):
+    data, _ = tuva_eligibility_with_personal_data()
+    lines = data.decode().splitlines()
+    lines[5] = lines[5].rsplit(",", 3)[0]  # the row loses its last three fields
+    key = "eligibility/provider=medicare/year=2018/month=12/eligibility.csv"
+    store.put(key, ("\n".join(lines) + "\n").encode())
+
+    outcome = ingest_file(key, settings=settings)
+
+    assert outcome.status == "quarantined"
+    assert outcome.error == "malformed_csv: line 6 has 36 fields, the header has 39"
+    assert db.execute("select count(*) from raw.eligibility").fetchone()[0] == 0
