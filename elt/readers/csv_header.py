@@ -308,8 +308,9 @@ def map_header(contract: Contract, header_line: bytes, *, labels: list[str] | No
     return HeaderMatch(layout=layout, columns=[mapped[i] for i in kept], kept=kept, width=len(fields))
 
 
-# The longest record (a row whose quoted fields span lines) the column filter reads: a claim line is a few hundred
-# bytes; a quote that is never closed would otherwise hold the rest of the file in memory.
+# The longest line, and record (a row whose quoted fields span lines), the column filter reads: a claim line is a few
+# hundred bytes; a quote that is never closed, or a line without end, would otherwise hold the rest of the file in
+# memory.
 MAX_FILTERED_RECORD = 16 * 1024 * 1024
 
 
@@ -321,6 +322,8 @@ def _physical_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         end = len(data) - 1 if data.endswith(b"\r") else len(data)  # a CR may be the first half of a CRLF
         cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
         carry = data[cut + 1:]
+        if len(carry) > MAX_FILTERED_RECORD:  # else a line without end would be copied again with every chunk
+            raise FileRejected("malformed_csv", "a line is longer than 16 MiB: is the file CSV, with line ends?")
         yield from data[:cut + 1].splitlines()
     if carry:
         yield from carry.splitlines()

@@ -49,6 +49,21 @@ def test_a_row_the_filter_cannot_read_refuses_the_file_naming_its_line(data, mes
     assert refused.value.rule == "malformed_csv" and message in refused.value.message
 
 
+def test_a_line_without_end_is_refused_before_the_filter_holds_much_of_it(monkeypatch):
+    monkeypatch.setattr("elt.readers.csv_header.MAX_FILTERED_RECORD", 1000)
+    pulled = []
+
+    def chunks():
+        yield b"a,b,c\n"
+        for _ in range(100):
+            pulled.append(1)
+            yield b"x" * 100
+
+    with pytest.raises(FileRejected, match="a line is longer than 16 MiB"):
+        b"".join(kept_columns(chunks(), MIDDLE_AND_LAST, ","))
+    assert len(pulled) <= 11
+
+
 def test_the_tuva_headers_are_recognised_and_an_unknown_extra_column_still_refuses_the_file():
     header = shared_data("claims_tuva", "medical_claim_seed.csv").open("rb").readline()
     match = map_header(CLAIMS, header)
