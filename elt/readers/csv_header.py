@@ -315,7 +315,7 @@ MAX_FILTERED_RECORD = 16 * 1024 * 1024
 
 
 def _physical_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a stream of chunks, without their ends (LF, CRLF or a lone CR), whatever the chunk borders."""
+    """The lines of a stream of chunks, each with its end (LF, CRLF or a lone CR), whatever the chunk borders."""
     carry = b""
     for chunk in chunks:
         data = carry + chunk
@@ -324,31 +324,53 @@ def _physical_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         carry = data[cut + 1:]
         if len(carry) > MAX_FILTERED_RECORD:  # else a line without end would be copied again with every chunk
             raise FileRejected("malformed_csv", "a line is longer than 16 MiB: is the file CSV, with line ends?")
-        yield from data[:cut + 1].splitlines()
+        yield from data[:cut + 1].splitlines(keepends=True)
     if carry:
-        yield from carry.splitlines()
+        yield from carry.splitlines(keepends=True)
+
+
+class _LineEnds:
+    """Every line end outside quotes is of the first one's kind, as COPY requires (and check_line_ends, for `elt
+    validate` and the API): the same refusal, in the same words, for a file the filter reads."""
+
+    def __init__(self):
+        self.first: bytes | None = None
+
+    def body(self, line: bytes, number: int) -> bytes:
+        """The line (or record) without its end, once its end is checked."""
+        body = line.rstrip(b"\r\n")
+        end = line[len(body):]
+        if end and end != self.first:
+            if self.first is not None:
+                names = {b"\r\n": "CRLF", b"\r": "CR", b"\n": "LF"}
+                raise FileRejected("malformed_csv", f"line {number} ends with {names[end]}, the lines before it "
+                                                    f"with {names[self.first]}: save the file again with one kind "
+                                                    "of line end")
+            self.first = end
+        return body
 
 
 def kept_columns(chunks: Iterable[bytes], match: HeaderMatch, delimiter: str) -> Iterator[bytes]:
     """The CSV (header first, no byte order mark) with only the columns `match` keeps, for a layout that ignores
     the others (Layout.ignored_columns): their values never reach the database. Streams, a chunk at a time. The
-    kept fields keep their bytes, whatever the encoding (COPY decodes them as before); line ends become LF, also
-    inside a quoted field. A line without quotes is split on the delimiter (most lines: fast); a record with
-    quotes, which may span lines, is parsed by the csv module (read and written as Latin-1, which maps every
-    byte to one character and back). Raises FileRejected (malformed_csv) naming the line of a record whose field
-    count is not the header's, or that is not valid CSV. See docs/decisions/0021."""
+    kept fields keep their bytes, whatever the encoding (COPY decodes them as before); line ends outside quotes
+    become LF. A line without quotes is split on the delimiter (most lines: fast); a record with quotes, which
+    may span lines, is parsed by the csv module (read and written as Latin-1, which maps every byte to one
+    character and back). Raises FileRejected (malformed_csv) naming the line of a record whose field count is not
+    the header's, that is not valid CSV, or whose line end is not of the first line's kind. See
+    docs/decisions/0021."""
     separator = delimiter.encode("latin-1")
     pick = operator.itemgetter(*match.kept) if len(match.kept) > 1 else (lambda fields: (fields[match.kept[0]],))
-    lines = _physical_lines(chunks)
+    lines, ends = _physical_lines(chunks), _LineEnds()
     number, out = 0, []
     for line in lines:
         number += 1
         if b'"' in line:
             record, first = _record(line, lines), number
             number += len(record) - 1
-            out.append(_quoted_record(b"\n".join(record), first, match, delimiter, pick))
+            out.append(_quoted_record(ends.body(b"".join(record), number), first, match, delimiter, pick))
         else:
-            fields = line.split(separator)
+            fields = ends.body(line, number).split(separator)
             if len(fields) != match.width:
                 raise FileRejected("malformed_csv", _field_count(number, len(fields), match.width))
             out.append(separator.join(pick(fields)))

@@ -30,9 +30,10 @@ def filtered(data: bytes, match: HeaderMatch = MIDDLE_AND_LAST, chunk: int = 1 <
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64, 1 << 20])
 def test_the_filter_keeps_the_read_columns_bytes_for_bytes_whatever_the_chunk_borders(chunk):
     data = 'a,b,c\r\n1,"x\r\ny",3\r\n4,"5,5",6\r\n7,"é ""q""",8\r\n9,,\r\n'.encode()
-    assert filtered(data, chunk=chunk) == 'b,c\n"x\ny",3\n"5,5",6\n"é ""q""",8\n,\n'.encode()
-    assert filtered(data.decode().encode("cp1252"), chunk=chunk) == 'b,c\n"x\ny",3\n"5,5",6\n"é ""q""",8\n,\n'.encode(
-        "cp1252")  # Windows-1252 passes through untouched: COPY decodes it as before
+    expected = 'b,c\n"x\r\ny",3\n"5,5",6\n"é ""q""",8\n,\n'  # a line end inside quotes is a cell's: kept
+    assert filtered(data, chunk=chunk) == expected.encode()
+    # Windows-1252 passes through untouched: COPY decodes it as before
+    assert filtered(data.decode().encode("cp1252"), chunk=chunk) == expected.encode("cp1252")
     assert filtered(b"a,b,c\r1,2,3\r4,5,6", chunk=chunk) == b"b,c\n2,3\n5,6\n"  # lone CR line ends, no last line end
 
 
@@ -42,6 +43,8 @@ def test_the_filter_keeps_the_read_columns_bytes_for_bytes_whatever_the_chunk_bo
     (b'a,b,c\n1,"2\n\n3",4,5\n', "line 2 has 4 fields, the header has 3"),
     (b'a,b,c\n1,"2,3\n4,5,6\n', "a quoted field is not closed"),
     (b'a,b,c\n1,"2"x,3\n', "line 2 is not valid CSV"),
+    (b"a,b,c\r\n1,2,3\r\n4,5,6\n", "line 3 ends with LF, the lines before it with CRLF"),
+    (b'a,b,c\n1,"2\r\n",3\r4,5,6\n', "line 3 ends with CR, the lines before it with LF"),
 ])
 def test_a_row_the_filter_cannot_read_refuses_the_file_naming_its_line(data, message):
     with pytest.raises(FileRejected) as refused:
