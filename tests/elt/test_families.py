@@ -209,6 +209,6 @@ def test_every_dbt_node_belongs_to_one_family_or_is_shared(dbt_manifest):
     owned = {uid: [name for name, paths in owners.items() if in_paths(node, paths)] for uid, node in nodes.items()}
     assert {uid: names for uid, names in owned.items() if uid not in claims and len(names) != 1} == {}
     assert {uid for uid in claims if owned[uid]} == set()  # nobody else's either
-    assert "model.health_warehouse.stg_claims__claims" in claims and "source.health_warehouse.raw.claims" in claims
+    assert "model.health_warehouse.stg_claims__claim_lines" in claims and "source.health_warehouse.raw.claims" in claims
     by_owner = {name: {uid for uid, names in owned.items() if names == [name]} for name in owners}
     assert all(len(by_owner[name]) >= 5 for name in owners), {name: len(uids) for name, uids in by_owner.items()}

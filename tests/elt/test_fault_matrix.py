@@ -24,7 +24,7 @@ Marts are compared to a clean build in the cells that build them: `postgres_rest
 in dbt) and `kill_after_commit` (one load fault per kind), because a dbt build costs tens of seconds here;
 the raw and ledger comparison, which is what the marts are built from, runs in every cell. Medilink's and
 KH03's marts are `dbt build` of their family's dbt paths (elt/families/*.yml, Family.dbt_select()); claims has
-only its staging view (stg_claims__claims) so far, which is compared. Rows are compared with file ids replaced by the files'
+its staging, core and PMPM models (the claims folders), which are compared. Rows are compared with file ids replaced by the files'
 keys, and without the columns that say when something ran (timestamps, timings).
 
 The Postgres-restart cells use a Postgres server of their own (started once for this module), never the
@@ -130,11 +130,16 @@ def kh03() -> Kind:
                 "raw.nhs_kh03_specialty__valid", {key: tables})
 
 
+# The claims models (staging, core, PMPM) and their tests, by folder.
+CLAIMS_MODELS = ("build", "--select", "path:models/staging/claims", "path:models/core/claims",
+                 "path:models/analytics/claims", "path:tests/claims")
+
+
 @functools.cache
 def claims() -> Kind:
     key = claims_key("bluecross")
     data = "\n".join([BLUECROSS, *(bluecross_line((f"C{n}", *GOOD[n % 3][1:])) for n in range(30))]).encode() + b"\n"
-    return Kind("claims", {key: data}, {key: 30}, ("raw.claims",), ("build", "--select", "stg_claims__claims"),
+    return Kind("claims", {key: data}, {key: 30}, ("raw.claims",), CLAIMS_MODELS,
                 "raw.claims__valid", {key: ("raw.claims",)})
 
 
