@@ -83,7 +83,7 @@ from elt.transform import parse, run_dbt  # noqa: E402
 
 PREFIX = "medical_records/input/"
 FACTS = ("fct_medical_records", "fct_triage_visits")
-DAG_ID = "medilink_marts"
+DAG_ID = declared_families(Settings())["medilink"].marts_dag_id  # made by airflow/dags/family_marts.py
 BUILD_TASK = "dbt_build"  # elt.dbt_watch.BUILD_TASK (not imported: that module needs Airflow's task SDK loaded)
 LARGE_RELATIONS = ("stg_medilink__medical_records", "stg_medilink__triage_visits", "fct_medical_records",
                    "fct_triage_visits")
@@ -195,7 +195,7 @@ def dag_vs_build(root: Path, postgres: EmbeddedPostgres, s3: LocalS3, settings: 
     """8. `medilink_marts` under Airflow against `dbt build` of its selection: one untimed run of the DAG, then for
     each night one more day ingested and either the DAG or the build, in the order D B B D D B B D ..."""
     parse(settings=settings)  # the manifest the DAG renders its tasks from, as ./start.sh writes it
-    stack = AirflowStack(root / "airflow", postgres, [REPO / "airflow" / "dags" / f"{DAG_ID}.py"],
+    stack = AirflowStack(root / "airflow", postgres, [REPO / "airflow" / "dags" / "family_marts.py"],
                          {"DATABASE_URL": url, "DBT_PROJECT_DIR": str(settings.dbt_project_dir),
                           "PYTHONPATH": python_path()})
     runs: list[DagRunTimes] = []

@@ -22,11 +22,6 @@ import pendulum
 
 log = logging.getLogger(__name__)
 
-# New Medilink rows in raw tables. medilink_ingest emits it when a run loaded at least one file (or a full
-# refresh was asked for); medilink_marts is scheduled on it.
-MEDILINK_RAW_NAME = "medilink_raw"
-MEDILINK_RAW_URI = "warehouse://raw/medilink"
-
 DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 2,
@@ -34,38 +29,6 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": pendulum.duration(minutes=10),
 }
-
-
-def family(name: str, *, with_contracts: bool = True):
-    """Source family `name` as declared in elt/families (FAMILIES_DIR), checked against the contracts: an ingest DAG
-    file takes its dag_id and schedule from it when it is parsed (a few small YAML files). `with_contracts=False`
-    reads the family's own file only (its dbt paths), not the contracts: the marts DAG, which the dag-processor
-    parses about once a second while its tasks finish (decision 0015), needs nothing else, and reading every
-    contract costs ten times as much."""
-    from elt.config import get_settings
-    from elt.families import declared_families, load_family
-
-    settings = get_settings()
-    if not with_contracts:
-        return load_family(settings.families_dir / f"{name}.yml")
-    return declared_families(settings)[name]
-
-
-def medilink_raw_asset():
-    """The asset, as medilink_ingest declares and emits it."""
-    from airflow.sdk import Asset
-
-    return Asset(name=MEDILINK_RAW_NAME, uri=MEDILINK_RAW_URI)
-
-
-def medilink_raw_ref():
-    """The asset by name, as medilink_marts is scheduled on it: an Asset made with a URI has Airflow import every
-    provider's asset handlers (boto3 among them, 0.2 s) in each process that parses the DAG file, and the
-    dag-processor parses medilink_marts about once a second while its tasks finish in the triggerer (each such
-    task's end is a callback request; elt.dbt_watch)."""
-    from airflow.sdk import Asset
-
-    return Asset.ref(name=MEDILINK_RAW_NAME)
 
 
 # --- Loads ---------------------------------------------------------------------------------------------------
@@ -133,6 +96,25 @@ def build_models(select: str | list[str] | None = None, *, exclude: str | None =
         raise AirflowFailException(f"{exc}\n(not retried: not a connection failure)") from None
 
 
+def publish_loads(context, outcomes: list[dict], raw, marts_dag_id: str) -> dict:
+    """An ingest run's `publish`: records what the loads did and emits `raw` (the family's asset, which its marts DAG
+    is scheduled on) when a file loaded, or when the form asked for a rebuild; else ends skipped, saying why."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    params = context["params"]
+    summary = summarise_loads(outcomes)
+    record_loads(context, summary)
+    if params.get("dry_run"):
+        raise AirflowSkipException(f"dry run, nothing published: {summary}")
+    rebuild = bool(params.get("rebuild_marts") or params.get("full_refresh"))
+    if not summary.get("loaded") and not rebuild:
+        raise AirflowSkipException(f"no new file loaded, the marts stay as they are: {summary}")
+    context["outlet_events"][raw].extra = {"files_loaded": summary.get("loaded", 0),
+                                           "full_refresh": bool(params.get("full_refresh"))}
+    log.info("published %s: %s; %s rebuilds the marts", raw.name, summary, marts_dag_id)
+    return summary
+
+
 def summarise_loads(outcomes: list[dict]) -> dict[str, int]:
     """{'files': n, '<status>': count ...} for the log and the run record."""
     summary = {"files": len(outcomes)}
@@ -195,14 +177,14 @@ def record_loads(context, summary: dict[str, int]) -> None:
 
 
 def full_refresh_requested(context) -> bool:
-    """The form's full_refresh, or a full refresh asked of medilink_ingest and passed on in the asset event."""
+    """The form's full_refresh, or a full refresh asked of the ingest DAG and passed on in the asset event."""
     if (context.get("params") or {}).get("full_refresh"):
         return True
     events = context.get("triggering_asset_events") or {}
     return any((event.extra or {}).get("full_refresh") for asset in events for event in events[asset])
 
 
-def dbt_tasks(settings, family) -> None:
+def dbt_tasks(settings, family, *, pool: str | None = None) -> None:
     """`dbt_build` (one `dbt build` of the family's dbt paths, elt.families.Family.dbt_select()) and the tasks that
     follow it, one per model, its tests, each test on several models and the tests on sources (elt.dbt_plan,
     elt.dbt_watch; docs/decisions/0015), and `all_dbt_tasks_succeeded`, which fails the run when any of them
@@ -214,7 +196,8 @@ def dbt_tasks(settings, family) -> None:
     from elt.transform import manifest_path
 
     # No edges: every task follows it from the start.
-    DbtBuild(task_id=BUILD_TASK, select=family.dbt_select(), doc_md=DbtBuild.__doc__)
+    DbtBuild(task_id=BUILD_TASK, select=family.dbt_select(), doc_md=DbtBuild.__doc__,
+             **({"pool": pool} if pool else {}))
     groups: dict[tuple[str, ...], TaskGroup] = {}
     tasks = {}
     plan = watch_tasks(manifest_path(settings), select_paths=family.dbt_paths, unit_tests=settings.dbt_unit_tests)

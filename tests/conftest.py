@@ -168,6 +168,11 @@ def airflow_home(pg_server_url, dbt_manifest, tmp_path_factory):
     airflow = Path(sys.executable).with_name("airflow")
     result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
     assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    from elt.dag_factory import DBT_POOL, DBT_POOL_DESCRIPTION
+
+    result = subprocess.run([str(airflow), "pools", "set", DBT_POOL, "1", DBT_POOL_DESCRIPTION], capture_output=True,
+                            text=True, env=os.environ.copy())
+    assert result.returncode == 0, f"airflow pools set failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     yield home
     # Close Airflow's pooled connections before the session's Postgres stops (else its atexit hook complains).
     if "airflow.settings" in sys.modules:

@@ -2,7 +2,7 @@
 sector, financial year and quarter with quarter-on-quarter and year-on-year change and the 85% / 92%
 general-and-acute flags; national totals beside the published England row; the quarters loaded; one
 organisation's history; occupied beds by specialty. Published aggregate statistics: the analyst role and
-above. Built by the `nhs_beds_ingest` DAG after each workbook loads.
+above. Built by the `nhs_beds_marts` DAG after `nhs_beds_ingest` loads a workbook.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
 # 2. Writes SimpleAuthManager's passwords file from AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD (.env),
 #    so the UI login is the one configured rather than a generated one printed to a log. It is rewritten
 #    on every start, so a changed password in .env takes effect on the next `docker compose up`.
+# Between them it creates the `dbt_build` pool that every family's marts build runs in (without it, that task
+# would wait forever).
 set -euo pipefail
 
 : "${AIRFLOW_HOME:?AIRFLOW_HOME must be set (the image sets it)}"
@@ -15,6 +17,9 @@ set -euo pipefail
 
 echo "airflow-init: migrating the metadata database"
 airflow db migrate
+
+echo "airflow-init: the dbt_build pool (one slot: one family's dbt build at a time; elt/dag_factory.py)"
+airflow pools set dbt_build 1 "One dbt build at a time: every family's marts build includes the shared ledger view."
 
 echo "airflow-init: writing the SimpleAuthManager passwords file"
 python - <<'PY'

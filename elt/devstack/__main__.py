@@ -30,8 +30,9 @@ from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_p
 from elt.warehouse.roles import API_LOGIN, BI_LOGIN, DROPS_LOGIN, LOGINS
 
 log = logging.getLogger("devstack")
-DAG_ID = "medilink_ingest"  # triggered on first start
-MARTS_DAG_ID = "medilink_marts"  # scheduled on the asset DAG_ID publishes
+# The family whose drops `elt demo` writes (elt/demo.py: Medilink clinic CSVs): its ingest DAG is triggered on the
+# first start, and its marts DAG, scheduled on the asset that run publishes, builds the marts.
+DEMO_FAMILY = "medilink"
 
 
 def families() -> dict:
@@ -207,6 +208,11 @@ class Stack:
         result = self.airflow("db", "migrate")
         if result.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        from elt.dag_factory import DBT_POOL, DBT_POOL_DESCRIPTION
+
+        result = self.airflow("pools", "set", DBT_POOL, "1", DBT_POOL_DESCRIPTION)  # without it dbt_build never runs
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow pools set {DBT_POOL} failed:\n{result.stderr[-3000:]}")
         airflow = str(Path(sys.executable).with_name("airflow"))
         for name, args in [
             ("airflow-api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.airflow_port), "--workers", "1"]),
@@ -243,21 +249,25 @@ class Stack:
         return True
 
     def trigger_first_run(self) -> None:
-        log.info("waiting for Airflow to parse %s, then triggering the first run", DAG_ID)
+        demo = families()[DEMO_FAMILY]
+        ingest, marts = demo.ingest_dag_id, demo.marts_dag_id
+        log.info("waiting for Airflow to parse %s, then triggering the first run", ingest)
         wait_for(lambda: all(self.airflow("dags", "list", "-o", "plain", timeout=120).stdout.find(dag) >= 0
-                             for dag in (DAG_ID, MARTS_DAG_ID)),
-                 timeout=300, what=f"DAGs {DAG_ID} and {MARTS_DAG_ID} to be parsed", log_file=self.logs / "airflow-dag-processor.log")
-        result = self.airflow("dags", "trigger", DAG_ID)
+                             for dag in (ingest, marts)),
+                 timeout=300, what=f"DAGs {ingest} and {marts} to be parsed",
+                 log_file=self.logs / "airflow-dag-processor.log")
+        result = self.airflow("dags", "trigger", ingest)
         if result.returncode != 0:
-            log.warning("could not trigger %s: %s", DAG_ID, result.stderr[-1000:])
+            log.warning("could not trigger %s: %s", ingest, result.stderr[-1000:])
 
     def last_runs(self) -> list[tuple[str, str, str]]:
-        """(dag_id, run_id, state) of the latest run of each DAG (the bed DAG once it has run)."""
+        """(dag_id, run_id, state) of the latest run of each family's DAGs (those that have run)."""
         try:
             with psycopg.connect(self.env["AIRFLOW_DATABASE_URL"], connect_timeout=3) as conn:
                 return conn.execute(
                     "select distinct on (dag_id) dag_id, run_id, state from dag_run where dag_id = any(%s) "
-                    "order by dag_id, id desc", ([*(f.ingest_dag_id for f in families().values()), MARTS_DAG_ID],)
+                    "order by dag_id, id desc",
+                    ([dag_id for f in families().values() for dag_id in (f.ingest_dag_id, f.marts_dag_id)],)
                 ).fetchall()
         except psycopg.Error:
             return []

@@ -27,12 +27,17 @@ def dagbag(airflow_home):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"medilink_ingest", "medilink_marts", "nhs_beds_ingest"} <= set(dagbag.dags)
+    assert {"medilink_ingest", "medilink_marts", "nhs_beds_ingest", "nhs_beds_marts"} <= set(dagbag.dags)
 
 
-def test_one_dag_per_file_named_after_it(dagbag):
-    for dag_id, dag in dagbag.dags.items():
-        assert Path(dag.fileloc).stem == dag_id
+def test_every_family_has_an_ingest_and_a_marts_dag_and_there_are_no_others(dagbag):
+    """The DAGs are the families' (elt/dag_factory.py): `<family>_ingest` made by family_ingest.py and
+    `<family>_marts` by family_marts.py, one pair per declared family, nothing written by hand."""
+    families = _families()
+    expected = {f.ingest_dag_id: "family_ingest.py" for f in families.values()} | {
+        f.marts_dag_id: "family_marts.py" for f in families.values()}
+    assert {dag_id: Path(dag.fileloc).name for dag_id, dag in dagbag.dags.items()} == expected
+    assert sorted(p.name for p in DAGS.glob("*.py")) == ["family_ingest.py", "family_marts.py"]
 
 
 def test_every_dag_has_owner_tags_retries_callbacks_and_docs(dagbag):
@@ -41,7 +46,7 @@ def test_every_dag_has_owner_tags_retries_callbacks_and_docs(dagbag):
 
     # Never retried, on purpose (docs/decisions/0015): the nightly `dbt build` (its model tasks take over when it
     # fails) and the task that turns the dbt tasks' failures into the run's (its failure is theirs, recorded there).
-    not_retried = {("medilink_marts", BUILD_TASK), ("medilink_marts", GATE_TASK)}
+    not_retried = {(f.marts_dag_id, task) for f in _families().values() for task in (BUILD_TASK, GATE_TASK)}
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md and len(dag.doc_md) > 100, f"{dag_id} has no doc_md"
@@ -62,7 +67,7 @@ def test_every_dag_has_owner_tags_retries_callbacks_and_docs(dagbag):
 def test_ingest_runs_at_two_utc_and_can_be_triggered_with_a_form(dagbag):
     dag = dagbag.dags["medilink_ingest"]
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"
-    assert set(dag.params) == {"drop_type", "key", "dry_run", "full_refresh"}
+    assert set(dag.params) == {"drop_type", "key", "dry_run", "rebuild_marts", "full_refresh"}
     assert dag.catchup is False
 
 
@@ -86,22 +91,26 @@ def test_an_ingest_dag_takes_its_schedule_from_the_family_declaration(airflow_ho
     monkeypatch.setenv("FAMILIES_DIR", str(families))
     get_settings.cache_clear()
     try:
-        moved = DagBag(str(DAGS / "medilink_ingest.py"))
+        moved = DagBag(str(DAGS / "family_ingest.py"))
     finally:
         get_settings.cache_clear()
     assert moved.import_errors == {}
     assert moved.dags["medilink_ingest"].timetable.expression == "45 4 * * *"
 
 
-def test_the_marts_rebuild_when_ingest_publishes_new_raw_data(dagbag):
+@pytest.mark.parametrize("name", ["medilink", "nhs_beds"])
+def test_the_marts_rebuild_when_ingest_publishes_new_raw_data(dagbag, name):
     from airflow.sdk import Asset
 
-    ingest, marts = dagbag.dags["medilink_ingest"], dagbag.dags["medilink_marts"]
+    family = _families()[name]
+    ingest, marts = dagbag.dags[family.ingest_dag_id], dagbag.dags[family.marts_dag_id]
     published = [o for o in ingest.get_task("publish").outlets if isinstance(o, Asset)]
-    assert [a.uri for a in published] == ["warehouse://raw/medilink"]
-    # By name (elt.orchestration.medilink_raw_ref): the asset ingest publishes.
+    assert [(a.name, a.uri) for a in published] == [(f"{name}_raw", f"warehouse://raw/{name}")]
+    # By name (an Asset.ref): the asset ingest publishes.
     assert [ref.name for ref in marts.timetable.asset_condition.objects] == [a.name for a in published]
     assert set(marts.params) == {"full_refresh"}
+    assert [t.task_id for t in ingest.topological_sort()][:2] == ["discover", "load"]
+    assert set(ingest.task_ids) == {"discover", "load", "publish", "all_loads_succeeded"}
 
 
 def test_every_dbt_model_is_its_own_run_and_test_task(dagbag, dbt_manifest):
@@ -121,15 +130,22 @@ def test_every_dbt_model_is_its_own_run_and_test_task(dagbag, dbt_manifest):
     assert "dbt_source_tests" in task_ids
 
 
-def test_medilink_marts_builds_its_familys_dbt_paths(dagbag):
-    """medilink_marts's one `dbt build` selects its family's dbt folders and the shared ones, as the family declares
-    them (nhs_beds_ingest's build: tests/e2e/test_beds_e2e.py)."""
+@pytest.mark.parametrize("name", ["medilink", "nhs_beds"])
+def test_a_marts_dag_builds_its_familys_dbt_paths_in_the_one_slot_pool(dagbag, name):
+    """<family>_marts's one `dbt build` selects its family's dbt folders and the shared ones, as the family declares
+    them, in the dbt_build pool (one family's build at a time: each includes the shared ledger view)."""
+    from elt.dag_factory import DBT_POOL
     from elt.dbt_watch import BUILD_TASK
 
-    medilink = _families()["medilink"]
-    assert dagbag.dags["medilink_marts"].get_task(BUILD_TASK).select == medilink.dbt_select() == [
-        "path:models/staging/medilink", "path:models/core/medilink", "path:models/clinical/medilink",
-        "path:models/analytics/medilink", "path:tests/medilink", "path:models/staging/ops"]
+    family = _families()[name]
+    build = dagbag.dags[family.marts_dag_id].get_task(BUILD_TASK)
+    assert build.select == family.dbt_select() == [f"path:{p}" for p in family.marts.dbt_paths] + [
+        "path:models/staging/ops"]
+    assert build.pool == DBT_POOL
+    if name == "medilink":
+        assert family.dbt_select()[:5] == ["path:models/staging/medilink", "path:models/core/medilink",
+                                           "path:models/clinical/medilink", "path:models/analytics/medilink",
+                                           "path:tests/medilink"]
 
 
 def test_the_dbt_tasks_follow_one_build_from_the_start_of_the_run(dagbag):
@@ -147,31 +163,31 @@ def test_the_dbt_tasks_follow_one_build_from_the_start_of_the_run(dagbag):
     assert dag.get_task(GATE_TASK).upstream_task_ids == {task.task_id for task in followers}
 
 
-def test_bed_models_are_built_by_nhs_beds_ingest_only(dagbag, dbt_manifest):
+def test_each_model_has_its_task_in_its_own_familys_marts_dag_only(dagbag, dbt_manifest):
     import json
 
     from elt.dbt_plan import in_paths
 
     manifest = json.loads(dbt_manifest.read_text())
-    beds = {node["name"] for node in manifest["nodes"].values()
-            if node["resource_type"] == "model" and in_paths(node, _families()["nhs_beds"].marts.dbt_paths)}
+    families = _families()
+    models = [node for node in manifest["nodes"].values()
+              if node["resource_type"] == "model" and node["config"]["materialized"] != "ephemeral"]
+    beds = {node["name"] for node in models if in_paths(node, families["nhs_beds"].marts.dbt_paths)}
     assert {"fct_bed_occupancy", "bed_occupancy_trends", "bed_occupancy_national", "stg_nhs__kh03_specialty"} <= beds
-    marts_tasks = " ".join(dagbag.dags["medilink_marts"].task_ids)
-    assert not [model for model in beds if f"dbt.{model}" in marts_tasks]
-
-    dag = dagbag.dags["nhs_beds_ingest"]
-    assert dag.timetable.expression == "30 2 * * *" and dag.catchup is False
-    assert set(dag.params) == {"key", "dry_run", "rebuild_marts"}
-    assert [t.task_id for t in dag.topological_sort()][:2] == ["discover", "load"]
-    assert set(dag.task_ids) == {"discover", "load", "build_marts", "all_loads_succeeded"}
+    for node in models:
+        owners = [f for f in families.values() if in_paths(node, f.dbt_paths)]  # the shared ledger view: all
+        for family in families.values():
+            task_ids = set(dagbag.dags[family.marts_dag_id].task_ids)
+            has_task = f"dbt.{node['name']}.run" in task_ids or f"dbt.{node['name']}_run" in task_ids
+            assert has_task is (family in owners), (node["name"], family.family)
 
 
-@pytest.mark.parametrize(("dag_id", "after_loads"), [("medilink_ingest", "publish"), ("nhs_beds_ingest", "build_marts")])
-def test_a_failed_load_holds_back_neither_the_good_files_nor_the_runs_failure(dagbag, dag_id, after_loads):
+@pytest.mark.parametrize("dag_id", ["medilink_ingest", "nhs_beds_ingest"])
+def test_a_failed_load_holds_back_neither_the_good_files_nor_the_runs_failure(dagbag, dag_id):
     """The task after the loads runs once they are all done, failed ones included (so the files that loaded are
     published); a leaf with the default rule then fails the run when any load failed."""
     dag = dagbag.dags[dag_id]
-    assert dag.get_task(after_loads).trigger_rule == "all_done"
-    assert dag.get_task(after_loads).upstream_task_ids == {"load"}
+    assert dag.get_task("publish").trigger_rule == "all_done"
+    assert dag.get_task("publish").upstream_task_ids == {"load"}
     gate = dag.get_task("all_loads_succeeded")
     assert gate.trigger_rule == "all_success" and gate.upstream_task_ids == {"load"} and not gate.downstream_task_ids

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "airflow" / "dags" / "medilink_marts.py"
+DAG_FILE = Path(__file__).resolve().parents[2] / "airflow" / "dags" / "family_marts.py"
 PROFILES = Path(__file__).resolve().parents[2] / "dbt" / "profiles.yml"
 
 TINY_PROJECT = {
