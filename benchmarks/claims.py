@@ -74,8 +74,8 @@ SPECIALTIES = {
     "imaging": ([("71046", "outpatient", 95), ("73030", "outpatient", 80), ("70450", "outpatient", 420),
                  ("74177", "outpatient", 780), ("76700", "outpatient", 310), ("72148", "outpatient", 950)],
                 ["R07.9", "M25.511", "R51.9", "R10.9", "K80.20", "M54.16"]),
-    "hospital": ([("99221", "inpatient", 2600), ("99222", "inpatient", 4100), ("99223", "inpatient", 6900),
-                  ("99283", "outpatient", 480), ("99284", "outpatient", 820), ("99285", "outpatient", 1450)],
+    "hospital": ([("99283", "outpatient", 480), ("99284", "outpatient", 820), ("99285", "outpatient", 1450),
+                  ("99221", "inpatient", 2600), ("99222", "inpatient", 4100), ("99223", "inpatient", 6900)],
                  ["I21.4", "J18.9", "I50.9", "N17.9", "A41.9", "S72.001A"]),
     "therapy": ([("97110", "professional", 48), ("97140", "professional", 44), ("97530", "professional", 52),
                  ("97161", "professional", 120), ("97112", "professional", 50), ("97116", "professional", 46)],
@@ -121,6 +121,10 @@ LAYOUTS = {
 }
 ELIGIBILITY_HEADER = ("member_id", "payer", "plan", "start_date", "end_date", "birth_date", "sex")
 ALLOWED_SHARE = {"bluecross": 0.62, "aetna": 0.58, "unitedhealth": 0.66}  # of billed, before noise
+# A claim's billed amount is its procedure's price times the provider's price factor times a lognormal factor of
+# this sigma (what else the claim bills): wide enough that an honest provider's amounts follow Benford's first-digit
+# law within Nigrini's bands (0.25 put every provider in nonconformity: a few prices, one first digit each).
+CLAIM_SPREAD = 1.0
 
 
 def month_start(index: int) -> date:
@@ -300,7 +304,7 @@ def new_claims(rng: np.random.Generator, count: int, state: PayerState, provider
     late = rng.random(count) < 0.0005  # serviced after the payer received the claim
     service_from = np.where(late, received + rng.integers(1, 11, count), service_from)
     service_to = np.where(late, service_from, service_to)
-    billed = BASE_PRICE[procedure] * providers.price[provider] * rng.lognormal(0, 0.25, count)
+    billed = BASE_PRICE[procedure] * providers.price[provider] * rng.lognormal(0, CLAIM_SPREAD, count)
     billed = np.where(providers.first_digit_four[provider], rng.uniform(400, 500, count), billed)
     billed = np.maximum(np.round(billed * 100), 100).astype(np.int64)
     denied = rng.random(count) < 0.07
