@@ -12,7 +12,7 @@ in a later month's file), suspected duplicates under a new claim id, inpatient s
 claims serviced after they were received and a few implausibly long stays.
 
 Then:
-  1. ingest: every base file through the real loader (`elt.pipeline.ingest_file`, what the DAG's load task calls)
+  1. ingest: every base file through the real loader (`elt.pipeline.ingest_file`, what the ingest DAGs' load task calls)
      from the S3 endpoint, against `\\copy` of the same file into an all-text table of its header's columns,
      interleaved month by month (each month's `\\copy`s in one psql session, timed by psql's `\\timing`, then the
      same files ingested), summed: ratio ingest / `\\copy` (target <= 2.5);
@@ -20,7 +20,8 @@ Then:
      dbt/tests/claims) and the shared ops staging, the first build;
   3. the nightly: one more month's files (the three payers' claims, and their member files of every member still
      enrolled) ingested, then the same `dbt build` (target: nightly build / full build <= 0.2). `--rounds` (3)
-     nights, each after a `dbt build --full-refresh` (the full build again, on the data so far); medians compared.
+     nights: the first after the first build, each later one after a `dbt build --full-refresh` (the full build
+     again, on the data so far); medians compared.
 Every file must load with every row and no reject: the generator's rows are valid by construction, and a reject
 stops the run (it would be a bug here, not a figure).
 
