@@ -106,6 +106,15 @@ class Layout(BaseModel):
     name: str
     columns: dict[str, str] = Field(description="canonical column -> the header the sender uses for it")
     formats: dict[str, ValueFormat] = Field(default_factory=dict, description="canonical column -> value format")
+    ignored_columns: list[str] = Field(
+        default_factory=list,
+        description="Headers of a wide layout that are read past: their values are never stored, not even in raw "
+                    "(a sender's names, SSNs, addresses). Named one by one, so that a header neither mapped nor "
+                    "ignored still refuses the file.")
+    optional: list[str] = Field(
+        default_factory=list,
+        description="Required columns of the contract this sender does not fill (not sent at all, or empty on "
+                    "some rows): for its files they are not required.")
 
     @field_validator("name")
     @classmethod
@@ -117,6 +126,19 @@ class Layout(BaseModel):
     def header_lookup(self) -> dict[str, str]:
         """File header (stripped, lower case) -> canonical column."""
         return {header.strip().lower(): column for column, header in self.columns.items()}
+
+    def ignored_headers(self) -> frozenset[str]:
+        """Ignored headers, stripped and in lower case, as a file's header is compared."""
+        return frozenset(header.strip().lower() for header in self.ignored_columns)
+
+    @model_validator(mode="after")
+    def _ignored_are_not_mapped(self) -> Layout:
+        both = self.ignored_headers() & {header.strip().lower() for header in self.columns.values()}
+        if both:
+            raise ValueError(f"layout {self.name!r} both maps and ignores {', '.join(sorted(both))}")
+        if len(self.ignored_headers()) != len(self.ignored_columns):
+            raise ValueError(f"layout {self.name!r} ignores a header twice")
+        return self
 
 
 def _qualified_table(value: str) -> str:
@@ -354,18 +376,8 @@ class Contract(BaseModel):
         for key in [*self.natural_key, *self.personal_data]:
             if key not in names:
                 raise ValueError(f"{key!r} is named in natural_key/personal_data but is not a column")
-        types = {c.name: c.type for c in self.columns}
         for layout in self.layouts:
-            for column in [*layout.columns, *layout.formats]:
-                if column not in names:
-                    raise ValueError(f"layout {layout.name!r} names {column!r}, which is not a column")
-            for column, value_format in layout.formats.items():
-                _check_format(column, types[column], value_format)
-            missing_required = [c.name for c in self.columns if c.required and c.name not in layout.columns]
-            if missing_required:
-                raise ValueError(f"layout {layout.name!r} has no header for required {', '.join(missing_required)}")
-            if len({h.strip().lower() for h in layout.columns.values()}) != len(layout.columns):
-                raise ValueError(f"layout {layout.name!r} uses one header for two columns")
+            self._check_layout(layout, names)
         if len({layout.name for layout in self.layouts}) != len(self.layouts):
             raise ValueError("layout names must be unique")
         for check in self.checks:
@@ -373,6 +385,31 @@ class Contract(BaseModel):
                 if column not in names:
                     raise ValueError(f"check {check.rule!r} names {column!r}, which is not a column")
         return self
+
+    def _check_layout(self, layout: Layout, names: set[str]) -> None:
+        types = {c.name: c.type for c in self.columns}
+        for column in [*layout.columns, *layout.formats]:
+            if column not in names:
+                raise ValueError(f"layout {layout.name!r} names {column!r}, which is not a column")
+        for column, value_format in layout.formats.items():
+            _check_format(column, types[column], value_format)
+        not_required = [c for c in layout.optional if c not in names or not self.column(c).required]
+        if not_required:
+            raise ValueError(f"layout {layout.name!r} lists {', '.join(not_required)} as optional, which the "
+                             "contract does not require")
+        missing_required = [c for c in self.required_columns(layout) if c not in layout.columns]
+        if missing_required:
+            raise ValueError(f"layout {layout.name!r} has no header for required {', '.join(missing_required)}")
+        if len({h.strip().lower() for h in layout.columns.values()}) != len(layout.columns):
+            raise ValueError(f"layout {layout.name!r} uses one header for two columns")
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def required_columns(self, layout: Layout) -> list[str]:
+        """The columns a file in `layout` must fill: the contract's required ones but those the layout lists as
+        optional (a sender that never sends them)."""
+        return [c.name for c in self.columns if c.required and c.name not in layout.optional]
 
     def resolved_layouts(self) -> list[Layout]:
         """The declared layouts, or one layout named 'default' made of the column names and aliases."""

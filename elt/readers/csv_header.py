@@ -15,8 +15,9 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,8 +25,8 @@ from elt.contracts import Contract, Layout
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-# The longest first line read as a header. A contract's header is a few hundred bytes (claims, the widest, has
-# 14 columns); 1 MiB leaves room for a sender's 10,000 columns, and bounds what a first line without a line end
+# The longest first line read as a header. A contract's header is a few hundred bytes to a few KB (the Tuva
+# claims layout, the widest, has 148 columns in about 3 KB); 1 MiB leaves room for a sender's 10,000 columns, and bounds what a first line without a line end
 # (a 100 MB "header") costs before it is refused.
 MAX_HEADER_BYTES = 1024 * 1024
 # Characters that never occur in a text header (tab, CR and LF are left to the CSV parser).
@@ -158,10 +159,17 @@ def _line_of(data: bytes, offset: int) -> int:
 
 @dataclass(frozen=True)
 class HeaderMatch:
-    """The layout a file's header was recognised as, and the canonical column of each file column."""
+    """The layout a file's header was recognised as, the canonical column of each file column that is read, in
+    file order, and where those are among the header's `width` fields (a wide layout ignores the others)."""
 
     layout: Layout
     columns: list[str]
+    kept: tuple[int, ...] = ()
+    width: int = 0
+
+    @property
+    def ignores_columns(self) -> bool:
+        return len(self.kept) < self.width
 
 
 def header_fields(contract: Contract, header_line: bytes) -> list[str]:
@@ -249,6 +257,10 @@ def _other_delimiter(contract: Contract, fields: list[str]) -> str:
     return ""
 
 
+# A header the layout reads past (Layout.ignored_columns): neither a contract column nor unknown.
+_IGNORED = "\x00ignored"
+
+
 def map_header(contract: Contract, header_line: bytes, *, labels: list[str] | None = None) -> HeaderMatch:
     """Which layout the header is and the contract column of each file column, in file order.
 
@@ -261,8 +273,8 @@ def map_header(contract: Contract, header_line: bytes, *, labels: list[str] | No
         raise FileRejected("missing_header", "the file has no header row")
     attempts = []
     for layout in contract.resolved_layouts():
-        lookup = contract.header_lookup(layout)
-        mapped = [lookup.get(raw.strip().lower()) for raw in fields]
+        lookup, ignored = contract.header_lookup(layout), layout.ignored_headers()
+        mapped = [_IGNORED if raw.strip().lower() in ignored else lookup.get(raw.strip().lower()) for raw in fields]
         unknown = [(n, raw) for n, (raw, name) in enumerate(zip(fields, mapped, strict=True), start=1) if name is None]
         attempts.append((len(unknown), layout, mapped, unknown))
     # The layout with the fewest unknown headers is the one the sender meant (ties: declaration order).
@@ -282,14 +294,98 @@ def map_header(contract: Contract, header_line: bytes, *, labels: list[str] | No
             _unknown_message(unknown, absent, named, labels)
             + (f"; missing: {', '.join(absent)}" if absent else "") + f"; expected {', '.join(expected)}",
         )
-    duplicated = sorted({n for n in mapped if mapped.count(n) > 1})
+    duplicated = sorted({n for n in mapped if n != _IGNORED and mapped.count(n) > 1})
     if duplicated:
         where = "; ".join(f"{name} in {positions([i + 1 for i, m in enumerate(mapped) if m == name], labels)}"
                           for name in duplicated)
         raise FileRejected("duplicate_columns", f"columns appear more than once: {where}")
     missing = [c.name for c in contract.columns if c.name not in mapped]
-    missing_required = [c.name for c in contract.columns if c.required and c.name not in mapped]
+    missing_required = [c for c in contract.required_columns(layout) if c not in mapped]
     if missing_required or (missing and len(missing) == len(contract.columns)):
         shown = [layout.columns.get(c, c) for c in (missing_required or missing)]
         raise FileRejected("missing_columns", f"required columns missing ({named}): {', '.join(shown)}")
-    return HeaderMatch(layout=layout, columns=[name for name in mapped if name is not None])
+    kept = tuple(i for i, name in enumerate(mapped) if name != _IGNORED)
+    return HeaderMatch(layout=layout, columns=[mapped[i] for i in kept], kept=kept, width=len(fields))
+
+
+# The longest record (a row whose quoted fields span lines) the column filter reads: a claim line is a few hundred
+# bytes; a quote that is never closed would otherwise hold the rest of the file in memory.
+MAX_FILTERED_RECORD = 16 * 1024 * 1024
+
+
+def _physical_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of chunks, without their ends (LF, CRLF or a lone CR), whatever the chunk borders."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)  # a CR may be the first half of a CRLF
+        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+        carry = data[cut + 1:]
+        yield from data[:cut + 1].splitlines()
+    if carry:
+        yield from carry.splitlines()
+
+
+def kept_columns(chunks: Iterable[bytes], match: HeaderMatch, delimiter: str) -> Iterator[bytes]:
+    """The CSV (header first, no byte order mark) with only the columns `match` keeps, for a layout that ignores
+    the others (Layout.ignored_columns): their values never reach the database. Streams, a chunk at a time. The
+    kept fields keep their bytes, whatever the encoding (COPY decodes them as before); line ends become LF, also
+    inside a quoted field. A line without quotes is split on the delimiter (most lines: fast); a record with
+    quotes, which may span lines, is parsed by the csv module (read and written as Latin-1, which maps every
+    byte to one character and back). Raises FileRejected (malformed_csv) naming the line of a record whose field
+    count is not the header's, or that is not valid CSV. See docs/decisions/0021."""
+    separator = delimiter.encode("latin-1")
+    pick = operator.itemgetter(*match.kept) if len(match.kept) > 1 else (lambda fields: (fields[match.kept[0]],))
+    lines = _physical_lines(chunks)
+    number, out = 0, []
+    for line in lines:
+        number += 1
+        if b'"' in line:
+            record, first = _record(line, lines), number
+            number += len(record) - 1
+            out.append(_quoted_record(b"\n".join(record), first, match, delimiter, pick))
+        else:
+            fields = line.split(separator)
+            if len(fields) != match.width:
+                raise FileRejected("malformed_csv", _field_count(number, len(fields), match.width))
+            out.append(separator.join(pick(fields)))
+        if len(out) >= 2048:
+            yield b"\n".join(out) + b"\n"
+            out = []
+    if out:
+        yield b"\n".join(out) + b"\n"
+
+
+def _record(line: bytes, lines: Iterator[bytes]) -> list[bytes]:
+    """The physical lines of the record `line` starts: while a quote is open (an odd count, as COPY counts), the
+    next line belongs to it. FileRejected once it is longer than MAX_FILTERED_RECORD."""
+    record, quotes, size = [line], line.count(b'"'), len(line)
+    while quotes % 2:
+        following = next(lines, None)
+        if following is None or size > MAX_FILTERED_RECORD:
+            raise FileRejected("malformed_csv", "a quoted field is not closed (a quote that is not closed, or a "
+                                                "field longer than 16 MiB)")
+        record.append(following)
+        quotes, size = quotes + following.count(b'"'), size + len(following)
+    return record
+
+
+def _field_count(line: int, found: int, width: int) -> str:
+    return f"line {line} has {found} field{'s' if found != 1 else ''}, the header has {width}"
+
+
+def _quoted_record(record: bytes, line: int, match: HeaderMatch, delimiter: str, pick) -> bytes:
+    text = record.decode("latin-1")
+    try:
+        with field_size_limit(len(text) + 1):
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error:  # its messages name no value, but a fixed text is sure not to
+        raise FileRejected("malformed_csv", f"line {line} is not valid CSV (a quote that is not closed, or text "
+                                            "after a closing quote)") from None
+    fields = rows[0] if len(rows) == 1 else []
+    if len(fields) != match.width:
+        raise FileRejected("malformed_csv", _field_count(line, len(fields), match.width))
+    out = io.StringIO()
+    # The line end given is the one the writer quotes a field for holding (with "" it would not quote a newline).
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(pick(fields))
+    return out.getvalue()[:-1].encode("latin-1")

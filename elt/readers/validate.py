@@ -90,11 +90,14 @@ def _frame(contract: Contract, data: bytes) -> tuple[pd.DataFrame, Layout]:
     text = split_bom(data)[0].decode(check_text(data))
     check_line_ends(text)
     rows = _rows(text, contract)
+    width = match.width or len(columns)
     for number, row in enumerate(rows, start=1):
-        if len(row) != len(columns):
-            raise FileRejected("malformed_csv", f"row {number} has {len(row)} fields, the header has {len(columns)}")
+        if len(row) != width:
+            raise FileRejected("malformed_csv", f"row {number} has {len(row)} fields, the header has {width}")
     if not rows:
         raise FileRejected("no_rows", "the file has a header but no data rows")
+    if match.ignores_columns:  # a wide layout: the columns it ignores are dropped, as the loader drops them
+        rows = [[row[i] for i in match.kept] for row in rows]
     frame = pd.DataFrame(rows, columns=columns, dtype="string")
     for name in contract.column_names:
         if name not in frame:
@@ -178,7 +181,9 @@ def _rejects(contract: Contract, frame: pd.DataFrame, layout: Layout) -> list[pd
             failures.append(pd.DataFrame({"row": frame.index[hit] + 1, "column": column.name, "rule": rule,
                                           "message": message}))
 
-    typed_values = {column.name: _column_rules(contract, layout, column, frame[column.name], record)
+    required = set(contract.required_columns(layout))
+    typed_values = {column.name: _column_rules(contract, layout, column, frame[column.name], record,
+                                               required=column.name in required)
                     for column in contract.columns}
     columns = {c.name: c for c in contract.columns}
     for check in contract.checks:  # NULL on either side (missing or not of its type) is not a failure
@@ -189,10 +194,12 @@ def _rejects(contract: Contract, frame: pd.DataFrame, layout: Layout) -> list[pd
     return failures
 
 
-def _column_rules(contract: Contract, layout: Layout, column: Column, values: pd.Series, record) -> pd.Series:
-    """Records the rules one column's values break; returns the values that are valid, typed (else NA)."""
+def _column_rules(contract: Contract, layout: Layout, column: Column, values: pd.Series, record, *,
+                  required: bool) -> pd.Series:
+    """Records the rules one column's values break; returns the values that are valid, typed (else NA).
+    `required`: the column must be filled in this layout (a layout may not fill some required columns)."""
     present = values.notna()
-    if column.required:
+    if required:
         record(~present, column, "required", f"{column.name} is required")
     valid, typed = _typed(column, values)
     valid = valid.fillna(False).astype(bool)

@@ -28,7 +28,9 @@ from elt.contracts import Check, Column, Contract, Layout
 from elt.readers.csv_header import (
     UTF8_MULTIBYTE,
     FileRejected,
+    HeaderMatch,
     blank,
+    kept_columns,
     map_header,
     mixed_encodings_message,
     read_header,
@@ -109,7 +111,7 @@ def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str
     """(rule code, SQL predicate true when the value breaks the rule, message) for one column of `s`."""
     v = sql.SQL("s.{}").format(sql.Identifier(column.name))
     rules: list[tuple[str, sql.Composable, str]] = []
-    if column.required:
+    if column.name in contract.required_columns(layout):
         # Same as "the canonical value is null" (a format rewrite never makes a value null), tested on the
         # value as landed so that long values skip the trim.
         landed = sql.SQL("s.{}").format(sql.Identifier("_raw_" + column.name))
@@ -150,24 +152,31 @@ def _check_rule(contract: Contract, check: Check) -> tuple[str, sql.Composable, 
 # --- The load ----------------------------------------------------------------------------------------------
 
 
-def _copy(cur: psycopg.Cursor, contract: Contract, columns: list[str], chunks: list[bytes], rest: Iterator[bytes],
+def _copy(cur: psycopg.Cursor, contract: Contract, match: HeaderMatch, chunks: list[bytes], rest: Iterator[bytes],
           pg_encoding: str, inspect: Callable[[bytes], None] | None = None) -> tuple[str, int]:
     """Stream the file into the raw table; returns the sha256 of the bytes as stored and the rows copied.
-    `inspect` sees every chunk before it is sent (and may refuse the file by raising)."""
+    `inspect` sees every chunk before it is sent (and may refuse the file by raising). A layout that ignores
+    columns has them taken out on the way (kept_columns): COPY cannot skip an input column."""
     digest = hashlib.sha256()
     schema, table = contract.target_table.split(".")
     statement = sql.SQL(
         "copy {}.{} ({}) from stdin with (format csv, header true, delimiter {}, encoding {})"
-    ).format(sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+    ).format(sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, match.columns)),
              sql.Literal(contract.delimiter), sql.Literal(pg_encoding))
-    with cur.copy(statement, writer=_BoundedQueuedWriter(cur)) as copy:
+
+    def landed() -> Iterator[bytes]:
         for index, chunk in enumerate(itertools.chain(chunks, rest)):
             digest.update(chunk)
             if index == 0:
                 chunk, _ = split_bom(chunk)
             if inspect is not None:
                 inspect(chunk)
-            copy.write(chunk)
+            yield chunk
+
+    pieces = kept_columns(landed(), match, contract.delimiter) if match.ignores_columns else landed()
+    with cur.copy(statement, writer=_BoundedQueuedWriter(cur)) as copy:
+        for piece in pieces:
+            copy.write(piece)
     return digest.hexdigest(), cur.rowcount
 
 
@@ -209,7 +218,7 @@ def copy_file(conn: psycopg.Connection, contract: Contract, file_id: int,
         inspect = _MixedEncodingWatch(not_utf8) if not_utf8 else None
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint: a failed encoding leaves no rows
-                sha256, rows_read = _copy(cur, contract, match.columns, head_chunks, stream, pg_encoding, inspect)
+                sha256, rows_read = _copy(cur, contract, match, head_chunks, stream, pg_encoding, inspect)
         except (errors.CharacterNotInRepertoire, errors.UntranslatableCharacter) as exc:
             not_utf8 = not_utf8 or where_in_file(exc) or "a line"
             last_error = exc

@@ -8,9 +8,12 @@ from elt.transform import dbt_connection_env, run_dbt
 
 # Declared under `unit_tests:` in dbt/models/*/_*.yml: the moving average, the age band, the priority mapping,
 # blood-pressure parsing, the row filters, the 12-month window, the bed-occupancy changes and flags, and the
-# disclosure control of every de-identified mart, one or more per model.
+# disclosure control of every de-identified mart, one or more per model; the claims month spans, latest arrival
+# and PMPM.
 UNIT_TESTS = {
     "bed_occupancy_trends_85_and_92_pct_flags", "bed_occupancy_trends_quarter_and_year_changes",
+    "claims_pmpm_disclosure_control", "claims_pmpm_rates_and_months_without_members",
+    "fct_claim_lines_latest_arrival_wins", "fct_member_months_spans",
     "condition_analysis_counts_and_shares", "condition_analysis_disclosure_control",
     "facility_monthly_disclosure_control", "facility_monthly_volumes_and_averages",
     "facility_performance_disclosure_control", "facility_performance_rounds_halves_up",

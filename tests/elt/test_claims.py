@@ -153,7 +153,7 @@ def test_a_header_of_no_known_layout_is_quarantined_naming_the_closest(settings,
     store.put(key("aetna"), (header + "\n" + aetna_line(("A1", *GOOD[0][1:5], None, None, None, *GOOD[0][8:]))).encode())
     outcome = run(settings)[key("aetna")]
     assert outcome.status == "quarantined"
-    assert "is not a column of contract claims v1 (layout aetna) (did you mean charge_amount?); missing: charge_amount" in outcome.error
+    assert "is not a column of contract claims v2 (layout aetna) (did you mean charge_amount?); missing: charge_amount" in outcome.error
     assert "charged" not in outcome.error
 
 

@@ -24,7 +24,7 @@ Marts are compared to a clean build in the cells that build them: `postgres_rest
 in dbt) and `kill_after_commit` (one load fault per kind), because a dbt build costs tens of seconds here;
 the raw and ledger comparison, which is what the marts are built from, runs in every cell. Medilink's marts
 are `dbt build --exclude tag:nhs_beds`, KH03's `--select tag:nhs_beds`; claims has only its staging view
-(stg_claims__claims) so far, which is compared. Rows are compared with file ids replaced by the files'
+(stg_claims__claim_lines) and its core and PMPM models (`--select +claims_pmpm`), which are compared. Rows are compared with file ids replaced by the files'
 keys, and without the columns that say when something ran (timestamps, timings).
 
 The Postgres-restart cells use a Postgres server of their own (started once for this module), never the
@@ -128,7 +128,7 @@ def kh03() -> Kind:
 def claims() -> Kind:
     key = claims_key("bluecross")
     data = "\n".join([BLUECROSS, *(bluecross_line((f"C{n}", *GOOD[n % 3][1:])) for n in range(30))]).encode() + b"\n"
-    return Kind("claims", {key: data}, {key: 30}, ("raw.claims",), ("build", "--select", "stg_claims__claims"),
+    return Kind("claims", {key: data}, {key: 30}, ("raw.claims",), ("build", "--select", "+claims_pmpm"),
                 "raw.claims__valid", {key: ("raw.claims",)})
 
 

@@ -119,6 +119,9 @@ PERIOD_CASES = {
                b"claim_number,patient_id,provider_tax_id,claim_received_date,service_date,primary_diagnosis,procedure,"
                b"charge_amount\nA1,M1,P1,02/01/2024,01/31/2024,E11.9,99213,$100.00\n",
                {"start": "2024-02-01", "end": "2024-02-29", "label": "2024-02", "source": "file name"}),  # leap year
+    "eligibility": ("eligibility/provider=acme/year=2023/month=12/members.csv",
+                    b"member_id,payer,plan,start_date,end_date,birth_date,sex\nM1,acme,gold,2023-01-01,,1980-01-01,F\n",
+                    {"start": "2023-12-01", "end": "2023-12-31", "label": "2023-12", "source": "file name"}),
     "nhs_kh03_overnight": ("Beds-Open-Overnight-Web_File-Final-DE5WC.xlsx", None,
                            {"start": "2020-07-01", "end": "2020-09-30", "label": "2020-21 Q2", "source": "workbook"}),
 }
