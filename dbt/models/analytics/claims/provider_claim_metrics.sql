@@ -24,6 +24,7 @@ monthly as (
         sum(paid_amount) as paid_amount
     from claims
     where rendering_npi is not null
+        and service_month is not null
     group by 1, 2
 
 ),
