@@ -10,10 +10,12 @@ import math
 import uuid
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pandas as pd
 import psycopg
 import pytest
+import yaml
 
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
@@ -270,3 +272,17 @@ def test_readmissions_are_an_unadjusted_rate_per_provider_and_discharge_month(ma
         # One stay (withheld); its follow-up runs past the last day the claims reach (15 April).
         ("3000000009", date(2024, 4, 1)): [None, None, None, False],
     }
+
+
+def test_the_investigators_doc_gives_every_rule_its_weight_and_every_threshold(marts):
+    """docs/claims-anomaly-rules.md is what an investigator reads: it lists every rule with the weight dbt uses, and
+    names every claims_* var."""
+    repo = Path(__file__).resolve().parents[2]
+    project_vars = yaml.safe_load((repo / "dbt" / "dbt_project.yml").read_text())["vars"]
+    doc = (repo / "docs" / "claims-anomaly-rules.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[-2].strip() for line in doc.splitlines()
+            if line.startswith("| `")}
+    assert rows == {rule: str(weight) for rule, weight in project_vars["claims_anomaly_weights"].items()}
+    assert [name for name in project_vars if name.startswith("claims_") and f"`{name}`" not in doc] == []
+    fired = {reason["rule_id"] for _, reasons in scores(marts).values() for reason in reasons}
+    assert fired == set(rows)  # and the crafted claims fire every one of them
