@@ -61,7 +61,8 @@ def january_bluecross() -> list[str]:
 
 
 def february_bluecross() -> list[str]:
-    return [bc("R1", "MR", "2000000003", "2024-01-12", "2024-01-11", "2024-01-11", "99213", 100, 80, 70),
+    # R1 spelled 100.00 where January wrote 100: the same amount, so the same content.
+    return [bc("R1", "MR", "2000000003", "2024-01-12", "2024-01-11", "2024-01-11", "99213", "100.00", 80, 70),
             bc("A1", "MA", "2000000004", "2024-01-12", "2024-01-11", "2024-01-11", "99213", 100, 80, 60)]
 
 

@@ -29,11 +29,15 @@ arrivals as (
         claim_id,
         file_id,
         min(loaded_at) as loaded_at,
+        -- A JSON array per line keeps nulls in their places (concat_ws would drop them: a null admission
+        -- date and a null discharge date would then read alike).
         md5(string_agg(
-            concat_ws('|', claim_line_number, member_id, rendering_npi, billing_npi, claim_type, claim_status,
-                      claim_date, service_from_date, service_to_date, admit_date, discharge_date,
-                      array_to_string(diagnosis_codes, ','), procedure_code, units, billed_amount,
-                      allowed_amount, paid_amount),
+            cast(jsonb_build_array(
+                claim_line_number, member_id, rendering_npi, billing_npi, claim_type, claim_status, claim_date,
+                service_from_date, service_to_date, admit_date, discharge_date, diagnosis_codes, procedure_code,
+                -- 100 and 100.00 are the same amount: trailing zeros are the file's spelling, not its content.
+                trim_scale(units), trim_scale(billed_amount), trim_scale(allowed_amount), trim_scale(paid_amount)
+            ) as text),
             '#' order by claim_line_number, source_row_number
         )) as content_digest
     from claim_lines
