@@ -118,6 +118,10 @@ def query(settings, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+# Every claims model: the marts read claims and eligibility both (dim_members, claims_pmpm).
+CLAIMS_MODELS = ["path:models/staging/claims", "path:models/core/claims", "path:models/analytics/claims"]
+
+
 @pytest.fixture(scope="module")
 def marts(pg_server_url, s3_endpoint_url, warehouse_template, tmp_path_factory):
     """One warehouse for the module: the four files loaded in order through the loader, then the claims models
@@ -139,7 +143,7 @@ def marts(pg_server_url, s3_endpoint_url, warehouse_template, tmp_path_factory):
         outcome = ingest_file(key, settings=settings)
         assert (outcome.status, outcome.rows_rejected) == ("loaded", 0), (key, outcome.error)
     target = tmp_path_factory.mktemp("claims_target")
-    run_dbt(["build", "--select", "stg_claims__claim_lines+", "--target-path", str(target)], settings=settings)
+    run_dbt(["build", "--select", *CLAIMS_MODELS, "--target-path", str(target)], settings=settings)
     yield settings
     drop_database(pg_server_url, database)
 
