@@ -24,7 +24,8 @@ CLAIMS_ONLY = ("claims",)
 PAYER = Column("payer", description="The payer (the provider= folder of its files).", filter="eq", sortable=True)
 NPI = Column("rendering_npi", description="The rendering provider's NPI (Aetna: its tax id).", filter="eq",
              sortable=True)
-CLAIM_ID = Column("claim_id", description="The payer's claim id.", filter="eq", sortable=True)
+# Not sortable in the claim-level marts: their indexes serve the payer's and the score's order, not the claim id's.
+CLAIM_ID = Column("claim_id", description="The payer's claim id.", filter="eq")
 CLAIM_TYPE = Column("claim_type", description="Claim type, lower case.", filter="eq")
 CLAIM_STATUS = Column("claim_status", description="Claim status, lower case.", filter="eq")
 
@@ -233,7 +234,7 @@ CLAIM_LINES = Resource(
     columns=(
         replace(PAYER, required=True),
         Column("member_id", description="The payer's member id (personal data).", filter="eq", required=True),
-        CLAIM_ID,
+        replace(CLAIM_ID, sortable=True),  # one member's lines: few rows to sort
         Column("claim_line_number", "integer"),
         Column("rendering_npi"),
         Column("billing_npi"),
