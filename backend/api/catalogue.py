@@ -13,9 +13,10 @@ A family names the modules that declare its resources (`api.modules`); each modu
 * `not_built_hints`: what the modules say to do when their marts are not built yet (backend/errors.py).
 
 A resource without `drop_types` is built from its family's. A module that cannot be imported, has no RESOURCES, or
-declares a path outside its family's prefix (or inside another family's), one that another resource already has, or
-a `{value}` that is not a column with a max_length, is a CatalogueError naming the family and the module: the API does
-not start on a catalogue it cannot trust.
+declares a path outside its family's prefix (or inside another family's), one that another resource already has, a
+`{value}` that is not a column with a max_length, a JSON column that filters or sorts, or a required filter that is not
+an "eq" one, is a CatalogueError naming the family and the module: the API does not start on a catalogue it cannot
+trust. A view with path values checks the caller's role before it looks at them.
 """
 
 from __future__ import annotations
