@@ -208,6 +208,9 @@ def encode_cursor(values: list[Any]) -> str:
 
 
 BIGINT = re.compile(r"-?[0-9]{1,19}")
+# Postgres numeric holds up to 131072 digits before the decimal point and 16383 after: a cursor value beyond them (a
+# finite Decimal such as 1e999999999) would make the cast fail in the database, a 500.
+NUMERIC_DIGITS_BEFORE, NUMERIC_DIGITS_AFTER = 131_072, 16_383
 INVALID_CURSOR = "cursor is not one this API issued for this sort; start again without it"
 
 
@@ -235,8 +238,9 @@ def cursor_value(value: str, column_type: str) -> Any:
             return number
         if column_type == "number":
             number = Decimal(value)
-            if not number.is_finite():
-                raise ValueError("not finite")
+            if not number.is_finite() or number.adjusted() >= NUMERIC_DIGITS_BEFORE \
+                    or number.as_tuple().exponent < -NUMERIC_DIGITS_AFTER:
+                raise ValueError("not a Postgres numeric")
             return number
         if column_type == "date":
             return date.fromisoformat(value)
