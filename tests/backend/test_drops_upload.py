@@ -540,7 +540,9 @@ def test_an_unknown_run_is_a_404_and_a_bad_id_a_400(make_client, airflow):
     client = make_client("admin")
     response = client.get("/api/v1/runs/manual__nothing")
     assert response.status_code == 404 and "medilink_ingest" in response.get_json()["error"]["message"]
-    assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["medilink_ingest", "nhs_beds_ingest"]
+    # Every family's ingest DAG is asked, in the order of the families' files (elt/families/*.yml).
+    assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["claims_ingest", "medilink_ingest",
+                                                                    "nhs_beds_ingest"]
     assert client.get("/api/v1/runs/a%20b").status_code == 400
     assert client.get("/api/v1/runs/" + "x" * 251).status_code == 400
 

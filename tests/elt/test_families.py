@@ -100,6 +100,7 @@ def test_the_repository_families_name_their_api_modules_and_prefix():
     assert {name: (f.api.prefix, f.api.modules) for name, f in families.items()} == {
         "medilink": (None, ("backend.api.facilities", "backend.api.analytics", "backend.api.clinical")),
         "nhs_beds": ("/beds", ("backend.api.beds",)),
+        "claims": ("/claims", ("backend.api.claims",)),
     }
 
 
@@ -148,9 +149,10 @@ def test_elt_families_lists_them_and_says_which_file_is_wrong(tmp_path, monkeypa
     code, out, _ = run("--format", "json")
     assert code == 0
     assert [(row["family"], row["ingest_dag"], row["runs"], row["marts"]) for row in json.loads(out)] == [
-        ("medilink", "medilink_ingest", "02:00 UTC", "nightly"), ("nhs_beds", "nhs_beds_ingest", "02:30 UTC",
-                                                                  "on_arrival")]
-    assert json.loads(out)[1]["dbt_paths"] == "models/staging/nhs, models/core/beds, models/analytics/beds, tests/nhs_beds"
+        ("claims", "claims_ingest", "02:15 UTC", "nightly"), ("medilink", "medilink_ingest", "02:00 UTC", "nightly"),
+        ("nhs_beds", "nhs_beds_ingest", "02:30 UTC", "on_arrival")]  # in the order of their files' names
+    assert json.loads(out)[0]["drop_types"] == "claims, eligibility"
+    assert json.loads(out)[2]["dbt_paths"] == "models/staging/nhs, models/core/beds, models/analytics/beds, tests/nhs_beds"
     monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
     (tmp_path / "medilink.yml").write_text(MEDILINK.replace("tests/medilink", "tests/medilnk"))
     code, _, err = run()
@@ -182,7 +184,7 @@ def test_the_local_stack_reports_the_families_dags_and_where_their_drops_land(tm
 
     get_settings.cache_clear()
     try:
-        assert landing_prefixes() == ["medical_records/input/", "nhs/kh03/"]  # the contracts' prefixes, by hand
+        assert landing_prefixes() == ["claims/", "eligibility/", "medical_records/input/", "nhs/kh03/"]  # by hand
         shutil.copy(REPO_ROOT / "elt" / "families" / "nhs_beds.yml", tmp_path)
         monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
         get_settings.cache_clear()
