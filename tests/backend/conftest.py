@@ -165,6 +165,36 @@ def wdb(warehouse):
         yield conn
 
 
+def required_values(wdb, resource) -> list[dict[str, str]]:
+    """Every combination of the resource's required filters (Column.required, e.g. one member's claim lines) that
+    occurs in its mart, the one with the most rows first: what a client must send with each request. [{}] when it
+    requires none."""
+    from psycopg import sql
+
+    names = [c.name for c in resource.columns if c.required]
+    if not names:
+        return [{}]
+    query = sql.SQL("select {c} from {t} group by {c} order by count(*) desc, {c}").format(
+        c=sql.SQL(", ").join(map(sql.Identifier, names)), t=sql.Identifier(*resource.table.split(".")))
+    return [dict(zip(names, map(str, row), strict=True)) for row in wdb.execute(query)]
+
+
+def path_values(wdb, resource) -> dict[str, str]:
+    """Values for the `{column}`s of the resource's path, read from one row of its mart (the first by its key), so
+    that the path names rows that exist: one organisation's history, one claim's explanation."""
+    from psycopg import sql
+
+    from backend.api.catalogue import VALUE
+
+    names = VALUE.findall(resource.path)
+    if not names:
+        return {}
+    query = sql.SQL("select {c} from {t} order by {k} limit 1").format(
+        c=sql.SQL(", ").join(map(sql.Identifier, names)), t=sql.Identifier(*resource.table.split(".")),
+        k=sql.SQL(", ").join(map(sql.Identifier, resource.key)))
+    return dict(zip(names, map(str, wdb.execute(query).fetchone()), strict=True))
+
+
 @pytest.fixture
 def app(settings, login_passwords):
     return create_app(api_settings(settings.database_url, login_passwords, max_page_size=50, default_page_size=2))
