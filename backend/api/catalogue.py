@@ -13,9 +13,10 @@ A family names the modules that declare its resources (`api.modules`); each modu
 * `not_built_hints`: what the modules say to do when their marts are not built yet (backend/errors.py).
 
 A resource without `drop_types` is built from its family's. A module that cannot be imported, has no RESOURCES, or
-declares a path outside its family's prefix (or inside another family's), one that another resource already has, or
-a `{value}` that is not a column with a max_length, is a CatalogueError naming the family and the module: the API does
-not start on a catalogue it cannot trust.
+declares a path outside its family's prefix (or inside another family's), one that another resource already has, a
+`{value}` that is not a column with a max_length, a JSON column that filters or sorts, or a required filter that is not
+an "eq" one, is a CatalogueError naming the family and the module: the API does not start on a catalogue it cannot
+trust. A view with path values checks the caller's role before it looks at them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from flask import Blueprint
 
 from backend.api.listing import Column, Resource, serve
+from backend.auth import require
 from elt.families import Family, declared_families
 
 API_ROOT = "/api/v1"
@@ -98,6 +100,7 @@ def build_catalogue(families: dict[str, Family]) -> Catalogue:
             for resource in _resources(group, module_name, module):
                 where = f"{group.where(module_name)}: {resource.name}"
                 _check_path(where, resource, group.prefix, others)
+                _check_columns(where, resource)
                 _claim(taken, where, resource)
                 resource = resource if resource.drop_types else replace(resource, drop_types=group.drop_types)
                 _add_view(blueprint, resource)
@@ -146,6 +149,15 @@ def _check_path(where: str, resource: Resource, prefix: str | None, others: Iter
                                  "(the longest value the path may carry)")
 
 
+def _check_columns(where: str, resource: Resource) -> None:
+    """A JSON column is served as it is, never compared: no filter or sort on it; a required filter is an "eq" one."""
+    for column in resource.columns:
+        if column.type == "json" and (column.filter or column.sortable):
+            raise CatalogueError(f"{where}: column {column.name} is JSON: it cannot filter or sort")
+        if column.required and column.filter != "eq":
+            raise CatalogueError(f"{where}: column {column.name} is a required filter: declare filter=\"eq\"")
+
+
 def _claim(taken: dict[tuple[str, str], str], where: str, resource: Resource) -> None:
     """A route and an operation of its own: two paths that differ only in their values' names would be one route, and
     two names that differ only in `-` and `_` one view and one OpenAPI operation."""
@@ -175,6 +187,7 @@ def _view(resource: Resource) -> Callable:
         return lambda: serve(resource)
 
     def view(**path):
+        require(resource.role)  # who may ask comes before what was asked: a bad path value is no answer to a stranger
         return serve(resource, fixed={column.name: column.from_path(path[column.name]) for column in values})
 
     return view

@@ -23,6 +23,7 @@ and that a spreadsheet opens as data, never as formulas (issue 13; docs/decision
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -72,9 +73,15 @@ def csv_text(value: Any) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
+def csv_json(value: Any) -> str:
+    """A JSON value (an anomaly's reasons) as its JSON text in one text cell, neutralised and quoted like text."""
+    return "" if value is None else csv_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
 def line_writer(column_types: list[str]) -> Callable[[tuple], str]:
     """One CSV line (CRLF-terminated) per row, each cell written by its column's type."""
-    writers = [csv_text if kind in ("text", "text[]") else csv_cell for kind in column_types]
+    writers = [csv_text if kind in ("text", "text[]", "integer[]") else csv_json if kind == "json" else csv_cell
+               for kind in column_types]
 
     def line(row: tuple) -> str:
         return ",".join(write(value) for write, value in zip(writers, row, strict=True)) + "\r\n"

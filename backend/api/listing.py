@@ -55,7 +55,8 @@ from backend.errors import ApiError
 TYPES: dict[str, tuple[str, str]] = {
     "text": ("string", "text"), "integer": ("integer", "bigint"), "number": ("number", "numeric"),
     "date": ("string", "date"), "datetime": ("string", "timestamptz"), "boolean": ("boolean", "boolean"),
-    "text[]": ("array", "text[]"),
+    "text[]": ("array", "text[]"), "integer[]": ("array", "bigint[]"),
+    "json": ("json", "jsonb"),  # any JSON value, served as it is stored (an anomaly's reasons); never a filter or a sort
 }
 PYTHON_TYPES: dict[str, type] = {"text": str, "integer": int, "number": float, "date": date, "boolean": bool}
 # JSON of the list pages: Decimal as a JSON number with its stored digits (msgspec writes it in C, as it does the
@@ -89,9 +90,22 @@ class Column:
     # refuses a path value without a max_length; the OpenAPI document gives it as the parameter's maxLength.
     path_transform: Literal["upper"] | None = None
     max_length: int | None = None
+    # What a longer path value becomes: "cut" to max_length (a code that is never longer finds nothing), or "refuse"d
+    # with a 400 (an identifier that names one row, which a cut value could name wrongly).
+    path_overflow: Literal["cut", "refuse"] = "cut"
+    # An "eq" filter the request must give (400 without it): a list that is only ever read for one value of it, e.g.
+    # one member's claim lines. A query parameter, not a path value, when the value is personal: the access log holds
+    # the path (backend/serve.py), never the query string.
+    required: bool = False
 
     def from_path(self, value: str) -> str:
-        """A value of this column taken from the request's path, as it is compared with the mart's."""
+        """A value of this column taken from the request's path, as it is compared with the mart's. A NUL (which no
+        Postgres text holds) or, for `path_overflow="refuse"`, a value over max_length is a 400 that names the column,
+        never the value."""
+        if "\x00" in value:
+            raise ApiError(400, "invalid_parameter", f"{self.name}: a NUL character is not allowed")
+        if self.path_overflow == "refuse" and self.max_length is not None and len(value) > self.max_length:
+            raise ApiError(400, "invalid_parameter", f"{self.name}: at most {self.max_length} characters")
         if self.path_transform == "upper":
             value = value.upper()
         return value[:self.max_length]
@@ -116,6 +130,9 @@ class Resource:
     # Below /api/v1, starting with its family's api.prefix; `{column}` for a value the path carries (that column,
     # compared exactly, Column.from_path). backend/api/catalogue.py routes and documents it from here.
     path: str = ""
+    # The path names one row (its key, e.g. one claim's anomaly score): a 404 when no row matches, rather than an
+    # empty list.
+    single_row: bool = False
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -152,8 +169,12 @@ def _query_model(resource: Resource) -> type[BaseModel]:
             constraints = {"max_length": 200}
         elif annotation is int:
             constraints = {"ge": -(2**63), "le": 2**63 - 1}  # Postgres bigint
-        fields[param] = (annotation | None, Field(None, description=_filter_description(column, param),
-                                                  **constraints))
+        if column.required:
+            fields[param] = (annotation, Field(description=_filter_description(column, param) + " Required.",
+                                               **constraints))
+        else:
+            fields[param] = (annotation | None, Field(None, description=_filter_description(column, param),
+                                                      **constraints))
     fields["sort"] = (Literal[tuple(resource.sort_choices())] | None, Field(  # type: ignore[misc]
         None, description=f"Sort key; `-` for descending. Default `{resource.default_sort}`."))
     fields["limit"] = (int | None, Field(None, ge=1, le=2**31, description="Rows per page (JSON: at most the page cap)."))
@@ -187,6 +208,9 @@ def encode_cursor(values: list[Any]) -> str:
 
 
 BIGINT = re.compile(r"-?[0-9]{1,19}")
+# Postgres numeric holds up to 131072 digits before the decimal point and 16383 after: a cursor value beyond them (a
+# finite Decimal such as 1e999999999) would make the cast fail in the database, a 500.
+NUMERIC_DIGITS_BEFORE, NUMERIC_DIGITS_AFTER = 131_072, 16_383
 INVALID_CURSOR = "cursor is not one this API issued for this sort; start again without it"
 
 
@@ -214,8 +238,9 @@ def cursor_value(value: str, column_type: str) -> Any:
             return number
         if column_type == "number":
             number = Decimal(value)
-            if not number.is_finite():
-                raise ValueError("not finite")
+            if not number.is_finite() or number.adjusted() >= NUMERIC_DIGITS_BEFORE \
+                    or number.as_tuple().exponent < -NUMERIC_DIGITS_AFTER:
+                raise ValueError("not a Postgres numeric")
             return number
         if column_type == "date":
             return date.fromisoformat(value)
@@ -595,6 +620,8 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
     sources = build.sources if build else []
     sizes.put(resource.table, rows_in_table, began)
     served = rows[:limit]
+    if resource.single_row and not served:
+        raise not_found(resource)
     total = done.estimate if done.estimate is not None else counted
     meta = {"count": len(served), "limit": limit,
             "next_cursor": _next_cursor(resource, p, served[-1]) if len(rows) > limit else None,
@@ -610,6 +637,11 @@ def _page(resource: Resource, asked: Asked, caller: Caller) -> Response:
         return _not_modified(resource, etag)
     body = b'{"data":' + data + b',"meta":' + ENCODER.encode(meta) + b"}"
     return current_app.response_class(body, mimetype="application/json", headers=_cache_headers(resource, etag))
+
+
+def not_found(resource: Resource) -> ApiError:
+    """A single-row resource's answer when its path names no row: the path's values are not repeated (a claim id)."""
+    return ApiError(404, "not_found", f"no {resource.name} row at this path (its values are compared exactly)")
 
 
 def _build_count(counts: TtlCache, key: bytes, known: tuple[str, int] | None, build: str | None,
@@ -694,6 +726,9 @@ def _csv_response(resource: Resource, asked: Asked, settings) -> Response:
         lambda conn: _csv_meta(conn, resource, p, asked.query.count == "exact"), resource.name,
         release=slots.release).start()
     meta = export.wait_until_ready()  # an error before the first rows is still an ordinary error response
+    if resource.single_row and meta.total == 0:
+        export.close()
+        raise not_found(resource)
 
     response = Response(export, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{resource.name}.csv"'

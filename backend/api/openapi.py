@@ -33,6 +33,13 @@ ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the par
           "503": "The mart is not built yet (`not_built`), the query took too long (`query_timeout`), the database "
                  "did not answer, or every CSV download of this server is in use (`too_many_downloads`, Retry-After)"}
 
+NOT_FOUND = "No row at this path (`not_found`): its values are compared exactly, and are not repeated in the message"
+
+
+def _errors(resource: Resource) -> dict[str, str]:
+    """The error answers of a list: a single-row resource's path may name no row (404)."""
+    return dict(sorted({**ERRORS, **({"404": NOT_FOUND} if resource.single_row else {})}.items()))
+
 
 CONDITIONAL = ("The `ETag` of a response this client holds for the same URL: the answer is then `304 Not Modified`, "
                "with no body, while the mart has not been rebuilt since (its `as_of` and `sources` are the same), "
@@ -67,13 +74,13 @@ def dbt_descriptions() -> dict[str, dict[str, str]]:
 
 def _column_schema(column: Column, description: str) -> dict[str, Any]:
     json_type = TYPES[column.type][0]
-    schema: dict[str, Any] = {"type": [json_type, "null"]}
+    schema: dict[str, Any] = {} if column.type == "json" else {"type": [json_type, "null"]}  # json: any JSON value
     if column.type == "date":
         schema["format"] = "date"
     elif column.type == "datetime":
         schema["format"] = "date-time"
-    elif column.type == "text[]":
-        schema["items"] = {"type": "string"}
+    elif column.type in ("text[]", "integer[]"):
+        schema["items"] = {"type": "string" if column.type == "text[]" else "integer"}
     if column.choices:
         schema["enum"] = [*column.choices, None]
     if description or column.description:
@@ -92,7 +99,7 @@ def _parameters(resource: Resource, max_page_size: int) -> list[dict[str, Any]]:
             schema["maxLength"] = 200
         what = {"=": "equals" + (" (case-insensitive)" if column.type == "text" and not column.name.endswith("_id")
                                  else ""), ">=": "on or after / at least", "<=": "on or before / at most"}[op]
-        params.append({"name": name, "in": "query", "required": False, "schema": schema,
+        params.append({"name": name, "in": "query", "required": column.required, "schema": schema,
                        "description": f"Only rows whose `{column.name}` {what} this value."})
     params += [
         {"name": "sort", "in": "query", "required": False,
@@ -188,7 +195,7 @@ def spec() -> dict[str, Any]:
                         "headers": {"ETag": ETAG, "Cache-Control": CACHE_CONTROL}},
                 **{status: {"description": text, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Error"}}}}
-                   for status, text in ERRORS.items()},
+                   for status, text in _errors(resource).items()},
             },
         }}
     for operations in OPERATIONS:

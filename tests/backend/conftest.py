@@ -1,7 +1,8 @@
 """Fixtures for the API tests, on a real Postgres:
 
-* `warehouse`: one database per session with three weeks of generated Medilink drops and two quarters of
-  generated KH03 workbooks loaded through the real ingest and built by real dbt, read only by the tests (session scope: the build takes a while);
+* `warehouse`: one database per session with three weeks of generated Medilink drops, two quarters of
+  generated KH03 workbooks and a few hand-made payer claims and member files loaded through the real ingest and
+  built by real dbt, read only by the tests (session scope: the build takes a while);
 * `keys`: one API key per role in it, made the way an operator makes them;
 * `api` / `call`: the app factory on that database, and a GET with a role's key;
 * `app` / `client` and `facilities_mart`: a fresh database holding only a hand-made facility_performance mart,
@@ -77,6 +78,11 @@ def warehouse(pg_server_url, s3_endpoint_url, warehouse_template):
     for name, spec in (("Q1-2020-21", Kh03Spec(period_text="April to June 2020", period_end="June")),
                        ("Q2-2020-21", Kh03Spec())):
         s3.put_object(Bucket=bucket, Key=f"nhs/kh03/Beds-Open-Overnight-Web_File-{name}.xlsx", Body=build_kh03(spec))
+    # Hand-made payer claims and eligibility (tests/backend/claims_files.py), so the /api/v1/claims endpoints do too.
+    from tests.backend.claims_files import FILES as CLAIMS_FILES
+
+    for key, lines in CLAIMS_FILES.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
     outcomes = [ingest_file(key, settings=settings) for key in discover_new_files(settings=settings)]
     assert {o.status for o in outcomes} == {"loaded"}
     build(settings=settings)
@@ -157,6 +163,36 @@ def wdb(warehouse):
     """An autocommit connection to the built warehouse, as its owner: what the tests compare the API with."""
     with psycopg.connect(warehouse.database_url, autocommit=True) as conn:
         yield conn
+
+
+def required_values(wdb, resource) -> list[dict[str, str]]:
+    """Every combination of the resource's required filters (Column.required, e.g. one member's claim lines) that
+    occurs in its mart, the one with the most rows first: what a client must send with each request. [{}] when it
+    requires none."""
+    from psycopg import sql
+
+    names = [c.name for c in resource.columns if c.required]
+    if not names:
+        return [{}]
+    query = sql.SQL("select {c} from {t} group by {c} order by count(*) desc, {c}").format(
+        c=sql.SQL(", ").join(map(sql.Identifier, names)), t=sql.Identifier(*resource.table.split(".")))
+    return [dict(zip(names, map(str, row), strict=True)) for row in wdb.execute(query)]
+
+
+def path_values(wdb, resource) -> dict[str, str]:
+    """Values for the `{column}`s of the resource's path, read from one row of its mart (the first by its key), so
+    that the path names rows that exist: one organisation's history, one claim's explanation."""
+    from psycopg import sql
+
+    from backend.api.catalogue import VALUE
+
+    names = VALUE.findall(resource.path)
+    if not names:
+        return {}
+    query = sql.SQL("select {c} from {t} order by {k} limit 1").format(
+        c=sql.SQL(", ").join(map(sql.Identifier, names)), t=sql.Identifier(*resource.table.split(".")),
+        k=sql.SQL(", ").join(map(sql.Identifier, resource.key)))
+    return dict(zip(names, map(str, wdb.execute(query).fetchone()), strict=True))
 
 
 @pytest.fixture

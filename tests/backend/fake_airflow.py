@@ -48,9 +48,17 @@ def make_token(subject: str, seconds: float) -> str:
     return f"{part({'alg': 'HS512', 'typ': 'JWT'})}.{part(claims)}.signature"
 
 
+def _declared_ingest_dags() -> tuple[str, ...]:
+    """The ingest DAGs Airflow would have: one per declared source family (elt/dag_factory.py)."""
+    from elt.config import Settings
+    from elt.families import declared_families
+
+    return tuple(family.ingest_dag_id for family in declared_families(Settings()).values())
+
+
 @dataclass
 class FakeAirflow:
-    dags: tuple[str, ...] = ("medilink_ingest", "nhs_beds_ingest")
+    dags: tuple[str, ...] = field(default_factory=_declared_ingest_dags)
     username: str = "admin"
     password: str = "admin"
     token_seconds: float = 86_400

@@ -16,6 +16,7 @@ from backend.api.listing import Column
 from backend.app import create_app
 from backend.auth import create_key
 from backend.config import ApiSettings
+from backend.errors import ApiError
 from elt.config import REPO_ROOT, get_settings
 from elt.contracts import load_contracts
 from elt.families import Api, load_families
@@ -64,7 +65,7 @@ def test_the_repository_catalogue_is_the_families_resources_with_their_drop_type
     assert by_path["/api/v1/triage-trends"].resource.drop_types == (
         "medilink_facilities", "medilink_patients", "medilink_triage_visits")
     assert by_path["/api/v1/drops"].resource.drop_types == ()  # the ledger: live, from no drop type
-    assert [b.name for b in catalogue.blueprints] == ["api_medilink", "api_nhs_beds", "operations"]
+    assert [b.name for b in catalogue.blueprints] == ["api_claims", "api_medilink", "api_nhs_beds", "operations"]
     assert "analytics.bed_occupancy_trends" in catalogue.on_arrival_marts()
     assert "ops.file_ledger" not in catalogue.served_marts()
 
@@ -74,6 +75,20 @@ def test_a_path_value_is_transformed_and_cut_as_its_column_declares():
     assert org_code.from_path("r1h") == "R1H"
     assert org_code.from_path("rx" * 15) == "RX" * 10
     assert Column("thing_id", max_length=5).from_path("ab-cdefg") == "ab-cd"
+    claim_id = Column("claim_id", max_length=5, path_overflow="refuse")
+    assert claim_id.from_path("ab-cd") == "ab-cd"
+    for value, says in (("ab-cde", "claim_id: at most 5 characters"), ("a\x00b", "claim_id: a NUL character")):
+        with pytest.raises(ApiError) as refused:
+            claim_id.from_path(value)
+        assert (refused.value.status, refused.value.code) == (400, "invalid_parameter")
+        assert refused.value.message.startswith(says) and "ab" not in refused.value.message
+
+
+def toy_columns(*columns: str) -> str:
+    """The source of a Resource over analytics.toy_things at /beds/things with these Column(...) sources too."""
+    return (f'Resource(name="toy-things", table="analytics.toy_things", summary="One row per toy thing.", '
+            f'columns=(Column("thing_id", sortable=True), {", ".join(columns)}), key=("thing_id",), '
+            f'default_sort="thing_id", path="/beds/things")')
 
 
 @pytest.mark.parametrize(("family", "prefix", "resources", "says"), [
@@ -97,6 +112,13 @@ def test_a_path_value_is_transformed_and_cut_as_its_column_declares():
      "path value {{colour}} must be a column of the resource with a max_length"),
     ("nhs_beds", "/beds", [toy_resource("/beds/things/{shape}")], "path value {{shape}} must be a column"),
     ("nhs_beds", "/beds", [toy_resource("/beds/Things")], "path '/beds/Things' is not a path below /api/v1"),
+    ("nhs_beds", "/beds", [toy_columns('Column("detail", "json", filter="eq")')],
+     "toy-things: column detail is JSON: it cannot filter or sort"),
+    ("nhs_beds", "/beds", [toy_columns('Column("detail", "json", sortable=True)')], "column detail is JSON"),
+    ("nhs_beds", "/beds", [toy_columns('Column("colour", filter="range", required=True)')],
+     "toy-things: column colour is a required filter: declare filter=\"eq\""),
+    ("nhs_beds", "/beds", [toy_columns('Column("detail", "json")', 'Column("colour", filter="eq", required=True)')],
+     None),
     ("nhs_beds", "/beds", [], None),  # an empty RESOURCES is allowed: a family on its way
 ])
 def test_a_resource_the_catalogue_cannot_serve_stops_it_naming_the_family_and_module(
@@ -105,8 +127,9 @@ def test_a_resource_the_catalogue_cannot_serve_stops_it_naming_the_family_and_mo
     modules = ("backend.api.beds", module) if family == "nhs_beds" else (module,)
     families = {"medilink": with_api("medilink", None, *modules) if family == "medilink" else FAMILIES["medilink"],
                 "nhs_beds": with_api("nhs_beds", prefix, *modules) if family == "nhs_beds" else FAMILIES["nhs_beds"]}
-    if says is None:
-        assert len(build_catalogue(families).endpoints) == len(declared_catalogue().endpoints)
+    if says is None:  # served: the two families' endpoints and the module's resources
+        declared = build_catalogue({name: FAMILIES[name] for name in ("medilink", "nhs_beds")})
+        assert len(build_catalogue(families).endpoints) == len(declared.endpoints) + len(resources)
         return
     with pytest.raises(CatalogueError) as refused:
         build_catalogue(families)

@@ -171,10 +171,9 @@ CLAIMS = (b"ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,DiagnosisCode
           b"C1,M1,1234567890,2024-01-31,2024-01-30,E11.9,99213,120.00\n")
 
 
-def test_a_claims_batch_is_stored_under_its_payer_and_month_and_told_how_it_loads(client, store, airflow, db):
+def test_a_claims_batch_is_stored_under_its_payer_and_month_and_its_dag_started(client, store, airflow, db):
     """Claims keys carry provider=<payer>/year=/month= folders: the upload names the payer and the month as form
-    fields (the contract's upload_fields) and the key is built from them. Claims belong to no source family yet
-    (elt/families), so no DAG loads them: the answer says how they load."""
+    fields (the contract's upload_fields) and the key is built from them; the claims family's ingest DAG loads it."""
     response = client.post("/api/v1/drops", data={"drop_type": "claims", "payer": "bluecross", "month": "2024-01",
                                                   "file": (BytesIO(CLAIMS), "batch_7.csv")},
                            content_type="multipart/form-data")
@@ -182,9 +181,10 @@ def test_a_claims_batch_is_stored_under_its_payer_and_month_and_told_how_it_load
     body = response.get_json()
     assert body["key"] == "claims/provider=bluecross/year=2024/month=01/batch_7.csv"
     assert stored_keys(store) == [body["key"]] and store.read(body["key"]) == CLAIMS
-    assert (body["dag_id"], body["run_id"], body["status_url"], body["warning"]) == (None, None, None, None)
-    assert "belong to no source family" in body["message"] and "elt ingest --drop-type claims" in body["message"]
-    assert airflow.triggers() == [] and [row[1:] for row in ledger(db)] == [(body["key"], "discovered", "claims")]
+    assert body["dag_id"] == "claims_ingest" and body["status_url"] == f"/api/v1/runs/{body['run_id']}"
+    (trigger,) = airflow.triggers()
+    assert trigger.path == "/api/v2/dags/claims_ingest/dagRuns" and trigger.body["conf"] == {"key": body["key"]}
+    assert [row[1:] for row in ledger(db)] == [(body["key"], "discovered", "claims")]
 
 
 @pytest.mark.parametrize(("fields", "code", "says"), [
@@ -540,7 +540,9 @@ def test_an_unknown_run_is_a_404_and_a_bad_id_a_400(make_client, airflow):
     client = make_client("admin")
     response = client.get("/api/v1/runs/manual__nothing")
     assert response.status_code == 404 and "medilink_ingest" in response.get_json()["error"]["message"]
-    assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["medilink_ingest", "nhs_beds_ingest"]
+    # Every family's ingest DAG is asked, in the order of the families' files (elt/families/*.yml).
+    assert [r.path.split("/")[4] for r in airflow.calls("GET")] == ["claims_ingest", "medilink_ingest",
+                                                                    "nhs_beds_ingest"]
     assert client.get("/api/v1/runs/a%20b").status_code == 400
     assert client.get("/api/v1/runs/" + "x" * 251).status_code == 400
 

@@ -11,19 +11,25 @@ import json
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from backend.api.catalogue import declared_catalogue
+from backend.api.catalogue import VALUE, declared_catalogue
 from backend.api.listing import jsonable
+from tests.backend.conftest import required_values
 
 # The lists whose whole mart is the answer. One organisation's bed history ({org_code} in the path) is the
-# occupancy list's declaration narrowed by the path: tests/backend/test_beds_api.py covers it.
+# occupancy list's declaration narrowed by the path: tests/backend/test_beds_api.py covers it. A single-row path (one
+# claim's explanation) names one row by its key: test_every_single_row_path_serves_the_row_it_names_and_404_when_none.
 ENDPOINTS = [(e.path, e.resource) for e in declared_catalogue().endpoints if "{" not in e.path]
+SINGLE_ROW = {e.path: e.resource for e in declared_catalogue().endpoints if e.resource.single_row}
 BY_PATH = dict(ENDPOINTS)
 PATIENT_LEVEL = [path for path, resource in ENDPOINTS if resource.patient_level]
+# Clinicians' lists: the patient-level ones and the claim-level claims lists (single claims, an opaque member key).
+CLINICIANS = [path for path, resource in ENDPOINTS if resource.patient_level or resource.role == "clinician"]
 ANALYTICS = [path for path, resource in ENDPOINTS if resource.role == "analyst"]
 ADMIN_ONLY = [path for path, resource in ENDPOINTS if resource.role == "admin"]
 
@@ -41,6 +47,22 @@ def expected_rows(wdb, resource, where: str = "", params: tuple = (), sort: str 
         sql.SQL(", ").join(sql.Composed([sql.Identifier(name), direction]) for name in order))
     names = [c.name for c in resource.columns]
     return [dict(zip(names, (jsonable(v) for v in row), strict=True)) for row in wdb.execute(query, params)]
+
+
+def condition(resource, column: str, op: str = "=") -> str:
+    """A filter on `column` as the API documents it: text compares case-insensitively, ids exactly."""
+    if resource.column(column).type == "text" and op == "=" and not column.endswith("_id"):
+        return f"lower({column}) = lower(%s)"
+    return f"{column} {op} %s"
+
+
+def narrowed_to(resource, values: dict[str, str]) -> tuple[list[str], list]:
+    """The SQL conditions and parameters of the required filters' `values`."""
+    return [condition(resource, name) for name in values], list(values.values())
+
+
+def where_clause(conditions: list[str]) -> str:
+    return "where " + " and ".join(conditions) if conditions else ""
 
 
 def walk(call, path: str, role: str = "admin", **params) -> tuple[list[dict], list[dict]]:
@@ -66,12 +88,20 @@ def test_the_warehouse_has_rows_in_every_served_mart(wdb):
 @pytest.mark.parametrize("path", list(BY_PATH))
 def test_every_endpoint_serves_its_whole_mart_page_by_page(call, wdb, path):
     resource = BY_PATH[path]
-    expected = expected_rows(wdb, resource)
-    rows, metas = walk(call, path, limit=37)
-    assert rows == expected
-    assert len(metas) == -(-len(expected) // 37)
-    meta = metas[0]
-    assert meta["total"] == len(expected) and meta["total_is_exact"] is True  # small tables count exactly
+    # A list with required filters (one member's claim lines) is the whole mart one value of them at a time.
+    served, firsts = 0, []
+    for values in required_values(wdb, resource):
+        conditions, params = narrowed_to(resource, values)
+        expected = expected_rows(wdb, resource, where_clause(conditions), tuple(params))
+        rows, metas = walk(call, path, limit=37, **values)
+        assert rows == expected
+        assert len(metas) == -(-len(expected) // 37)
+        assert metas[0]["total"] == len(expected) and metas[0]["total_is_exact"] is True  # small tables count exactly
+        served += len(rows)
+        firsts.append(metas[0])
+    assert served == len(expected_rows(wdb, resource))  # every row of the mart, each once
+    meta = firsts[0]
+    assert all((m["as_of"], m["sources"]) == (meta["as_of"], meta["sources"]) for m in firsts)
     if not resource.built_by_dbt:  # the ledger is live: as of the read, and it is its own source
         assert datetime.fromisoformat(meta["as_of"]) > datetime.now(UTC) - timedelta(minutes=5)
         assert meta["sources"] == []
@@ -90,24 +120,34 @@ def _filter_cases():
             yield pytest.param(path, param, column.name, column.type, op, id=f"{resource.name}-{param}")
 
 
+def absent_values(column, present: list) -> list:
+    """Values of the column's type that no row holds, when its declaration names them (a boolean's other value, a
+    choice): a filter on a column whose rows all hold one value (or none) must still keep nothing for them."""
+    possible = [False, True] if column.type == "boolean" else list(column.choices)
+    return [v for v in possible if v not in present]
+
+
 @pytest.mark.parametrize(("path", "param", "column", "kind", "op"), list(_filter_cases()))
 def test_every_filter_keeps_exactly_the_rows_it_names(call, wdb, path, param, column, kind, op):
     resource = BY_PATH[path]
+    required = required_values(wdb, resource)[0]  # sent with every request; the values below are among its rows
+    conditions, params = narrowed_to(resource, required)
     # A value that occurs in the mart: the median of the column's distinct values.
-    values = [v for (v,) in wdb.execute(sql.SQL("select distinct {c} from {t} where {c} is not null order by 1").format(
-        c=sql.Identifier(column), t=sql.Identifier(*resource.table.split("."))))]
-    value = values[len(values) // 2]
-    sent = value.upper() if kind == "text" and not column.endswith("_id") and column != "age_band" and not \
-        resource.column(column).choices else value
-    if kind == "text" and not column.endswith("_id"):
-        where, params = f"where lower({column}) = lower(%s)", (value,)
-    else:
-        where, params = f"where {column} {op} %s", (value,)
-    expected = expected_rows(wdb, resource, where, params)
-    assert expected
-    rows, metas = walk(call, path, **{param: str(sent).lower() if isinstance(sent, bool) else str(sent), "limit": 50})
-    assert rows == expected
-    assert metas[0]["total"] == len(expected)
+    values = [v for (v,) in wdb.execute(sql.SQL("select distinct {c} from {t} {w} {a} {c} is not null order by 1").format(
+        c=sql.Identifier(column), t=sql.Identifier(*resource.table.split(".")), w=sql.SQL(where_clause(conditions)),
+        a=sql.SQL("and" if conditions else "where")), params)]
+    absent = absent_values(resource.column(column), values)
+    assert values or absent, "no value of this filter to try"
+    for value in values[len(values) // 2:][:1] + absent[:1]:
+        sent = value.upper() if kind == "text" and not column.endswith("_id") and column != "age_band" and not \
+            resource.column(column).choices else value
+        expected = expected_rows(wdb, resource, where_clause([*conditions, condition(resource, column, op)]),
+                                 (*params, value))
+        assert bool(expected) == (value in values)
+        rows, metas = walk(call, path, **{**required, param: str(sent).lower() if isinstance(sent, bool) else str(sent),
+                                          "limit": 50})
+        assert rows == expected
+        assert metas[0]["total"] == len(expected)
 
 
 def _sort_cases():
@@ -118,12 +158,17 @@ def _sort_cases():
 
 @pytest.mark.parametrize(("path", "sort"), list(_sort_cases()))
 def test_every_sort_orders_by_its_column_then_the_key_across_pages(call, wdb, path, sort):
-    expected = expected_rows(wdb, BY_PATH[path], sort=sort)[:60]
-    rows, _ = walk(call, path, sort=sort, limit=25) if len(expected) < 60 else (None, None)
+    resource = BY_PATH[path]
+    required = required_values(wdb, resource)[0]
+    conditions, params = narrowed_to(resource, required)
+    expected = expected_rows(wdb, resource, where_clause(conditions), tuple(params), sort=sort)[:60]
+    # One member's few lines (required filters): a row a page, so that every row is on a page boundary.
+    rows, _ = walk(call, path, sort=sort, limit=1 if required else 25, **required) if len(expected) < 60 else (None, None)
     if rows is None:  # large marts: the first three pages are enough to cross page boundaries
         rows, cursor = [], None
         for _ in range(3):
-            body = call(path, query_string={"sort": sort, "limit": 20, **({"cursor": cursor} if cursor else {})}).get_json()
+            body = call(path, query_string={**required, "sort": sort, "limit": 20,
+                                            **({"cursor": cursor} if cursor else {})}).get_json()
             rows += body["data"]
             cursor = body["meta"]["next_cursor"]
     assert rows[:60] == expected
@@ -150,19 +195,46 @@ def _with_value(cursor: str, position: int, value: str) -> str:
 
 
 @pytest.mark.parametrize("path", list(BY_PATH))
-def test_a_cursor_that_decodes_but_does_not_fit_its_columns_is_a_400(call, path):
+def test_a_cursor_that_decodes_but_does_not_fit_its_columns_is_a_400(call, wdb, path):
     resource = BY_PATH[path]
+    required = required_values(wdb, resource)[0]
     for sort in resource.sort_choices():
-        cursor = call(path, query_string={"sort": sort, "limit": 1}).get_json()["meta"]["next_cursor"]
+        cursor = call(path, query_string={**required, "sort": sort, "limit": 1}).get_json()["meta"]["next_cursor"]
         assert cursor, (path, sort)
         order = [sort.lstrip("-"), *(k for k in resource.key if k != sort.lstrip("-"))]
         for position, name in enumerate(order):
             for value in NOT_OF_TYPE[resource.column(name).type]:
-                response = call(path, query_string={"sort": sort, "limit": 1,
+                response = call(path, query_string={**required, "sort": sort, "limit": 1,
                                                     "cursor": _with_value(cursor, position, value)})
                 assert response.status_code == 400, (sort, name, value, response.status_code)
                 assert response.get_json()["error"]["code"] == "invalid_cursor"
-        assert call(path, query_string={"sort": sort, "limit": 1, "cursor": cursor}).status_code == 200
+        assert call(path, query_string={**required, "sort": sort, "limit": 1, "cursor": cursor}).status_code == 200
+
+
+@pytest.mark.parametrize("path", list(SINGLE_ROW))
+def test_every_single_row_path_serves_the_row_it_names_and_404_when_none(call, wdb, path):
+    """A single-row path carries its mart's key: each row at its own path (JSON and CSV), and a path that names no row
+    is a 404 that does not repeat the path's values."""
+    resource = SINGLE_ROW[path]
+    names = VALUE.findall(path)
+    assert set(names) == set(resource.key)
+    role = "clinician" if resource.role == "clinician" else "admin"
+    rows = expected_rows(wdb, resource)
+    assert rows
+    for row in rows[:50]:
+        url = VALUE.sub(lambda m, row=row: quote(str(row[m.group(1)]), safe=""), path)
+        body = call(url, role).get_json()
+        assert (body["data"], body["meta"]["total"], body["meta"]["next_cursor"]) == ([row], 1, None)
+    assert len(_csv(call(url, role, query_string={"format": "csv"}))) == 1
+    missing = f"{rows[0][names[-1]]}-no-such-row"
+    assert missing not in {str(row[names[-1]]) for row in rows}
+    url = VALUE.sub(lambda m: quote(missing if m.group(1) == names[-1] else str(rows[0][m.group(1)]), safe=""), path)
+    for query in ({}, {"format": "csv"}):
+        response = call(url, role, query_string=query)
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+        assert missing not in response.get_data(as_text=True)
+    if resource.role != "analyst":
+        assert call(url, "analyst").status_code == 403
 
 
 def test_date_ranges_are_inclusive(call, wdb):
@@ -185,8 +257,8 @@ def test_every_endpoint_needs_a_valid_key(call, path):
         assert "api-key create" in response.get_json()["error"]["message"]
 
 
-@pytest.mark.parametrize("path", PATIENT_LEVEL)
-def test_patient_level_endpoints_refuse_the_analyst_role(call, wdb, path):
+@pytest.mark.parametrize("path", CLINICIANS)
+def test_clinicians_endpoints_refuse_the_analyst_role(call, wdb, path):
     audited = wdb.execute("select count(*) from ops.api_audit").fetchone()[0]
     response = call(path, "analyst")
     assert response.status_code == 403
@@ -194,7 +266,7 @@ def test_patient_level_endpoints_refuse_the_analyst_role(call, wdb, path):
     assert error["code"] == "forbidden" and "clinician" in error["message"] and "analyst" in error["message"]
     assert "data" not in response.get_json()
     assert wdb.execute("select count(*) from ops.api_audit").fetchone()[0] == audited  # nothing was read
-    assert call(path, "clinician").status_code == 200
+    assert call(path, "clinician", query_string=required_values(wdb, BY_PATH[path])[0]).status_code == 200
 
 
 @pytest.mark.parametrize("path", ADMIN_ONLY)
@@ -223,13 +295,15 @@ def test_analytics_endpoints_serve_every_role(call, path):
 @pytest.mark.parametrize("path", PATIENT_LEVEL)
 def test_every_patient_level_read_is_audited_with_who_what_and_parameters(call, wdb, keys, path):
     key_id = int(keys["clinician"].split("_")[1])
+    required = required_values(wdb, BY_PATH[path])[0]  # what was asked for (one member's id) is recorded too
     before = wdb.execute("select coalesce(max(audit_id), 0) from ops.api_audit").fetchone()[0]
-    assert call(path, "clinician", query_string={"limit": 3, "format": "csv"}).status_code == 200
-    assert call(path, "clinician", query_string={"limit": 2}).status_code == 200
+    assert call(path, "clinician", query_string={**required, "limit": 3, "format": "csv"}).status_code == 200
+    assert call(path, "clinician", query_string={**required, "limit": 2}).status_code == 200
     rows = wdb.execute("select key_id, role, method, endpoint, params from ops.api_audit where audit_id > %s "
                        "order by audit_id", (before,)).fetchall()
-    assert rows == [(key_id, "clinician", "GET", path, {"limit": ["3"], "format": ["csv"]}),
-                    (key_id, "clinician", "GET", path, {"limit": ["2"]})]
+    asked = {name: [value] for name, value in required.items()}
+    assert rows == [(key_id, "clinician", "GET", path, {**asked, "limit": ["3"], "format": ["csv"]}),
+                    (key_id, "clinician", "GET", path, {**asked, "limit": ["2"]})]
 
 
 def test_a_key_that_read_cannot_be_deleted_only_revoked(call, wdb, keys):
@@ -321,17 +395,21 @@ def _as_csv_cell(value, column_type: str) -> str:
     if value is None:
         return ""
     if isinstance(value, list):
-        value = ";".join(value)
+        value = ";".join("" if v is None else str(v) for v in value)  # text[] and integer[]: one cell
     if isinstance(value, bool):
         return "true" if value else "false"
-    if column_type in ("text", "text[]") and str(value)[:1] in ("=", "+", "-", "@", "\t", "\r", "\n", "'"):
+    if column_type in ("text", "text[]", "integer[]") and str(value)[:1] in ("=", "+", "-", "@", "\t", "\r", "\n", "'"):
         return "'" + str(value)  # a phone number such as +234..., neutralised against spreadsheet formulas
     return str(value)
 
 
 def _same_cell(csv_value: str, json_value, column_type: str) -> bool:
     """CSV writes numerics exactly as stored (0.2500); JSON gives them as numbers (0.25), i.e. the nearest double
-    (a bed-occupancy rate such as 0.88913428571428571429 is 0.8891342857142857 in JSON)."""
+    (a bed-occupancy rate such as 0.88913428571428571429 is 0.8891342857142857 in JSON). A JSON column's cell is its
+    JSON text (neutralised like text, with a leading `'`, which no JSON text starts with): compared parsed."""
+    if column_type == "json":
+        text = csv_value[1:] if csv_value.startswith("'") else csv_value
+        return json_value is None if text == "" else json.loads(text) == json_value
     if isinstance(json_value, float) and csv_value:
         return float(Decimal(csv_value)) == json_value
     return csv_value == _as_csv_cell(json_value, column_type)
@@ -340,9 +418,12 @@ def _same_cell(csv_value: str, json_value, column_type: str) -> bool:
 @pytest.mark.parametrize("path", list(BY_PATH))
 def test_csv_holds_what_json_holds(call, wdb, path):
     resource = BY_PATH[path]
-    expected = expected_rows(wdb, resource)
-    meta = call(path).get_json()["meta"]
-    for asked in ({"headers": {"Accept": "text/csv"}}, {"query_string": {"format": "csv"}}):
+    required = required_values(wdb, resource)[0]
+    conditions, params = narrowed_to(resource, required)
+    expected = expected_rows(wdb, resource, where_clause(conditions), tuple(params))
+    meta = call(path, query_string=required).get_json()["meta"]
+    for asked in ({"headers": {"Accept": "text/csv"}, "query_string": required},
+                  {"query_string": {**required, "format": "csv"}}):
         response = call(path, **asked)
         rows = _csv(response)  # read the stream before the next request
         assert response.status_code == 200 and response.mimetype == "text/csv"
@@ -375,10 +456,11 @@ INJECTIONS = ["' or '1'='1", "1; drop table ops.api_keys; --", "\\x00", "%00", "
 @pytest.mark.parametrize("path", list(BY_PATH))
 def test_injection_strings_in_every_parameter_are_refused_or_taken_as_values(call, wdb, path):
     resource = BY_PATH[path]
+    required = required_values(wdb, resource)[0]  # so that each parameter is the one a request is judged by
     names = [*resource.filter_params(), "sort", "limit", "cursor", "count", "format"]
     for name in names:
         for value in INJECTIONS:
-            response = call(path, query_string={name: value})
+            response = call(path, query_string={**required, name: value})
             assert response.status_code in {200, 400}, (name, value, response.status_code)
             body = response.get_data(as_text=True)
             assert "select" not in body.lower() or response.status_code == 200, (name, value)

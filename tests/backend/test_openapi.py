@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
 from backend.api.catalogue import declared_catalogue
+from tests.backend.conftest import path_values, required_values
 
 ENDPOINTS = [(endpoint.path, endpoint.resource) for endpoint in declared_catalogue().endpoints]
 
@@ -41,13 +43,14 @@ def _pointer(path: str, *parts: str) -> str:
 
 
 @pytest.mark.parametrize("path", [path for path, _ in ENDPOINTS])
-def test_every_response_matches_its_schema(spec, call, path):
+def test_every_response_matches_its_schema(spec, call, wdb, path):
     ok = jsonschema.Draft202012Validator({**spec, "$ref": _pointer(
         path, "get", "responses", "200", "content", "application/json", "schema")})
     error = jsonschema.Draft202012Validator({**spec, "$ref": "#/components/schemas/Error"})
-    path_values = {"org_code": "R1H"}  # a trust in the generated KH03 workbooks
-    url = re.sub(r"{(\w+)}", lambda m: path_values[m.group(1)], path)
-    body = call(url, query_string={"limit": 50}).get_json()
+    resource = dict(ENDPOINTS)[path]
+    values = path_values(wdb, resource)  # a row of the mart: one trust's history, one claim's explanation
+    url = re.sub(r"{(\w+)}", lambda m: quote(values[m.group(1)], safe=""), path)
+    body = call(url, query_string={**required_values(wdb, resource)[0], "limit": 50}).get_json()
     assert body["data"]
     ok.validate(body)
     refused = call(url, None)

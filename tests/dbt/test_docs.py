@@ -29,7 +29,7 @@ def test_generated_docs_are_served_with_models_columns_and_exposures(settings, t
     assert client.get("/dbt-docs").status_code in {301, 302, 308}
     manifest = json.loads(client.get("/dbt-docs/manifest.json").data)
     exposures = {e["name"]: e for e in manifest["exposures"].values()}
-    assert set(exposures) == {"medilink_api", "beds_api", "bi_dashboards"}  # one file per family's folder
+    assert set(exposures) == {"medilink_api", "beds_api", "bi_dashboards", "claims_api"}  # one file per family's folder
     assert "model.health_warehouse.patient_summary" in exposures["medilink_api"]["depends_on"]["nodes"]
     assert "model.health_warehouse.bed_occupancy_trends" in exposures["beds_api"]["depends_on"]["nodes"]
     trends = manifest["nodes"]["model.health_warehouse.triage_trends"]

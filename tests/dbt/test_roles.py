@@ -56,6 +56,11 @@ def test_each_role_reads_only_what_it_should(built, db):
     assert not can_read(bi, "select * from clinical.patient_summary")
     assert not can_read(bi, "select * from raw.medilink_patients")
     assert not can_read(bi, "select * from ops.load_rejects")
+    # Claims: the de-identified marts (member_key only), never the core facts with member ids.
+    assert can_read(bi, "select * from analytics.claim_anomaly_scores")
+    assert can_read(bi, "select * from analytics.provider_claim_metrics")
+    assert not can_read(bi, "select * from core.fct_claims")
+    assert not can_read(bi, "select * from staging.stg_claims__claim_lines")
     # The API: marts, the ledger and rejects, but never the rejected values (personal data).
     assert can_read(api, "select * from analytics.facility_performance")
     assert can_read(api, "select * from core.dim_patients")

@@ -7,9 +7,9 @@ import json
 from elt.transform import dbt_connection_env, run_dbt
 
 # Declared under `unit_tests:` in dbt/models/*/_*.yml: the moving average, the age band, the priority mapping,
-# blood-pressure parsing, the row filters, the 12-month window, the bed-occupancy changes and flags, and the
-# disclosure control of every de-identified mart, one or more per model; the claims month spans, latest arrival
-# and PMPM.
+# blood-pressure parsing, the row filters, the 12-month window, the bed-occupancy changes and flags, the claims
+# month spans, latest arrival and PMPM, the claims robust z-score, Benford MAD and readmission window, and the
+# disclosure control of every de-identified mart, one or more per model.
 UNIT_TESTS = {
     "bed_occupancy_trends_85_and_92_pct_flags", "bed_occupancy_trends_quarter_and_year_changes",
     "claims_pmpm_disclosure_control", "claims_pmpm_rates_and_months_without_members",
@@ -22,6 +22,8 @@ UNIT_TESTS = {
     "int_facility_activity_counts", "int_condition_visits_daily_age_band_on_the_visit_day",
     "int_condition_patients_first_sighting_per_age_band", "int_patient_windows_window_counts_and_sightings",
     "patient_summary_window_flags_and_last_reading",
+    "provider_benford_mad_bands_and_minimum_claims", "provider_cost_outliers_robust_z_mad_zero_and_minimum_peers",
+    "readmissions_30d_window_edges",
     "stg_medilink__patients_phone_and_age", "triage_trends_disclosure_control",
     "triage_trends_moving_average_and_week_over_week",
 }

@@ -33,10 +33,11 @@ def test_the_repository_families_load_with_their_dags_and_schedules():
     assert {name: (f.ingest_dag_id, f.cron, f.schedule_text()) for name, f in families.items()} == {
         "medilink": ("medilink_ingest", "0 2 * * *", "02:00 UTC"),
         "nhs_beds": ("nhs_beds_ingest", "30 2 * * *", "02:30 UTC"),
+        "claims": ("claims_ingest", "15 2 * * *", "02:15 UTC"),
     }
     assert family_of(families, "medilink_triage_visits").family == "medilink"
     assert family_of(families, "nhs_kh03_overnight").family == "nhs_beds"
-    assert family_of(families, "claims") is None  # loads with `elt ingest` until its DAG lands (issue 15)
+    assert family_of(families, "claims").family == family_of(families, "eligibility").family == "claims"
     assert families["nhs_beds"].dbt_select() == [
         "path:models/staging/nhs", "path:models/core/beds", "path:models/analytics/beds", "path:tests/nhs_beds",
         "path:models/staging/ops"]  # its own folders, then the shared ledger view
@@ -99,6 +100,7 @@ def test_the_repository_families_name_their_api_modules_and_prefix():
     assert {name: (f.api.prefix, f.api.modules) for name, f in families.items()} == {
         "medilink": (None, ("backend.api.facilities", "backend.api.analytics", "backend.api.clinical")),
         "nhs_beds": ("/beds", ("backend.api.beds",)),
+        "claims": ("/claims", ("backend.api.claims",)),
     }
 
 
@@ -147,9 +149,10 @@ def test_elt_families_lists_them_and_says_which_file_is_wrong(tmp_path, monkeypa
     code, out, _ = run("--format", "json")
     assert code == 0
     assert [(row["family"], row["ingest_dag"], row["runs"], row["marts"]) for row in json.loads(out)] == [
-        ("medilink", "medilink_ingest", "02:00 UTC", "nightly"), ("nhs_beds", "nhs_beds_ingest", "02:30 UTC",
-                                                                  "on_arrival")]
-    assert json.loads(out)[1]["dbt_paths"] == "models/staging/nhs, models/core/beds, models/analytics/beds, tests/nhs_beds"
+        ("claims", "claims_ingest", "02:15 UTC", "nightly"), ("medilink", "medilink_ingest", "02:00 UTC", "nightly"),
+        ("nhs_beds", "nhs_beds_ingest", "02:30 UTC", "on_arrival")]  # in the order of their files' names
+    assert json.loads(out)[0]["drop_types"] == "claims, eligibility"
+    assert json.loads(out)[2]["dbt_paths"] == "models/staging/nhs, models/core/beds, models/analytics/beds, tests/nhs_beds"
     monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
     (tmp_path / "medilink.yml").write_text(MEDILINK.replace("tests/medilink", "tests/medilnk"))
     code, _, err = run()
@@ -181,7 +184,7 @@ def test_the_local_stack_reports_the_families_dags_and_where_their_drops_land(tm
 
     get_settings.cache_clear()
     try:
-        assert landing_prefixes() == ["medical_records/input/", "nhs/kh03/"]  # the contracts' prefixes, by hand
+        assert landing_prefixes() == ["claims/", "eligibility/", "medical_records/input/", "nhs/kh03/"]  # by hand
         shutil.copy(REPO_ROOT / "elt" / "families" / "nhs_beds.yml", tmp_path)
         monkeypatch.setenv("FAMILIES_DIR", str(tmp_path))
         get_settings.cache_clear()
@@ -193,8 +196,7 @@ def test_the_local_stack_reports_the_families_dags_and_where_their_drops_land(tm
 
 def test_every_dbt_node_belongs_to_one_family_or_is_shared(dbt_manifest):
     """Each model, test, unit test, source and exposure of the dbt project is in exactly one family's dbt paths or
-    in the shared ones, so every node has one marts DAG to build it. The claims folders are the claims family's, which is
-    declared with its DAG (issue 15); until then `elt build` builds them, and staging/sources.yml holds their source."""
+    in the shared ones, so every node has one marts DAG to build it."""
     from elt.dbt_plan import in_paths
     from elt.families import SHARED_DBT_PATHS
 
@@ -203,12 +205,9 @@ def test_every_dbt_node_belongs_to_one_family_or_is_shared(dbt_manifest):
     owners = {**{name: family.marts.dbt_paths for name, family in families.items()}, "shared": SHARED_DBT_PATHS}
     entries = {**manifest["nodes"], **manifest["sources"], **manifest["unit_tests"], **manifest["exposures"]}
     nodes = {uid: node for uid, node in entries.items() if node["resource_type"] != "operation"}  # project hooks
-    claims = {uid for uid, node in nodes.items()
-              if "claims" in Path(node["original_file_path"]).parts[:-1]
-              or node["original_file_path"] == "models/staging/sources.yml"}
     owned = {uid: [name for name, paths in owners.items() if in_paths(node, paths)] for uid, node in nodes.items()}
-    assert {uid: names for uid, names in owned.items() if uid not in claims and len(names) != 1} == {}
-    assert {uid for uid in claims if owned[uid]} == set()  # nobody else's either
-    assert "model.health_warehouse.stg_claims__claim_lines" in claims and "source.health_warehouse.raw.claims" in claims
+    assert {uid: names for uid, names in owned.items() if len(names) != 1} == {}
+    assert owned["model.health_warehouse.stg_claims__claim_lines"] == ["claims"]
+    assert owned["source.health_warehouse.raw.claims"] == ["claims"]
     by_owner = {name: {uid for uid, names in owned.items() if names == [name]} for name in owners}
     assert all(len(by_owner[name]) >= 5 for name in owners), {name: len(uids) for name, uids in by_owner.items()}

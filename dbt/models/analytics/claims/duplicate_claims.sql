@@ -1,0 +1,140 @@
+{#
+    One row per current claim and kind of duplicate it takes part in:
+    * exact_resend: the same claim (payer, claim_id) with the same content (every line, every column but the
+      file's lineage) arrived in more than one file (staging keeps every arrival). The marts count it once.
+    * suspected_duplicate: another current claim id of the same payer with the same member, rendering provider,
+      first day of service and procedure code. Every claim of such a group is listed; the first (claim date,
+      then arrival, then claim id) is the original, the others fire the `duplicate` anomaly rule.
+    Claim-level and de-identified (member_key only). Rules: docs/claims-anomaly-rules.md.
+#}
+with
+
+claim_lines as (
+
+    select * from {{ ref('stg_claims__claim_lines') }}
+
+),
+
+claims as (
+
+    select * from {{ ref('fct_claims') }}
+
+),
+
+-- One row per claim per file that sent it, with a digest of everything the file said about the claim.
+arrivals as (
+
+    select
+        payer,
+        claim_id,
+        file_id,
+        min(loaded_at) as loaded_at,
+        -- A JSON array per line keeps nulls in their places (concat_ws would drop them: a null admission
+        -- date and a null discharge date would then read alike).
+        md5(string_agg(
+            cast(jsonb_build_array(
+                claim_line_number, member_id, rendering_npi, billing_npi, claim_type, claim_status, claim_date,
+                service_from_date, service_to_date, admit_date, discharge_date, diagnosis_codes, procedure_code,
+                -- 100 and 100.00 are the same amount: trailing zeros are the file's spelling, not its content.
+                trim_scale(units), trim_scale(billed_amount), trim_scale(allowed_amount), trim_scale(paid_amount)
+            ) as text),
+            '#' order by claim_line_number, source_row_number
+        )) as content_digest
+    from claim_lines
+    group by 1, 2, 3
+
+),
+
+identical_arrivals as (
+
+    select
+        payer,
+        claim_id,
+        content_digest,
+        count(*) as copy_count,
+        array_agg(file_id order by loaded_at, file_id) as file_ids
+    from arrivals
+    group by 1, 2, 3
+    having count(*) > 1
+
+),
+
+-- The version sent most often (then the latest) when several versions of a claim were re-sent.
+exact_resends as (
+
+    select distinct on (payer, claim_id)
+        payer,
+        claim_id,
+        'exact_resend' as duplicate_type,
+        claim_id as original_claim_id,
+        copy_count,
+        file_ids
+    from identical_arrivals
+    order by payer, claim_id, copy_count desc, file_ids[cardinality(file_ids)] desc
+
+),
+
+service_groups as (
+
+    select
+        payer,
+        claim_id,
+        file_id,
+        count(*) over same_service as group_claim_count,
+        first_value(claim_id) over (
+            same_service order by claim_date, loaded_at, file_id, claim_id
+            rows between unbounded preceding and unbounded following
+        ) as original_claim_id
+    from claims
+    where rendering_npi is not null
+        and procedure_code is not null
+    window same_service as (partition by payer, member_key, rendering_npi, service_from_date, procedure_code)
+
+),
+
+suspected_duplicates as (
+
+    select
+        payer,
+        claim_id,
+        'suspected_duplicate' as duplicate_type,
+        original_claim_id,
+        group_claim_count as copy_count,
+        array[file_id] as file_ids
+    from service_groups
+    where group_claim_count > 1
+
+),
+
+duplicates as (
+
+    select * from exact_resends
+    union all
+    select * from suspected_duplicates
+
+),
+
+final as (
+
+    select
+        duplicates.payer,
+        duplicates.claim_id,
+        duplicates.duplicate_type,
+        claims.member_key,
+        claims.rendering_npi,
+        claims.service_from_date,
+        claims.procedure_code,
+        duplicates.original_claim_id,
+        case when duplicates.duplicate_type = 'suspected_duplicate'
+            then duplicates.claim_id = duplicates.original_claim_id end as is_original,
+        cast(duplicates.copy_count as integer) as copy_count,
+        cast(duplicates.file_ids as bigint[]) as file_ids,
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
+    from duplicates
+    inner join claims
+        on duplicates.payer = claims.payer
+        and duplicates.claim_id = claims.claim_id
+
+)
+
+select * from final

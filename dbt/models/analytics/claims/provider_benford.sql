@@ -1,0 +1,117 @@
+{#
+    One row per rendering provider (NPI): a first-digit (Benford) test of the billed amounts of its current
+    claims. Mean absolute deviation (MAD) of the nine first-digit shares from Benford's log10(1 + 1/d), and
+    Nigrini's conformity band; no verdict below var('claims_benford_min_claims') amounts. Amounts below
+    var('claims_benford_min_amount') are left out. Rules: docs/claims-anomaly-rules.md (rule benford_first_digit).
+#}
+{%- set bands = var('claims_benford_mad_bands') -%}
+with
+
+claims as (
+
+    select * from {{ ref('fct_claims') }}
+
+),
+
+amounts as (
+
+    select
+        rendering_npi,
+        -- The leading digit of the whole part: amounts are at least the minimum (10 by default), so never 0.
+        cast(left(cast(floor(billed_amount) as text), 1) as integer) as first_digit
+    from claims
+    where rendering_npi is not null
+        and billed_amount >= {{ var('claims_benford_min_amount') }}
+
+),
+
+providers as (
+
+    select
+        rendering_npi,
+        count(*) as claim_count
+    from amounts
+    group by 1
+
+),
+
+digit_counts as (
+
+    select
+        rendering_npi,
+        first_digit,
+        count(*) as digit_count
+    from amounts
+    group by 1, 2
+
+),
+
+digit_shares as (
+
+    select
+        providers.rendering_npi,
+        digits.digit,
+        coalesce(digit_counts.digit_count, 0)::numeric / providers.claim_count as actual_share,
+        log(1 + 1.0 / digits.digit) as benford_share
+    from providers
+    cross join generate_series(1, 9) as digits (digit)
+    left join digit_counts
+        on providers.rendering_npi = digit_counts.rendering_npi
+        and digits.digit = digit_counts.first_digit
+
+),
+
+deviations as (
+
+    select
+        rendering_npi,
+        avg(abs(actual_share - benford_share)) as first_digit_mad
+    from digit_shares
+    group by 1
+
+),
+
+scored as (
+
+    select
+        providers.rendering_npi,
+        providers.claim_count,
+        providers.claim_count >= {{ var('claims_benford_min_claims') }} as has_verdict,
+        deviations.first_digit_mad
+    from providers
+    inner join deviations
+        on providers.rendering_npi = deviations.rendering_npi
+
+),
+
+marked as (
+
+    select
+        *,
+        {{ sdc_is_small('claim_count') }} as is_claim_count_suppressed
+    from scored
+
+),
+
+final as (
+
+    select
+        rendering_npi,
+        {{ sdc_publish('claim_count', 'is_claim_count_suppressed') }} as claim_count,
+        has_verdict,
+        case when has_verdict then round(first_digit_mad, 6) end as first_digit_mad,
+        case
+            when not has_verdict then null
+            when first_digit_mad <= {{ bands['close'] }} then 'close'
+            when first_digit_mad <= {{ bands['acceptable'] }} then 'acceptable'
+            when first_digit_mad <= {{ bands['marginal'] }} then 'marginal'
+            else 'nonconformity'
+        end as conformity,
+        case when has_verdict then first_digit_mad > {{ bands['marginal'] }} end as is_nonconforming,
+        is_claim_count_suppressed,
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
+    from marked
+
+)
+
+select * from final
