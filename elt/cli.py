@@ -25,7 +25,7 @@ def _print_table(rows: list[dict]) -> None:
 def cmd_init_db(args: argparse.Namespace) -> int:
     from elt.pipeline import prepare
 
-    prepare(get_settings())
+    prepare(get_settings(), force=True)  # also repairs a raw table or view changed by hand
     print("warehouse ready: schemas ops and raw, one raw table per contract")
     return 0
 
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("init-db", help="create the ops schema and raw tables").set_defaults(func=cmd_init_db)
+    sub.add_parser("init-db", help="create (or repair) the ops schema, raw tables, roles and logins").set_defaults(func=cmd_init_db)
 
     ingest = sub.add_parser("ingest", help="load waiting files (all drop types unless narrowed)")
     ingest.add_argument("--drop-type", help="only this drop type")

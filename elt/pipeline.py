@@ -102,11 +102,12 @@ def contracts_for(settings: Settings, *, source_system: str | None = None, drop_
     }
 
 
-def prepare(settings: Settings | None = None) -> None:
-    """Create the ops schema and raw tables for every contract, the roles and the logins (idempotent)."""
+def prepare(settings: Settings | None = None, *, force: bool = False) -> None:
+    """Create the ops schema and raw tables for every contract, the roles and the logins (idempotent; the DDL only
+    when the contracts or the schema code changed, or `force`: elt.warehouse.schema.ensure_warehouse)."""
     settings = settings or get_settings()
     with connect(settings) as conn:
-        ensure_warehouse(conn, load_contracts(settings.contracts_dir), login_passwords(settings))
+        ensure_warehouse(conn, load_contracts(settings.contracts_dir), login_passwords(settings), force=force)
 
 
 def discover_new_files(source_system: str | None = None, *, drop_type: str | None = None,

@@ -7,9 +7,11 @@ reject, trimmed, null spellings as NULL, sender formats rewritten and cast to th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 
 import psycopg
 from psycopg import errors, sql
@@ -20,6 +22,13 @@ from elt.warehouse.roles import apply_grants
 
 log = logging.getLogger(__name__)
 LINEAGE_COLUMNS = ("_file_id", "_row_number", "_loaded_at")
+# Serialises start-ups: every ingest DAG's first task, `elt` and the API's drops prepare the warehouse, and two
+# at once took the same locks in other orders (a deadlock). A transaction-level advisory lock, released at commit.
+SCHEMA_LOCK = 7_305_001
+# The fingerprint of the DDL last applied, so that a start-up whose contracts and ops schema are unchanged takes
+# no lock stronger than a read: `create or replace view` and the ops script's `alter table`s take ACCESS
+# EXCLUSIVE locks, which deadlocked with a dbt build reading the raw views while another family's DAG started.
+SCHEMA_STATE = "ops.warehouse_schema"
 
 
 def apply_ops_schema(conn: psycopg.Connection) -> None:
@@ -163,19 +172,51 @@ def valid_view_ddl(contract: Contract) -> sql.Composed:
 
 
 def ensure_warehouse(conn: psycopg.Connection, contracts: dict[str, Contract],
-                     passwords: Mapping[str, str | None] | None = None) -> None:
+                     passwords: Mapping[str, str | None] | None = None, *, force: bool = False) -> None:
     """Ops schema, every contract's raw table and typed view, the roles' grants and the project's logins
-    (`passwords`: login name -> configured password, elt/warehouse/roles.py), in one transaction."""
+    (`passwords`: login name -> configured password, elt/warehouse/roles.py), in one transaction. The DDL runs
+    only when it differs from what was last applied here (or `force`); the grants and logins every time."""
     with conn.transaction():
-        apply_ops_schema(conn)
+        conn.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         tables = [table for contract in contracts.values() for table in contract.table_contracts()]
-        for contract in tables:
-            schema = contract.target_table.split(".")[0]
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-            conn.execute(raw_table_ddl(contract))
-            _migrate_raw_table(conn, contract)
-            _replace_valid_view(conn, contract)
+        fingerprint = _ddl_fingerprint(conn, tables)
+        if force or _applied_fingerprint(conn) != fingerprint:
+            _apply_ddl(conn, tables)
+            conn.execute(f"insert into {SCHEMA_STATE} (fingerprint) values (%s) on conflict (one) do update "  # noqa: S608
+                         "set fingerprint = excluded.fingerprint, applied_at = now()", (fingerprint,))
         apply_grants(conn, {c.target_table.split(".")[0] for c in tables}, passwords)
+
+
+def _apply_ddl(conn: psycopg.Connection, tables: list[Contract]) -> None:
+    apply_ops_schema(conn)
+    conn.execute(f"create table if not exists {SCHEMA_STATE} (one boolean primary key default true check (one), "
+                 "fingerprint text not null, applied_at timestamptz not null default now())")
+    for contract in tables:
+        schema = contract.target_table.split(".")[0]
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+        conn.execute(raw_table_ddl(contract))
+        _migrate_raw_table(conn, contract)
+        _replace_valid_view(conn, contract)
+
+
+def _ddl_fingerprint(conn: psycopg.Connection, tables: list[Contract]) -> str:
+    """sha256 of the ops scripts, every raw table's and view's DDL as it would be sent now, and this module."""
+    digest = hashlib.sha256()
+    for script in sorted(resources.files("elt.warehouse").joinpath("sql").iterdir(), key=lambda p: p.name):
+        if script.name.endswith(".sql"):
+            digest.update(script.read_bytes())
+    for contract in tables:
+        for ddl in (raw_table_ddl(contract), valid_view_ddl(contract)):
+            digest.update(ddl.as_string(conn).encode())
+    digest.update(Path(__file__).read_bytes())  # a new migration step here re-applies the DDL everywhere
+    return digest.hexdigest()
+
+
+def _applied_fingerprint(conn: psycopg.Connection) -> str | None:
+    if conn.execute("select to_regclass(%s)", (SCHEMA_STATE,)).fetchone()[0] is None:
+        return None
+    row = conn.execute(f"select fingerprint from {SCHEMA_STATE}").fetchone()  # noqa: S608
+    return row[0] if row else None
 
 
 def _replace_valid_view(conn: psycopg.Connection, contract: Contract) -> None:
