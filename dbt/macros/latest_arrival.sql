@@ -85,3 +85,14 @@
     {%- set latest = run_query('select max(built_at) from ' ~ this).columns[0].values()[0] if execute else none -%}
     {{ "built_at > timestamptz '" ~ latest.isoformat() ~ "'" if latest is not none else 'true' }}
 {%- endmacro %}
+
+
+{#
+    Post-hook of the incremental claims models: fresh statistics for the models built from them. Without it the
+    planner knows only the built_at of the rows that were there at the last analyze, reads `built_at > <the last
+    build>` (written_since_last_build) as one row, and joins a batch of 66,000 claim lines to itself in a nested
+    loop (minutes instead of a second). A sample of 30,000 rows: a fraction of a second.
+#}
+{% macro analyze_this() -%}
+    analyze {{ this }}
+{%- endmacro %}

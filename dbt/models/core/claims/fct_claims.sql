@@ -11,7 +11,7 @@
         incremental_strategy='delete+insert',
         unique_key=['payer', 'claim_id'],
         on_schema_change='append_new_columns',
-        post_hook="{{ delete_rows_of_unloaded_files('claims') }}",
+        post_hook=["{{ delete_rows_of_unloaded_files('claims') }}", "{{ analyze_this() }}"],
     )
 }}
 {# The ledger is read only on incremental runs (the post-hook): declared for dbt's ordering. #}

@@ -17,7 +17,7 @@
             {'columns': ['file_id']},
             {'columns': ['built_at']},
         ],
-        post_hook="{{ delete_rows_of_unloaded_files('eligibility') }}",
+        post_hook=["{{ delete_rows_of_unloaded_files('eligibility') }}", "{{ analyze_this() }}"],
     )
 }}
 {# The ledger is read only on incremental runs (the batch's files, the post-hook): declared for dbt's ordering. #}
