@@ -149,3 +149,46 @@ def test_a_nightly_build_after_re_sends_equals_a_full_refresh_and_keeps_the_othe
     for table in CORE_AND_MARTS:
         assert nightly[table] == full[table], table
     assert all(full[table] for table in CORE_AND_MARTS)
+
+
+def test_a_file_that_loaded_during_a_build_does_not_overwrite_a_later_version_and_a_member_file_set_aside(
+        claims_settings, store, db, tmp_path):
+    """February's batch commits while a build runs (the build does not see it) and March's, re-sending the same
+    claim, after: the next build takes February in but keeps March's version. January's member file set aside
+    takes its members' spans with it where no later file sent them."""
+    settings = claims_settings
+    months = {month: f"claims/provider=bluecross/year=2024/month={month:02d}/batch.csv" for month in (1, 2, 3)}
+    members = "eligibility/provider=bluecross/year=2024/month=01/members.csv"
+    load(settings, store, {
+        months[1]: bluecross_claims(("B1", "M1", "2024-01-10", 80), ("B2", "M2", "2024-01-11", 50)),
+        members: bluecross_members("M1,BlueCross,ppo,2023-12-15,,1980-02-03,F",
+                                   "M2,BlueCross,hmo,2023-06-01,,1975-07-08,M"),
+        months[2]: bluecross_claims(("B1", "M1", "2024-01-10", 70)),
+    })
+    hide = "update ops.file_ledger set status = %s where key = %s"
+    db.execute(hide, ("loading", months[2]))  # February's load has not committed when the build reads the ledger
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "base")], settings=settings)
+    load(settings, store, {
+        months[3]: bluecross_claims(("B1", "M1", "2024-01-10", 60)),
+        "eligibility/provider=bluecross/year=2024/month=02/members.csv": bluecross_members(
+            "M1,BlueCross,ppo,2023-12-15,,1980-02-03,F"),
+    })
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "march")], settings=settings)
+    db.execute(hide, ("loaded", months[2]))
+    db.execute(hide, ("quarantined", members))
+
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "nightly")], settings=settings)
+    nightly = contents(db)
+
+    assert db.execute("select claim_id, reporting_month::text, paid_amount from core.fct_claims "
+                      "order by 1").fetchall() == [("B1", "2024-03-01", Decimal(60)), ("B2", "2024-01-01", Decimal(50))]
+    # M2 came only in January's member file: no spans, no member months; still a member (a claim) with no plan.
+    assert db.execute("select member_id, min(month)::text, max(month)::text from core.fct_member_months "
+                      "group by 1 order by 1").fetchall() == [("M1", "2023-12-01", "2024-02-01")]
+    assert db.execute("select member_id, plan from core.dim_members order by 1").fetchall() == [
+        ("M1", "ppo"), ("M2", None)]
+    run_dbt(["build", "--full-refresh", "--select", *SELECTION, "--target-path", str(tmp_path / "full")],
+            settings=settings)
+    full = contents(db)
+    for table in CORE_AND_MARTS:
+        assert nightly[table] == full[table], table
