@@ -34,6 +34,8 @@ from schemathesis.specs.openapi.checks import (
 from backend.api.claims import BENFORD, COST_OUTLIERS, PROVIDER_METRICS, READMISSIONS, RESOURCES
 from backend.app import create_app
 from backend.auth import create_key
+from elt.config import Settings
+from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.backend.claims_files import FILES
@@ -41,7 +43,7 @@ from tests.backend.conftest import api_settings
 from tests.conftest import create_database, drop_database
 
 FUZZ_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-CLAIMS_MODELS = ["path:models/staging/claims", "path:models/core/claims", "path:models/analytics/claims"]
+CLAIMS_MODELS = declared_families(Settings())["claims"].dbt_select()  # its folders and the shared ledger view
 
 # claims_pmpm by hand. Member months: January M1, M2 (from the 15th), M3 on ppo = 3; February M1, M2 on ppo = 2 and
 # M5 on hmo = 1; March M2 = 1. BlueCross January (ppo, professional): C1 80/90 + C2 120/150 + C3 80/90 + C4 200/250 =

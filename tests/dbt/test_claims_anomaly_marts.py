@@ -17,6 +17,8 @@ import psycopg
 import pytest
 import yaml
 
+from elt.config import Settings
+from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.conftest import create_database, drop_database
@@ -119,7 +121,7 @@ def query(settings, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 # Every claims model: the marts read claims and eligibility both (dim_members, claims_pmpm).
-CLAIMS_MODELS = ["path:models/staging/claims", "path:models/core/claims", "path:models/analytics/claims"]
+CLAIMS_MODELS = declared_families(Settings())["claims"].dbt_select()  # its folders and the shared ledger view
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def built(pg_server_url, s3_endpoint_url, warehouse_template, tuva, tmp_path_fac
         store.put(key, data)
         assert ingest_file(key, settings=settings).status == "loaded", key
     run_dbt(["build", "--select", "path:models/staging/claims", "path:models/core/claims", "path:models/analytics/claims",
-             "path:tests/claims",
+             "path:tests/claims", "path:models/staging/ops",
              "--target-path", str(tmp_path_factory.mktemp("claims_target"))], settings=settings)
     yield settings, claim, resent
     drop_database(pg_server_url, database)

@@ -1,9 +1,22 @@
-{# A current claim's totals are the sums of its current lines, and all of those lines come from one file. #}
+{#
+    A current claim's totals are the sums of its current lines, and all of those lines come from one file. Checks
+    the claims either table wrote in its latest build (every claim on a full refresh; macros/test_scope.sql),
+    each with all its rows in both tables (through their (payer, claim_id, ...) indexes).
+#}
 with
+
+written as (
+
+    select payer, claim_id from {{ test_scope(ref('fct_claims')) }} as written_claims
+    union
+    select payer, claim_id from {{ test_scope(ref('fct_claim_lines')) }} as written_lines
+
+),
 
 claims as (
 
     select * from {{ ref('fct_claims') }}
+    where (payer, claim_id) in (select payer, claim_id from written)
 
 ),
 
@@ -18,6 +31,7 @@ lines as (
         sum(allowed_amount) as allowed_amount,
         sum(paid_amount) as paid_amount
     from {{ ref('fct_claim_lines') }}
+    where (payer, claim_id) in (select payer, claim_id from written)
     group by 1, 2
 
 )

@@ -3,12 +3,31 @@
     within its payer; the file that sent it last (loaded_at, then file_id) holds its current version, and every
     line of an earlier version goes, whether or not the new version has that line. A line sent twice in one
     file keeps its later row.
+
+    Incremental (delete+insert on the claim): a run reads the lines of the files not in the table yet and writes
+    the claims whose latest arrival they hold, whatever month the earlier version came in (macros/
+    latest_arrival.sql; decision 0028). built_at says which run wrote a row.
 #}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['payer', 'claim_id'],
+        on_schema_change='append_new_columns',
+        post_hook=["{{ delete_rows_of_unloaded_files('claims') }}", "{{ analyze_this() }}"],
+    )
+}}
+{# The ledger is read only on incremental runs (the batch's files, the post-hook): declared for dbt's ordering. #}
+-- depends_on: {{ ref('stg_ops__file_ledger') }}
+
 with
 
 claim_lines as (
 
     select * from {{ ref('stg_claims__claim_lines') }}
+    {% if is_incremental() %}
+    where {{ latest_arrival_batch_filter('claims', ['payer', 'claim_id']) }}
+    {% endif %}
 
 ),
 
@@ -25,17 +44,7 @@ arrivals as (
 
 latest_arrivals as (
 
-    select
-        payer,
-        claim_id,
-        file_id
-    from (
-        select
-            *,
-            row_number() over (partition by payer, claim_id order by loaded_at desc, file_id desc) as arrival_rank
-        from arrivals
-    ) as ranked
-    where arrival_rank = 1
+    {{ latest_arrivals('arrivals', ['payer', 'claim_id']) }}
 
 ),
 

@@ -1,12 +1,29 @@
 {#
     One row per current claim (payer, claim_id): its lines' totals, its span of service, and the claim-level
     fields of its lowest line.
+
+    Incremental (delete+insert on the claim): a run reads the claims whose lines fct_claim_lines wrote since this
+    table's last build (macros/latest_arrival.sql; decision 0028).
 #}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['payer', 'claim_id'],
+        on_schema_change='append_new_columns',
+        post_hook=["{{ delete_rows_of_unloaded_files('claims') }}", "{{ analyze_this() }}"],
+    )
+}}
+{# The ledger is read only on incremental runs (the post-hook): declared for dbt's ordering. #}
+-- depends_on: {{ ref('stg_ops__file_ledger') }}
 with
 
 claim_lines as (
 
     select * from {{ ref('fct_claim_lines') }}
+    {% if is_incremental() %}
+    where {{ written_since_last_build() }}
+    {% endif %}
 
 ),
 
