@@ -35,22 +35,24 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 # two forms its users apply: a regex and its replacement (`elt validate`, pandas; FORMATS) and plain string
 # operations (the loader's checks and the typed view, SQL), so that the two cannot disagree.
 CANONICAL_DATE = "YYYY-MM-DD"
+CANONICAL_DATE_MASK = re.sub(r"[YMD]", "0", CANONICAL_DATE)  # the shape of an ISO date, digits written as 0
 CURRENCY_MARKS = "$,"  # $1,234.00 -> 1234.00 (a minus sign is kept; '(12.00)' stays invalid)
 
 
 @dataclass(frozen=True)
 class Rewrite:
-    """One format's values made canonical. Either every `removed` character is deleted, or a value that is
-    `shape` whole has its `fields` ((start, length), counted from 0, in the canonical order) joined by `joiner`
-    and any other value is left as it is. `pattern`, `replacement` and `every` say the same as a regex
-    substitution (the replacement's \\1 back-references mean the same in Python's re.sub and Postgres's
-    regexp_replace). SQL uses the plain form: Postgres's regexp_replace with back-references costs about 7 µs
-    a value, a match and three substr about 1.5 (decision 0027)."""
+    """One format's values made canonical. Either every `removed` character is deleted, or a value of the
+    format's shape (`mask`: the value with each ASCII digit written as 0, as in 00/00/0000) has its `fields`
+    ((start, length), counted from 0, in the canonical order) joined by `joiner`, and any other value is left as
+    it is. `pattern`, `replacement` and `every` say the same as a regex substitution (the replacement's \\1
+    back-references mean the same in Python's re.sub and Postgres's regexp_replace). SQL uses the plain form:
+    Postgres's regexp_replace with back-references costs about 7 µs a value, translate and substr under 1
+    (decision 0027)."""
 
     pattern: str
     replacement: str
     every: bool
-    shape: str = ""
+    mask: str = ""
     fields: tuple[tuple[int, int], ...] = ()
     joiner: str = ""
     removed: str = ""
@@ -60,10 +62,9 @@ def _date_rewrite(picture: str) -> Rewrite:
     runs = {m.group()[0]: (m.start(), len(m.group())) for m in re.finditer(r"Y+|M+|D+", picture)}
     order = [letter for letter, _ in sorted(runs.items(), key=lambda item: item[1])]  # the picture's order
     literal = re.sub(r"[^YMD]", lambda m: re.escape(m.group()), picture)
-    shape = re.sub(r"Y+|M+|D+", lambda m: f"[0-9]{{{len(m.group())}}}", literal)
     groups = re.sub(r"Y+|M+|D+", lambda m: f"([0-9]{{{len(m.group())}}})", literal)
     replacement = "-".join(f"\\{order.index(letter) + 1}" for letter in "YMD")
-    return Rewrite(f"^{groups}$", replacement, False, shape=f"^{shape}$",
+    return Rewrite(f"^{groups}$", replacement, False, mask=re.sub(r"[YMD]", "0", picture),
                    fields=tuple(runs[letter] for letter in "YMD"), joiner="-")
 
 

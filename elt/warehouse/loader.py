@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.copy import QueuedLibpqWriter
 
-from elt.contracts import Check, Column, Contract, Layout, Rewrite
+from elt.contracts import CANONICAL_DATE_MASK, Check, Column, Contract, Layout, Rewrite
 from elt.readers.csv_header import (
     UTF8_MULTIBYTE,
     FileRejected,
@@ -97,15 +97,21 @@ def rewrite_sql(rewrite: Rewrite, value: sql.Composable) -> sql.Composable:
         if pieces:
             pieces.append(sql.Literal(rewrite.joiner))
         pieces.append(sql.SQL("substr({}, {}, {})").format(value, sql.Literal(start + 1), sql.Literal(length)))
-    return sql.SQL("case when {} ~ {} then {} else {} end").format(
-        value, sql.Literal(rewrite.shape), sql.SQL(" || ").join(pieces), value)
+    return sql.SQL("case when {} then {} else {} end").format(
+        has_mask(value, rewrite.mask), sql.SQL(" || ").join(pieces), value)
+
+
+def has_mask(value: sql.Composable, mask: str) -> sql.Composable:
+    """True when the value is `mask` with each 0 any ASCII digit (00/00/0000): what a regex of [0-9]{n} runs and
+    literal separators matches, with translate, at a quarter of the regex's cost."""
+    return sql.SQL("translate({}, '0123456789', '0000000000') = {}").format(value, sql.Literal(mask))
 
 
 def is_valid(column: Column, value: sql.Composable) -> sql.Composable:
     """True when the (non-null) canonical value casts to the column's type."""
     if column.type == "date":
         # ISO dates only: '01/02/1990' is ambiguous between day-first and month-first exports.
-        return sql.SQL("({v} ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' and pg_input_is_valid({v}, 'date'))").format(v=value)
+        return sql.SQL("({} and pg_input_is_valid({}, 'date'))").format(has_mask(value, CANONICAL_DATE_MASK), value)
     return sql.SQL("pg_input_is_valid({v}, {t})").format(v=value, t=sql.Literal(column.type))
 
 
@@ -301,10 +307,13 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
     <column>`, NULL when it does not cast; non-text columns), the value as landed (`r._raw_<column>`), the row's
     physical address (`r._ctid`) and number; `only` narrows the rows (a predicate on `t`).
 
-    Three levels (cleaned, rewritten, typed) so that each is computed once per value: OFFSET 0 keeps the
+    Three levels (cleaned, rewritten, typed) so that each is computed once per value: an OFFSET clause keeps the
     planner from merging a level into the one above, where it would compute the trim, the null spellings, the
-    rewrite and the cast again wherever the next level or a rule reads the value. A subquery in FROM with
-    OFFSET 0 can still run in parallel workers; a LATERAL one, whose outer references are parameters, cannot."""
+    rewrite and the cast again wherever the next level or a rule reads the value. The clause is OFFSET NULL
+    (no offset), not the usual OFFSET 0: Postgres 16 sees `0` as a cast to bigint, not a constant, when it
+    decides whether a subquery may run in parallel workers, and keeps every level above it in the leader (twice
+    the time of the parallel scan on two cores). A LATERAL subquery would not run in workers either (its outer
+    references are parameters). See docs/decisions/0027."""
     schema, table = contract.target_table.split(".")
     read = _read_columns(contract, layout)
 
@@ -319,13 +328,13 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
                                   for c in read)
 
     cleaned = sql.SQL(
-        "select t.ctid as _ctid, t._row_number, {}, {} from {}.{} as t where t._file_id = {} and {} offset 0").format(
+        "select t.ctid as _ctid, t._row_number, {}, {} from {}.{} as t where t._file_id = {} and {} offset null").format(
         level("t", lambda c, v: cleaned_value(contract, v), read), level("t", lambda c, v: v, read, "_raw_"),
         sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id), only if only is not None else sql.SQL("true"))
-    canonical = sql.SQL("select k._ctid, k._row_number, {}, {} from ({}) as k offset 0").format(
+    canonical = sql.SQL("select k._ctid, k._row_number, {}, {} from ({}) as k offset null").format(
         level("k", lambda c, v: rewritten_value(contract, layout, c, v), read), landed("k"), cleaned)
     typed = [c for c in read if c.type != "text"]
-    return sql.SQL("(select s.*{} from ({}) as s offset 0) as r").format(
+    return sql.SQL("(select s.*{} from ({}) as s offset null) as r").format(
         sql.SQL(", {}").format(level("s", typed_value, typed, "_typed_")) if typed else sql.SQL(""), canonical)
 
 

@@ -16,7 +16,7 @@ from elt.config import get_settings
 from elt.contracts import REWRITES, load_contracts
 from elt.pipeline import discover_new_files, ingest_file
 from elt.readers.validate import validate_bytes
-from elt.warehouse.loader import rewrite_sql
+from elt.warehouse.loader import is_valid, rewrite_sql
 
 CONTRACT = load_contracts(get_settings().contracts_dir)["claims"]
 
@@ -202,3 +202,15 @@ def test_the_loaders_plain_rewrite_gives_what_the_formats_regex_gives(db, value_
         assert (rewritten["01/31/2024"], rewritten["1/31/2024"]) == ("2024-01-31", "1/31/2024")
     if value_format == "currency":
         assert (rewritten["-$1,234.00"], rewritten["$$,,"]) == ("-1234.00", "")
+
+
+def test_the_iso_date_check_without_a_regex_accepts_what_the_regex_did(db):
+    """is_valid's shape test of an ISO date (translate to a mask) against the regex it replaced."""
+    spellings = [*SPELLINGS, "2024-02-29", "2023-02-29", "2024-1-31", "2024-01-31x", "2024/01/31", "0000-00-00",
+                 "\u0662\u0660\u0662\u0664-\u0660\u0661-\u0663\u0661", "12024-01-31", "2024-01-3"]
+    date_column = CONTRACT.columns[[c.name for c in CONTRACT.columns].index("claim_date")]
+    rows = db.execute(
+        sql.SQL("select v, {}, v ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' and pg_input_is_valid(v, 'date') "
+                "from unnest(%s::text[]) as v").format(is_valid(date_column, sql.SQL("v"))), (spellings,)).fetchall()
+    assert [(value, plain) for value, plain, regex in rows if plain is not regex] == []
+    assert {value for value, plain, _ in rows if plain} == {"2024-01-31", "2024-02-29"}
