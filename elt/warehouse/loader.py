@@ -302,40 +302,45 @@ def copy_problem(exc: Exception) -> str:
     return f"{what} ({where})" if where else what
 
 
-def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None) -> sql.Composed:
+def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None,
+               landed: bool = False) -> sql.Composed:
     """This file's rows as `r`: each read column's canonical value (`r.<column>`), that value typed (`r._typed_
-    <column>`, NULL when it does not cast; non-text columns), the value as landed (`r._raw_<column>`), the row's
-    physical address (`r._ctid`) and number; `only` narrows the rows (a predicate on `t`).
+    <column>`, NULL when it does not cast; non-text columns), the row's physical address (`r._ctid`) and number,
+    and with `landed` the values as landed (`r._raw_<column>`); `only` narrows the rows (a predicate on `t`).
 
-    Three levels (cleaned, rewritten, typed) so that each is computed once per value: an OFFSET clause keeps the
-    planner from merging a level into the one above, where it would compute the trim, the null spellings, the
-    rewrite and the cast again wherever the next level or a rule reads the value. The clause is OFFSET NULL
-    (no offset), not the usual OFFSET 0: Postgres 16 sees `0` as a cast to bigint, not a constant, when it
-    decides whether a subquery may run in parallel workers, and keeps every level above it in the leader (twice
-    the time of the parallel scan on two cores). A LATERAL subquery would not run in workers either (its outer
+    Up to three levels (cleaned; rewritten, when the layout has formats to rewrite; typed) so that each is
+    computed once per value: an OFFSET clause keeps the planner from merging a level into the one above, where
+    it would compute the trim, the null spellings, the rewrite and the cast again wherever the next level or a
+    rule reads the value. The clause is OFFSET NULL (no offset), not the usual OFFSET 0: Postgres 16 sees `0`
+    as a cast to bigint, not a constant, when it decides whether a subquery may run in parallel workers, and
+    keeps every level above it in the leader. A LATERAL subquery would not run in workers either (its outer
     references are parameters). See docs/decisions/0027."""
     schema, table = contract.target_table.split(".")
     read = _read_columns(contract, layout)
-
-    def level(alias: str, value: Callable[[Column, sql.Composable], sql.Composable], columns: list[Column],
-              prefix: str = "") -> sql.Composable:
-        return sql.SQL(", ").join(
-            sql.SQL("{} as {}").format(value(c, sql.SQL("{}.{}").format(sql.SQL(alias), sql.Identifier(c.name))),
-                                       sql.Identifier(prefix + c.name)) for c in columns)
-
-    def landed(alias: str) -> sql.Composable:
-        return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.SQL(alias), sql.Identifier("_raw_" + c.name))
-                                  for c in read)
-
-    cleaned = sql.SQL(
-        "select t.ctid as _ctid, t._row_number, {}, {} from {}.{} as t where t._file_id = {} and {} offset null").format(
-        level("t", lambda c, v: cleaned_value(contract, v), read), level("t", lambda c, v: v, read, "_raw_"),
-        sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id), only if only is not None else sql.SQL("true"))
-    canonical = sql.SQL("select k._ctid, k._row_number, {}, {} from ({}) as k offset null").format(
-        level("k", lambda c, v: rewritten_value(contract, layout, c, v), read), landed("k"), cleaned)
+    raw = [sql.Identifier("_raw_" + c.name) for c in read] if landed else []
+    cleaned = [_level(read, lambda c, v: cleaned_value(contract, v), "t")]
+    if landed:
+        cleaned.append(_level(read, lambda c, v: v, "t", "_raw_"))
+    rows = sql.SQL("select t.ctid as _ctid, t._row_number, {} from {}.{} as t where t._file_id = {} and {} offset null"
+                   ).format(sql.SQL(", ").join(cleaned), sql.Identifier(schema), sql.Identifier(table),
+                            sql.Literal(file_id), only if only is not None else sql.SQL("true"))
+    if any(contract.value_rewrite(layout, c) for c in read):
+        rows = sql.SQL("select k._ctid, k._row_number, {} from ({}) as k offset null").format(
+            sql.SQL(", ").join([_level(read, lambda c, v: rewritten_value(contract, layout, c, v), "k"),
+                                *(sql.SQL("k.{}").format(name) for name in raw)]), rows)
     typed = [c for c in read if c.type != "text"]
-    return sql.SQL("(select s.*{} from ({}) as s offset null) as r").format(
-        sql.SQL(", {}").format(level("s", typed_value, typed, "_typed_")) if typed else sql.SQL(""), canonical)
+    if typed:
+        rows = sql.SQL("select k.*, {} from ({}) as k offset null").format(_level(typed, typed_value, "k", "_typed_"),
+                                                                          rows)
+    return sql.SQL("({}) as r").format(rows)
+
+
+def _level(columns: list[Column], value: Callable[[Column, sql.Composable], sql.Composable], alias: str,
+           prefix: str = "") -> sql.Composable:
+    """`value(column, <alias>.<column>) as <prefix><column>` for each column: one level of _file_rows."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} as {}").format(value(c, sql.SQL("{}.{}").format(sql.SQL(alias), sql.Identifier(c.name))),
+                                   sql.Identifier(prefix + c.name)) for c in columns)
 
 
 # The planner settings for the rejects pass's read-only scan (see write_rejects), and back to the defaults.
@@ -383,8 +388,8 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
                     "cross join lateral (values {checks}) as v(failed, column_name, rule, message, raw_value) "
                     "where v.failed"
                 ).format(file_id=sql.Literal(file_id), checks=sql.SQL(", ").join(checks),
-                         rows=_file_rows(contract, layout, file_id, only=sql.SQL("t.ctid = any({}::tid[])").format(
-                             sql.Literal(failing))))
+                         rows=_file_rows(contract, layout, file_id, landed=True,
+                                         only=sql.SQL("t.ctid = any({}::tid[])").format(sql.Literal(failing))))
             )
     counts = conn.execute(
         "select rule, count(*) from ops.load_rejects where file_id = %s group by rule", (file_id,)
