@@ -136,6 +136,19 @@ def _read_columns(contract: Contract, layout: Layout) -> list[Column]:
     return [c for c in contract.columns if c.name in layout.columns or c.name in required]
 
 
+def _checked_columns(contract: Contract, layout: Layout) -> list[Column]:
+    """The read columns that a rule reads: the rejects pass computes no value that nothing checks."""
+    return [c for c in _read_columns(contract, layout) if _needs_value(contract, c)
+            or c.name in contract.required_columns(layout)]
+
+
+def _needs_value(contract: Contract, column: Column) -> bool:
+    """True when a rule reads the column's canonical value: all but `required`, which reads the value as landed."""
+    in_checks = {name for check in contract.checks for name in (check.column, check.other)}
+    return (column.type != "text" or bool(column.allowed or column.pattern) or column.min is not None
+            or column.max is not None or column.name in in_checks)
+
+
 def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str, sql.Composable, str]]:
     """(rule code, SQL predicate true when the value breaks the rule, message) for one column of the file's rows
     (`_file_rows`): `r.<column>` its canonical value, `r._typed_<column>` that value typed (NULL when it does not
@@ -144,9 +157,12 @@ def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str
     typed = sql.SQL("r.{}").format(sql.Identifier("_typed_" + column.name)) if column.type != "text" else v
     rules: list[tuple[str, sql.Composable, str]] = []
     if column.name in contract.required_columns(layout):
-        # The canonical value is NULL exactly when the value landed NULL or as a null spelling: a format
-        # rewrite never makes a value NULL.
-        rules.append(("required", sql.SQL("{} is null").format(v), f"{column.name} is required"))
+        # Same as "the canonical value is null" (a format rewrite never makes a value null), tested on the
+        # value as landed so that long values skip the trim, and a column that only this rule reads is not
+        # cleaned at all.
+        landed = sql.SQL("r.{}").format(sql.Identifier("_raw_" + column.name))
+        rules.append(("required", sql.SQL("({} is null or {})").format(landed, _is_null_spelling(contract, landed)),
+                      f"{column.name} is required"))
     if column.type != "text":
         rules.append(("type", sql.SQL("{} is not null and {} is null").format(v, typed),
                       contract.type_message(layout, column)))
@@ -169,7 +185,7 @@ def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str
 def _check_rule(contract: Contract, layout: Layout, check: Check) -> tuple[str, sql.Composable, str] | None:
     """A cross-column check on the typed values; None when the layout does not fill one of its columns (NULL on
     every row, which is not a failure: NULL never is, the column's own rules report a missing value)."""
-    columns = {c.name: c for c in _read_columns(contract, layout)}
+    columns = {c.name: c for c in _checked_columns(contract, layout)}
     if check.column not in columns or check.other not in columns:
         return None
     left, right = (sql.SQL("r.{}").format(sql.Identifier(("_typed_" if columns[name].type != "text" else "") + name))
@@ -304,7 +320,7 @@ def copy_problem(exc: Exception) -> str:
 
 def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None,
                landed: bool = False) -> sql.Composed:
-    """This file's rows as `r`: each read column's canonical value (`r.<column>`), that value typed (`r._typed_
+    """This file's rows as `r`: each checked column's canonical value (`r.<column>`), that value typed (`r._typed_
     <column>`, NULL when it does not cast; non-text columns), the row's physical address (`r._ctid`) and number,
     and with `landed` the values as landed (`r._raw_<column>`); `only` narrows the rows (a predicate on `t`).
 
@@ -316,31 +332,41 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
     keeps every level above it in the leader. A LATERAL subquery would not run in workers either (its outer
     references are parameters). See docs/decisions/0027."""
     schema, table = contract.target_table.split(".")
-    read = _read_columns(contract, layout)
-    raw = [sql.Identifier("_raw_" + c.name) for c in read] if landed else []
-    cleaned = [_level(read, lambda c, v: cleaned_value(contract, v), "t")]
-    if landed:
-        cleaned.append(_level(read, lambda c, v: v, "t", "_raw_"))
-    rows = sql.SQL("select t.ctid as _ctid, t._row_number, {} from {}.{} as t where t._file_id = {} and {} offset null"
-                   ).format(sql.SQL(", ").join(cleaned), sql.Identifier(schema), sql.Identifier(table),
-                            sql.Literal(file_id), only if only is not None else sql.SQL("true"))
-    if any(contract.value_rewrite(layout, c) for c in read):
-        rows = sql.SQL("select k._ctid, k._row_number, {} from ({}) as k offset null").format(
-            sql.SQL(", ").join([_level(read, lambda c, v: rewritten_value(contract, layout, c, v), "k"),
-                                *(sql.SQL("k.{}").format(name) for name in raw)]), rows)
-    typed = [c for c in read if c.type != "text"]
+    checked = _checked_columns(contract, layout)
+    valued = [c for c in checked if _needs_value(contract, c)]
+    required = set(contract.required_columns(layout))
+    raw = [c for c in checked if landed or c.name in required]
+    first = [_level(valued, lambda c, v: cleaned_value(contract, v), "t"), _level(raw, lambda c, v: v, "t", "_raw_")]
+    # Values as landed need no fence: merged into the level above, they are read straight from the row.
+    rows = sql.SQL("select t.ctid as _ctid, t._row_number{} from {}.{} as t where t._file_id = {} and {}{}").format(
+        _columns(first), sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id),
+        only if only is not None else sql.SQL("true"), sql.SQL(" offset null" if valued else ""))
+    if any(contract.value_rewrite(layout, c) for c in valued):
+        rewritten = [_level(valued, lambda c, v: rewritten_value(contract, layout, c, v), "k"),
+                     _level(raw, lambda c, v: v, "k", "_raw_", source_prefix="_raw_")]
+        rows = sql.SQL("select k._ctid, k._row_number{} from ({}) as k offset null").format(_columns(rewritten), rows)
+    typed = [c for c in valued if c.type != "text"]
     if typed:
-        rows = sql.SQL("select k.*, {} from ({}) as k offset null").format(_level(typed, typed_value, "k", "_typed_"),
-                                                                          rows)
+        rows = sql.SQL("select k.*{} from ({}) as k offset null").format(
+            _columns([_level(typed, typed_value, "k", "_typed_")]), rows)
     return sql.SQL("({}) as r").format(rows)
 
 
+def _columns(levels: list[sql.Composable | None]) -> sql.Composable:
+    """`, a, b, ...` of the non-empty column lists, or nothing."""
+    return sql.SQL("").join(sql.SQL(", {}").format(level) for level in levels if level is not None)
+
+
 def _level(columns: list[Column], value: Callable[[Column, sql.Composable], sql.Composable], alias: str,
-           prefix: str = "") -> sql.Composable:
-    """`value(column, <alias>.<column>) as <prefix><column>` for each column: one level of _file_rows."""
+           prefix: str = "", *, source_prefix: str = "") -> sql.Composable | None:
+    """`value(column, <alias>.<source_prefix><column>) as <prefix><column>` for each column (one level of
+    _file_rows); None for no columns."""
+    if not columns:
+        return None
     return sql.SQL(", ").join(
-        sql.SQL("{} as {}").format(value(c, sql.SQL("{}.{}").format(sql.SQL(alias), sql.Identifier(c.name))),
-                                   sql.Identifier(prefix + c.name)) for c in columns)
+        sql.SQL("{} as {}").format(
+            value(c, sql.SQL("{}.{}").format(sql.SQL(alias), sql.Identifier(source_prefix + c.name))),
+            sql.Identifier(prefix + c.name)) for c in columns)
 
 
 # The planner settings for the rejects pass's read-only scan (see write_rejects), and back to the defaults.
@@ -356,7 +382,7 @@ _DEFAULT_PLANNING = "; ".join(f"set local {name} to default" for name in _PLANNE
 def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
     """One pass over the file's rows: a reject for every (row, column, rule) that fails. Fills the counts."""
     layout = contract.layout(result.layout)
-    rules = [(column.name, rule, predicate, message) for column in _read_columns(contract, layout)
+    rules = [(column.name, rule, predicate, message) for column in _checked_columns(contract, layout)
              for rule, predicate, message in _rules(contract, layout, column)]
     checks = (_check_rule(contract, layout, check) for check in contract.checks)
     rules += [(check.column, *rule) for check, rule in zip(contract.checks, checks, strict=True) if rule]
