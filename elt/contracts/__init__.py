@@ -8,7 +8,7 @@ A contract declares one canonical column list. Senders that spell the same facts
 payer claim layouts) are `layouts`: each maps canonical columns to its own header names and says how its
 values are written (`MM/DD/YYYY`, `$1,234.00`). The file's header picks its layout. Value formats are
 rewrites to the canonical spelling (ISO dates, plain decimals) done before the type check, the same way
-in SQL (the loader, the view) and in pandas (`elt validate`): see FORMATS.
+in SQL (the loader, the view) and in pandas (`elt validate`), both derived from the format: see REWRITES.
 """
 
 from __future__ import annotations
