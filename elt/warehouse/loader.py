@@ -375,17 +375,32 @@ def _level(columns: list[Column], value: Callable[[Column, sql.Composable], sql.
 # as a bitmap and scanning them in parallel.
 _PLANNER_SETTINGS = {"enable_seqscan": "off", "enable_indexscan": "off", "parallel_setup_cost": "0",
                      "parallel_tuple_cost": "0", "min_parallel_table_scan_size": "0"}
-_PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
+PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
 _DEFAULT_PLANNING = "; ".join(f"set local {name} to default" for name in _PLANNER_SETTINGS)
+
+
+def _all_rules(contract: Contract, layout: Layout) -> list[tuple[str, str, sql.Composable, str]]:
+    """(column, rule code, SQL predicate true when broken, message) of every rule a file in `layout` is held to."""
+    rules = [(column.name, rule, predicate, message) for column in _checked_columns(contract, layout)
+             for rule, predicate, message in _rules(contract, layout, column)]
+    checks = (_check_rule(contract, layout, check) for check in contract.checks)
+    return rules + [(check.column, *rule) for check, rule in zip(contract.checks, checks, strict=True) if rule]
+
+
+def failing_rows_query(contract: Contract, layout: Layout, file_id: int,
+                       any_failed: sql.Composable | None = None) -> sql.Composed:
+    """The read-only scan of the rejects pass: the addresses of the file's rows that break any rule (NULL when
+    none does). Run it under PARALLEL_FILE_SCAN."""
+    if any_failed is None:
+        any_failed = sql.SQL(" or ").join(sql.SQL("({})").format(p) for _, _, p, _ in _all_rules(contract, layout))
+    return sql.SQL("select array_agg(r._ctid)::text[] from {rows} where {any_failed}").format(
+        rows=_file_rows(contract, layout, file_id), any_failed=any_failed)
 
 
 def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
     """One pass over the file's rows: a reject for every (row, column, rule) that fails. Fills the counts."""
     layout = contract.layout(result.layout)
-    rules = [(column.name, rule, predicate, message) for column in _checked_columns(contract, layout)
-             for rule, predicate, message in _rules(contract, layout, column)]
-    checks = (_check_rule(contract, layout, check) for check in contract.checks)
-    rules += [(check.column, *rule) for check, rule in zip(contract.checks, checks, strict=True) if rule]
+    rules = _all_rules(contract, layout)
     if rules:
         checks = [
             sql.SQL("({}, {}, {}, {}, r.{})").format(predicate, sql.Literal(column), sql.Literal(rule),
@@ -399,11 +414,8 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
         # this transaction: the unique key's B-tree, which leads with _file_id, finds their pages without
         # reading the table's history, and the planner's statistics do not know them yet, so it is told that
         # a parallel scan pays here.
-        conn.execute(_PARALLEL_FILE_SCAN)
-        failing = conn.execute(
-            sql.SQL("select array_agg(r._ctid)::text[] from {rows} where {any_failed}").format(
-                rows=_file_rows(contract, layout, file_id), any_failed=any_failed)
-        ).fetchone()[0]
+        conn.execute(PARALLEL_FILE_SCAN)
+        failing = conn.execute(failing_rows_query(contract, layout, file_id, any_failed)).fetchone()[0]
         conn.execute(_DEFAULT_PLANNING)
         if failing:
             conn.execute(

@@ -16,7 +16,7 @@ from elt.config import get_settings
 from elt.contracts import REWRITES, load_contracts
 from elt.pipeline import discover_new_files, ingest_file
 from elt.readers.validate import validate_bytes
-from elt.warehouse.loader import is_valid, rewrite_sql
+from elt.warehouse.loader import PARALLEL_FILE_SCAN, failing_rows_query, is_valid, rewrite_sql
 
 CONTRACT = load_contracts(get_settings().contracts_dir)["claims"]
 
@@ -214,3 +214,22 @@ def test_the_iso_date_check_without_a_regex_accepts_what_the_regex_did(db):
                 "from unnest(%s::text[]) as v").format(is_valid(date_column, sql.SQL("v"))), (spellings,)).fetchall()
     assert [(value, plain) for value, plain, regex in rows if plain is not regex] == []
     assert {value for value, plain, _ in rows if plain} == {"2024-01-31", "2024-02-29"}
+
+
+def test_the_rules_of_a_rewritten_layout_run_inside_the_parallel_workers(settings, store, db):
+    """Decision 0027: the rejects scan computes each value once, in fenced levels, and those levels and the rules
+    still run under the Gather (with OFFSET 0 as the fence, Postgres keeps every level above the first in the
+    leader). A plan, read without running it: no timing."""
+    lines = [aetna_line((f"A{n}", *GOOD[n % 3][1:6], None, None, *GOOD[n % 3][8:])) for n in range(3000)]
+    store.put(key("aetna"), "\n".join([AETNA, *lines]).encode())
+    assert run(settings)[key("aetna")].status == "loaded"
+    file_id = db.execute("select file_id from ops.file_ledger where layout = 'aetna'").fetchone()[0]
+    with db.transaction():
+        db.execute(PARALLEL_FILE_SCAN)
+        query = failing_rows_query(CONTRACT, CONTRACT.layout("aetna"), file_id)
+        plan = [line for line, in db.execute(sql.SQL("explain (costs off) {}").format(query)).fetchall()]
+    nodes = [line.strip().removeprefix("->  ") for line in plan]
+    gather = next(i for i, node in enumerate(nodes) if node.startswith("Gather"))
+    levels = [i for i, node in enumerate(nodes) if node.startswith("Subquery Scan")]
+    rules = next(i for i, node in enumerate(nodes) if node.startswith("Filter:") and "_raw_claim_id" in node)
+    assert len(levels) == 3 and gather < min(levels) < rules, "\n".join(plan)
