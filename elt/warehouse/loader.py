@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.copy import QueuedLibpqWriter
 
-from elt.contracts import Check, Column, Contract, Layout
+from elt.contracts import CANONICAL_DATE_MASK, Check, Column, Contract, Layout, Rewrite
 from elt.readers.csv_header import (
     UTF8_MULTIBYTE,
     FileRejected,
@@ -77,20 +77,41 @@ def cleaned_value(contract: Contract, source: sql.Composable) -> sql.Composable:
 
 def canonical_value(contract: Contract, layout: Layout, column: Column, source: sql.Composable) -> sql.Composable:
     """The cleaned value rewritten from the layout's format (01/31/2024, $1,234.00) to the canonical spelling."""
-    cleaned = cleaned_value(contract, source)
-    rewrite = contract.rewrite(layout, column)
-    if rewrite is None:
-        return cleaned
-    pattern, replacement, every = rewrite
-    return sql.SQL("regexp_replace({}, {}, {}, {})").format(
-        cleaned, sql.Literal(pattern), sql.Literal(replacement), sql.Literal("g" if every else ""))
+    return rewritten_value(contract, layout, column, cleaned_value(contract, source))
+
+
+def rewritten_value(contract: Contract, layout: Layout, column: Column, cleaned: sql.Composable) -> sql.Composable:
+    """A cleaned value rewritten from the layout's format to the canonical spelling. `cleaned` appears several
+    times in a date's rewrite: pass a column reference where its cost matters."""
+    rewrite = contract.value_rewrite(layout, column)
+    return cleaned if rewrite is None else rewrite_sql(rewrite, cleaned)
+
+
+def rewrite_sql(rewrite: Rewrite, value: sql.Composable) -> sql.Composable:
+    """The rewrite in plain string functions (see elt.contracts.Rewrite): the same result as regexp_replace with
+    its pattern and replacement, at a fifth of the cost."""
+    if rewrite.removed:
+        return sql.SQL("translate({}, {}, '')").format(value, sql.Literal(rewrite.removed))
+    pieces: list[sql.Composable] = []
+    for start, length in rewrite.fields:
+        if pieces:
+            pieces.append(sql.Literal(rewrite.joiner))
+        pieces.append(sql.SQL("substr({}, {}, {})").format(value, sql.Literal(start + 1), sql.Literal(length)))
+    return sql.SQL("case when {} then {} else {} end").format(
+        has_mask(value, rewrite.mask), sql.SQL(" || ").join(pieces), value)
+
+
+def has_mask(value: sql.Composable, mask: str) -> sql.Composable:
+    """True when the value is `mask` with each 0 any ASCII digit (00/00/0000): what a regex of [0-9]{n} runs and
+    literal separators matches, with translate, at a quarter of the regex's cost."""
+    return sql.SQL("translate({}, '0123456789', '0000000000') = {}").format(value, sql.Literal(mask))
 
 
 def is_valid(column: Column, value: sql.Composable) -> sql.Composable:
     """True when the (non-null) canonical value casts to the column's type."""
     if column.type == "date":
         # ISO dates only: '01/02/1990' is ambiguous between day-first and month-first exports.
-        return sql.SQL("({v} ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' and pg_input_is_valid({v}, 'date'))").format(v=value)
+        return sql.SQL("({} and pg_input_is_valid({}, 'date'))").format(has_mask(value, CANONICAL_DATE_MASK), value)
     return sql.SQL("pg_input_is_valid({v}, {t})").format(v=value, t=sql.Literal(column.type))
 
 
@@ -107,18 +128,43 @@ def _bound(column: Column, bound: object) -> sql.Composable:
     return sql.SQL("{}::{}").format(sql.Literal(str(bound)), sql.SQL(column.type))
 
 
+def _read_columns(contract: Contract, layout: Layout) -> list[Column]:
+    """The columns a file in `layout` can fill: those its header maps, and the required ones (an unmapped
+    required column is NULL on every row, and so a reject). The others are NULL in raw on every row of the
+    file, which breaks no rule: they are not checked at all."""
+    required = set(contract.required_columns(layout))
+    return [c for c in contract.columns if c.name in layout.columns or c.name in required]
+
+
+def _checked_columns(contract: Contract, layout: Layout) -> list[Column]:
+    """The read columns that a rule reads: the rejects pass computes no value that nothing checks."""
+    return [c for c in _read_columns(contract, layout) if _needs_value(contract, c)
+            or c.name in contract.required_columns(layout)]
+
+
+def _needs_value(contract: Contract, column: Column) -> bool:
+    """True when a rule reads the column's canonical value: all but `required`, which reads the value as landed."""
+    in_checks = {name for check in contract.checks for name in (check.column, check.other)}
+    return (column.type != "text" or bool(column.allowed or column.pattern) or column.min is not None
+            or column.max is not None or column.name in in_checks)
+
+
 def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str, sql.Composable, str]]:
-    """(rule code, SQL predicate true when the value breaks the rule, message) for one column of `s`."""
-    v = sql.SQL("s.{}").format(sql.Identifier(column.name))
+    """(rule code, SQL predicate true when the value breaks the rule, message) for one column of the file's rows
+    (`_file_rows`): `r.<column>` its canonical value, `r._typed_<column>` that value typed (NULL when it does not
+    cast)."""
+    v = sql.SQL("r.{}").format(sql.Identifier(column.name))
+    typed = sql.SQL("r.{}").format(sql.Identifier("_typed_" + column.name)) if column.type != "text" else v
     rules: list[tuple[str, sql.Composable, str]] = []
     if column.name in contract.required_columns(layout):
         # Same as "the canonical value is null" (a format rewrite never makes a value null), tested on the
-        # value as landed so that long values skip the trim.
-        landed = sql.SQL("s.{}").format(sql.Identifier("_raw_" + column.name))
+        # value as landed so that long values skip the trim, and a column that only this rule reads is not
+        # cleaned at all.
+        landed = sql.SQL("r.{}").format(sql.Identifier("_raw_" + column.name))
         rules.append(("required", sql.SQL("({} is null or {})").format(landed, _is_null_spelling(contract, landed)),
                       f"{column.name} is required"))
     if column.type != "text":
-        rules.append(("type", sql.SQL("{} is not null and not {}").format(v, is_valid(column, v)),
+        rules.append(("type", sql.SQL("{} is not null and {} is null").format(v, typed),
                       contract.type_message(layout, column)))
     if column.allowed:
         allowed = sql.Literal([a.upper() for a in column.allowed])
@@ -130,22 +176,20 @@ def _rules(contract: Contract, layout: Layout, column: Column) -> list[tuple[str
     for bound, op in ((column.min, "<"), (column.max, ">")):
         if bound is None:
             continue
-        # CASE guarantees the cast only runs on values that passed the type check.
-        rules.append((
-            "range",
-            sql.SQL("case when {} is not null and {} then ({})::{} {} {} else false end").format(
-                v, is_valid(column, v) if column.type != "text" else sql.SQL("true"), v, sql.SQL(column.type),
-                sql.SQL(op), _bound(column, bound)),
-            f"{column.name} must be {'at least' if op == '<' else 'at most'} {bound}",
-        ))
+        # A value that is not of its type is NULL here: the type rule reports it, not this one.
+        rules.append(("range", sql.SQL("({} {} {}) is true").format(typed, sql.SQL(op), _bound(column, bound)),
+                      f"{column.name} must be {'at least' if op == '<' else 'at most'} {bound}"))
     return rules
 
 
-def _check_rule(contract: Contract, check: Check) -> tuple[str, sql.Composable, str]:
-    columns = {c.name: c for c in contract.columns}
-    left, right = (typed_value(columns[name], sql.SQL("s.{}").format(sql.Identifier(name)))
+def _check_rule(contract: Contract, layout: Layout, check: Check) -> tuple[str, sql.Composable, str] | None:
+    """A cross-column check on the typed values; None when the layout does not fill one of its columns (NULL on
+    every row, which is not a failure: NULL never is, the column's own rules report a missing value)."""
+    columns = {c.name: c for c in _checked_columns(contract, layout)}
+    if check.column not in columns or check.other not in columns:
+        return None
+    left, right = (sql.SQL("r.{}").format(sql.Identifier(("_typed_" if columns[name].type != "text" else "") + name))
                    for name in (check.column, check.other))
-    # NULL (a value missing or not of its type) is not a failure here: the column's own rules report it.
     return check.rule, sql.SQL("(({}) {} ({})) is false").format(left, sql.SQL(check.op), right), check.message
 
 
@@ -274,20 +318,55 @@ def copy_problem(exc: Exception) -> str:
     return f"{what} ({where})" if where else what
 
 
-def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None) -> sql.Composed:
-    """This file's rows with canonical values (as `s.<column>`), the values as landed (`s._raw_<column>`) and
-    the row's physical address (`s._ctid`); `only` narrows them further (a predicate on `t`)."""
+def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Composable | None = None,
+               landed: bool = False) -> sql.Composed:
+    """This file's rows as `r`: each checked column's canonical value (`r.<column>`), that value typed (`r._typed_
+    <column>`, NULL when it does not cast; non-text columns), the row's physical address (`r._ctid`) and number,
+    and with `landed` the values as landed (`r._raw_<column>`); `only` narrows the rows (a predicate on `t`).
+
+    Up to three levels (cleaned; rewritten, when the layout has formats to rewrite; typed) so that each is
+    computed once per value: an OFFSET clause keeps the planner from merging a level into the one above, where
+    it would compute the trim, the null spellings, the rewrite and the cast again wherever the next level or a
+    rule reads the value. The clause is OFFSET NULL (no offset), not the usual OFFSET 0: Postgres 16 sees `0`
+    as a cast to bigint, not a constant, when it decides whether a subquery may run in parallel workers, and
+    keeps every level above it in the leader. A LATERAL subquery would not run in workers either (its outer
+    references are parameters). See docs/decisions/0027."""
     schema, table = contract.target_table.split(".")
-    values = [
-        sql.SQL("{} as {}").format(canonical_value(contract, layout, c, sql.SQL("t.{}").format(sql.Identifier(c.name))),
-                                   sql.Identifier(c.name))
-        for c in contract.columns
-    ]
-    landed = [sql.SQL("t.{} as {}").format(sql.Identifier(c.name), sql.Identifier("_raw_" + c.name))
-              for c in contract.columns]
-    return sql.SQL("(select t.ctid as _ctid, t._row_number, {}, {} from {}.{} as t where t._file_id = {} and {}) as s").format(
-        sql.SQL(", ").join(values), sql.SQL(", ").join(landed), sql.Identifier(schema), sql.Identifier(table),
-        sql.Literal(file_id), only if only is not None else sql.SQL("true"))
+    checked = _checked_columns(contract, layout)
+    valued = [c for c in checked if _needs_value(contract, c)]
+    required = set(contract.required_columns(layout))
+    raw = [c for c in checked if landed or c.name in required]
+    first = [_level(valued, lambda c, v: cleaned_value(contract, v), "t"), _level(raw, lambda c, v: v, "t", "_raw_")]
+    # Values as landed need no fence: merged into the level above, they are read straight from the row.
+    rows = sql.SQL("select t.ctid as _ctid, t._row_number{} from {}.{} as t where t._file_id = {} and {}{}").format(
+        _columns(first), sql.Identifier(schema), sql.Identifier(table), sql.Literal(file_id),
+        only if only is not None else sql.SQL("true"), sql.SQL(" offset null" if valued else ""))
+    if any(contract.value_rewrite(layout, c) for c in valued):
+        rewritten = [_level(valued, lambda c, v: rewritten_value(contract, layout, c, v), "k"),
+                     _level(raw, lambda c, v: v, "k", "_raw_", source_prefix="_raw_")]
+        rows = sql.SQL("select k._ctid, k._row_number{} from ({}) as k offset null").format(_columns(rewritten), rows)
+    typed = [c for c in valued if c.type != "text"]
+    if typed:
+        rows = sql.SQL("select k.*{} from ({}) as k offset null").format(
+            _columns([_level(typed, typed_value, "k", "_typed_")]), rows)
+    return sql.SQL("({}) as r").format(rows)
+
+
+def _columns(levels: list[sql.Composable | None]) -> sql.Composable:
+    """`, a, b, ...` of the non-empty column lists, or nothing."""
+    return sql.SQL("").join(sql.SQL(", {}").format(level) for level in levels if level is not None)
+
+
+def _level(columns: list[Column], value: Callable[[Column, sql.Composable], sql.Composable], alias: str,
+           prefix: str = "", *, source_prefix: str = "") -> sql.Composable | None:
+    """`value(column, <alias>.<source_prefix><column>) as <prefix><column>` for each column (one level of
+    _file_rows); None for no columns."""
+    if not columns:
+        return None
+    return sql.SQL(", ").join(
+        sql.SQL("{} as {}").format(
+            value(c, sql.SQL("{}.{}").format(sql.SQL(alias), sql.Identifier(source_prefix + c.name))),
+            sql.Identifier(prefix + c.name)) for c in columns)
 
 
 # The planner settings for the rejects pass's read-only scan (see write_rejects), and back to the defaults.
@@ -296,19 +375,35 @@ def _file_rows(contract: Contract, layout: Layout, file_id: int, *, only: sql.Co
 # as a bitmap and scanning them in parallel.
 _PLANNER_SETTINGS = {"enable_seqscan": "off", "enable_indexscan": "off", "parallel_setup_cost": "0",
                      "parallel_tuple_cost": "0", "min_parallel_table_scan_size": "0"}
-_PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
+PARALLEL_FILE_SCAN = "; ".join(f"set local {name} = {value}" for name, value in _PLANNER_SETTINGS.items())
 _DEFAULT_PLANNING = "; ".join(f"set local {name} to default" for name in _PLANNER_SETTINGS)
+
+
+def _all_rules(contract: Contract, layout: Layout) -> list[tuple[str, str, sql.Composable, str]]:
+    """(column, rule code, SQL predicate true when broken, message) of every rule a file in `layout` is held to."""
+    rules = [(column.name, rule, predicate, message) for column in _checked_columns(contract, layout)
+             for rule, predicate, message in _rules(contract, layout, column)]
+    checks = (_check_rule(contract, layout, check) for check in contract.checks)
+    return rules + [(check.column, *rule) for check, rule in zip(contract.checks, checks, strict=True) if rule]
+
+
+def failing_rows_query(contract: Contract, layout: Layout, file_id: int,
+                       any_failed: sql.Composable | None = None) -> sql.Composed:
+    """The read-only scan of the rejects pass: the addresses of the file's rows that break any rule (NULL when
+    none does). Run it under PARALLEL_FILE_SCAN."""
+    if any_failed is None:
+        any_failed = sql.SQL(" or ").join(sql.SQL("({})").format(p) for _, _, p, _ in _all_rules(contract, layout))
+    return sql.SQL("select array_agg(r._ctid)::text[] from {rows} where {any_failed}").format(
+        rows=_file_rows(contract, layout, file_id), any_failed=any_failed)
 
 
 def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, result: LoadResult) -> LoadResult:
     """One pass over the file's rows: a reject for every (row, column, rule) that fails. Fills the counts."""
     layout = contract.layout(result.layout)
-    rules = [(column.name, rule, predicate, message) for column in contract.columns
-             for rule, predicate, message in _rules(contract, layout, column)]
-    rules += [(check.column, *_check_rule(contract, check)) for check in contract.checks]
+    rules = _all_rules(contract, layout)
     if rules:
         checks = [
-            sql.SQL("({}, {}, {}, {}, s.{})").format(predicate, sql.Literal(column), sql.Literal(rule),
+            sql.SQL("({}, {}, {}, {}, r.{})").format(predicate, sql.Literal(column), sql.Literal(rule),
                                                       sql.Literal(message), sql.Identifier("_raw_" + column))
             for column, rule, predicate, message in rules
         ]
@@ -319,23 +414,20 @@ def write_rejects(conn: psycopg.Connection, contract: Contract, file_id: int, re
         # this transaction: the unique key's B-tree, which leads with _file_id, finds their pages without
         # reading the table's history, and the planner's statistics do not know them yet, so it is told that
         # a parallel scan pays here.
-        conn.execute(_PARALLEL_FILE_SCAN)
-        failing = conn.execute(
-            sql.SQL("select array_agg(s._ctid)::text[] from {rows} where {any_failed}").format(
-                rows=_file_rows(contract, layout, file_id), any_failed=any_failed)
-        ).fetchone()[0]
+        conn.execute(PARALLEL_FILE_SCAN)
+        failing = conn.execute(failing_rows_query(contract, layout, file_id, any_failed)).fetchone()[0]
         conn.execute(_DEFAULT_PLANNING)
         if failing:
             conn.execute(
                 sql.SQL(
                     "insert into ops.load_rejects (file_id, row_number, column_name, rule, message, raw_value) "
-                    "select {file_id}, s._row_number, v.column_name, v.rule, v.message, v.raw_value "
+                    "select {file_id}, r._row_number, v.column_name, v.rule, v.message, v.raw_value "
                     "from {rows} "
                     "cross join lateral (values {checks}) as v(failed, column_name, rule, message, raw_value) "
                     "where v.failed"
                 ).format(file_id=sql.Literal(file_id), checks=sql.SQL(", ").join(checks),
-                         rows=_file_rows(contract, layout, file_id, only=sql.SQL("t.ctid = any({}::tid[])").format(
-                             sql.Literal(failing))))
+                         rows=_file_rows(contract, layout, file_id, landed=True,
+                                         only=sql.SQL("t.ctid = any({}::tid[])").format(sql.Literal(failing))))
             )
     counts = conn.execute(
         "select rule, count(*) from ops.load_rejects where file_id = %s group by rule", (file_id,)

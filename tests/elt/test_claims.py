@@ -5,15 +5,18 @@ Expected values are written out by hand from the canonical claims below, never r
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 
 import pytest
+from psycopg import sql
 
 from elt.config import get_settings
-from elt.contracts import load_contracts
+from elt.contracts import REWRITES, load_contracts
 from elt.pipeline import discover_new_files, ingest_file
 from elt.readers.validate import validate_bytes
+from elt.warehouse.loader import PARALLEL_FILE_SCAN, failing_rows_query, is_valid, rewrite_sql
 
 CONTRACT = load_contracts(get_settings().contracts_dir)["claims"]
 
@@ -170,3 +173,63 @@ def test_a_month_that_does_not_exist_is_quarantined(settings, store, bad_key):
     store.put(bad_key, "\n".join([BLUECROSS, bluecross_line(GOOD[0])]).encode())
     outcome = ingest_file(bad_key, settings=settings)
     assert outcome.status == "quarantined" and "month=13" in outcome.error
+
+
+# Values a sender might put in a date or amount column, after trimming: well formed, short, long, other
+# separators, other digits (Arabic-Indic), letters, several currency marks, empty, NULL.
+SPELLINGS = ["01/31/2024", "12/01/1999", "1/31/2024", "01/31/24", "01-31-2024", "01/31/2024x", "x01/31/2024",
+             "20240131", "2024013", "202401311", "2024-01-31", "\u0660\u0661/\u0663\u0661/\u0662\u0660\u0662\u0664",
+             "ab/cd/efgh", "$1,234.00", "-$1,234.00", "(12.00)", "$$,,", "1.234,00", "", "\u00e9$\u20ac", None]
+
+
+@pytest.mark.parametrize("value_format", [name for name, rewrite in REWRITES.items() if rewrite])
+def test_the_loaders_plain_rewrite_gives_what_the_formats_regex_gives(db, value_format):
+    """The loader and the typed view rewrite with substr/translate (rewrite_sql); `elt validate` with the regex
+    (pandas). Both are derived from the format's picture: Postgres's regexp_replace and Python's re.sub of the
+    regex must agree with the plain form on every spelling."""
+    rewrite = REWRITES[value_format]
+    rows = db.execute(
+        sql.SQL("select v, {}, regexp_replace(v, %s, %s, %s) from unnest(%s::text[]) with ordinality as u(v, n) "
+                "order by n").format(rewrite_sql(rewrite, sql.SQL("v"))),
+        (rewrite.pattern, rewrite.replacement, "g" if rewrite.every else "", SPELLINGS)).fetchall()
+    assert [value for value, _, _ in rows] == SPELLINGS
+    for value, plain, regex in rows:
+        python = None if value is None else re.sub(rewrite.pattern, lambda m: m.expand(rewrite.replacement), value,
+                                                   count=0 if rewrite.every else 1)
+        assert plain == regex == python, f"{value_format}: {value!r}"
+    rewritten = {value: plain for value, plain, _ in rows}
+    if value_format == "MM/DD/YYYY":
+        assert (rewritten["01/31/2024"], rewritten["1/31/2024"]) == ("2024-01-31", "1/31/2024")
+    if value_format == "currency":
+        assert (rewritten["-$1,234.00"], rewritten["$$,,"]) == ("-1234.00", "")
+
+
+def test_the_iso_date_check_without_a_regex_accepts_what_the_regex_did(db):
+    """is_valid's shape test of an ISO date (translate to a mask) against the regex it replaced."""
+    spellings = [*SPELLINGS, "2024-02-29", "2023-02-29", "2024-1-31", "2024-01-31x", "2024/01/31", "0000-00-00",
+                 "\u0662\u0660\u0662\u0664-\u0660\u0661-\u0663\u0661", "12024-01-31", "2024-01-3"]
+    date_column = CONTRACT.columns[[c.name for c in CONTRACT.columns].index("claim_date")]
+    rows = db.execute(
+        sql.SQL("select v, {}, v ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' and pg_input_is_valid(v, 'date') "
+                "from unnest(%s::text[]) as v").format(is_valid(date_column, sql.SQL("v"))), (spellings,)).fetchall()
+    assert [(value, plain) for value, plain, regex in rows if plain is not regex] == []
+    assert {value for value, plain, _ in rows if plain} == {"2024-01-31", "2024-02-29"}
+
+
+def test_the_rules_of_a_rewritten_layout_run_inside_the_parallel_workers(settings, store, db):
+    """Decision 0027: the rejects scan computes each value once, in fenced levels, and those levels and the rules
+    still run under the Gather (with OFFSET 0 as the fence, Postgres keeps every level above the first in the
+    leader). A plan, read without running it: no timing."""
+    lines = [aetna_line((f"A{n}", *GOOD[n % 3][1:6], None, None, *GOOD[n % 3][8:])) for n in range(3000)]
+    store.put(key("aetna"), "\n".join([AETNA, *lines]).encode())
+    assert run(settings)[key("aetna")].status == "loaded"
+    file_id = db.execute("select file_id from ops.file_ledger where layout = 'aetna'").fetchone()[0]
+    with db.transaction():
+        db.execute(PARALLEL_FILE_SCAN)
+        query = failing_rows_query(CONTRACT, CONTRACT.layout("aetna"), file_id)
+        plan = [line for line, in db.execute(sql.SQL("explain (costs off) {}").format(query)).fetchall()]
+    nodes = [line.strip().removeprefix("->  ") for line in plan]
+    gather = next(i for i, node in enumerate(nodes) if node.startswith("Gather"))
+    levels = [i for i, node in enumerate(nodes) if node.startswith("Subquery Scan")]
+    rules = next(i for i, node in enumerate(nodes) if node.startswith("Filter:") and "_raw_claim_id" in node)
+    assert len(levels) == 3 and gather < min(levels) < rules, "\n".join(plan)
