@@ -249,16 +249,16 @@ class Stack:
         return True
 
     def trigger_first_run(self) -> None:
-        demo = families()[DEMO_FAMILY]
-        ingest, marts = demo.ingest_dag_id, demo.marts_dag_id
-        log.info("waiting for Airflow to parse %s, then triggering the first run", ingest)
+        first = first_runs(families(), DEMO_FAMILY)
+        log.info("waiting for Airflow to parse %s, then triggering the first runs", ", ".join(first.parsed))
         wait_for(lambda: all(self.airflow("dags", "list", "-o", "plain", timeout=120).stdout.find(dag) >= 0
-                             for dag in (ingest, marts)),
-                 timeout=300, what=f"DAGs {ingest} and {marts} to be parsed",
+                             for dag in first.parsed),
+                 timeout=300, what=f"DAGs {', '.join(first.parsed)} to be parsed",
                  log_file=self.logs / "airflow-dag-processor.log")
-        result = self.airflow("dags", "trigger", ingest)
-        if result.returncode != 0:
-            log.warning("could not trigger %s: %s", ingest, result.stderr[-1000:])
+        for dag_id in first.triggered:
+            result = self.airflow("dags", "trigger", dag_id)
+            if result.returncode != 0:
+                log.warning("could not trigger %s: %s", dag_id, result.stderr[-1000:])
 
     def last_runs(self) -> list[tuple[str, str, str]]:
         """(dag_id, run_id, state) of the latest run of each family's DAGs (those that have run)."""
@@ -365,6 +365,22 @@ class Stack:
         if self.postgres:
             self.postgres.stop()
         print("stopped; data kept in", self.data_dir, flush=True)
+
+
+@dataclass(frozen=True)
+class FirstRuns:
+    parsed: tuple[str, ...]  # DAGs to wait for
+    triggered: tuple[str, ...]  # DAGs to trigger, in order
+
+
+def first_runs(declared: dict, demo: str) -> FirstRuns:
+    """The demo family's ingest run (its marts follow on the asset), and the marts run of every other family whose
+    marts are nightly: without files they build empty, so /ready (which wants every nightly mart built) is true on
+    a fresh stack. Marts rebuilt on arrival (the beds) wait for their first drop, as /ready lets them."""
+    others = [f.marts_dag_id for name, f in declared.items() if name != demo and f.marts.refreshed == "nightly"]
+    demo_family = declared[demo]
+    return FirstRuns(parsed=(demo_family.ingest_dag_id, demo_family.marts_dag_id, *others),
+                     triggered=(demo_family.ingest_dag_id, *others))
 
 
 def marts_status(marts: dict[str, dict] | None) -> str:

@@ -92,3 +92,15 @@ def test_the_status_line_says_when_ready_gave_no_answer():
     built = {"analytics.triage_trends": {"built": True, "refreshed": "nightly"},
              "analytics.facility_stats": {"built": False, "refreshed": "nightly"}}
     assert marts_status(built) == "nightly marts the API serves: 1 of 2 built"
+
+
+def test_a_fresh_stack_runs_the_demo_ingest_and_builds_every_other_nightly_familys_marts():
+    """/ready wants every nightly mart built: on a fresh stack the families without files yet (claims) get their
+    marts built empty; the beds, rebuilt when a workbook arrives, wait for it."""
+    from elt.config import Settings
+    from elt.devstack.__main__ import DEMO_FAMILY, first_runs
+    from elt.families import declared_families
+
+    first = first_runs(declared_families(Settings()), DEMO_FAMILY)
+    assert first.triggered == ("medilink_ingest", "claims_marts")
+    assert set(first.parsed) == {"medilink_ingest", "medilink_marts", "claims_marts"}
