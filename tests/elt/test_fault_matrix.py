@@ -22,9 +22,9 @@ the key the ledger names; nothing left in landing or quarantine.
 
 Marts are compared to a clean build in the cells that build them: `postgres_restart_mid_dbt` (the fault is
 in dbt) and `kill_after_commit` (one load fault per kind), because a dbt build costs tens of seconds here;
-the raw and ledger comparison, which is what the marts are built from, runs in every cell. Medilink's and
-KH03's marts are `dbt build` of their family's dbt paths (elt/families/*.yml, Family.dbt_select()); claims has
-its staging, core and PMPM models (the claims folders), which are compared. Rows are compared with file ids replaced by the files'
+the raw and ledger comparison, which is what the marts are built from, runs in every cell. Each kind's marts are
+`dbt build` of its family's dbt paths (elt/families/*.yml, Family.dbt_select(): its folders and the shared ledger
+view), which are compared. Rows are compared with file ids replaced by the files'
 keys, and without the columns that say when something ran (timestamps, timings).
 
 The Postgres-restart cells use a Postgres server of their own (started once for this module), never the
@@ -130,16 +130,11 @@ def kh03() -> Kind:
                 "raw.nhs_kh03_specialty__valid", {key: tables})
 
 
-# The claims models (staging, core, PMPM) and their tests, by folder.
-CLAIMS_MODELS = ("build", "--select", "path:models/staging/claims", "path:models/core/claims",
-                 "path:models/analytics/claims", "path:tests/claims")
-
-
 @functools.cache
 def claims() -> Kind:
     key = claims_key("bluecross")
     data = "\n".join([BLUECROSS, *(bluecross_line((f"C{n}", *GOOD[n % 3][1:])) for n in range(30))]).encode() + b"\n"
-    return Kind("claims", {key: data}, {key: 30}, ("raw.claims",), CLAIMS_MODELS,
+    return Kind("claims", {key: data}, {key: 30}, ("raw.claims",), family_build("claims"),
                 "raw.claims__valid", {key: ("raw.claims",)})
 
 
