@@ -128,15 +128,13 @@ This DAG is made from the family's declaration by elt/dag_factory.py (decision 0
 """
 
 
-def marts_dag(family, settings):
-    """The `<family>_marts` DAG: dbt_build and its per-model followers, or one build_marts task without a manifest."""
+def marts_dag(family, settings, problem: str | None):
+    """The `<family>_marts` DAG: dbt_build and its per-model followers, or one build_marts task when the manifest
+    has a `problem` (elt.transform.manifest_problem, checked once for all families by `render`)."""
     import pendulum
     from airflow.sdk import Asset, Param, dag
 
     from elt.orchestration import DEFAULT_ARGS, on_run_finished, on_task_failure
-    from elt.transform import manifest_problem
-
-    problem = manifest_problem(settings)
 
     @dag(dag_id=family.marts_dag_id, schedule=[Asset.ref(name=raw_asset_name(family))],
          start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False, max_active_runs=1,
@@ -197,14 +195,14 @@ def render(kind: Literal["ingest", "marts"], *, only: str | None = None, setting
     """{dag_id: DAG} of every declared family's `kind` DAG; `only`: that DAG alone (a worker's parsing context)."""
     from elt.config import get_settings
     from elt.families import declared_families, family_files
+    from elt.transform import manifest_problem
 
     settings = settings or get_settings()
     # The ingest DAGs check their families against the contracts (their drop types); the marts DAG file, which the
     # dag-processor parses about once a second while its tasks finish (decision 0015), reads the family files only.
     families = declared_families(settings) if kind == "ingest" else family_files(settings.families_dir)
-    made = {}
-    for family in families.values():
-        dag_id = family.ingest_dag_id if kind == "ingest" else family.marts_dag_id
-        if only in (None, dag_id):
-            made[dag_id] = ingest_dag(family) if kind == "ingest" else marts_dag(family, settings)
-    return made
+    chosen = [f for f in families.values() if only in (None, f.ingest_dag_id if kind == "ingest" else f.marts_dag_id)]
+    if kind == "ingest":
+        return {family.ingest_dag_id: ingest_dag(family) for family in chosen}
+    problem = manifest_problem(settings) if chosen else None  # walks the dbt project's files: once per parse
+    return {family.marts_dag_id: marts_dag(family, settings, problem) for family in chosen}

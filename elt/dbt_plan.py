@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 GROUP = "dbt"
@@ -131,10 +132,18 @@ class _Graph:
         return self._ancestors[uid]
 
 
+@lru_cache(maxsize=2)
+def _manifest(path: str, mtime_ns: int) -> dict:
+    """The parsed manifest, read once per version: a parse of airflow/dags/family_marts.py renders every family's
+    marts DAG from the same file (read only; _Graph does not change it)."""
+    return json.loads(Path(path).read_text())
+
+
 def watch_tasks(manifest_file: Path, *, select_paths: Iterable[str], unit_tests: bool = False) -> list[WatchTask]:
     """A marts DAG's tasks for the models and tests that `dbt build --select path:<p> ...` (`select_paths`: a
     family's dbt paths) runs, in an order in which every task comes after its upstream tasks."""
-    graph = _Graph(json.loads(Path(manifest_file).read_text()), select_paths=select_paths, unit_tests=unit_tests)
+    path = Path(manifest_file)
+    graph = _Graph(_manifest(str(path), path.stat().st_mtime_ns), select_paths=select_paths, unit_tests=unit_tests)
     single: dict[str, list[str]] = {}  # model -> the tests on it alone
     several: dict[str, list[str]] = {}  # test on several nodes -> its model parents
     on_sources: list[str] = []
