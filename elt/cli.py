@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("docs", help="dbt docs generate: the documentation site the API serves at /dbt-docs/") \
         .set_defaults(func=cmd_docs)
 
-    parse = sub.add_parser("parse", help="dbt parse: write dbt/target/manifest.json, which medilink_marts's "
+    parse = sub.add_parser("parse", help="dbt parse: write dbt/target/manifest.json, which the marts DAGs' "
                            "per-model dbt tasks are rendered from (no database needed)")
     parse.set_defaults(func=cmd_parse)
 

@@ -181,7 +181,7 @@ def manifest_path(settings: Settings) -> Path:
 
 
 def parse(*, settings: Settings | None = None) -> Path:
-    """`dbt parse`: writes target/manifest.json (no database needed), which medilink_marts renders its dbt tasks from."""
+    """`dbt parse`: writes target/manifest.json (no database needed), which every `<family>_marts` DAG renders its dbt tasks from."""
     settings = settings or get_settings()
     run_dbt(["parse"], settings=settings)
     return manifest_path(settings)

@@ -3,7 +3,8 @@
 Starts, on loopback, the embedded Postgres (databases `warehouse` and `airflow`), a local S3 endpoint
 with the landing bucket, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
 the API under granian (`python -m backend.serve`, as the image runs it); uploads demo drops and triggers
-`medilink_ingest` on first start (its asset runs `medilink_marts`); prints where everything is; then
+`medilink_ingest` on first start (its asset runs `medilink_marts`) and every other nightly family's marts DAG
+(`claims_marts`: its marts built empty until its files come); prints where everything is; then
 supervises until Ctrl-C, when it stops every process it started.
 """
 
