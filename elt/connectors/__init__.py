@@ -1,0 +1,1 @@
+"""Connectors (issue 16): declared sources into the warehouse and destinations out of it. See base.py."""

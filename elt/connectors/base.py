@@ -1,0 +1,137 @@
+"""What every connector kind implements: the contract between the connector engine and one source or destination.
+
+A connector (issue 16) moves data between the warehouse and somewhere else, declared once in a YAML file
+(`elt/connectors/spec.py` reads it). Each *kind* of destination (`s3`, `sftp`, `rest`, `postgres`, `folder`) and of
+source (`postgres`, `folder`) is one module of `elt/connectors/destinations/` or `elt/connectors/sources/` that
+defines two names, and nothing else registers it (the engine finds the modules, so there is no list to keep):
+
+* `Options`: a pydantic model of the kind's settings, with `kind: Literal["<module name>"]` and
+  `model_config = ConfigDict(extra="forbid")`. Credentials are never fields: a `credentials: Credentials` field
+  names where they are (an Airflow connection id or environment variables), resolved at run time.
+* `open(options: Options) -> Destination` (or `-> Source`): the object that does the work.
+
+The engine owns the run record (`ops.connector_runs`), the cursor, exactly-once bookkeeping, audit and logging;
+a kind only moves bytes and says what it moved. No value from a data row may appear in anything a kind raises or
+logs: name the connector, the location and the position (batch, row number), never a value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pyarrow is imported by the kinds that write Parquet or read batches
+    import pyarrow
+
+
+class ConnectorError(Exception):
+    """A run cannot go on. The message says what to do next and holds no row values."""
+
+
+class DestinationRefused(ConnectorError):
+    """The destination answered that it will never take this delivery as sent (an HTTP 4xx, a permission denied):
+    retrying the same run cannot help, so the run fails without retries."""
+
+
+class DestinationUnavailable(ConnectorError):
+    """The destination is down or timed out (5xx, refused connection): the run fails and may be retried; nothing
+    it already took is sent twice, because the retry resumes from what `delivered` reports."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One run of one connector, as the engine hands it to a kind."""
+
+    connector: str                 # the declaration's name (its file's stem)
+    run_key: str                   # the same for every attempt at the same delivery: '<connector>-<as_of, compact>'
+    as_of: datetime | None         # the delivered mart's build time (None for pulls)
+    started_at: datetime
+    columns: tuple[str, ...] = ()  # the delivered columns, in order (deliveries)
+    dry_run: bool = False          # count what would move; write nothing
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("elt.connectors"))
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What a destination holds for one run_key: where, how many rows and bytes, and the SHA-256 of those bytes."""
+
+    location: str                  # s3://bucket/key, sftp://host/path, https://host/path, postgres table, a file path
+    rows: int
+    bytes: int
+    sha256: str
+    detail: dict = field(default_factory=dict)  # kind-specific (e.g. batches sent), stored in the run record as JSON
+
+
+class Destination(Protocol):
+    def delivered(self, ctx: RunContext) -> Delivered | None:
+        """What an earlier attempt with ctx.run_key completed, or None: a run that finds a delivery sends nothing."""
+
+    def deliver(self, ctx: RunContext, batches: Iterable[pyarrow.RecordBatch]) -> Delivered:
+        """Write the batches (in order; memory must stay flat in the number of rows) so that a reader never sees a
+        partial delivery, and say what was delivered. Raises DestinationRefused or DestinationUnavailable."""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What a source pull landed: the files it handed to the ledger, and where the next pull starts."""
+
+    files: tuple[str, ...]         # landing keys or paths, each ingested through the ledger like any drop
+    rows: int
+    bytes: int
+    sha256: str
+    cursor_after: str | None       # stored in the run record; the next pull starts from the last good run's value
+
+
+class Source(Protocol):
+    def pull(self, ctx: RunContext, cursor: str | None) -> Pulled:
+        """Land what is new since cursor (None: everything) as files of the connector's drop type."""
+
+
+class Credentials(BaseModel):
+    """Where a connector's secrets are: an Airflow connection id, or environment variables by field name.
+
+    `conn_id` is read from `AIRFLOW_CONN_<ID>` (URI or JSON form), which Airflow itself honours too, so the same
+    declaration runs from `elt connectors run` and from its DAG. `env` maps a field (login, password, host, port,
+    schema, token, ...) to the name of the variable holding it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conn_id: str | None = None
+    env: dict[str, str] = {}
+
+    def resolve(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        if self.conn_id:
+            values.update(_airflow_connection(self.conn_id))
+        for name, variable in self.env.items():
+            if variable not in os.environ:
+                raise ConnectorError(f"environment variable {variable} (credentials field {name!r}) is not set")
+            values[name] = os.environ[variable]
+        return values
+
+
+def _airflow_connection(conn_id: str) -> dict[str, str]:
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    text = os.environ.get(variable)
+    if text is None:
+        raise ConnectorError(f"connection {conn_id!r} is not defined: set {variable} (a URI or Airflow's JSON form)")
+    if text.lstrip().startswith("{"):
+        data = json.loads(text)
+        extra = data.pop("extra", {}) or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        return {k: str(v) for k, v in {**data, **extra}.items() if v is not None}
+    parts = urlsplit(text)
+    values = {"conn_type": parts.scheme, "host": parts.hostname or "", "login": unquote(parts.username or ""),
+              "password": unquote(parts.password or ""), "schema": unquote(parts.path.lstrip("/"))}
+    if parts.port:
+        values["port"] = str(parts.port)
+    return {k: v for k, v in values.items() if v}

@@ -1,0 +1,1 @@
+"""One module per source kind (see elt/connectors/base.py): found by the engine, listed nowhere."""
