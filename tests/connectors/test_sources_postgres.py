@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -199,3 +200,32 @@ def test_options_refuse_what_cannot_work():
     with pytest.raises(ValueError, match="(?i)extra"):
         postgres.Options(kind="postgres", credentials=Credentials(conn_id="x"), table="t", cursor_column="u",
                          key=["id"], password="secret")
+
+
+def test_the_demo_clinic_pull_lands_the_demo_patients_with_their_bad_rows(settings, db, pg_server_url, monkeypatch):
+    """The stack's clinic database (elt/devstack/clinic.py) pulled by its declaration: every patient, and the demo's
+    deliberately broken patient rows in the rejects at their rows, as from the dropped export."""
+    import yaml
+
+    from elt.demo import generate_medilink_drops
+    from elt.devstack.clinic import create_clinic_ehr
+
+    name = f"clinic_ehr_{uuid.uuid4().hex[:10]}"
+    for variable, value in create_clinic_ehr(pg_server_url, database=name).items():
+        monkeypatch.setenv(variable, value)
+    try:
+        declaration = yaml.safe_load((Path(__file__).parents[2] / "airflow/connectors/clinic_ehr_pull.yml").read_text())
+        source = postgres.open(postgres.Options(**declaration["pull"]["from"]), settings)
+        pulled = source.pull(ctx(declaration["pull"]["drop_type"], declaration["name"]), None)
+    finally:
+        drop_database(pg_server_url, name)
+
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    drop = generate_medilink_drops(end_date=yesterday, seed=42)
+    (export,) = [data for key, data in drop.files.items() if key.startswith("patients_")]
+    patients = len(export.decode("utf-8-sig").strip().splitlines()) - 1
+    bad = sorted((row.row, row.column, row.rule) for row in drop.bad_rows if row.key.startswith("patients_"))
+    assert bad  # the demo breaks some patient rows on purpose
+    assert pulled.rows == patients
+    assert count(db, "select count(*) from raw.medilink_patients") == patients
+    assert db.execute("select row_number, column_name, rule from ops.load_rejects order by 1").fetchall() == bad
