@@ -184,6 +184,23 @@ def test_a_pull_killed_mid_stream_leaves_nothing_and_the_rerun_completes(setting
     assert count(db, "select count(distinct claim_id) from raw.claims") == 200
 
 
+def test_a_file_an_earlier_pull_landed_but_did_not_ingest_is_ingested_first(settings, db, store, clinic):
+    """An earlier pull died between the upload and the ingest: its file is ingested before the new one lands."""
+    header = "ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,ServiceToDate,DiagnosisCode,ProcedureCode," \
+             "BilledAmount,AllowedAmount,PaidAmount,Status,Type\n"
+    left = "claims/provider=clinic_ehr/year=2026/month=11/claims_clinicpull_all_1.csv"
+    store.put(left, (header + "C09999,M1,1234567893,2026-10-01,2026-09-20,2026-09-21,E11.9,99213,10,8,6,paid,"
+                     "professional\n").encode())
+    add_claims(clinic, [claim(1, T0)])
+
+    pulled = claims_source(settings).pull(ctx("claims"), None)
+
+    assert pulled.files[0] == left and len(pulled.files) == 2
+    assert db.execute("select key, status from ops.file_ledger order by file_id").fetchall() == [
+        (left, "loaded"), (pulled.files[1], "loaded")]
+    assert count(db, "select count(*) from raw.claims") == 2
+
+
 def test_a_failing_source_says_where_without_values(settings, db, clinic):
     add_patients(clinic, 3)
     source = patients_source(settings, columns={"facility_name": "facility_name", "first_name": "no_such_column"})
