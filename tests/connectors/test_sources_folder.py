@@ -53,6 +53,8 @@ def test_new_files_are_ingested_and_archived_like_landed_objects(settings, db, s
     drop(tmp_path, INPUT + "triage_visits_2026-11-20.csv", TRIAGE + "General Hospital,Ada,Obi,3,Cough,,,\r\n"
          "General Hospital,Bola,Ade,9,Fever,,,\r\n")  # row 2: triage level out of 1..5
     drop(tmp_path, INPUT + "notes.txt", "not a drop")
+    outside = drop(tmp_path, "elsewhere/secret.csv", PATIENTS + "General Hospital,Eve,Out,F,1980-01-02,\r\n")
+    (tmp_path / INPUT / "patients_2026-11-19.csv").symlink_to(outside)  # a link out of the folder is not a drop
 
     pulled = source(settings, tmp_path).pull(ctx(), None)
 
@@ -64,7 +66,7 @@ def test_new_files_are_ingested_and_archived_like_landed_objects(settings, db, s
     day = datetime.now(UTC).date().isoformat()
     assert archived(tmp_path) == [f"medical_records/archive/{day}/patients_2026-11-20.csv",
                                   f"medical_records/archive/{day}/triage_visits_2026-11-20.csv"]
-    assert sorted(p.name for p in (tmp_path / INPUT).iterdir()) == ["notes.txt"]  # matches no contract: left
+    assert sorted(p.name for p in (tmp_path / INPUT).iterdir()) == ["notes.txt", "patients_2026-11-19.csv"]
     keys = db.execute("select key, status, period_start::text from ops.file_ledger order by key").fetchall()
     assert keys == [(INPUT + "patients_2026-11-20.csv", "loaded", "2026-11-20"),
                     (INPUT + "triage_visits_2026-11-20.csv", "loaded", "2026-11-20")]

@@ -86,7 +86,9 @@ class FolderSource:
                 key = path.relative_to(root).as_posix()
                 if not path.is_file() or _decided_or_partial(key, prefix):
                     continue
-                if not any(contract.matches(key) for contract in contracts.values()):
+                if path.is_symlink():
+                    log.warning("%s is a symbolic link, which a drop folder does not take; left where it is", key)
+                elif not any(contract.matches(key) for contract in contracts.values()):
                     log.warning("%s matches no drop contract under %s; left where it is", key, prefix)
                 elif now - path.stat().st_mtime < self.options.settle_seconds:
                     log.info("%s changed less than %s s ago: still being written, left for the next pull", key,
