@@ -56,6 +56,7 @@ class RunContext:
     started_at: datetime
     columns: tuple[str, ...] = ()  # the delivered columns, in order (deliveries)
     dry_run: bool = False          # count what would move; write nothing
+    drop_type: str | None = None   # pulls: the declaration's `pull.drop_type`, whose contract the landed files follow
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("elt.connectors"))
 
 
