@@ -123,6 +123,13 @@ class HttpReceiver:
     plan: deque = field(default_factory=deque)                   # ("status", code) or ("delay", seconds) per request
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    _in_flight: int = 0
+    _idle: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Until no request is being answered (a delayed one finishes after its client gave up)."""
+        with self._idle:
+            assert self._idle.wait_for(lambda: self._in_flight == 0, timeout), "a request never finished"
 
     def answer_next(self, *steps: tuple[str, float]) -> None:
         """E.g. answer_next(("pass", 0), ("pass", 0), *[("status", 503)] * 3): the next two requests are handled
@@ -139,6 +146,16 @@ class HttpReceiver:
             return self.plan.popleft() if self.plan else ("pass", 0)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return self._handle(handler)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
         body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
         key, authorization = handler.headers.get("Idempotency-Key"), handler.headers.get("Authorization")
         step, value = self._next_step()
