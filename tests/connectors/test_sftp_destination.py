@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from elt.connectors.base import Credentials, DestinationRefused, DestinationUnavailable
+from elt.connectors.base import ConnectorError, Credentials, DestinationRefused, DestinationUnavailable
 from elt.connectors.destinations import sftp
 from tests.connectors.rows import SCHEMA, SECRET, assert_no_row_values, batches, context, rows
 from tests.connectors.servers import SFTP_LOGIN, SFTP_PASSWORD, free_port
@@ -226,6 +226,14 @@ def test_options_are_checked(sftp_server, tmp_path):
 
 
 def test_a_run_key_that_cannot_be_a_file_name_is_refused(sftp_server, outbox):
-    with pytest.raises(Exception, match="cannot make a file name") as bad:
+    with pytest.raises(ConnectorError, match="cannot make a file name") as bad:
         sftp.open(options(sftp_server)).deliver(context(run_key="beds_weekly-../../etc"), [])
     assert list(outbox.iterdir()) == [] and SECRET not in str(bad.value)
+
+
+def test_a_known_hosts_file_that_is_not_there_is_named(sftp_server, outbox, tmp_path):
+    destination = sftp.open(options(sftp_server, host_key_sha256=None, known_hosts=tmp_path / "absent"))
+
+    with pytest.raises(ConnectorError, match="known_hosts file .*absent does not exist"):
+        destination.deliver(context(), batches(rows(5), [5]))
+    assert list(outbox.iterdir()) == []
