@@ -45,6 +45,12 @@ class _Sftp(asyncssh.SFTPServer):
 
 
 class _PasswordOrKey(asyncssh.SSHServer):
+    def __init__(self, owner: SftpServer):
+        self.owner = owner
+
+    def connection_made(self, conn):
+        self.owner.connections.append(conn)
+
     def begin_auth(self, username):
         return True
 
@@ -69,6 +75,7 @@ class SftpServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._listener = None
+        self.connections: list[asyncssh.SSHServerConnection] = []
         self.port = 0
 
     @property
@@ -84,7 +91,7 @@ class SftpServer:
         async def listen():
             return await asyncssh.listen(
                 "127.0.0.1", 0, server_host_keys=[self.host_key], authorized_client_keys=str(self.authorized_keys),
-                server_factory=_PasswordOrKey, sftp_factory=lambda chan: _Sftp(chan, root=self.root, owner=self),
+                server_factory=lambda: _PasswordOrKey(self), sftp_factory=lambda chan: _Sftp(chan, root=self.root, owner=self),
                 allow_scp=False)
 
         self._listener = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(timeout=30)
@@ -92,9 +99,15 @@ class SftpServer:
         return self
 
     def stop(self) -> None:
+        """Close the listener and drop every session (a server going down mid-transfer); again: nothing."""
+        if self._loop.is_closed():
+            return
+
         async def close():
             self._listener.close()
             await self._listener.wait_closed()
+            for conn in self.connections:
+                conn.abort()
             sessions = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
             for task in sessions:
                 task.cancel()

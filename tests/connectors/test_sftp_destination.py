@@ -237,3 +237,21 @@ def test_a_known_hosts_file_that_is_not_there_is_named(sftp_server, outbox, tmp_
     with pytest.raises(ConnectorError, match="known_hosts file .*absent does not exist"):
         destination.deliver(context(), batches(rows(5), [5]))
     assert list(outbox.iterdir()) == []
+
+
+def test_a_server_that_goes_down_mid_write_is_unavailable_and_shows_no_file(sftp_server, outbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    values = rows(3000)
+
+    def server_dies_after_the_first_batch():
+        yield from batches(values[:1000], [1000])
+        sftp_server.stop()
+        yield from batches(values[1000:], [1000, 1000])
+
+    with pytest.raises(DestinationUnavailable, match="retried") as down:
+        sftp.open(options(sftp_server)).deliver(context(), server_dies_after_the_first_batch())
+
+    assert f"writing sftp server 127.0.0.1:{sftp_server.port} outbox/.{NAME}.part" in str(down.value)
+    assert not (outbox / NAME).exists()
+    assert [p.name for p in outbox.iterdir()] in ([], [f".{NAME}.part"])  # a dead .part at most: overwritten next time
+    assert_no_row_values(str(down.value), caplog.text)
