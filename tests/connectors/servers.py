@@ -133,7 +133,7 @@ class HttpReceiver:
     token: str | None = None
     stored: dict[str, bytes] = field(default_factory=dict)       # key -> raw body, in the order first stored
     requests: list[Received] = field(default_factory=list)       # every request, with the status answered
-    plan: deque = field(default_factory=deque)                   # ("status", code) or ("delay", seconds) per request
+    plan: deque = field(default_factory=deque)  # per request: ("pass", 0), ("status", code), ("delay", s), ("busy", s)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
     _in_flight: int = 0
@@ -158,7 +158,7 @@ class HttpReceiver:
         with self.lock:
             return self.plan.popleft() if self.plan else ("pass", 0)
 
-    def handle(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+    def handle(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes, dict[str, str]]:
         with self._idle:
             self._in_flight += 1
         try:
@@ -168,14 +168,17 @@ class HttpReceiver:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+    def _handle(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes, dict[str, str]]:
         body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
         key, authorization = handler.headers.get("Idempotency-Key"), handler.headers.get("Authorization")
         step, value = self._next_step()
         if step == "delay":
             time.sleep(value)  # the client has given up by now; the batch is stored all the same, as a slow server does
+        headers = {}
         if step == "status":
             status = int(value)
+        elif step == "busy":  # 429 Too Many Requests, asking for `value` seconds
+            status, headers = 429, {"Retry-After": str(int(value))}
         elif self.token and authorization != f"Bearer {self.token}":
             status = 401
         else:
@@ -184,20 +187,22 @@ class HttpReceiver:
                 self.stored.setdefault(key, body)
         with self.lock:
             self.requests.append(Received(key, authorization, status))
-        return status, body
+        return status, body, headers
 
 
 class _Handler(BaseHTTPRequestHandler):
     receiver: HttpReceiver
 
     def do_POST(self):  # noqa: N802 - http.server's name
-        status, body = self.receiver.handle(self)
+        status, body, headers = self.receiver.handle(self)
         # A refusal echoes the request, as some endpoints do: the client must not repeat it in its errors.
         answer = json.dumps({"status": status, "request": body.decode() if status >= 400 else ""}).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(answer)
         except OSError:

@@ -91,6 +91,16 @@ def test_5xx_answers_are_retried(http_receiver):
     assert http_receiver.rows() == as_json(7)
 
 
+def test_a_busy_endpoint_is_waited_for_as_long_as_it_asks(http_receiver, caplog):
+    caplog.set_level(logging.DEBUG)
+    http_receiver.answer_next(("busy", 1))
+
+    rest.open(options(http_receiver)).deliver(context(), batches(rows(5), [5]))
+
+    assert "(HTTP 429); attempt 2 of 3 in 1.0 s" in caplog.text  # not the 0.01 s of backoff_seconds
+    assert keys_sent(http_receiver) == [f"{RUN}-1"] * 2 and http_receiver.rows() == as_json(5)
+
+
 def test_a_timeout_is_retried_and_the_slow_copy_is_not_stored_twice(http_receiver):
     http_receiver.answer_next(("delay", 1.5))
 

@@ -3,7 +3,8 @@
 Each batch is one POST of `{"connector", "run_key", "batch", "rows": [{column: value, ...}, ...]}` (batch numbers
 from 1, `batch_rows` rows each, the last one fewer) with the header `Idempotency-Key: <run_key>-<batch>`, so an
 endpoint that honours the key stores a batch once however often it arrives. 5xx, 408, 429, timeouts and failed
-connections are retried with exponential backoff up to `max_attempts`; any other 4xx (or a redirect) refuses the run.
+connections are retried with exponential backoff (longer when the answer's Retry-After asks for it) up to
+`max_attempts`; any other 4xx (or a redirect) refuses the run.
 
 An endpoint cannot be asked what it holds, so the destination reports its own progress: a failed run's error carries
 `progress` (batches taken, and the SHA-256 of their bodies), which the engine hands back as `ctx.resume_from`; the
@@ -150,11 +151,13 @@ class RestDestination:
         headers = {**headers, "Idempotency-Key": f"{ctx.run_key}-{number}"}
         attempts = self.options.max_attempts
         for attempt in range(1, attempts + 1):
-            reason = self._attempt(session, ctx, number, body, headers, progress)
-            if reason is None:
+            failed = self._attempt(session, ctx, number, body, headers, progress)
+            if failed is None:
                 return
+            reason, asked = failed
             if attempt < attempts:
-                wait = min(self.options.backoff_seconds * 2 ** (attempt - 1), self.options.backoff_max_seconds)
+                backoff = self.options.backoff_seconds * 2 ** (attempt - 1)
+                wait = min(max(backoff, asked), self.options.backoff_max_seconds)
                 ctx.log.warning("connector %s: %s did not take batch %d (%s); attempt %d of %d in %.1f s",
                                 ctx.connector, self.options.url, number, reason, attempt + 1, attempts, wait)
                 time.sleep(wait)
@@ -164,21 +167,22 @@ class RestDestination:
             progress=progress.as_dict(complete=False))
 
     def _attempt(self, session: requests.Session, ctx: RunContext, number: int, body: bytes,
-                 headers: dict[str, str], progress: _Progress) -> str | None:
-        """None when the endpoint took the batch, else why it may be tried again; raises when it never will."""
+                 headers: dict[str, str], progress: _Progress) -> tuple[str, float] | None:
+        """None when the endpoint took the batch, else why it may be tried again and the wait it asked for
+        (Retry-After in seconds; 0: none); raises when it never will take it."""
         timeout = self.options.timeout_seconds
         try:
             with session.post(self.options.url, data=body, headers=headers, timeout=timeout,
                               allow_redirects=False) as response:
-                status = response.status_code
+                status, retry_after = response.status_code, response.headers.get("Retry-After", "")
         except requests.Timeout:
-            return f"no answer within {timeout:g} s"
+            return f"no answer within {timeout:g} s", 0
         except requests.RequestException as exc:
-            return f"the connection failed ({type(exc).__name__})"
+            return f"the connection failed ({type(exc).__name__})", 0
         if status < 300:
             return None
         if status >= 500 or status in RETRIED_STATUSES:
-            return f"HTTP {status}"
+            return f"HTTP {status}", float(retry_after) if retry_after.isdigit() else 0
         advice = "set url to the final address" if status < 400 else (
             "check the url, the token and the body's shape (docs/connectors-remote.md); sending the same batch "
             "again cannot help")
