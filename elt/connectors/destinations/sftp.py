@@ -193,8 +193,7 @@ class SftpDestination:
                 sftp.rename(part, final)
                 return
             except OSError:
-                exists = self._exists(sftp, final)
-                if not exists:
+                if not self._exists(sftp, final):
                     raise
             sftp.remove(part)
         raise DestinationRefused(
