@@ -33,7 +33,16 @@ if TYPE_CHECKING:  # pyarrow is imported by the kinds that write Parquet or read
 
 
 class ConnectorError(Exception):
-    """A run cannot go on. The message says what to do next and holds no row values."""
+    """A run cannot go on. The message says what to do next and holds no row values.
+
+    `progress` says what a failed delivery had completed (kind-specific, e.g. the batches a REST endpoint took):
+    the engine stores it with the failed run and hands it back as `RunContext.resume_from` to the next attempt at
+    the same run_key, so a kind whose destination cannot be asked resumes after it.
+    """
+
+    def __init__(self, message: str, *, progress: dict | None = None):
+        super().__init__(message)
+        self.progress = dict(progress or {})
 
 
 class DestinationRefused(ConnectorError):
@@ -57,6 +66,9 @@ class RunContext:
     columns: tuple[str, ...] = ()  # the delivered columns, in order (deliveries)
     dry_run: bool = False          # count what would move; write nothing
     drop_type: str | None = None   # pulls: the declaration's `pull.drop_type`, whose contract the landed files follow
+    # what the latest attempt at this run_key recorded: its Delivered.detail, or its error's `progress` ({} on a
+    # first attempt). Kinds that can ask their destination what it holds ignore it (see ConnectorError).
+    resume_from: dict = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("elt.connectors"))
 
 
