@@ -52,8 +52,15 @@ class BiLogin:
         """The same, field by field, as the BI tools' connection forms ask for it."""
         return [("host", self.host), ("port", self.port), ("database", self.database), ("schema", SCHEMA),
                 ("user", self.name), ("password", self.password),
-                ("ssl", f"sslmode={self.sslmode}" if self.sslmode else "off (as the warehouse URL says; turn it on "
-                                                                        "where the server offers it)")]
+                ("ssl", self._ssl())]
+
+    def _ssl(self) -> str:
+        if not self.sslmode:
+            return "off (the warehouse URL asks for none: the local stack's loopback server has no TLS)"
+        if self.sslmode.startswith("verify"):
+            return (f"sslmode={self.sslmode}: give the tool the server's CA certificate (RDS: the AWS global bundle) "
+                    "and require SSL")
+        return f"sslmode={self.sslmode}: require SSL in the tool"
 
 
 def check_name(name: str) -> str:
