@@ -128,8 +128,8 @@ def test_the_key_is_declared_once_for_every_endpoint_and_the_api_takes_it(app, s
     assert client.get("/api/v1/facilities").status_code == 401
 
 
-def test_the_docs_page_renders_the_descriptions_markdown_and_links_the_explorer(app):
-    page = app.test_client().get("/docs").get_data(as_text=True)
+def test_the_docs_page_renders_the_descriptions_markdown_and_links_the_explorer(app, dbt_manifest):
+    page = app.test_client().get("/docs").get_data(as_text=True)  # with the dbt project's column descriptions
     assert "`" not in page and "**" not in page  # no Markdown left raw
     assert "<code>meta.next_cursor</code>" in page  # the `cursor` parameter's description
     assert "Role <strong>analyst</strong>" in page  # an endpoint's access line
