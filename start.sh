@@ -7,6 +7,8 @@
 #   ./start.sh bench NAME   run benchmarks/NAME.py and print its figures
 #   ./start.sh elt ARGS     run the `elt` command against the running stack (e.g. ./start.sh elt files)
 #   ./start.sh api-key ...  create, list or revoke API keys (e.g. ./start.sh api-key create --name me --role analyst)
+#   ./start.sh bi-user ...  create, list or drop a BI tool's Postgres login (e.g. ./start.sh bi-user create metabase)
+#   ./start.sh screenshots  PNGs of every dashboard page and the API explorer into docs/images/ (stack running)
 #   ./start.sh reset        delete .data/ (the local database, bucket contents and logs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -94,6 +96,19 @@ case "$command" in
     load_env "${DATA_DIR:-.data}/stack.env"  # the running stack's database
     exec .venv/bin/flask --app backend.wsgi api-key "$@"
     ;;
+  bi-user)
+    shift
+    load_env
+    install
+    load_env "${DATA_DIR:-.data}/stack.env"  # the running stack's database, as its owner
+    exec .venv/bin/elt bi-user "$@"
+    ;;
+  screenshots)
+    shift
+    load_env
+    install
+    exec .venv/bin/python -m elt.devstack.screenshots "$@"
+    ;;
   reset)
     load_env
     data_dir=${DATA_DIR:-.data}
@@ -107,7 +122,7 @@ case "$command" in
     rm -rf "$data_dir" && echo "deleted $data_dir"
     ;;
   *)
-    echo "usage: ./start.sh [up|test [pytest args]|bench NAME|elt ARGS|api-key create|list|revoke ...|reset]" >&2
+    echo "usage: ./start.sh [up|test [pytest args]|bench NAME|elt ARGS|api-key create|list|revoke ...|bi-user create|list|drop ...|screenshots|reset]" >&2
     exit 2
     ;;
 esac

@@ -35,6 +35,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
 
     from backend.api.catalogue import declared_catalogue
     from backend.api.dbt_docs import bp as dbt_docs_bp
+    from backend.api.explorer import bp as explorer_bp
     from backend.api.health import bp as health_bp
     from backend.api.listing import init_app as init_listing
     from backend.api.openapi import bp as openapi_bp
@@ -48,7 +49,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     init_uploads(app, settings)
     init_listing(app, settings)
     ratelimit.init_app(app, settings, [*catalogue.blueprints, uploads_bp])
-    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, openapi_bp, dbt_docs_bp):
+    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, openapi_bp, explorer_bp, dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

@@ -266,6 +266,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bi_user(args: argparse.Namespace) -> int:
+    """Create, list or drop a BI login (elt/warehouse/bi_users.py), as the warehouse owner."""
+    from elt.pipeline import connect
+    from elt.warehouse import bi_users
+
+    settings = get_settings()
+    try:
+        if args.action != "list":
+            bi_users.check_name(args.name)  # before reaching for the database
+        with connect(settings) as conn:
+            if args.action == "list":
+                _print_table(bi_users.list_logins(conn))
+                return 0
+            if args.action == "drop":
+                bi_users.drop(conn, args.name)
+                print(f"dropped BI login {args.name}")
+                return 0
+            login = bi_users.create(conn, args.name, settings.database_url)
+    except bi_users.BiUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_bi_login(login)
+    return 0
+
+
+def _print_bi_login(login) -> None:
+    print(f"created BI login {login.name} (member of bi_reader: reads the analytics schema only). Its password is "
+          "shown this once and stored nowhere; keep it in your BI tool or a password manager now.\n")
+    print(f"  connection URL: {login.url()}\n")
+    for field, value in login.fields():
+        print(f"  {field + ':':<10}{value}")
+    print("\nSettings for Power BI, Tableau, Metabase and Superset: README.md, 'Connect a BI tool'. "
+          f"To remove it: bi-user drop {login.name}")
+
+
 def _field(text: str) -> str:
     if "=" not in text or not text.split("=", 1)[0]:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
@@ -330,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "each one's drop types, ingest DAG and when it runs (no database needed)")
     families.add_argument("--format", choices=["text", "json"], default="text")
     families.set_defaults(func=cmd_families)
+
+    bi_user = sub.add_parser("bi-user", help="create, list or drop a Postgres login for a BI tool (member of "
+                             "bi_reader: the analytics schema only); its password is printed once")
+    bi_actions = bi_user.add_subparsers(dest="action", required=True)
+    for action, text in (("create", "create login NAME with a new password and print how to connect"),
+                         ("drop", "drop login NAME (one bi-user create made)")):
+        bi_actions.add_parser(action, help=text).add_argument(
+            "name", help="lower-case letters, digits and _ (e.g. metabase)")
+    bi_actions.add_parser("list", help="the logins in bi_reader")
+    bi_user.set_defaults(func=cmd_bi_user)
 
     demo = sub.add_parser("demo", help="upload generated Medilink demo drops to the landing bucket")
     demo.add_argument("--days", type=int, default=14)

@@ -1,7 +1,8 @@
 """GET /openapi.json (OpenAPI 3.1) and GET /docs (the same, as a page to read), generated from the app's catalogue
 (backend/api/catalogue.py: the families' resources, the routes they are served at), so the description cannot drift
 from what is served. Column descriptions come from the dbt project (`dbt/target/manifest.json`, written by `elt
-parse`), the documentation the marts are built with.
+parse`), the documentation the marts are built with. The descriptions are CommonMark: /docs renders them (HTML in
+them is shown as text, never passed through); /docs/explore (backend/api/explorer.py) lets a request be sent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
+from markdown_it import MarkdownIt
 
 from backend.api.listing import TYPES, Column, Resource
 from backend.api.uploads import openapi_operations
@@ -238,6 +240,15 @@ def openapi_json():
     return jsonify(spec())
 
 
+# markdown-it's "js-default": CommonMark with tables, raw HTML off (escaped as text), links only to safe schemes.
+_MARKDOWN = MarkdownIt("js-default")
+
+
+def markdown(text: str, *, inline: bool = False) -> str:
+    """A description as HTML: HTML in `text` is escaped, never interpreted; `inline` for a table cell (no <p>)."""
+    return _MARKDOWN.renderInline(text) if inline else _MARKDOWN.render(text)
+
+
 def _kind(schema: dict[str, Any]) -> str:
     kind = schema.get("format") or schema.get("type", "object")
     kind = kind if isinstance(kind, str) else kind[0]
@@ -247,28 +258,31 @@ def _kind(schema: dict[str, Any]) -> str:
 def _table(first: str, rows: list[tuple[str, dict[str, Any], str]]) -> str:
     e = html.escape
     return (f"<table><tr><th>{first}</th><th>type</th><th>meaning</th></tr>"
-            + "".join(f"<tr><td><code>{e(name)}</code></td><td>{e(_kind(schema))}</td><td>{e(text)}</td></tr>"
+            + "".join(f"<tr><td><code>{e(name)}</code></td><td>{e(_kind(schema))}</td><td>{markdown(text, inline=True)}</td>"
+                      "</tr>"
                       for name, schema, text in rows) + "</table>")
 
 
 @bp.get("/docs")
 def docs():
-    """The spec as one readable page (no scripts, nothing fetched from elsewhere)."""
+    """The spec as one readable page (no scripts, nothing fetched from elsewhere); the explorer beside it sends
+    requests."""
     document = spec()
     e = html.escape
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(document['info']['title'])}</title>"
              "<style>body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;line-height:1.4}"
              "table{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .5em;"
              "text-align:left;vertical-align:top}code{background:#f4f4f4;padding:0 .2em}h2{margin-top:2em}</style>"
-             f"</head><body><h1>{e(document['info']['title'])}</h1><p>{e(document['info']['description'])}</p>"
-             "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). Model and column "
+             f"</head><body><h1>{e(document['info']['title'])}</h1>{markdown(document['info']['description'])}"
+             "<p><strong>Try a request</strong> (your key entered once): <a href='/docs/explore'>/docs/explore</a>. "
+             "Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). Model and column "
              "documentation: <a href='/dbt-docs/'>/dbt-docs/</a>.</p>"]
     for path, item in document["paths"].items():
         for method, op in item.items():
             parts.append(f"<h2 id='{e(op['operationId'])}'>{method.upper()} <code>{e(path)}</code></h2>"
-                         f"<p>{e(op['summary'])}</p>")
+                         f"<p>{markdown(op['summary'], inline=True)}</p>")
             if op.get("description"):
-                parts.append(f"<p>{e(op['description']).replace('**', '')}</p>")
+                parts.append(markdown(op["description"]))
             if op.get("parameters"):
                 parts.append(_table("parameter", [(p["name"], p["schema"], p["description"]) for p in op["parameters"]]))
             for media, content in op.get("requestBody", {}).get("content", {}).items():
