@@ -13,6 +13,20 @@
     loaded arrival at all. Key values never appear in the SQL (they may be a member's): subqueries name them.
 #}
 {% macro latest_arrival_batch_filter(drop_type, key_columns) -%}
+    {%- set predicates = [] -%}
+    {%- set file_ids = new_loaded_files(drop_type) -%}
+    {%- if file_ids -%}
+        {%- do predicates.append('file_id in (' ~ file_ids | join(', ') ~ ')') -%}
+    {%- endif -%}
+    {%- if execute and run_query(keys_of_unloaded_files(drop_type, key_columns) ~ ' limit 1') | length > 0 -%}
+        {%- do predicates.append('(' ~ key_columns | join(', ') ~ ') in (' ~ keys_of_unloaded_files(drop_type, key_columns) ~ ')') -%}
+    {%- endif -%}
+    {{ '(' ~ predicates | join(' or ') ~ ')' if predicates else 'false' }}
+{%- endmacro %}
+
+
+{# The ids of the loaded files of the drop type that have no row in the model yet (the batch's files). #}
+{% macro new_loaded_files(drop_type) -%}
     {%- set new_files -%}
         select file_ledger.file_id
         from {{ ref('stg_ops__file_ledger') }} as file_ledger
@@ -21,15 +35,14 @@
             and not exists (select from {{ this }} as existing_rows where existing_rows.file_id = file_ledger.file_id)
         order by 1
     {%- endset -%}
-    {%- set file_ids = run_query(new_files).columns[0].values() if execute else [] -%}
-    {%- set predicates = [] -%}
-    {%- if file_ids -%}
-        {%- do predicates.append('file_id in (' ~ file_ids | join(', ') ~ ')') -%}
-    {%- endif -%}
-    {%- if execute and run_query(keys_of_unloaded_files(drop_type, key_columns) ~ ' limit 1') | length > 0 -%}
-        {%- do predicates.append('(' ~ key_columns | join(', ') ~ ') in (' ~ keys_of_unloaded_files(drop_type, key_columns) ~ ')') -%}
-    {%- endif -%}
-    {{ '(' ~ predicates | join(' or ') ~ ')' if predicates else 'false' }}
+    {{ return(run_query(new_files).columns[0].values() if execute else []) }}
+{%- endmacro %}
+
+
+{# An append-only model's batch: the rows of the new loaded files of the drop type (new_loaded_files). #}
+{% macro new_files_filter(drop_type) -%}
+    {%- set file_ids = new_loaded_files(drop_type) -%}
+    {{ 'file_id in (' ~ file_ids | join(', ') ~ ')' if file_ids else 'false' }}
 {%- endmacro %}
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.conftest import create_database, drop_database, shared_data
@@ -146,8 +147,7 @@ def built(pg_server_url, s3_endpoint_url, warehouse_template, tuva, tmp_path_fac
     for key, data in files.items():  # in this order: the re-sent claim arrives after the seed
         store.put(key, data)
         assert ingest_file(key, settings=settings).status == "loaded", key
-    run_dbt(["build", "--select", "path:models/staging/claims", "path:models/core/claims", "path:models/analytics/claims",
-             "path:tests/claims", "path:models/staging/ops",
+    run_dbt(["build", "--select", *declared_families(settings)["claims"].dbt_select(),
              "--target-path", str(tmp_path_factory.mktemp("claims_target"))], settings=settings)
     yield settings, claim, resent
     drop_database(pg_server_url, database)

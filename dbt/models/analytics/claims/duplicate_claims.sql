@@ -9,39 +9,18 @@
 #}
 with
 
-claim_lines as (
-
-    select * from {{ ref('stg_claims__claim_lines') }}
-
-),
-
-claims as (
+-- Read twice (the service groups, then the details of the few claims listed): NOT MATERIALIZED keeps Postgres
+-- from copying all of fct_claims aside, so the details come through its (payer, claim_id) index.
+claims as not materialized (
 
     select * from {{ ref('fct_claims') }}
 
 ),
 
--- One row per claim per file that sent it, with a digest of everything the file said about the claim.
+-- One row per claim per file that sent it, with the digest of its content (int_claim_arrivals).
 arrivals as (
 
-    select
-        payer,
-        claim_id,
-        file_id,
-        min(loaded_at) as loaded_at,
-        -- A JSON array per line keeps nulls in their places (concat_ws would drop them: a null admission
-        -- date and a null discharge date would then read alike).
-        md5(string_agg(
-            cast(jsonb_build_array(
-                claim_line_number, member_id, rendering_npi, billing_npi, claim_type, claim_status, claim_date,
-                service_from_date, service_to_date, admit_date, discharge_date, diagnosis_codes, procedure_code,
-                -- 100 and 100.00 are the same amount: trailing zeros are the file's spelling, not its content.
-                trim_scale(units), trim_scale(billed_amount), trim_scale(allowed_amount), trim_scale(paid_amount)
-            ) as text),
-            '#' order by claim_line_number, source_row_number
-        )) as content_digest
-    from claim_lines
-    group by 1, 2, 3
+    select * from {{ ref('int_claim_arrivals') }}
 
 ),
 
@@ -74,21 +53,46 @@ exact_resends as (
 
 ),
 
-service_groups as (
+-- The services billed under more than one claim id (every key column is required by the contract, so none is
+-- null): grouped first, so that only their claims are sorted for the window below, not every claim.
+duplicate_services as (
 
     select
         payer,
-        claim_id,
-        file_id,
-        count(*) over same_service as group_claim_count,
-        first_value(claim_id) over (
-            same_service order by claim_date, loaded_at, file_id, claim_id
-            rows between unbounded preceding and unbounded following
-        ) as original_claim_id
+        member_key,
+        rendering_npi,
+        service_from_date,
+        procedure_code
     from claims
     where rendering_npi is not null
         and procedure_code is not null
-    window same_service as (partition by payer, member_key, rendering_npi, service_from_date, procedure_code)
+    group by 1, 2, 3, 4, 5
+    having count(*) > 1
+
+),
+
+service_groups as (
+
+    select
+        claims.payer,
+        claims.claim_id,
+        claims.file_id,
+        count(*) over same_service as group_claim_count,
+        first_value(claims.claim_id) over (
+            same_service order by claims.claim_date, claims.loaded_at, claims.file_id, claims.claim_id
+            rows between unbounded preceding and unbounded following
+        ) as original_claim_id
+    from claims
+    inner join duplicate_services
+        on claims.payer = duplicate_services.payer
+        and claims.member_key = duplicate_services.member_key
+        and claims.rendering_npi = duplicate_services.rendering_npi
+        and claims.service_from_date = duplicate_services.service_from_date
+        and claims.procedure_code = duplicate_services.procedure_code
+    window same_service as (
+        partition by claims.payer, claims.member_key, claims.rendering_npi, claims.service_from_date,
+            claims.procedure_code
+    )
 
 ),
 

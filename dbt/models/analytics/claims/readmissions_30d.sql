@@ -14,6 +14,14 @@ claims as (
 
 ),
 
+-- The same table again for the coverage date: each import read once, so Postgres inlines both rather than
+-- materialising all of fct_claims for two readers.
+claim_dates as (
+
+    select service_to_date, discharge_date from {{ ref('fct_claims') }}
+
+),
+
 -- One stay per member, admission and discharge (several claims may bill the same stay: the lowest claim id's
 -- provider is the stay's); denied claims are not stays.
 stays as (
@@ -33,20 +41,36 @@ stays as (
 
 ),
 
+-- Stays followed by another admission of the same member within the window. A join on the member rather than
+-- an EXISTS in the select list: Postgres turns only a WHERE's EXISTS into a join, and the select list's ran once
+-- per stay over every stay (3,000,000 claim lines: 187 s, against seconds this way).
+readmitted_stays as (
+
+    select distinct
+        stays.payer,
+        stays.member_key,
+        stays.admit_date,
+        stays.discharge_date
+    from stays
+    inner join stays as later_stays
+        on later_stays.payer = stays.payer
+        and later_stays.member_key = stays.member_key
+    where later_stays.admit_date > stays.admit_date
+        and later_stays.admit_date between stays.discharge_date and stays.discharge_date + {{ window_days }}
+
+),
+
 index_stays as (
 
     select
         stays.*,
-        exists (
-            select 1
-            from stays as later_stays
-            where later_stays.payer = stays.payer
-                and later_stays.member_key = stays.member_key
-                and later_stays.admit_date > stays.admit_date
-                and later_stays.admit_date between stays.discharge_date
-                    and stays.discharge_date + {{ window_days }}
-        ) as is_readmitted
+        readmitted_stays.payer is not null as is_readmitted
     from stays
+    left join readmitted_stays
+        on readmitted_stays.payer = stays.payer
+        and readmitted_stays.member_key = stays.member_key
+        and readmitted_stays.admit_date = stays.admit_date
+        and readmitted_stays.discharge_date = stays.discharge_date
 
 ),
 
@@ -54,7 +78,7 @@ index_stays as (
 coverage as (
 
     select max(greatest(service_to_date, discharge_date)) as last_covered_date
-    from claims
+    from claim_dates
 
 ),
 
