@@ -147,9 +147,10 @@ def concrete(path: str, values: dict[str, str] | None) -> str:
 
 
 def fetch(context: Context, path: str, params: dict[str, Any], *, values: dict[str, str] | None = None,
-          quiet: bool = False) -> Rows | None:
+          quiet: bool = False, none: str | None = None) -> Rows | None:
     """The endpoint's rows for these filters, with their provenance and CSV download shown under the section; None
-    after the empty state or the problem is shown (`quiet`: nothing shown, for a lookup that feeds a filter)."""
+    after the empty state or the problem is shown (`quiet`: nothing shown, for a lookup that feeds a filter; `none`:
+    what to say when no row matches, where that is news rather than a want of data)."""
     for name in params:
         parameter(context, path, name)  # only the API's own filters
     url = concrete(path, values)
@@ -163,8 +164,10 @@ def fetch(context: Context, path: str, params: dict[str, Any], *, values: dict[s
         return rows
     provenance(rows)
     if not rows.rows:
-        filtered = any(v is not None for v in params.values()) or values
-        empty_state("No rows match these filters; widen them." if filtered else "No data yet: the mart is empty.")
+        if none or any(v is not None for v in params.values()) or values:
+            st.info(none or "No rows match these filters; widen them.")
+        else:
+            empty_state("No data yet: the mart is built but holds no rows.")
         return None
     if rows.truncated:
         st.caption(f"Showing the first {len(rows.rows):,} of {rows.total:,} rows (DASHBOARD_MAX_ROWS); the CSV has "
@@ -193,6 +196,12 @@ def download(context: Context, url: str, params: dict[str, Any]) -> None:
     name = url.rstrip("/").rsplit("/", 1)[-1]
     st.download_button("Download CSV", data=lambda: api.csv(url, query), file_name=f"{name}.csv", mime="text/csv",
                        key=f"csv:{url}?{sorted(query.items(), key=str)}", on_click="ignore")
+
+
+def table(data: pd.DataFrame, key: str) -> None:
+    """A table, in a container named `key` (how a test, or the screenshot script, finds it)."""
+    with st.container(key=key):
+        st.dataframe(data, hide_index=True)
 
 
 def frame(rows: Rows | None) -> pd.DataFrame:

@@ -40,15 +40,16 @@ regions = ui.fetch(context, OCCUPANCY, {"level": "region", **quarter_filter})
 if regions:
     data = ui.frame(regions)
     ui.bar_chart(data, "region_name", "occupancy_rate", y_format="%")
-    st.dataframe(data[["region_code", "region_name", "occupancy_rate", "quarter_on_quarter_change",
-                       "year_on_year_change"]], hide_index=True, key="regions")
+    ui.table(data[["region_code", "region_name", "period_start", "occupancy_rate", "quarter_on_quarter_change",
+                       "year_on_year_change"]], "regions")
 
 st.subheader("Trusts above 92%")
-above = ui.fetch(context, OCCUPANCY, {"level": "trust", "is_above_92_pct": "true", **quarter_filter})
+above = ui.fetch(context, OCCUPANCY, {"level": "trust", "is_above_92_pct": "true", **quarter_filter},
+                 none="No trust was above 92% in this quarter.")
 if above:
     data = ui.frame(above).sort_values("occupancy_rate", ascending=False)
-    st.dataframe(data[["org_code", "org_name", "region_name", "occupancy_rate", "quarter_on_quarter_change",
-                       "year_on_year_change"]], hide_index=True, key="above_92")
+    ui.table(data[["org_code", "org_name", "region_name", "occupancy_rate", "quarter_on_quarter_change",
+                       "year_on_year_change"]], "above_92")
 
 st.subheader("One trust")
 trusts = ui.fetch(context, OCCUPANCY, {"level": "trust", **quarter_filter}, quiet=True)
@@ -63,5 +64,4 @@ if org_code:
     if mix:
         data = ui.frame(mix)
         ui.bar_chart(data, "specialty_name", "share_of_trust_occupied", y_format="%")
-        st.dataframe(data[["specialty_code", "specialty_name", "beds_occupied", "share_of_trust_occupied"]],
-                     hide_index=True, key="specialties")
+        ui.table(data[["specialty_code", "specialty_name", "beds_occupied", "share_of_trust_occupied"]], "specialties")

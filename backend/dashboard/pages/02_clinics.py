@@ -25,9 +25,9 @@ if facilities is None:
     st.stop()  # not built, or no facility in the state: said once, not once per section
 table = ui.frame(facilities).sort_values(["triage_visit_count", "facility_name"], ascending=[False, True],
                                          na_position="last")
-st.dataframe(table[["facility_id", "facility_name", "state", "lga", "facility_type", "patient_count",
+ui.table(table[["facility_id", "facility_name", "state", "lga", "facility_type", "patient_count",
                     "triage_visit_count", "urgent_visit_count", "avg_triage_level", "avg_daily_visits",
-                    "volume_band"]], hide_index=True, key="facilities")
+                    "volume_band"]], "facilities")
 busiest_first = list(table["facility_id"])
 names = dict(zip(table["facility_id"], table["facility_name"], strict=True))
 with right:
@@ -57,5 +57,5 @@ if conditions:
     data = ui.frame(conditions)
     by_condition = data.groupby("condition_name", as_index=False)["visit_count"].sum(min_count=1).dropna()
     ui.bar_chart(by_condition, "condition_name", "visit_count")
-    st.dataframe(data[["state", "age_band", "sex", "condition_name", "visit_count", "patient_count",
-                       "share_of_state_visits", "is_suppressed"]], hide_index=True, key="conditions")
+    ui.table(data[["state", "age_band", "sex", "condition_name", "visit_count", "patient_count",
+                       "share_of_state_visits", "is_suppressed"]], "conditions")

@@ -29,20 +29,19 @@ if pmpm is None:
 data = ui.frame(pmpm)
 data["series"] = data["payer"] + " " + data["plan"]
 ui.line_chart(data, "month", "paid_pmpm", color="series", y_format="$,.2f")
-st.dataframe(data[["payer", "plan", "month", "claim_type", "member_months", "claim_count", "paid_amount",
-                   "allowed_amount", "paid_pmpm", "allowed_pmpm"]], hide_index=True, key="pmpm")
+ui.table(data[["payer", "plan", "month", "claim_type", "member_months", "claim_count", "paid_amount",
+                   "allowed_amount", "paid_pmpm", "allowed_pmpm"]], "pmpm")
 
 st.subheader("Provider metrics")
 providers = ui.fetch(context, PROVIDERS, {})
 if providers:
-    st.dataframe(ui.frame(providers)[["rendering_npi", "service_month", "claim_count", "member_count",
-                                      "billed_amount", "allowed_amount", "paid_amount", "denial_rate"]],
-                 hide_index=True, key="providers")
+    ui.table(ui.frame(providers)[["rendering_npi", "service_month", "claim_count", "member_count",
+                                      "billed_amount", "allowed_amount", "paid_amount", "denial_rate"]], "providers")
 
 st.subheader("Cost outliers")
 only_outliers = st.toggle("Only the high-cost outliers", value=True, key="only_outliers")
 outliers = ui.fetch(context, OUTLIERS, {"is_high_cost_outlier": "true" if only_outliers else None})
 if outliers:
-    st.dataframe(ui.frame(outliers)[["rendering_npi", "procedure_code", "claim_count", "allowed_per_claim",
+    ui.table(ui.frame(outliers)[["rendering_npi", "procedure_code", "claim_count", "allowed_per_claim",
                                      "peer_median_allowed_per_claim", "robust_z", "cost_percentile",
-                                     "is_high_cost_outlier"]], hide_index=True, key="outliers")
+                                     "is_high_cost_outlier"]], "outliers")

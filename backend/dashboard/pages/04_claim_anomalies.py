@@ -24,5 +24,5 @@ scores = ui.fetch(context, SCORES, {"payer": payer, "anomaly_score_from": lowest
 if scores:
     data = ui.frame(scores)
     data["why"] = data["reasons"].map(reasons_text)
-    st.dataframe(data[["payer", "claim_id", "claim_type", "claim_date", "procedure_code", "paid_amount",
-                       "anomaly_score", "reason_count", "why"]], hide_index=True, key="anomalies")
+    ui.table(data[["payer", "claim_id", "claim_type", "claim_date", "procedure_code", "paid_amount",
+                       "anomaly_score", "reason_count", "why"]], "anomalies")

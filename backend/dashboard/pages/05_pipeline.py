@@ -27,7 +27,7 @@ if ready:
     marts = pd.DataFrame([{"mart": name, "built": m["built"], "has_rows": m["has_rows"], "as_of": m["built_at"],
                            "age_hours": m.get("age_hours"), "fresh": m["fresh"],
                            "refreshed": m.get("refreshed", "nightly")} for name, m in ready["marts"].items()])
-    st.dataframe(marts, hide_index=True, key="marts")
+    ui.table(marts, "marts")
 
 st.subheader("Files")
 if not may_read(context.spec, context.roles, context.role, FILES):
@@ -39,12 +39,12 @@ if files:
     data = ui.frame(files)
     counts = data.groupby("status", as_index=False).size().rename(columns={"size": "files"})
     ui.bar_chart(counts, "status", "files")
-    st.dataframe(data[["file_id", "drop_type", "key", "status", "period_start", "rows_read", "rows_loaded",
-                       "rows_rejected", "error", "finished_at"]], hide_index=True, key="files")
+    ui.table(data[["file_id", "drop_type", "key", "status", "period_start", "rows_read", "rows_loaded",
+                       "rows_rejected", "error", "finished_at"]], "files")
 
 st.subheader("Runs")
 state = ui.choice(context, RUNS, "state", "Run state")
 runs = ui.fetch(context, RUNS, {"state": state})
 if runs:
-    st.dataframe(ui.frame(runs)[["dag_id", "run_id", "state", "started_at", "finished_at", "files_loaded",
-                                 "failed_tasks", "detail"]], hide_index=True, key="runs")
+    ui.table(ui.frame(runs)[["dag_id", "run_id", "state", "started_at", "finished_at", "files_loaded",
+                                 "failed_tasks", "detail"]], "runs")
