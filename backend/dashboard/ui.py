@@ -187,7 +187,7 @@ def sources_text(sources: list[int]) -> str:
 
 def provenance(rows: Rows) -> None:
     st.caption(f"`{rows.source_table}` · as of {rows.as_of or 'never built'} · {sources_text(rows.sources)} · "
-               f"{rows.total:,}{'' if rows.total_is_exact else ' (estimated)'} rows")
+               f"{rows.total:,} row{'' if rows.total == 1 else 's'}{'' if rows.total_is_exact else ' (estimated)'}")
 
 
 def download(context: Context, url: str, params: dict[str, Any]) -> None:
