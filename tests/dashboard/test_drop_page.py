@@ -115,3 +115,19 @@ def test_a_dropped_workbook_is_followed_to_its_finished_run_and_its_charts(own_a
     (metric,) = at.metric
     assert metric.value == f"{row['occupancy_rate']:.1%}"
     assert f"source files (ledger ids) {accepted['drop_id']} ·" in texts(at.caption)
+
+
+def test_a_run_that_failed_is_shown_with_the_reason_its_file_did_not_load(own_api, monkeypatch, db, airflow):
+    url, key = own_api
+    at = dashboard(url, key, monkeypatch, "06_drop_a_file")
+    at.selectbox(key="drop_type").set_value("nhs_kh03_overnight")
+    at.file_uploader[0].set_value((KH03_NAME, build_kh03(), XLSX))
+    submit(at)
+    accepted = at.session_state["_drop_run"]
+    # What the load found (as the loader records it on the ledger row), and the run's end as Airflow reports it.
+    db.execute("update ops.file_ledger set status = 'quarantined', error = 'england_mismatch: the England row is not "
+               "the sum of the trusts (sheet NHS Trust by Sector)' where file_id = %s", (accepted["drop_id"],))
+    airflow.runs[("nhs_beds_ingest", accepted["run_id"])].update(state="failed", end_date="2026-12-06T10:00:00Z")
+    next(b for b in at.button if b.label == "Refresh").click().run()
+    assert "The file did not load: england_mismatch: the England row is not the sum" in texts(at.error)
+    assert "**failed**" in texts(at.markdown) and not at.get("page_link")

@@ -216,3 +216,19 @@ def test_an_api_that_does_not_answer_is_said_to_be_down(keys, monkeypatch):
         port = sock.getsockname()[1]
     at = dashboard(f"http://127.0.0.1:{port}", keys["analyst"], monkeypatch)
     assert "The API did not answer" in texts(at.error)
+
+
+def test_the_csv_download_is_the_apis_csv_of_the_same_filters(api_url, keys, monkeypatch):
+    import requests
+
+    from backend.dashboard.client import Api
+
+    at = dashboard(api_url, keys["analyst"], monkeypatch, "02_clinics")
+    state = selectbox(at, "/api/v1/facilities?state").options[1]
+    selectbox(at, "/api/v1/facilities?state").set_value(state).run()
+    buttons = [b for b in at.get("download_button") if "/api/v1/facilities?" in b.proto.id]
+    assert buttons, "the facility table has no download"
+    direct = requests.get(api_url + "/api/v1/facilities", params={"state": state, "format": "csv"},
+                          headers={"Authorization": f"Bearer {keys['analyst']}"}, timeout=30)
+    downloaded = Api(api_url, keys["analyst"]).csv("/api/v1/facilities", {"state": state, "lga": None})
+    assert downloaded == direct.content and downloaded.count(b"\n") == 1 + len(shown(at, "facilities"))

@@ -56,6 +56,9 @@ conditions = ui.fetch(context, CONDITIONS, {"state": state, "age_band": band})
 if conditions:
     data = ui.frame(conditions)
     by_condition = data.groupby("condition_name", as_index=False)["visit_count"].sum(min_count=1).dropna()
-    ui.bar_chart(by_condition, "condition_name", "visit_count")
+    if by_condition.empty:
+        st.caption("Every count here is withheld (1 to 9): no chart.")
+    else:
+        ui.bar_chart(by_condition, "condition_name", "visit_count")
     ui.table(data[["state", "age_band", "sex", "condition_name", "visit_count", "patient_count",
                        "share_of_state_visits", "is_suppressed"]], "conditions")
