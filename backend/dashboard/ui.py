@@ -139,6 +139,18 @@ def choice(context: Context, path: str, name: str, label: str, *, options: list[
     return None if picked == ALL else picked
 
 
+def date_range(context: Context, path: str, name: str, label: str) -> dict[str, str | None]:
+    """Two of the endpoint's query parameters, `<name>_from` and `<name>_to` (inclusive), as one date range picker;
+    no range chosen: no filter."""
+    for bound in ("_from", "_to"):
+        parameter(context, path, name + bound)  # only the API's own filters
+    picked = st.date_input(label, value=(), key=f"{path}?{name}", format="YYYY-MM-DD")
+    days = list(picked) if isinstance(picked, tuple | list) else [picked] if picked else []
+    start = days[0] if days else None
+    end = days[1] if len(days) > 1 else start  # one day picked so far: that day
+    return {f"{name}_from": start.isoformat() if start else None, f"{name}_to": end.isoformat() if end else None}
+
+
 # --- a section: rows, provenance, download -----------------------------------------------------------------------
 def concrete(path: str, values: dict[str, str] | None) -> str:
     for name, value in (values or {}).items():

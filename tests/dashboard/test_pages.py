@@ -232,3 +232,23 @@ def test_the_csv_download_is_the_apis_csv_of_the_same_filters(api_url, keys, mon
                           headers={"Authorization": f"Bearer {keys['analyst']}"}, timeout=30)
     downloaded = Api(api_url, keys["analyst"]).csv("/api/v1/facilities", {"state": state, "lga": None})
     assert downloaded == direct.content and downloaded.count(b"\n") == 1 + len(shown(at, "facilities"))
+
+
+def test_the_date_range_filter_shows_the_apis_days_for_it(api_url, keys, monkeypatch, fetch):
+    from datetime import date
+
+    at = dashboard(api_url, keys["analyst"], monkeypatch, "02_clinics")
+    facility_id = selectbox(at, "/api/v1/triage-trends?facility_id").value
+    every_day = sorted(r["visit_date"] for r in fetch("/api/v1/triage-trends", "analyst", facility_id=facility_id))
+    start, end = every_day[2], every_day[-4]
+    next(d for d in at.date_input if d.key == "/api/v1/triage-trends?visit_date").set_value(
+        (date.fromisoformat(start), date.fromisoformat(end))).run()
+    assert not at.exception and not at.error, texts(at.error)
+    in_range = fetch("/api/v1/triage-trends", "analyst", facility_id=facility_id, visit_date_from=start,
+                     visit_date_to=end)
+    assert in_range and all(start <= r["visit_date"] <= end for r in in_range)
+    last = max(in_range, key=lambda r: r["visit_date"])
+    (metric,) = at.metric
+    assert last["visit_date"] == end and metric.label == f"Last 7 days to {end}"
+    assert metric.value == ("withheld" if last["visit_count_7d"] is None else f"{last['visit_count_7d']:,}")
+    assert any(f"· {len(in_range)} rows" in c.value for c in at.caption)

@@ -35,7 +35,8 @@ with right:
                             everything=False)
 
 st.subheader(f"Daily triage volume: {names.get(facility_id, '')}")
-trends = ui.fetch(context, TRENDS, {"facility_id": facility_id})
+days = ui.date_range(context, TRENDS, "visit_date", "Days (all when none chosen)")
+trends = ui.fetch(context, TRENDS, {"facility_id": facility_id, **days})
 if trends:
     data = ui.frame(trends).sort_values("visit_date")
     last = data.iloc[-1]
