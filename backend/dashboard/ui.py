@@ -33,6 +33,7 @@ class Context:
     role: str
     roles: list[str]
     settings: DashboardSettings
+    view: View | None = None  # the page being shown: it reads only the endpoints it declares (views.py)
 
 
 # --- the key, the caller, the API's description ---------------------------------------------------------------
@@ -87,6 +88,7 @@ def start(page_file: str) -> tuple[View, Context]:
     if not visible(v, context.spec, context.roles, context.role):
         st.warning(f"This page needs a role above {context.role}: your key may read none of it.")
         st.stop()
+    context.view = v
     return v, context
 
 
@@ -163,6 +165,8 @@ def fetch(context: Context, path: str, params: dict[str, Any], *, values: dict[s
     """The endpoint's rows for these filters, with their provenance and CSV download shown under the section; None
     after the empty state or the problem is shown (`quiet`: nothing shown, for a lookup that feeds a filter; `none`:
     what to say when no row matches, where that is news rather than a want of data)."""
+    if context.view is not None and path not in context.view.reads:
+        raise KeyError(f"{context.view.file} reads {path}, which views.py does not declare it reads")
     for name in params:
         parameter(context, path, name)  # only the API's own filters
     url = concrete(path, values)

@@ -9,8 +9,7 @@ import streamlit as st
 from backend.dashboard import ui
 
 view, context = ui.start(__file__)
-NATIONAL, OCCUPANCY, PERIODS = "/api/v1/beds/national", "/api/v1/beds/occupancy", "/api/v1/beds/periods"
-HISTORY, SPECIALTIES = "/api/v1/beds/organisations/{org_code}/history", "/api/v1/beds/specialties"
+NATIONAL, OCCUPANCY, PERIODS, HISTORY, SPECIALTIES = view.reads
 LINES = ((0.85, "85%"), (0.92, "92%"))
 
 left, right = st.columns(2)

@@ -10,7 +10,7 @@ import streamlit as st
 from backend.dashboard import ui
 
 view, context = ui.start(__file__)
-FACILITIES, TRENDS, CONDITIONS = "/api/v1/facilities", "/api/v1/triage-trends", "/api/v1/condition-analysis"
+FACILITIES, TRENDS, CONDITIONS = view.reads
 PRIORITIES = {"critical_count": "Critical", "high_count": "High", "medium_count": "Medium", "low_count": "Low"}
 
 everywhere = ui.fetch(context, FACILITIES, {}, quiet=True)

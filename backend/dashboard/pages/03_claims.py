@@ -9,8 +9,7 @@ import streamlit as st
 from backend.dashboard import ui
 
 view, context = ui.start(__file__)
-PMPM, PROVIDERS, OUTLIERS = ("/api/v1/claims/pmpm", "/api/v1/claims/provider-metrics",
-                             "/api/v1/claims/provider-cost-outliers")
+PMPM, PROVIDERS, OUTLIERS = view.reads
 
 known = ui.fetch(context, PMPM, {}, quiet=True)  # the payers and claim types there are, for the filters
 payers = sorted({r["payer"] for r in (known.rows if known else [])})

@@ -8,7 +8,7 @@ import streamlit as st
 from backend.dashboard import ui
 
 view, context = ui.start(__file__)
-SCORES = "/api/v1/claims/anomaly-scores"
+(SCORES,) = view.reads
 
 
 def reasons_text(reasons: list[dict]) -> str:
@@ -16,8 +16,8 @@ def reasons_text(reasons: list[dict]) -> str:
                      for r in reasons or [])
 
 
-known = ui.fetch(context, "/api/v1/claims/pmpm", {"claim_type": "all"}, quiet=True)  # the payers there are
-payers = sorted({r["payer"] for r in (known.rows if known else [])})
+flagged = ui.fetch(context, SCORES, {"anomaly_score_from": 0.01}, quiet=True)  # the payers with a flagged claim
+payers = sorted({r["payer"] for r in (flagged.rows if flagged else [])})
 payer = ui.choice(context, SCORES, "payer", "Payer", options=payers)
 lowest = st.slider("Lowest score shown", 0.01, 1.0, 0.01, key="lowest_score")
 scores = ui.fetch(context, SCORES, {"payer": payer, "anomaly_score_from": lowest})

@@ -12,7 +12,7 @@ from backend.dashboard.client import ApiProblem
 from backend.dashboard.views import may_read
 
 view, context = ui.start(__file__)
-FILES, RUNS = "/api/v1/drops", "/api/v1/pipeline-runs"
+FILES, RUNS = view.reads
 
 st.subheader("Marts")
 try:
