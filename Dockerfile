@@ -55,7 +55,7 @@ RUN pip install --no-deps -e . \
 # dbt's target/ and logs/.
 USER app
 
-EXPOSE 5000 8080
+EXPOSE 5000 8080 8501
 
 # granian's main process is PID 1 (it gets SIGTERM; see API_SHUTDOWN_GRACE_SECONDS). Workers, threads and the
 # access log format come from backend/serve.py, which reads API_WORKERS and API_THREADS: only the address is given.

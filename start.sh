@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one entry point for a new machine. Needs only Python 3.11 on PATH.
 #
-#   ./start.sh              install (first time), start the whole stack on loopback, load demo data,
+#   ./start.sh              install (first time), start the whole stack on loopback (dashboard included), load demo data,
 #                           run medilink_ingest + medilink_marts (and build claims_marts); Ctrl-C stops everything, data stays in .data/
 #   ./start.sh test [ARGS]  run the whole test suite (pytest ARGS), starting its own throwaway servers
 #   ./start.sh bench NAME   run benchmarks/NAME.py and print its figures

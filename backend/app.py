@@ -41,6 +41,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     from backend.api.openapi import bp as openapi_bp
     from backend.api.uploads import bp as uploads_bp
     from backend.api.uploads import init_app as init_uploads
+    from backend.api.whoami import bp as whoami_bp
 
     # The list endpoints, from the source families' declarations (elt/families/*.yml, `api:`); a family or resource
     # module that cannot be read stops the API here, loudly, rather than serving part of it.
@@ -48,8 +49,8 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     app.extensions["catalogue"] = catalogue
     init_uploads(app, settings)
     init_listing(app, settings)
-    ratelimit.init_app(app, settings, [*catalogue.blueprints, uploads_bp])
-    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, openapi_bp, explorer_bp, dbt_docs_bp):
+    ratelimit.init_app(app, settings, [*catalogue.blueprints, uploads_bp, whoami_bp])
+    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, whoami_bp, openapi_bp, explorer_bp, dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

@@ -34,6 +34,7 @@ SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
     "api",
+    "dashboard",
 }
 # service -> (.env.example variable for the published host port, port inside the container)
 PUBLISHED_PORTS = {
@@ -41,6 +42,7 @@ PUBLISHED_PORTS = {
     "minio": ("S3_PORT", 9000),
     "airflow-apiserver": ("AIRFLOW_PORT", 8080),
     "api": ("API_PORT", 5000),
+    "dashboard": ("DASHBOARD_PORT", 8501),
 }
 
 ENV_LINE = re.compile(r"^\s*(?P<commented>#\s*)?(?P<key>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
@@ -194,9 +196,13 @@ def test_published_host_ports_use_the_env_example_variables(service_name):
     )
 
 
+# Services of the app image that read only through the API (with their users' keys) and never reach the database.
+READ_THROUGH_THE_API = {"dashboard"}
+
+
 def test_every_app_image_service_gets_a_database_url():
     spec = compose()
-    services = app_image_services(spec)
+    services = {name: svc for name, svc in app_image_services(spec).items() if name not in READ_THROUGH_THE_API}
     assert services, "no service in docker-compose.yaml builds or uses the Dockerfile's image"
     missing = [
         name
@@ -230,6 +236,19 @@ def test_the_api_logs_in_as_its_own_logins_without_the_owners_credentials():
         assert env.get(login.password_variable, "").startswith(f"${{{login.password_variable}:?"), (
             f"the api service does not take {login.password_variable} from .env (required, no default)"
         )
+
+
+def test_the_dashboard_reads_through_the_api_with_no_database_or_airflow_credentials():
+    from elt.warehouse.roles import LOGINS
+
+    service = compose()["services"]["dashboard"]
+    env = environment(service)
+    given = set(env) & (OWNER_CREDENTIALS | {"API_DATABASE_URL", "AIRFLOW_ADMIN_PASSWORD", "API_AIRFLOW_PASSWORD"}
+                        | {login.password_variable for login in LOGINS})
+    assert not given, f"the dashboard is given {sorted(given)}: it reads through the API only"
+    assert urlsplit(env["DASHBOARD_API_URL"]).hostname == "api"
+    assert service["depends_on"]["api"]["condition"] == "service_healthy"
+    assert service["command"] == ["python", "-m", "backend.dashboard"]
 
 
 def test_warehouse_init_creates_every_login_before_the_api_starts():

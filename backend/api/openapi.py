@@ -20,12 +20,13 @@ from markdown_it import MarkdownIt
 
 from backend.api.listing import TYPES, Column, Resource
 from backend.api.uploads import openapi_operations
+from backend.api.whoami import openapi_operations as whoami_operations
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openapi", __name__)
 
 # Endpoints that are not lists (dropping files, run states) describe their own operations beside their views.
-OPERATIONS = [openapi_operations]
+OPERATIONS = [openapi_operations, whoami_operations]
 ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters), or a cursor this API did "
                  "not issue for this sort (`invalid_cursor`)",
           "401": "No API key, or not a valid one", "403": "The key's role may not read this",
@@ -179,6 +180,8 @@ def spec() -> dict[str, Any]:
             "tags": ["patient-level" if resource.patient_level else "operations" if resource.role == "admin"
                      else "analytics"],
             "summary": resource.summary,
+            # Machine-readable beside the prose: the least role that reads it (the dashboard shows a key only these).
+            "x-role": resource.role,
             "description": f"{access} Reads `{resource.table}`. {mart}".strip()
             + ("" if resource.built_by_dbt else " A live table: `meta.as_of` is the time of the read."),
             "security": [{"bearerKey": []}, {"headerKey": []}],

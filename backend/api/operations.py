@@ -1,6 +1,8 @@
 """GET /api/v1/drops: the file ledger, for the people who run the warehouse: every file that arrived, its
 drop type and reporting period, what happened to it (loaded, rejected, quarantined, duplicate,
-superseded), rows read, loaded and rejected, and the reason when it did not load. The admin role only.
+superseded), rows read, loaded and rejected, and the reason when it did not load. GET /api/v1/pipeline-runs: every ingest and marts run the DAGs recorded, its state,
+the files it loaded and, when it failed, the failed tasks and the first reason (class and place, never a row's
+values: elt/runs.py). The admin role only.
 """
 
 from __future__ import annotations
@@ -37,5 +39,30 @@ DROPS = Resource(
 )
 
 
-# The platform's own list (no family): backend/api/catalogue.py serves it after the families' resources.
-RESOURCES = (DROPS,)
+RUN_STATES = ("running", "success", "failed")
+
+PIPELINE_RUNS = Resource(
+    name="pipeline-runs",
+    path="/pipeline-runs",
+    table="ops.pipeline_runs",
+    summary="Every run of the ingest and marts DAGs as the DAGs recorded it: state, files loaded, failed tasks, why.",
+    columns=(
+        Column("dag_id", description="The DAG: <family>_ingest or <family>_marts.", filter="eq", sortable=True),
+        Column("run_id", description="Airflow's run id."),
+        Column("state", description="running (loads recorded, dbt to come), success or failed.", filter="eq",
+               choices=RUN_STATES),
+        Column("started_at", "datetime", "When the run was first recorded.", sortable=True),
+        Column("finished_at", "datetime", "When it ended; null while it runs."),
+        Column("files_loaded", "integer", "Files the run loaded (ingest runs)."),
+        Column("detail", description="The first failure's reason (the error's class and place), or a summary."),
+        Column("failed_tasks", "text[]", "The tasks that failed."),
+    ),
+    key=("dag_id", "run_id"),
+    default_sort="-started_at",
+    role="admin",
+    built_by_dbt=False,
+)
+
+
+# The platform's own lists (no family): backend/api/catalogue.py serves them after the families' resources.
+RESOURCES = (DROPS, PIPELINE_RUNS)

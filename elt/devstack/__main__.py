@@ -2,7 +2,8 @@
 
 Starts, on loopback, the embedded Postgres (databases `warehouse` and `airflow`), a local S3 endpoint
 with the landing bucket, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
-the API under granian (`python -m backend.serve`, as the image runs it); uploads demo drops and triggers
+the API under granian (`python -m backend.serve`, as the image runs it) and the dashboard (`python -m
+backend.dashboard`, Streamlit, reading through the API); uploads demo drops and triggers
 `medilink_ingest` on first start (its asset runs `medilink_marts`) and every other nightly family's marts DAG
 (`claims_marts`: its marts built empty until its files come); prints where everything is; then
 supervises until Ctrl-C, when it stops every process it started.
@@ -101,6 +102,16 @@ def api_environment(env: dict[str, str]) -> dict[str, str]:
     return api_env
 
 
+# What the dashboard's process is given of the stack's environment, besides its own DASHBOARD_* settings: it reads
+# through the API with its users' keys, so no database URL, password, S3 or Airflow credential is among them.
+DASHBOARD_INHERITS = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONUNBUFFERED", "DO_NOT_TRACK",
+                      "VIRTUAL_ENV")
+
+
+def dashboard_environment(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key in DASHBOARD_INHERITS or key.startswith("DASHBOARD_")}
+
+
 @dataclass
 class Service:
     name: str
@@ -125,6 +136,7 @@ class Stack:
         self.s3_port = int(_env("S3_PORT", "9000"))
         self.airflow_port = int(_env("AIRFLOW_PORT", "8080"))
         self.api_port = int(_env("API_PORT", "5000"))
+        self.dashboard_port = int(_env("DASHBOARD_PORT", "8501"))
         self.bucket = _env("S3_BUCKET", "health-landing")
         self.postgres: EmbeddedPostgres | None = None
         self.s3: LocalS3 | None = None
@@ -232,6 +244,16 @@ class Stack:
         service.start()
         self.services.append(service)
 
+    def start_dashboard(self) -> None:
+        # Streamlit, headless, usage statistics off (backend/dashboard/__main__.py), on loopback. It reads through the
+        # API with each user's key: its environment holds no database, Airflow or login credentials at all.
+        env = dashboard_environment(self.env)
+        env.update(DASHBOARD_API_URL=f"http://127.0.0.1:{self.api_port}", DASHBOARD_ADDRESS="127.0.0.1",
+                   DASHBOARD_PORT=str(self.dashboard_port))
+        service = Service("dashboard", [sys.executable, "-m", "backend.dashboard"], self.logs / "dashboard.log", env=env)
+        service.start()
+        self.services.append(service)
+
     # --- demo and status ---------------------------------------------------------------------------------
     def warehouse_has_files(self) -> bool:
         with psycopg.connect(self.env["DATABASE_URL"]) as conn:
@@ -313,6 +335,7 @@ class Stack:
  Airflow UI    http://localhost:{self.airflow_port}        login {user} / {password}
  API           http://localhost:{self.api_port}/docs   (every endpoint; readiness: /ready)
                key: ./start.sh api-key create --name NAME --role analyst|clinician|admin
+ Dashboard     http://localhost:{self.dashboard_port}   (paste an API key in its sidebar)
  Postgres      {self.env['DATABASE_URL']}   (Airflow metadata: database airflow)
                BI tools: user {BI_LOGIN.name}, password BI_DB_PASSWORD in .env (analytics schema only)
  S3 endpoint   {s3}   bucket {self.bucket}, drops under {" and ".join(landing_prefixes())}
@@ -345,7 +368,8 @@ class Stack:
             time.sleep(5)
 
     def check_ports(self) -> None:
-        wanted = [("AIRFLOW_PORT", self.airflow_port), ("API_PORT", self.api_port)]
+        wanted = [("AIRFLOW_PORT", self.airflow_port), ("API_PORT", self.api_port),
+                  ("DASHBOARD_PORT", self.dashboard_port)]
         if not os.environ.get("DATABASE_URL"):
             wanted.append(("PG_PORT", self.pg_port))
         if not os.environ.get("S3_ENDPOINT_URL") and not os.environ.get("AWS_ACCESS_KEY_ID"):
@@ -358,7 +382,7 @@ class Stack:
     def stop(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abandon the clean-up half way
-        print("\nstopping: API, Airflow, S3 endpoint, Postgres ...", flush=True)
+        print("\nstopping: dashboard, API, Airflow, S3 endpoint, Postgres ...", flush=True)
         for service in reversed(self.services):
             stop_process(service.process)
         if self.s3:
@@ -429,6 +453,7 @@ def up() -> int:
         stack.airflow_env()
         stack.start_airflow()
         stack.start_api()
+        stack.start_dashboard()
         wait_for(lambda: urlopen(f"http://127.0.0.1:{stack.airflow_port}/api/v2/monitor/health", timeout=3),  # noqa: S310
                  timeout=240, what="Airflow api-server", log_file=stack.logs / "airflow-api-server.log")
         stack.write_stack_env()

@@ -2,7 +2,8 @@
 
 * `warehouse`: one database per session with three weeks of generated Medilink drops, two quarters of
   generated KH03 workbooks and a few hand-made payer claims and member files loaded through the real ingest and
-  built by real dbt, read only by the tests (session scope: the build takes a while);
+  built by real dbt (and two runs recorded as the DAGs record them), read only by the tests (session scope: the
+  build takes a while);
 * `keys`: one API key per role in it, made the way an operator makes them;
 * `api` / `call`: the app factory on that database, and a GET with a role's key;
 * `app` / `client` and `facilities_mart`: a fresh database holding only a hand-made facility_performance mart,
@@ -86,6 +87,14 @@ def warehouse(pg_server_url, s3_endpoint_url, warehouse_template):
     outcomes = [ingest_file(key, settings=settings) for key in discover_new_files(settings=settings)]
     assert {o.status for o in outcomes} == {"loaded"}
     build(settings=settings)
+    # The runs the DAGs would have recorded (ops.pipeline_runs, /api/v1/pipeline-runs): a load, and a marts run that
+    # failed on a task.
+    from elt.runs import record_run, record_task_failure
+
+    record_run("manual__2026-11-15T02:00:00+00:00", "medilink_ingest", "success", files_loaded=len(outcomes),
+               settings=settings)
+    record_task_failure("scheduled__2026-11-15T02:00:00+00:00", "claims_marts", "dbt_build",
+                        "DbtBuildError at elt/transform.py:1 in build", settings=settings)
     yield settings
     drop_database(pg_server_url, database)
 
