@@ -64,5 +64,30 @@ PIPELINE_RUNS = Resource(
 )
 
 
+# One file's rejects, as `elt rejects FILE_ID` lists them: always for one file (a list of every file's rejects would
+# be read by no one), in the order of its rows. Pages read the index on (file_id, row_number) (elt/warehouse/sql).
+REJECTS = Resource(
+    name="rejects",
+    path="/rejects",
+    table="ops.load_rejects",
+    summary="One file's rejected rows (file_id required): row, column, the rule broken and what it means; never the "
+            "value.",
+    columns=(
+        Column("file_id", "integer", "Ledger id of the file (`/api/v1/drops`).", filter="eq", required=True),
+        Column("row_number", "integer", "The data row in the file, from 1 (the row below the header; in a workbook, "
+                                        "blank rows count), as in the raw table's `_row_number`.", sortable=True),
+        Column("column_name", description="The contract's column the rule is about.", filter="eq"),
+        Column("rule", description="The contract rule the row broke (required, type, range, allowed, pattern, or a "
+                                   "rule of the drop type's own).", filter="eq"),
+        Column("message", description="What the rule asks of the column, as the contract words it (never the value)."),
+        Column("reject_id", "integer", "Id of this reject: a row breaking several rules has one per rule."),
+    ),
+    key=("reject_id",),
+    default_sort="row_number",
+    role="admin",
+    built_by_dbt=False,
+)
+
+
 # The platform's own lists (no family): backend/api/catalogue.py serves them after the families' resources.
-RESOURCES = (DROPS, PIPELINE_RUNS)
+RESOURCES = (DROPS, PIPELINE_RUNS, REJECTS)

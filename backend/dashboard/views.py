@@ -42,8 +42,8 @@ VIEWS = (
          reads=("/api/v1/claims/pmpm", "/api/v1/claims/provider-metrics", "/api/v1/claims/provider-cost-outliers"),
          ingest_dags=("claims_ingest",)),
     View("04_claim_anomalies", "Claim anomalies", ":material/flag:", reads=("/api/v1/claims/anomaly-scores",)),
-    View("05_pipeline", "Pipeline", ":material/conveyor_belt:", reads=("/api/v1/drops", "/api/v1/pipeline-runs"),
-         any_key=True),
+    View("05_pipeline", "Pipeline", ":material/conveyor_belt:",
+         reads=("/api/v1/drops", "/api/v1/rejects", "/api/v1/pipeline-runs"), any_key=True),
     View("06_drop_a_file", "Drop a file", ":material/upload_file:", any_key=True),
 )
 DROP_PAGE = VIEWS[-1]

@@ -58,7 +58,8 @@ def test_the_repository_catalogue_is_the_families_resources_with_their_drop_type
     assert [e.path for e in catalogue.endpoints if e.group == "nhs_beds"] == [
         "/api/v1/beds/occupancy", "/api/v1/beds/organisations/{org_code}/history", "/api/v1/beds/national",
         "/api/v1/beds/periods", "/api/v1/beds/specialties"]
-    assert [e.path for e in catalogue.endpoints if e.group == "platform"] == ["/api/v1/drops", "/api/v1/pipeline-runs"]
+    assert [e.path for e in catalogue.endpoints if e.group == "platform"] == [
+        "/api/v1/drops", "/api/v1/pipeline-runs", "/api/v1/rejects"]
     # no drop_types declared: the family's; declared: kept as declared
     assert by_path["/api/v1/beds/periods"].resource.drop_types == ("nhs_kh03_overnight",)
     assert by_path["/api/v1/facilities"].resource.drop_types == MEDILINK_DROPS

@@ -160,13 +160,34 @@ def test_the_pipeline_page_shows_the_apis_files_runs_and_marts(api_url, keys, mo
     assert list(shown(at, "runs")["dag_id"]) == ["claims_marts"]
 
 
+def test_the_pipeline_page_shows_the_rejected_rows_of_the_file_chosen(api_url, keys, monkeypatch, fetch):
+    at = dashboard(api_url, keys["admin"], monkeypatch, "05_pipeline")
+    assert not at.exception and not at.error
+    files = fetch("/api/v1/drops")
+    with_rejects = [f["file_id"] for f in files if f["rows_rejected"]]
+    assert len(with_rejects) >= 2  # the generated drops carry bad rows: two files to choose between
+    choose = selectbox(at, "/api/v1/rejects?file_id")
+    assert choose.options == [choose.format_func(f) for f in sorted(with_rejects, reverse=True)]  # newest first
+    columns = ("row_number", "column_name", "rule", "message")
+    for file_id in (with_rejects[0], with_rejects[-1]):
+        selectbox(at, "/api/v1/rejects?file_id").set_value(file_id).run()
+        table = shown(at, "rejects")
+        expected = fetch("/api/v1/rejects", file_id=file_id)
+        assert list(table.columns) == list(columns)  # never a value the row held: the API serves none
+        assert expected and rows_of(table, columns) == api_rows(expected, columns)
+        # Each file's rows count what the ledger says it rejected (a row may break several rules).
+        assert len(set(table["row_number"])) == next(f["rows_rejected"] for f in files if f["file_id"] == file_id)
+        assert any(f"{len(expected):,} row" in c.value and "ops.load_rejects" in c.value for c in at.caption)
+        assert any(f"/api/v1/rejects?[('file_id', {file_id})]" in b.proto.id for b in at.get("download_button"))
+
+
 def test_an_analyst_sees_no_patient_level_page_and_no_ledger(api_url, keys, monkeypatch):
     at = dashboard(api_url, keys["analyst"], monkeypatch)
     with pytest.raises(ValueError, match="navigation"):
         at.switch_page("pages/04_claim_anomalies.py")
     at.switch_page("pages/05_pipeline.py").run()
     assert shown(at, "marts") is not None  # freshness: every key
-    assert shown(at, "files") is None and shown(at, "runs") is None
+    assert shown(at, "files") is None and shown(at, "runs") is None and shown(at, "rejects") is None
     assert "for the admin role; your key is analyst" in texts(at.info)
 
 

@@ -1,6 +1,7 @@
 """Pipeline: each mart's build time and whether it is fresh (/ready, every key), the files that arrived by status
-with the reason a file did not load and its rejected rows, and the runs of the DAGs (the file ledger and the runs:
-admins, as the API says)."""
+with the reason a file did not load, one file's rejected rows (row, column, rule: never the value the row held, which
+the API does not serve), and the runs of the DAGs (the file ledger, the rejects and the runs: admins, as the API
+says)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from backend.dashboard.client import ApiProblem
 from backend.dashboard.views import may_read
 
 view, context = ui.start(__file__)
-FILES, RUNS = view.reads
+FILES, REJECTS, RUNS = view.reads
 
 st.subheader("Marts")
 try:
@@ -31,7 +32,7 @@ if ready:
 
 st.subheader("Files")
 if not may_read(context.spec, context.roles, context.role, FILES):
-    st.info(f"The file ledger and the runs are for the admin role; your key is {context.role}.")
+    st.info(f"The file ledger, its rejected rows and the runs are for the admin role; your key is {context.role}.")
     st.stop()
 status = ui.choice(context, FILES, "status", "Status")
 files = ui.fetch(context, FILES, {"status": status})
@@ -41,6 +42,19 @@ if files:
     ui.bar_chart(counts, "status", "files")
     ui.table(data[["file_id", "drop_type", "key", "status", "period_start", "rows_read", "rows_loaded",
                        "rows_rejected", "error", "finished_at"]], "files")
+
+st.subheader("Rejected rows")
+# The files listed above that kept rows aside (loaded with rejects, or rejected whole), newest first.
+with_rejects = {f["file_id"]: f"{f['file_id']} · {f['key']} · {f['rows_rejected']} row(s) · {f['status']}"
+                for f in (files.rows if files else []) if f["rows_rejected"]}
+if not with_rejects:
+    st.info("No file listed above has rejected rows.")
+else:
+    file_id = st.selectbox("File", list(with_rejects), format_func=with_rejects.get, key=f"{REJECTS}?file_id",
+                           help="Its rows that broke a rule of the drop type's contract (`elt rejects FILE_ID`).")
+    rejects = ui.fetch(context, REJECTS, {"file_id": file_id})
+    if rejects:
+        ui.table(ui.frame(rejects)[["row_number", "column_name", "rule", "message"]], "rejects")
 
 st.subheader("Runs")
 state = ui.choice(context, RUNS, "state", "Run state")
