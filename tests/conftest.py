@@ -179,6 +179,17 @@ def airflow_home(pg_server_url, dbt_manifest, tmp_path_factory):
         sys.modules["airflow.settings"].dispose_orm()
 
 
+@pytest.fixture
+def airflow():
+    """A fake of Airflow's REST API on loopback (tests/backend/fake_airflow.py): what the API's uploads trigger and
+    its runs answer read, recorded for the test."""
+    from tests.backend.fake_airflow import FakeAirflow
+
+    fake = FakeAirflow().start()
+    yield fake
+    fake.stop()
+
+
 def shared_data(*parts: str) -> Path:
     """A file under ../shared/data, or skip with the reason when the folder is not beside the repository."""
     path = SHARED_DATA.joinpath(*parts)

@@ -11,13 +11,6 @@ from backend.airflow_client import AirflowClient, AirflowRefused, AirflowUnavail
 from tests.backend.fake_airflow import FakeAirflow, make_token
 
 
-@pytest.fixture
-def airflow():
-    fake = FakeAirflow().start()
-    yield fake
-    fake.stop()
-
-
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,18 +24,10 @@ from schemathesis.specs.openapi.checks import (
 from backend.app import create_app
 from backend.auth import create_key
 from backend.config import ApiSettings
-from tests.backend.fake_airflow import FakeAirflow
 from tests.elt.kh03_fixtures import build_kh03
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = [("/api/v1/drops", "POST"), ("/api/v1/drops/from-url", "POST"), ("/api/v1/runs/{run_id}", "GET")]
-
-
-@pytest.fixture
-def airflow():
-    fake = FakeAirflow().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

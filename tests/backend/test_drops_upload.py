@@ -26,7 +26,6 @@ from backend.fetch import FetchPolicy
 from elt.contracts import load_contracts
 from elt.preflight import sniff
 from tests.backend.conftest import api_settings
-from tests.backend.fake_airflow import FakeAirflow
 from tests.conftest import shared_data
 from tests.elt.kh03_fixtures import Kh03Spec, build_kh03
 
@@ -44,13 +43,6 @@ def medilink() -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def kh03() -> bytes:
     return build_kh03()
-
-
-@pytest.fixture
-def airflow():
-    fake = FakeAirflow().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import requests
 from backend.app import create_app
 from backend.auth import create_key
 from tests.backend.conftest import api_settings
-from tests.backend.fake_airflow import FakeAirflow
 from tests.dashboard.conftest import dashboard, serving
 from tests.elt.kh03_fixtures import build_kh03
 
@@ -24,13 +23,6 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 def texts(elements) -> str:
     return " ".join(str(e.value) for e in elements)
-
-
-@pytest.fixture
-def airflow():
-    fake = FakeAirflow().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
