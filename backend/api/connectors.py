@@ -158,9 +158,10 @@ def openapi_operations(settings) -> tuple[dict[str, dict[str, Any]], dict[str, A
             "summary": "One connector's run records (ops.connector_runs), newest first.",
             "description": "Admin role. Pages with `before` (a run_id: `meta.next_before` of the page before).",
             "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 61}},
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 61},
+                 "description": "The connector (its declaration's file stem)."},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                                                            "default": 50}},
+                                                            "default": 50}, "description": "Runs per page."},
                 {"name": "before", "in": "query", "schema": {"type": "integer"},
                  "description": "Only runs with a smaller run_id."}],
             "responses": {"200": {"description": "The runs.", "content": {"application/json": {"schema": {
