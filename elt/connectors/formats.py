@@ -32,12 +32,12 @@ class CountingSink:
         self.closed = False
 
     def write(self, data) -> int:
-        data = bytes(data)
-        self._sha.update(data)
-        self.bytes += len(data)
+        view = memoryview(data)  # no copy: hashed and handed on before this returns
+        self._sha.update(view)
+        self.bytes += view.nbytes
         if self._write is not None:
-            self._write(data)
-        return len(data)
+            self._write(view)
+        return view.nbytes
 
     @property
     def sha256(self) -> str:

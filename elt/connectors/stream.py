@@ -64,25 +64,27 @@ def _copy_statement(select: Select, schema: pa.Schema) -> sql.Composed:
 
 
 class _CopyStream:
-    """COPY's output as a readable file object for Arrow's CSV reader."""
+    """COPY's output as a readable file object for Arrow's CSV reader. Postgres sends one message per row: a read
+    joins as many as the size asked for (one Python step per row, no slicing per row)."""
 
     def __init__(self, copy):
         self._chunks = iter(copy)
-        self._pending = memoryview(b"")
+        self._pending = b""
         self.closed = False
 
     def read(self, size: int = -1) -> bytes:
-        out = bytearray()
-        while size < 0 or len(out) < size:
-            if not self._pending:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._pending = memoryview(bytes(chunk))
-            take = len(self._pending) if size < 0 else min(size - len(out), len(self._pending))
-            out += self._pending[:take]
-            self._pending = self._pending[take:]
-        return bytes(out)
+        parts, have = [self._pending], len(self._pending)
+        for chunk in self._chunks:  # memoryviews that own their buffer: safe to keep until the join
+            parts.append(chunk)
+            have += len(chunk)
+            if 0 <= size <= have:
+                break
+        data = b"".join(parts)
+        if size < 0 or len(data) <= size:
+            self._pending = b""
+            return data
+        self._pending = data[size:]
+        return data[:size]
 
     def readable(self) -> bool:
         return True

@@ -79,7 +79,7 @@ def test_s3_csv_delivery_reads_back_row_for_row(connectors, make_mart, export_bu
     text = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     read = list(csv.reader(io.StringIO(text)))
     assert read[0] == [*COLUMNS, "built_at"] and len(read) == 501 == outcome.rows + 1
-    # names as sent, commas, quotes and newlines kept; a null and an empty string both come out empty in CSV
+    # names as sent, commas, quotes and newlines kept; csv.reader reads a null (empty) and "" both as ""
     assert [line[1] for line in read[1:]] == [r[1] or "" for r in rows]
     assert [int(line[5]) for line in read[1:]] == [r[5] for r in rows]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
 import boto3
@@ -42,6 +43,7 @@ from elt.connectors.formats import (
 )
 
 PART_BYTES = 16 * 1024 * 1024  # S3 parts are at least 5 MiB (but the last); 16 MiB: ~640 parts for 10 GB
+IN_FLIGHT = 2  # parts being sent while the next one fills: memory is about (IN_FLIGHT + 1) x PART_BYTES
 REFUSED_CODES = {"AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
                  "InvalidBucketName", "KeyTooLongError", "EntityTooLarge", "403", "404", "400"}
 
@@ -112,19 +114,21 @@ class S3Destination:
 
 
 class _Upload:
-    """One object, sent in parts of PART_BYTES as they fill: visible only once `complete` returns."""
+    """One object, sent in parts of PART_BYTES as they fill, each by a background thread while the next part is being
+    written (at most IN_FLIGHT parts held at once): visible only once `complete` returns."""
 
     def __init__(self, client, bucket: str, key: str, content_type: str):
         self.client, self.bucket, self.key, self.content_type = client, bucket, key, content_type
         self.buffer = bytearray()
         self.upload_id: str | None = None
-        self.parts: list[dict] = []
+        self.sending: list[tuple[int, Future]] = []
+        self.pool: ThreadPoolExecutor | None = None
 
     @property
     def parts_sent(self) -> int:
-        return max(len(self.parts), 1)
+        return max(len(self.sending), 1)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> None:
         self.buffer += data
         if len(self.buffer) >= PART_BYTES:
             self._send_part()
@@ -133,11 +137,15 @@ class _Upload:
         if self.upload_id is None:
             self.upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type)["UploadId"]
-        number = len(self.parts) + 1
-        answer = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                         PartNumber=number, Body=bytes(self.buffer))
-        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+        unfinished = [future for _, future in self.sending if not future.done()]
+        if len(unfinished) >= IN_FLIGHT:
+            unfinished[0].result()  # memory stays at IN_FLIGHT parts; a failed part raises here
+        number, body = len(self.sending) + 1, bytes(self.buffer)
         self.buffer.clear()
+        self.sending.append((number, self.pool.submit(
+            self.client.upload_part, Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
+            Body=body)))
 
     def complete(self) -> None:
         if self.upload_id is None:  # smaller than one part: one PutObject
@@ -146,17 +154,21 @@ class _Upload:
             return
         if self.buffer:
             self._send_part()
+        parts = [{"PartNumber": number, "ETag": future.result()["ETag"]} for number, future in self.sending]
         self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                              MultipartUpload={"Parts": self.parts})
+                                              MultipartUpload={"Parts": parts})
         self.upload_id = None
+        self.pool.shutdown()
 
     def abort(self) -> None:
-        if self.upload_id is not None:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            except (BotoCoreError, ClientError):  # the store's lifecycle rule removes what an abort could not
-                pass
-            self.upload_id = None
+        if self.upload_id is None:
+            return
+        self.pool.shutdown(wait=True, cancel_futures=True)  # no part lands after the abort
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except (BotoCoreError, ClientError):  # the store's lifecycle rule removes what an abort could not
+            pass
+        self.upload_id = None
 
 
 class _translated:
