@@ -203,7 +203,14 @@ class _Delivery(_Run):
         run_key = f"{self.connector.name}-{_compact(as_of or self.started)}"
         outcome = self.outcome(run_key, "running", as_of=as_of,
                                source_files=_source_files(self.conn, self.settings, tables, as_of))
-        schema = arrow_schema(self.conn, select)
+        try:
+            schema = arrow_schema(self.conn, select)
+        except psycopg.Error as exc:
+            refused = ConnectorError(f"connector {self.connector.name}: {deliver.subject} cannot be read "
+                                     f"({type(exc).__name__}, SQLSTATE {exc.sqlstate}): check that it is built, "
+                                     "or that the query runs")
+            self.failed(outcome, "read the warehouse", refused)
+            raise refused from None
         ctx = RunContext(self.connector.name, run_key, as_of, self.started, columns=tuple(schema.names),
                          mart=deliver.mart, dry_run=self.options.dry_run)
         destination = open_kind(self.connector, self.settings)

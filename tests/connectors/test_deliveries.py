@@ -14,7 +14,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from elt.connectors.base import DestinationRefused
+from elt.connectors.base import ConnectorError, DestinationRefused
 from elt.connectors.engine import RunOptions, run_connector
 from tests.conftest import create_database, drop_database
 from tests.connectors.conftest import COLUMNS, MART, expected_arrow_rows
@@ -277,3 +277,13 @@ def test_personal_data_runs_are_audited(connectors, make_mart, tmp_path, db):
     (audit,) = db.execute("select key_id, role, method, endpoint, params from ops.api_audit").fetchall()
     assert audit[:4] == (None, "connector", "DELIVER", "connector:patients_out")
     assert audit[4]["run_key"] == outcome.run_key
+
+
+def test_a_mart_that_is_not_built_fails_the_run_with_a_record(connectors, tmp_path, db):
+    settings, declare = connectors
+    declare("not_yet", f"description: x\ndeliver: {{mart: analytics.not_built, to: {{kind: folder, path: {tmp_path}}}}}\n")
+    with pytest.raises(ConnectorError, match="analytics.not_built cannot be read"):
+        run_connector("not_yet", settings=settings)
+    (record,) = _runs(db, "not_yet")
+    assert record["status"] == "failed" and record["error"].startswith("read the warehouse: ConnectorError")
+    assert list(tmp_path.iterdir()) == [tmp_path / "connectors"]
