@@ -262,13 +262,18 @@ class _Delivery(_Run):
     def _send(self, ctx: RunContext, destination, select, schema):
         from elt.connectors.stream import batches
 
-        with psycopg.connect(self.settings.database_url, application_name=f"elt-connector-{ctx.connector}") as data:
+        # Not `with`: its exit would end the transaction with a round trip, which waits behind a COPY that a
+        # destination left half read; closing drops the session, and Postgres ends the COPY and the read with it.
+        data = psycopg.connect(self.settings.database_url, application_name=f"elt-connector-{ctx.connector}")
+        try:
             data.read_only = True
             rows = batches(data, select, schema)
             try:
                 return destination.deliver(ctx, rows)
             finally:
-                rows.close()  # a destination that stopped early: the COPY is cancelled before the connection ends
+                rows.close()  # a destination that stopped early: the COPY is cancelled (psycopg) if still running
+        finally:
+            data.close()
 
 
 def _named_tables(query: str) -> list[str]:

@@ -82,6 +82,7 @@ def test_s3_csv_delivery_reads_back_row_for_row(connectors, make_mart, export_bu
     # names as sent, commas, quotes and newlines kept; csv.reader reads a null (empty) and "" both as ""
     assert [line[1] for line in read[1:]] == [r[1] or "" for r in rows]
     assert [int(line[5]) for line in read[1:]] == [r[5] for r in rows]
+    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S.%fZ") for r in rows]  # UTC
 
 
 def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
@@ -105,11 +106,15 @@ def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
     sent = []
 
     def dying(*args, **kwargs):
-        for number, batch in enumerate(real(*args, **kwargs, block_bytes=1024 * 1024)):
-            if number == 8:
-                raise RuntimeError("the worker was killed")
-            sent.append(batch.num_rows)
-            yield batch
+        rows = real(*args, **kwargs, block_bytes=1024 * 1024)
+        try:
+            for number, batch in enumerate(rows):
+                if number == 8:
+                    raise RuntimeError("the worker was killed")
+                sent.append(batch.num_rows)
+                yield batch
+        finally:
+            rows.close()
 
     monkeypatch.setattr(stream, "batches", dying)
     with pytest.raises(RuntimeError):

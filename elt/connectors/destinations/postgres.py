@@ -33,7 +33,7 @@ from elt.connectors.base import (
     DestinationUnavailable,
     RunContext,
 )
-from elt.connectors.formats import CountingSink
+from elt.connectors.formats import CountingSink, csv_ready
 
 BOOKKEEPING = "connector_deliveries"
 # Postgres's errors that retrying cannot mend: the table's shape, permissions, data that does not fit it.
@@ -160,7 +160,7 @@ def _copy_batch(sink: CountingSink, batch: pa.RecordBatch) -> int:
     import pyarrow.csv as pacsv
 
     buffer = io.BytesIO()
-    pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+    pacsv.write_csv(csv_ready(batch), buffer, pacsv.WriteOptions(include_header=False))
     sink.write(buffer.getbuffer())
     return batch.num_rows
 
