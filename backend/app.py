@@ -34,6 +34,7 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     auth.init_app(app, settings.key_cache_seconds)
 
     from backend.api.catalogue import declared_catalogue
+    from backend.api.connectors import bp as connectors_bp
     from backend.api.dbt_docs import bp as dbt_docs_bp
     from backend.api.explorer import bp as explorer_bp
     from backend.api.health import bp as health_bp
@@ -49,8 +50,9 @@ def create_app(settings: ApiSettings | None = None, *, elt_settings: Settings | 
     app.extensions["catalogue"] = catalogue
     init_uploads(app, settings)
     init_listing(app, settings)
-    ratelimit.init_app(app, settings, [*catalogue.blueprints, uploads_bp, whoami_bp])
-    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, whoami_bp, openapi_bp, explorer_bp, dbt_docs_bp):
+    ratelimit.init_app(app, settings, [*catalogue.blueprints, uploads_bp, whoami_bp, connectors_bp])
+    for blueprint in (health_bp, *catalogue.blueprints, uploads_bp, whoami_bp, connectors_bp, openapi_bp, explorer_bp,
+                      dbt_docs_bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

@@ -36,6 +36,7 @@ from backend.cache import TtlCache
 from backend.db import run
 from backend.errors import ApiError
 from elt.contracts import ROLES
+from elt.warehouse.audit import AUDIT_SQL
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,6 @@ def require(role: str) -> Caller:
     return caller
 
 
-AUDIT_SQL = ("insert into ops.api_audit (key_id, role, method, endpoint, params, remote_addr) "
-             "values (%(key_id)s, %(role)s, %(method)s, %(endpoint)s, cast(%(params)s as jsonb), %(remote_addr)s)")
 
 
 def audit_params(caller: Caller) -> dict:

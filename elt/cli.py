@@ -248,6 +248,138 @@ def cmd_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connectors_list(args: argparse.Namespace) -> int:
+    """The declared connectors (CONNECTORS_DIR), each checked on its own, with its last run."""
+    from elt.connectors.spec import ConnectorSpecError, load_connectors
+
+    settings = get_settings()
+    try:
+        connectors = load_connectors(settings.connectors_dir)
+    except ConnectorSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    last = _last_runs(settings) if connectors else {}
+    rows = [{"connector": c.name, "moves": c.what(), "schedule": c.schedule or "by hand",
+             "personal_data": "yes" if c.personal_data else "no", **last.get(c.name, _NO_RUN)}
+            for c in connectors.values()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        _print_table(rows) if rows else print(f"no connectors declared in {settings.connectors_dir}")
+    return 0
+
+
+_NO_RUN = {"last_run": None, "last_status": None}
+
+
+def _last_runs(settings) -> dict[str, dict]:
+    from elt.pipeline import connect
+
+    try:
+        with connect(settings) as conn:
+            rows = conn.execute("select distinct on (connector) connector, started_at, status from "
+                                "ops.connector_runs order by connector, run_id desc").fetchall()
+    except _warehouse_unreachable():
+        return {}  # the list is still useful without the warehouse
+    return {name: {"last_run": f"{started:%Y-%m-%d %H:%M}", "last_status": status} for name, started, status in rows}
+
+
+def _warehouse_unreachable() -> tuple[type[Exception], ...]:
+    import psycopg
+
+    return (psycopg.OperationalError, psycopg.errors.UndefinedTable)
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    """Every declaration (or NAME's) checked against the contracts: exit 1 naming the file and field."""
+    from elt.connectors.spec import ConnectorSpecError, check_connector, load_connector
+    from elt.contracts import load_contracts
+
+    settings = get_settings()
+    contracts = load_contracts(settings.contracts_dir)
+    paths = sorted([*settings.connectors_dir.glob("*.yml"), *settings.connectors_dir.glob("*.yaml")])
+    if args.name:
+        paths = [p for p in paths if p.stem == args.name]
+        if not paths:
+            print(f"error: no connector {args.name!r} in {settings.connectors_dir}", file=sys.stderr)
+            return 1
+    problems = 0
+    for path in paths:
+        try:
+            connector = load_connector(path)
+            check_connector(connector, contracts, path.name)
+            print(f"ok     {path.name}: {connector.what()}")
+        except ConnectorSpecError as exc:
+            problems += 1
+            print(f"error  {exc}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_connectors_run(args: argparse.Namespace) -> int:
+    from elt.connectors.base import ConnectorError
+    from elt.connectors.engine import RunOptions, run_connector
+    from elt.pipeline import prepare
+
+    settings = get_settings()
+    prepare(settings)
+    options = RunOptions(trigger="cli", full_reload=args.full_reload, since=args.since, dry_run=args.dry_run)
+    try:
+        outcome = run_connector(args.name, options, settings=settings)
+    except ConnectorError as exc:
+        print(f"error: {exc}\n(`elt connectors runs {args.name}` shows the run's record)", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(outcome.as_dict(), indent=2, default=str))
+    else:
+        print(("[dry run] " if args.dry_run else "") + outcome.summary())
+    return 0
+
+
+def cmd_connectors_runs(args: argparse.Namespace) -> int:
+    from elt.pipeline import connect
+
+    where, params = ("where connector = %s", [args.name]) if args.name else ("", [])
+    with connect(get_settings()) as conn:
+        cur = conn.execute(
+            "select run_id, connector, run_key, trigger, status, started_at, finished_at, rows, bytes, location, "  # noqa: S608
+            f"as_of, cursor_before, cursor_after, error from ops.connector_runs {where} order by run_id desc limit %s",
+            [*params, args.limit])
+        names = [c.name for c in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    _print_table([{k: v for k, v in row.items() if k != "error"} for row in rows])
+    for row in rows:
+        if row["error"]:
+            print(f"\nrun {row['run_id']} ({row['connector']}, {row['status']}):\n  {row['error']}")
+    return 0
+
+
+def _connectors_parser(sub) -> None:
+    connectors = sub.add_parser("connectors", help="declared sources and destinations (CONNECTORS_DIR): list, "
+                                "check, run one, and its run records")
+    verbs = connectors.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="the declared connectors and their last runs")
+    listing.add_argument("--format", choices=["text", "json"], default="text")
+    listing.set_defaults(func=cmd_connectors_list)
+    check = verbs.add_parser("check", help="check the declarations against the contracts (no run)")
+    check.add_argument("name", nargs="?", help="only this connector")
+    check.set_defaults(func=cmd_connectors_check)
+    run = verbs.add_parser("run", help="run one connector now (recorded with trigger `cli`)")
+    run.add_argument("name")
+    run.add_argument("--full-reload", action="store_true", help="deliver again though delivered; pull from the start")
+    run.add_argument("--since", help="pulls: start from this cursor value instead of the last good run's")
+    run.add_argument("--dry-run", action="store_true", help="count what would move; write nothing")
+    run.add_argument("--format", choices=["text", "json"], default="text")
+    run.set_defaults(func=cmd_connectors_run)
+    runs = verbs.add_parser("runs", help="the run records (ops.connector_runs), newest first")
+    runs.add_argument("name", nargs="?", help="only this connector")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--format", choices=["text", "json"], default="text")
+    runs.set_defaults(func=cmd_connectors_runs)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from elt.contracts import load_contracts
     from elt.demo import generate_medilink_drops
@@ -375,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
             "name", help="lower-case letters, digits and _ (e.g. metabase)")
     bi_actions.add_parser("list", help="the logins in bi_reader")
     bi_user.set_defaults(func=cmd_bi_user)
+    _connectors_parser(sub)
 
     demo = sub.add_parser("demo", help="upload generated Medilink demo drops to the landing bucket")
     demo.add_argument("--days", type=int, default=14)

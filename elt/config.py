@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     contracts_dir: Path = Field(REPO_ROOT / "elt" / "contracts", description="Drop contracts (*.yml).")
     families_dir: Path = Field(REPO_ROOT / "elt" / "families", description="Source families (*.yml): which drop types "
                                "each groups, and when its ingest DAG runs (elt/families).")
+    connectors_dir: Path = Field(REPO_ROOT / "airflow" / "connectors", description="Connector declarations "
+                                 "(*.yml): what moves between the warehouse and elsewhere, and when (elt/connectors).")
     dbt_project_dir: Path = Field(REPO_ROOT / "dbt", description="The dbt project.")
     dbt_target: str = Field("dev", description="dbt target in dbt/profiles.yml.")
     dbt_unit_tests: bool = Field(

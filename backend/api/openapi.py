@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from markdown_it import MarkdownIt
 
+from backend.api.connectors import openapi_operations as connector_operations
 from backend.api.listing import TYPES, Column, Resource
 from backend.api.uploads import openapi_operations
 from backend.api.whoami import openapi_operations as whoami_operations
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("openapi", __name__)
 
 # Endpoints that are not lists (dropping files, run states) describe their own operations beside their views.
-OPERATIONS = [openapi_operations, whoami_operations]
+OPERATIONS = [openapi_operations, whoami_operations, connector_operations]
 ERRORS = {"400": "Bad parameter (the message says which; `allowed` lists the parameters), or a cursor this API did "
                  "not issue for this sort (`invalid_cursor`)",
           "401": "No API key, or not a valid one", "403": "The key's role may not read this",

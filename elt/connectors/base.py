@@ -8,7 +8,8 @@ defines two names, and nothing else registers it (the engine finds the modules, 
 * `Options`: a pydantic model of the kind's settings, with `kind: Literal["<module name>"]` and
   `model_config = ConfigDict(extra="forbid")`. Credentials are never fields: a `credentials: Credentials` field
   names where they are (an Airflow connection id or environment variables), resolved at run time.
-* `open(options: Options) -> Destination` (or `-> Source`): the object that does the work.
+* `open(options: Options) -> Destination` (or `-> Source`): the object that does the work. An `open` that also
+  takes `settings` is given the engine's (elt.config.Settings), e.g. to land files in the warehouse's bucket.
 
 The engine owns the run record (`ops.connector_runs`), the cursor, exactly-once bookkeeping, audit and logging;
 a kind only moves bytes and says what it moved. No value from a data row may appear in anything a kind raises or
@@ -64,6 +65,7 @@ class RunContext:
     as_of: datetime | None         # the delivered mart's build time (None for pulls)
     started_at: datetime
     columns: tuple[str, ...] = ()  # the delivered columns, in order (deliveries)
+    mart: str | None = None        # deliveries: the mart's schema.table (None for a query's result); keys name it
     dry_run: bool = False          # count what would move; write nothing
     drop_type: str | None = None   # pulls: the declaration's `pull.drop_type`, whose contract the landed files follow
     # what the latest attempt at this run_key recorded: its Delivered.detail, or its error's `progress` ({} on a

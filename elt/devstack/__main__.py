@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import urlopen
 
 import psycopg
+from psycopg import sql
 
 from elt.config import REPO_ROOT
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_process, wait_for
@@ -56,6 +57,30 @@ def landing_prefixes() -> list[str]:
     contracts = load_contracts(settings.contracts_dir)
     families = load_families(settings.families_dir, contracts)
     return sorted({contracts[drop_type].landing.prefix for f in families.values() for drop_type in f.drop_types})
+
+
+def declared_deliveries() -> list:
+    """The declared connectors that deliver (CONNECTORS_DIR); a file that does not load is logged and left out
+    (`./start.sh elt connectors check` says why)."""
+    from elt.config import get_settings
+    from elt.connectors.spec import ConnectorSpecError, load_connector
+
+    folder = get_settings().connectors_dir
+    found = []
+    for path in sorted(folder.glob("*.yml")) if folder.is_dir() else []:
+        try:
+            connector = load_connector(path)
+        except ConnectorSpecError as exc:
+            log.warning("connector left out: %s", exc)
+            continue
+        if connector.deliver is not None:
+            found.append(connector)
+    return found
+
+
+def export_buckets(connectors: list) -> list[str]:
+    """The buckets the s3 deliveries write to: the local endpoint makes them (a real store's owner makes its own)."""
+    return sorted({c.options.bucket for c in connectors if c.kind.name == "s3"})
 
 
 # Variables that carry the warehouse owner's or Airflow's database credentials: the API's process is not given them.
@@ -142,6 +167,7 @@ class Stack:
         self.s3: LocalS3 | None = None
         self.services: list[Service] = []
         self.env = dict(os.environ)
+        self.deliveries_triggered: set[str] = set()  # connectors whose first delivery this start triggered
 
     # --- infrastructure -------------------------------------------------------------------------------
     def start_postgres(self) -> None:
@@ -169,6 +195,9 @@ class Stack:
         self.s3.start()
         self.env.update(S3_ENDPOINT_URL=self.s3.endpoint_url, AWS_ACCESS_KEY_ID="local",
                         AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION=_env("AWS_DEFAULT_REGION", "us-east-1"))
+        client = self.s3.client()
+        for bucket in export_buckets(declared_deliveries()):
+            client.create_bucket(Bucket=bucket)  # moto answers an existing bucket of ours with success
 
     # --- Airflow -------------------------------------------------------------------------------------
     def airflow_env(self) -> None:
@@ -358,6 +387,7 @@ class Stack:
                     log.warning("%s exited (code %s); restarting (%d/3). Log: %s", service.name,
                                 service.process.returncode, service.restarts, service.log_file)
                     service.start()
+            self.run_new_deliveries()
             run = self.last_runs()
             now = time.monotonic()
             if run != last_state or now - last_print > 300:
@@ -366,6 +396,23 @@ class Stack:
                       f"{marts_status((self.api_ready() or {}).get('marts'))}", flush=True)
                 last_state, last_print = run, now
             time.sleep(5)
+
+    def run_new_deliveries(self) -> None:
+        """Trigger, once, the DAG of each declared mart delivery that has never run, as soon as its mart is built
+        (the bed occupancy export: when a KH03 workbook has loaded), so the stack shows a connector's run record."""
+        pending = [c for c in declared_deliveries() if c.deliver.mart and c.name not in self.deliveries_triggered]
+        if not pending:
+            return
+        try:
+            with psycopg.connect(self.env["DATABASE_URL"], connect_timeout=3) as conn:
+                ready = [c for c in pending if _built(conn, c.deliver.mart) and not conn.execute(
+                    "select exists (select from ops.connector_runs where connector = %s)", (c.name,)).fetchone()[0]]
+        except psycopg.Error:
+            return
+        for connector in ready:
+            log.info("%s is built: triggering %s (its first delivery)", connector.deliver.mart, connector.dag_id)
+            self.airflow("dags", "trigger", connector.dag_id)
+            self.deliveries_triggered.add(connector.name)
 
     def check_ports(self) -> None:
         wanted = [("AIRFLOW_PORT", self.airflow_port), ("API_PORT", self.api_port),
@@ -427,6 +474,19 @@ def marts_status(marts: dict[str, dict] | None) -> str:
         return text + f"; bed marts built, all {len(beds)} with rows"
     return (text + f"; bed marts built, {with_rows} of {len(beds)} with rows (empty: {', '.join(empty)}: no workbook "
             "loaded so far has the sheets they come from)")
+
+
+def _built(conn: psycopg.Connection, table: str) -> bool:
+    """The mart exists and has a build (rows with built_at)."""
+    if not conn.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]:
+        return False
+    schema, name = table.split(".")
+    query = sql.SQL("select max(built_at) is not null from {}").format(sql.Identifier(schema, name))
+    try:
+        return conn.execute(query).fetchone()[0]
+    except psycopg.errors.UndefinedColumn:
+        conn.rollback()
+        return True
 
 
 def _interrupt(signum, frame):

@@ -100,7 +100,8 @@ def _grant_statements(raw_schemas: set[str]) -> list[tuple[str, sql.Composable]]
         (TRANSFORMER, sql.SQL("grant select on all tables in schema {} to {}").format(raw, ident(TRANSFORMER))),
         (TRANSFORMER, sql.SQL("grant select on ops.file_ledger to {}").format(ident(TRANSFORMER))),
         (API_READER, sql.SQL("grant usage on schema ops to {}").format(ident(API_READER))),
-        (API_READER, sql.SQL("grant select on ops.file_ledger, ops.pipeline_runs to {}").format(ident(API_READER))),
+        (API_READER, sql.SQL("grant select on ops.file_ledger, ops.pipeline_runs, ops.connector_runs to {}").format(
+            ident(API_READER))),
         (API_READER, sql.SQL("grant select (key_id, role, key_hash, revoked_at) on ops.api_keys to {}").format(
             ident(API_READER))),
         (API_READER, sql.SQL("grant insert on ops.api_audit to {}").format(ident(API_READER))),

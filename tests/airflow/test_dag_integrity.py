@@ -32,12 +32,17 @@ def test_dags_import_without_errors(dagbag):
 
 def test_every_family_has_an_ingest_and_a_marts_dag_and_there_are_no_others(dagbag):
     """The DAGs are the families' (elt/dag_factory.py): `<family>_ingest` made by family_ingest.py and
-    `<family>_marts` by family_marts.py, one pair per declared family, nothing written by hand."""
+    `<family>_marts` by family_marts.py, one pair per declared family, and the connectors' (elt/connectors/dags.py):
+    `connector_<name>` per declared connector, made by connectors.py; nothing written by hand."""
+    from elt.config import REPO_ROOT
+    from elt.connectors.spec import load_connectors
+
     families = _families()
     expected = {f.ingest_dag_id: "family_ingest.py" for f in families.values()} | {
-        f.marts_dag_id: "family_marts.py" for f in families.values()}
+        f.marts_dag_id: "family_marts.py" for f in families.values()} | {
+        c.dag_id: "connectors.py" for c in load_connectors(REPO_ROOT / "airflow" / "connectors").values()}
     assert {dag_id: Path(dag.fileloc).name for dag_id, dag in dagbag.dags.items()} == expected
-    assert sorted(p.name for p in DAGS.glob("*.py")) == ["family_ingest.py", "family_marts.py"]
+    assert sorted(p.name for p in DAGS.glob("*.py")) == ["connectors.py", "family_ingest.py", "family_marts.py"]
 
 
 def test_every_dag_has_owner_tags_retries_callbacks_and_docs(dagbag):

@@ -104,3 +104,26 @@ def test_a_fresh_stack_runs_the_demo_ingest_and_builds_every_other_nightly_famil
     first = first_runs(declared_families(Settings()), DEMO_FAMILY)
     assert first.triggered == ("medilink_ingest", "claims_marts")
     assert set(first.parsed) == {"medilink_ingest", "medilink_marts", "claims_marts"}
+
+
+def test_the_stack_makes_the_buckets_its_s3_deliveries_write_to_and_runs_their_first_delivery_once_built(
+        pg_server_url):
+    """The export bucket is derived from the declarations (airflow/connectors), not named twice; a delivery's DAG is
+    triggered once its mart has a build, and not while it has none."""
+    from elt.config import Settings
+    from elt.connectors.spec import load_connectors
+    from elt.devstack.__main__ import _built, declared_deliveries, export_buckets
+    from tests.conftest import create_database, drop_database
+
+    declared = load_connectors(Settings().connectors_dir)
+    buckets = {c.options.bucket for c in declared.values() if c.deliver is not None and c.kind.name == "s3"}
+    assert export_buckets(declared_deliveries()) == sorted(buckets) and "health-exports" in buckets
+    url = create_database(pg_server_url, "hw_devstack_built")
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert not _built(conn, "analytics.bed_occupancy_trends")
+        conn.execute("create schema analytics")
+        conn.execute("create table analytics.bed_occupancy_trends (org_code text, built_at timestamptz)")
+        assert not _built(conn, "analytics.bed_occupancy_trends")  # made, never built: no rows
+        conn.execute("insert into analytics.bed_occupancy_trends values ('RXX', now())")
+        assert _built(conn, "analytics.bed_occupancy_trends")
+    drop_database(pg_server_url, "hw_devstack_built")

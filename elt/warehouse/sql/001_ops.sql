@@ -83,3 +83,36 @@ end $$;
 -- Published: date): of two files for one period, the later publication is the current one, whatever order
 -- they arrive in.
 alter table ops.file_ledger add column if not exists published_on date;
+
+-- Connector runs (elt/connectors/engine.py, issue 16): one row per attempt at a delivery out of the warehouse or a
+-- pull into it. A delivery's run_key is '<connector>-<as_of>': a succeeded row for it means the delivery is made, and
+-- a later run of the same run_key is `skipped` (sends nothing). `error` names the step and the cause, never a row value.
+create table if not exists ops.connector_runs (
+    run_id        bigint generated always as identity primary key,
+    connector     text        not null,
+    direction     text        not null check (direction in ('deliver', 'pull')),
+    run_key       text        not null,
+    -- schedule: its DAG's scheduled run; manual: triggered in Airflow; cli: `elt connectors run`
+    trigger       text        not null check (trigger in ('schedule', 'manual', 'cli')),
+    status        text        not null default 'running'
+        check (status in ('running', 'succeeded', 'failed', 'skipped')),
+    started_at    timestamptz not null default now(),
+    finished_at   timestamptz,
+    rows          bigint,
+    bytes         bigint,
+    sha256        text,
+    location      text,
+    -- the delivered mart's build time (max(built_at)), and the ledger ids of the files it was built from (as the
+    -- API's meta.sources finds them)
+    as_of         timestamptz,
+    source_files  bigint[]    not null default '{}',
+    cursor_before text,
+    cursor_after  text,
+    dry_run       boolean     not null default false,
+    full_reload   boolean     not null default false,
+    error         text,
+    detail        jsonb       not null default '{}'
+);
+create index if not exists connector_runs_connector_idx on ops.connector_runs (connector, run_id);
+create index if not exists connector_runs_delivered_idx on ops.connector_runs (connector, run_key)
+    where status = 'succeeded';

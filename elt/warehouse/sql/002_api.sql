@@ -28,6 +28,9 @@ create table if not exists ops.api_audit (
 );
 create index if not exists api_audit_key_at_idx on ops.api_audit (key_id, at);
 alter table ops.api_audit drop constraint if exists api_audit_key_id_fkey;  -- made by an earlier version
+-- A connector run that moves patient-level data is audited here too (elt/warehouse/audit.py): no key (null), role
+-- 'connector', endpoint 'connector:<name>'.
+alter table ops.api_audit alter column key_id drop not null;
 
 -- An API key is revoked (`api-key revoke`), never deleted: the audit trail and the runs go on naming it.
 create or replace function ops.refuse_key_delete() returns trigger language plpgsql as $$
