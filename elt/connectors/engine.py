@@ -183,6 +183,8 @@ class _Run:
         said = str(exc) if isinstance(exc, ConnectorError) else "see the task's log for the traceback"
         outcome.status = "failed"
         outcome.error = f"{step}: {type(exc).__name__}: {said}"
+        if getattr(exc, "progress", None) is not None:  # what the destination took, for the next attempt to resume
+            outcome.detail = {**outcome.detail, "progress": exc.progress}
         self.finish(outcome)
 
 
@@ -212,13 +214,24 @@ class _Delivery(_Run):
             self.failed(outcome, "read the warehouse", refused)
             raise refused from None
         ctx = RunContext(self.connector.name, run_key, as_of, self.started, columns=tuple(schema.names),
-                         mart=deliver.mart, dry_run=self.options.dry_run)
+                         mart=deliver.mart, dry_run=self.options.dry_run, resume_from=self._progress(run_key))
         destination = open_kind(self.connector, self.settings)
         self.lock(run_key)
         try:
             return self._deliver_once(outcome, ctx, destination, select, schema)
         finally:
             self.unlock(run_key)
+
+    def _progress(self, run_key: str) -> dict:
+        """What the latest failed attempt at this run_key says its destination took (the REST kind's batches), so
+        that this attempt resumes after it; nothing for a full reload or a dry run, which start again."""
+        if self.options.full_reload or self.options.dry_run:
+            return {}
+        row = self.conn.execute(
+            "select detail -> 'progress' from ops.connector_runs where connector = %s and run_key = %s and "
+            "status = 'failed' and not dry_run order by run_id desc limit 1",
+            (self.connector.name, run_key)).fetchone()
+        return (row and row[0]) or {}
 
     def _deliver_once(self, outcome: RunOutcome, ctx: RunContext, destination, select, schema) -> RunOutcome:
         if not (self.options.full_reload or self.options.dry_run):
