@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class Shot:
     name: str
     url: str
     takes_key: bool
+    default_page: bool = False  # the navigation's first page, which the front page shows once a key is given
 
     @property
     def file_name(self) -> str:
@@ -64,13 +66,14 @@ def dashboard_shots(base: str, pages_dir: Path = PAGES_DIR, main_script: Path | 
     from streamlit.source_util import page_icon_and_name, page_sort_key
 
     base = base.rstrip("/")
-    shots = [Shot("dashboard", base + "/", True)] if main_script is not None and main_script.is_file() else []
+    # The front page as a new user first sees it: no key yet, so it says how to get one.
+    shots = [Shot("dashboard", base + "/", False)] if main_script is not None and main_script.is_file() else []
     if not pages_dir.is_dir():
         return shots
     scripts = sorted((p for p in pages_dir.glob("*.py") if not p.name.startswith(("_", "."))), key=page_sort_key)
-    for script in scripts:
+    for number, script in enumerate(scripts):
         slug = page_icon_and_name(script)[1]
-        shots.append(Shot(f"dashboard-{slug.replace('_', '-')}", f"{base}/{slug}", True))
+        shots.append(Shot(f"dashboard-{slug.replace('_', '-')}", f"{base}/{slug}", True, default_page=number == 0))
     return shots
 
 
@@ -151,12 +154,28 @@ class Browser:
 
     def type_key(self, key: str) -> bool:
         """Type `key` into the page's password box (the dashboard's API key) and press Enter; False when none."""
-        found = self._session("POST", "/elements", {"using": "css selector", "value": "input[type=password]"})
+        for _ in range(20):  # Streamlit may redraw the box between finding it and typing: find it again
+            found = self._session("POST", "/elements", {"using": "css selector", "value": "input[type=password]"})
+            if not found:
+                return False
+            try:  # a click first: chromedriver refuses keys for a box it has not focused ("not interactable")
+                self._session("POST", f"/element/{found[0][ELEMENT]}/click", {})
+                self._session("POST", f"/element/{found[0][ELEMENT]}/value", {"text": key + "\ue007"})  # Enter
+            except RuntimeError as exc:
+                if "not interactable" not in str(exc) and "stale element" not in str(exc):
+                    raise
+                time.sleep(0.5)
+                continue
+            self.run("document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
+            return True
+        raise RuntimeError("the dashboard's API key box never took typing (10 s); is the page drawn?")
+
+    def follow_link(self, path: str) -> None:
+        """Click the page's link to `path` (the dashboard's sidebar navigation); an error when there is none."""
+        found = self._session("POST", "/elements", {"using": "css selector", "value": f'a[href$="{path}"]'})
         if not found:
-            return False
-        self._session("POST", f"/element/{found[0][ELEMENT]}/value", {"text": key + "\ue007"})  # \ue007: Enter
-        self.run("document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
-        return True
+            raise RuntimeError(f"no link to {path} on the page: does the key's role see that page?")
+        self._session("POST", f"/element/{found[0][ELEMENT]}/click", {})
 
     def screenshot(self, target: Path) -> None:
         """The whole page (the window made as tall as the page's content, up to MAX_HEIGHT) as a PNG."""
@@ -189,14 +208,29 @@ def answers(address: str) -> bool:
         return False
 
 
+def _arrive(browser: Browser, shot: Shot, key: str | None) -> bool:
+    """Open the shot's page; whether it settled. The dashboard lists its pages only once a key is given (its
+    navigation follows the key's role), and a browser's new address starts a new session without the key: so a
+    dashboard page is reached from the front page, the key typed there, then by its link in the sidebar."""
+    parts = urllib.parse.urlsplit(shot.url)
+    if not (key and shot.takes_key):
+        browser.open(shot.url)
+        return browser.settle()
+    browser.open(f"{parts.scheme}://{parts.netloc}/")
+    browser.settle()
+    browser.type_key(key)
+    settled = browser.settle()
+    if parts.path.strip("/") and not shot.default_page:
+        browser.follow_link(parts.path)
+        settled = browser.settle()
+    return settled
+
+
 def take(browser: Browser, shots: list[Shot], out: Path, key: str | None) -> list[str]:
     """Each shot's PNG into `out`; the problems met (a page that never settled is still photographed)."""
     problems = []
     for shot in shots:
-        browser.open(shot.url)
-        settled = browser.settle()
-        if key and shot.takes_key and browser.type_key(key):
-            settled = browser.settle()
+        settled = _arrive(browser, shot, key)
         if not settled:
             problems.append(f"{shot.url} was still changing after 60 s; its picture may be incomplete")
         browser.screenshot(out / shot.file_name)
