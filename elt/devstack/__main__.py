@@ -29,6 +29,8 @@ import psycopg
 from psycopg import sql
 
 from elt.config import REPO_ROOT
+from elt.devstack.clinic import CONNECTION_VARIABLE as CLINIC_CONNECTION
+from elt.devstack.clinic import create_clinic_ehr
 from elt.devstack.servers import EmbeddedPostgres, LocalS3, port_is_free, stop_process, wait_for
 from elt.warehouse.roles import API_LOGIN, BI_LOGIN, DROPS_LOGIN, LOGINS
 
@@ -60,8 +62,13 @@ def landing_prefixes() -> list[str]:
 
 
 def declared_deliveries() -> list:
-    """The declared connectors that deliver (CONNECTORS_DIR); a file that does not load is logged and left out
-    (`./start.sh elt connectors check` says why)."""
+    """The declared connectors that deliver (CONNECTORS_DIR)."""
+    return [c for c in declared_connectors() if c.deliver is not None]
+
+
+def declared_connectors() -> list:
+    """The declared connectors (CONNECTORS_DIR); a file that does not load is logged and left out (`./start.sh elt
+    connectors check` says why)."""
     from elt.config import get_settings
     from elt.connectors.spec import ConnectorSpecError, load_connector
 
@@ -73,8 +80,7 @@ def declared_deliveries() -> list:
         except ConnectorSpecError as exc:
             log.warning("connector left out: %s", exc)
             continue
-        if connector.deliver is not None:
-            found.append(connector)
+        found.append(connector)
     return found
 
 
@@ -85,7 +91,7 @@ def export_buckets(connectors: list) -> list[str]:
 
 # Variables that carry the warehouse owner's or Airflow's database credentials: the API's process is not given them.
 OWNER_VARIABLES = ("DATABASE_URL", "AIRFLOW_DATABASE_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "DBT_PG_USER",
-                   "DBT_PG_PASSWORD", "PGPASSWORD", "PGUSER")
+                   "DBT_PG_PASSWORD", "PGPASSWORD", "PGUSER", CLINIC_CONNECTION)
 
 
 def _env(name: str, default: str) -> str:
@@ -181,6 +187,8 @@ class Stack:
         for database in ("warehouse", "airflow"):
             self.postgres.create_database(database)
         self.env["DATABASE_URL"] = self.postgres.url("warehouse")
+        # The demo's clinic system beside the warehouse, which airflow/connectors/clinic_ehr_pull.yml pulls from.
+        self.env.update(create_clinic_ehr(self.postgres.url("warehouse")))
         self.env.setdefault("S3_BUCKET", self.bucket)
         self.env["AIRFLOW_DATABASE_URL"] = self.postgres.url("airflow")
 
@@ -398,21 +406,23 @@ class Stack:
             time.sleep(5)
 
     def run_new_deliveries(self) -> None:
-        """Trigger, once, the DAG of each declared mart delivery that has never run, as soon as its mart is built
-        (the bed occupancy export: when a KH03 workbook has loaded), so the stack shows a connector's run record."""
-        pending = [c for c in declared_deliveries() if c.deliver.mart and c.name not in self.deliveries_triggered]
+        """Trigger, once, the DAG of each declared connector that has never run, so the stack shows their run
+        records: a pull at once (the clinic database), a mart delivery as soon as its mart is built (the bed
+        occupancy export: when a KH03 workbook has loaded)."""
+        pending = [c for c in declared_connectors() if (c.pull is not None or c.deliver.mart)
+                   and c.name not in self.deliveries_triggered]
         if not pending:
             return
         try:
             with psycopg.connect(self.env["DATABASE_URL"], connect_timeout=3) as conn:
-                ready = [c for c in pending if _built(conn, c.deliver.mart) and not conn.execute(
+                ready = [c for c in pending if (c.pull is not None or _built(conn, c.deliver.mart)) and not conn.execute(
                     "select exists (select from ops.connector_runs where connector = %s)", (c.name,)).fetchone()[0]]
         except psycopg.Error:
             return
         for connector in ready:
-            log.info("%s is built: triggering %s (its first delivery)", connector.deliver.mart, connector.dag_id)
-            self.airflow("dags", "trigger", connector.dag_id)
-            self.deliveries_triggered.add(connector.name)
+            if self.airflow("dags", "trigger", connector.dag_id).returncode == 0:  # else not parsed yet: next round
+                log.info("triggered %s (the connector's first run)", connector.dag_id)
+                self.deliveries_triggered.add(connector.name)
 
     def check_ports(self) -> None:
         wanted = [("AIRFLOW_PORT", self.airflow_port), ("API_PORT", self.api_port),
