@@ -406,9 +406,10 @@ class Stack:
             time.sleep(5)
 
     def run_new_deliveries(self) -> None:
-        """Trigger, once, the DAG of each declared connector that has never run, so the stack shows their run
-        records: a pull at once (the clinic database), a mart delivery as soon as its mart is built (the bed
-        occupancy export: when a KH03 workbook has loaded)."""
+        """Trigger, once a start, the DAG of each declared connector that has never succeeded, so the stack shows
+        their run records: a pull at once (the clinic database), a mart delivery as soon as its mart is built (the
+        bed occupancy export: when a KH03 workbook has loaded; Airflow's first scheduled run, before that, failed
+        saying the mart is not built)."""
         pending = [c for c in declared_connectors() if (c.pull is not None or c.deliver.mart)
                    and c.name not in self.deliveries_triggered]
         if not pending:
@@ -416,7 +417,7 @@ class Stack:
         try:
             with psycopg.connect(self.env["DATABASE_URL"], connect_timeout=3) as conn:
                 ready = [c for c in pending if (c.pull is not None or _built(conn, c.deliver.mart)) and not conn.execute(
-                    "select exists (select from ops.connector_runs where connector = %s)", (c.name,)).fetchone()[0]]
+                    "select exists (select from ops.connector_runs where connector = %s and status = 'succeeded')", (c.name,)).fetchone()[0]]
         except psycopg.Error:
             return
         for connector in ready:
