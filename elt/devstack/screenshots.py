@@ -172,10 +172,13 @@ class Browser:
 
     def follow_link(self, path: str) -> None:
         """Click the page's link to `path` (the dashboard's sidebar navigation); an error when there is none."""
-        found = self._session("POST", "/elements", {"using": "css selector", "value": f'a[href$="{path}"]'})
-        if not found:
-            raise RuntimeError(f"no link to {path} on the page: does the key's role see that page?")
-        self._session("POST", f"/element/{found[0][ELEMENT]}/click", {})
+        for _ in range(40):  # the navigation is redrawn once the API has answered for the key: give it 20 s
+            found = self._session("POST", "/elements", {"using": "css selector", "value": f'a[href$="{path}"]'})
+            if found:
+                self._session("POST", f"/element/{found[0][ELEMENT]}/click", {})
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"no link to {path} on the page after 20 s: does the key's role see that page?")
 
     def screenshot(self, target: Path) -> None:
         """The whole page (the window made as tall as the page's content, up to MAX_HEIGHT) as a PNG."""
