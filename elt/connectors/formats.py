@@ -79,6 +79,13 @@ def write_batches(batches: Iterable[pa.RecordBatch], fmt: Format, sink: Counting
     return rows
 
 
+def write_csv_chunks(chunks, sink: CountingSink) -> int:
+    """Write a CSV file's chunks (base.CsvChunks: COPY's own CSV) to `sink` as they come; return its data rows."""
+    for chunk in chunks:
+        sink.write(chunk)
+    return chunks.rows
+
+
 def _writer(fmt: Format, sink: CountingSink, schema: pa.Schema):
     if fmt == "parquet":
         import pyarrow.parquet as pq

@@ -5,6 +5,9 @@ Arrow's streaming CSV reader (C++, a block at a time) into batches typed from th
 object per value. Types: integers, floats, booleans, dates, times and timestamps as themselves (timestamptz as UTC);
 a numeric with a declared precision and scale as a decimal; an unconstrained numeric (what dbt's arithmetic gives)
 as a float64; anything else (text, json, arrays, uuid) as its text.
+
+A CSV delivery needs no Arrow at all: `csv_copy` hands the destination COPY's own CSV bytes (header, strings quoted,
+booleans `true`/`false`, timestamps in UTC, numerics exact), joined into chunks of about CHUNK_BYTES (decision 0030).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ BLOCK_BYTES = 4 * 1024 * 1024  # CSV read per batch: ~50,000 rows of a mart of 1
 SIMPLE_TYPES = {16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 700: pa.float32(),
                 701: pa.float64(), 1082: pa.date32(), 1083: pa.time64("us"), 1114: pa.timestamp("us")}
 NUMERIC, TIMESTAMPTZ = 1700, 1184
+CHUNK_BYTES = 1024 * 1024  # COPY's rows (one message each) joined into chunks of this size for a CSV delivery
+# the session of a CSV delivery: what makes COPY's text the file's documented conventions (docs/connectors-remote.md)
+CSV_SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601", "client_encoding": "UTF8",
+               "extra_float_digits": "1"}
 
 
 @dataclass(frozen=True)
@@ -135,3 +142,55 @@ class _Prefixed:
 
     def close(self) -> None:
         self.closed = True
+
+
+class CsvCopy:
+    """The select's result as one CSV file's bytes, straight from `COPY ... TO STDOUT (FORMAT csv, HEADER)`: iterate
+    for chunks of about CHUNK_BYTES; `rows` is the number of data rows once the iteration has ended (None before).
+
+    The file's conventions are set here, once (docs/connectors-remote.md): a header; strings (every column Arrow
+    would read as text: text, json, arrays, uuid) always quoted, so an empty string is `""` and a null an empty
+    field; booleans `true`/`false`; dates `2026-01-05`; timestamps `2026-01-05 02:00:00` and, with a time zone,
+    in UTC `2026-01-05 02:00:00+00`; numerics with the digits the mart holds; UTF-8, `\n` line ends."""
+
+    def __init__(self, conn: psycopg.Connection, select: Select, schema: pa.Schema):
+        self.conn, self.select, self.schema = conn, select, schema
+        self.rows: int | None = None
+        self._chunks: Iterator[bytes] | None = None
+
+    def statement(self) -> sql.Composed:
+        columns = [sql.SQL("{}::text as {}").format(sql.Identifier(f.name), sql.Identifier(f.name))
+                   if pa.types.is_boolean(f.type) else sql.Identifier(f.name) for f in self.schema]
+        quoted = [sql.Identifier(f.name) for f in self.schema if pa.types.is_string(f.type)]
+        options = sql.SQL("format csv, header")
+        if quoted:
+            options = sql.SQL("{}, force_quote ({})").format(options, sql.SQL(", ").join(quoted))
+        return sql.SQL("copy (select {} from ({}) as delivered) to stdout with ({})").format(
+            sql.SQL(", ").join(columns), sql.SQL(self.select.statement), options)
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._chunks is None:  # one COPY: a second iteration goes on where the first stopped
+            self._chunks = self._copy()
+        return self._chunks
+
+    def close(self) -> None:
+        """End the COPY if a destination stopped reading (psycopg cancels it)."""
+        if self._chunks is not None:
+            self._chunks.close()
+
+    def _copy(self) -> Iterator[bytes]:
+        self.conn.execute(sql.SQL("select {}").format(sql.SQL(", ").join(  # for this transaction only
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+            for name, value in CSV_SESSION.items())))
+        cursor = self.conn.cursor()
+        with cursor.copy(self.statement()) as copy:
+            parts, have = [], 0
+            for row in copy:  # one message per row: joined, not handed on one by one
+                parts.append(row)
+                have += len(row)
+                if have >= CHUNK_BYTES:
+                    yield b"".join(parts)
+                    parts, have = [], 0
+            if parts:
+                yield b"".join(parts)
+        self.rows = cursor.rowcount

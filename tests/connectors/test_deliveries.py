@@ -9,15 +9,18 @@ import hashlib
 import io
 import json
 import uuid
+from datetime import UTC
 
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from elt.connectors.base import ConnectorError, DestinationRefused
 from elt.connectors.engine import RunOptions, run_connector
 from tests.conftest import create_database, drop_database
-from tests.connectors.conftest import COLUMNS, MART, expected_arrow_rows
+from tests.connectors.conftest import AWKWARD, COLUMNS, MART, expected_arrow_rows
 
 
 def _runs(db, name: str) -> list[dict]:
@@ -82,7 +85,44 @@ def test_s3_csv_delivery_reads_back_row_for_row(connectors, make_mart, export_bu
     # names as sent, commas, quotes and newlines kept; csv.reader reads a null (empty) and "" both as ""
     assert [line[1] for line in read[1:]] == [r[1] or "" for r in rows]
     assert [int(line[5]) for line in read[1:]] == [r[5] for r in rows]
-    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S.%fZ") for r in rows]  # UTC
+    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S+00") for r in rows]  # UTC
+
+
+def test_a_csv_delivery_is_postgres_own_csv_with_awkward_values_kept_apart(connectors, make_mart, tmp_path):
+    """The bytes path (stream.CsvCopy): no Arrow between COPY and the file. Read back with a parser that tells a
+    quoted empty field from an unquoted one: an empty string stays "" and a null stays empty."""
+    settings, declare = connectors
+    rows, built_at = make_mart(700)
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    declare("census_bytes", f"""
+        description: Ward census as CSV to a share.
+        deliver: {{mart: analytics.ward_census, to: {{kind: folder, path: {outbox}, format: csv}}}}
+    """)
+    dry = run_connector("census_bytes", RunOptions(dry_run=True), settings=settings)
+    outcome = run_connector("census_bytes", settings=settings)
+    target = outbox / MART / f"{outcome.run_key}.csv"
+    body = target.read_bytes()
+    assert (outcome.rows, outcome.bytes, outcome.sha256) == (700, len(body), hashlib.sha256(body).hexdigest())
+    assert (dry.rows, dry.bytes, dry.sha256) == (outcome.rows, outcome.bytes, outcome.sha256)
+    assert body.startswith(b"ward_id,ward_name,census_date,occupancy_rate,is_full,big_count,counted_at,built_at\n")
+
+    read = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
+    assert len(read) == 701 and all(len(line) == 8 for line in read)
+    assert [line[1] for line in read[1:]] == [r[1] or "" for r in rows]  # commas, quotes, newlines, non-ASCII
+    assert [line[3] for line in read[1:]] == ["" if r[3] is None else str(r[3]) for r in rows]  # exact digits
+    assert [line[4] for line in read[1:]] == ["true" if r[4] else "false" for r in rows]
+    assert [line[2] for line in read[1:]] == [r[2].isoformat() for r in rows]
+    utc = built_at.astimezone(UTC)  # Postgres writes a fraction of a second without trailing zeros
+    fraction = f".{utc.microsecond:06d}".rstrip("0") if utc.microsecond else ""
+    assert {line[7] for line in read[1:]} == {f"{utc:%Y-%m-%d %H:%M:%S}{fraction}+00"}
+
+    names = pacsv.read_csv(io.BytesIO(body), parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                           convert_options=pacsv.ConvertOptions(column_types={"ward_name": pa.string()},
+                                                                strings_can_be_null=True,
+                                                                quoted_strings_can_be_null=False))
+    assert names.column("ward_name").to_pylist() == [r[1] for r in rows]  # None and "" kept apart
+    assert AWKWARD[-1].encode("utf-8") in body  # UTF-8
 
 
 def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
@@ -102,21 +142,21 @@ def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
     import elt.connectors.stream as stream
 
     monkeypatch.setattr(s3_kind, "PART_BYTES", 5 * 1024 * 1024)
-    real = stream.batches
+    real = stream.CsvCopy._copy
     sent = []
 
-    def dying(*args, **kwargs):
-        rows = real(*args, **kwargs, block_bytes=1024 * 1024)
+    def dying(self):
+        chunks = real(self)
         try:
-            for number, batch in enumerate(rows):
+            for number, chunk in enumerate(chunks):  # 1 MiB each: a 5 MiB part is up before the 9th
                 if number == 8:
                     raise RuntimeError("the worker was killed")
-                sent.append(batch.num_rows)
-                yield batch
+                sent.append(len(chunk))
+                yield chunk
         finally:
-            rows.close()
+            chunks.close()
 
-    monkeypatch.setattr(stream, "batches", dying)
+    monkeypatch.setattr(stream.CsvCopy, "_copy", dying)
     with pytest.raises(RuntimeError):
         run_connector("big_csv", settings=settings)
     assert len(sent) == 8 and _objects(client, bucket) == []
@@ -124,7 +164,7 @@ def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
     (failed,) = _runs(db, "big_csv")
     assert failed["status"] == "failed" and "RuntimeError" in failed["error"]
 
-    monkeypatch.setattr(stream, "batches", real)
+    monkeypatch.setattr(stream.CsvCopy, "_copy", real)
     done = run_connector("big_csv", settings=settings)
     (key,) = _objects(client, bucket)
     lines = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()

@@ -16,7 +16,7 @@ than one part is one PutObject, atomic too.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
@@ -40,6 +40,7 @@ from elt.connectors.formats import (
     count_rows,
     file_digest,
     write_batches,
+    write_csv_chunks,
 )
 
 PART_BYTES = 16 * 1024 * 1024  # S3 parts are at least 5 MiB (but the last); 16 MiB: ~640 parts for 10 GB
@@ -96,16 +97,27 @@ class S3Destination:
                 rows = count_rows(copy.name, self.options.format)
         return Delivered(self.location(ctx), rows, size, sha, {"found": "object already in the bucket"})
 
+    @property
+    def csv_bytes(self) -> bool:
+        return self.options.format == "csv"
+
     def deliver(self, ctx: RunContext, batches: Iterable) -> Delivered:
+        return self._deliver(ctx, lambda sink: write_batches(batches, self.options.format, sink))
+
+    def deliver_bytes(self, ctx: RunContext, chunks) -> Delivered:
+        return self._deliver(ctx, lambda sink: write_csv_chunks(chunks, sink))
+
+    def _deliver(self, ctx: RunContext, write: Callable[[CountingSink], int]) -> Delivered:
+        """`write` puts the file into a sink and returns its rows: here an upload, or nothing for a dry run."""
         if ctx.dry_run:
             sink = CountingSink()
-            rows = write_batches(batches, self.options.format, sink)
+            rows = write(sink)
             return Delivered(self.location(ctx), rows, sink.bytes, sink.sha256, {"dry_run": True})
         upload = _Upload(self.client, self.options.bucket, self.key(ctx), CONTENT_TYPES[self.options.format])
         with _translated(ctx, self.location(ctx)):
             try:
                 sink = CountingSink(upload.write)
-                rows = write_batches(batches, self.options.format, sink)
+                rows = write(sink)
                 upload.complete()
             except BaseException:
                 upload.abort()
