@@ -54,6 +54,8 @@ def test_s3_parquet_delivery_matches_the_mart_and_a_rerun_sends_nothing(connecto
     assert key.startswith("commissioner/analytics.ward_census/as_of=") and key.endswith(f"/{first.run_key}.parquet")
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert (first.bytes, first.sha256) == (len(body), hashlib.sha256(body).hexdigest())
+    parquet = pq.ParquetFile(io.BytesIO(body))
+    assert parquet.metadata.num_row_groups == 1 and parquet.metadata.row_group(0).column(0).compression == "ZSTD"
     table = pq.read_table(io.BytesIO(body))
     assert table.column_names == [*COLUMNS, "built_at"]
     assert table.to_pylist() == _with_built_at(rows, built_at)
@@ -66,6 +68,18 @@ def test_s3_parquet_delivery_matches_the_mart_and_a_rerun_sends_nothing(connecto
     assert [r["status"] for r in records] == ["succeeded", "skipped"]
     assert records[0]["as_of"] == built_at and records[0]["location"] == f"s3://{bucket}/{key}"
     assert records[0]["trigger"] == "cli" and records[0]["error"] is None
+
+
+def test_parquet_row_groups_gather_batches_up_to_their_size(monkeypatch):
+    from elt.connectors import formats
+
+    monkeypatch.setattr(formats, "ROW_GROUP_ROWS", 1_000)
+    batches = [pa.RecordBatch.from_pydict({"n": list(range(start, start + 700))}) for start in range(0, 3_500, 700)]
+    sink = io.BytesIO()
+    assert formats.write_batches(batches, "parquet", formats.CountingSink(sink.write)) == 3_500
+    parquet = pq.ParquetFile(io.BytesIO(sink.getvalue()))
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)] == [1_400, 1_400, 700]
+    assert parquet.read().column("n").to_pylist() == list(range(3_500))
 
 
 def test_s3_csv_delivery_reads_back_row_for_row(connectors, make_mart, export_bucket):
