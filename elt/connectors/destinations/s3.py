@@ -44,7 +44,7 @@ from elt.connectors.formats import (
 )
 
 PART_BYTES = 16 * 1024 * 1024  # S3 parts are at least 5 MiB (but the last); 16 MiB: ~640 parts for 10 GB
-IN_FLIGHT = 2  # parts being sent while the next one fills: memory is about (IN_FLIGHT + 1) x PART_BYTES
+IN_FLIGHT = 2  # parts being sent while the next one fills: memory is at most (IN_FLIGHT + 1) x PART_BYTES
 REFUSED_CODES = {"AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
                  "InvalidBucketName", "KeyTooLongError", "EntityTooLarge", "403", "404", "400"}
 
@@ -156,15 +156,15 @@ class _Upload:
         unfinished = [future for _, future in self.sending if not future.done()]
         if len(unfinished) >= IN_FLIGHT:
             unfinished[0].result()  # memory stays at IN_FLIGHT parts; a failed part raises here
-        number, body = len(self.sending) + 1, bytes(self.buffer)
-        self.buffer.clear()
+        number, body = len(self.sending) + 1, self.buffer  # handed over, not copied: a new buffer fills
+        self.buffer = bytearray()
         self.sending.append((number, self.pool.submit(
             self.client.upload_part, Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
             Body=body)))
 
     def complete(self) -> None:
         if self.upload_id is None:  # smaller than one part: one PutObject
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer),
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self.buffer,
                                    ContentType=self.content_type)
             return
         if self.buffer:
