@@ -130,8 +130,8 @@ class _Csv:
 class _Parquet:
     """Parquet, zstd level 1, in row groups of ROW_GROUP_ROWS (or ROW_GROUP_BYTES of Arrow data, if less): the
     batches are held until a group is full, because pyarrow closes a row group at every write (a group per batch
-    would be a few thousand rows). Memory: one row group, whatever the number of rows. Why zstd level 1 and not
-    snappy: as fast to write here and 40% fewer bytes to send (benchmarks/README.md, issue 16)."""
+    would be a few thousand rows). Memory: one row group, whatever the number of rows. zstd level 1, not snappy:
+    as fast to write and 45% fewer bytes to send (decision 0030, amended; benchmarks/README.md, issue 16)."""
 
     def __init__(self, sink: CountingSink, schema: pa.Schema):
         import pyarrow.parquet as pq

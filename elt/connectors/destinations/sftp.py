@@ -333,7 +333,9 @@ def _file_name(ctx: RunContext) -> str:
 
 def _csv_chunks(ctx: RunContext, batches: Iterable[pyarrow.RecordBatch]) -> Iterator[bytes]:
     """The CSV's bytes, one chunk per batch: a header of the first batch's columns (ctx.columns when there is no
-    batch), then its rows. Values as pyarrow's CSV writer formats them; a null is an empty field."""
+    batch), then its rows. Values as pyarrow's CSV writer formats them; a null is an empty field. (Only for `deliver`
+    called with batches: the engine hands deliver_bytes Postgres's own CSV, whose conventions docs/connectors-remote.md
+    gives.)"""
     import pyarrow
 
     header: list[str] | None = None
