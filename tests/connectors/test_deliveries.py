@@ -10,6 +10,7 @@ import io
 import json
 import uuid
 from datetime import UTC
+from urllib.parse import quote
 
 import psycopg
 import pyarrow as pa
@@ -68,6 +69,27 @@ def test_s3_parquet_delivery_matches_the_mart_and_a_rerun_sends_nothing(connecto
     assert [r["status"] for r in records] == ["succeeded", "skipped"]
     assert records[0]["as_of"] == built_at and records[0]["location"] == f"s3://{bucket}/{key}"
     assert records[0]["trigger"] == "cli" and records[0]["error"] is None
+
+
+def test_deliveries_do_not_depend_on_the_sessions_time_zone(connectors, make_mart, tmp_path):
+    settings, declare = connectors
+    rows, built_at = make_mart(200)
+    options = quote("-c TimeZone=Asia/Kolkata", safe="")  # +05:30: what a server's default might be
+    joiner = "&" if "?" in settings.database_url else "?"
+    settings = settings.model_copy(update={"database_url": f"{settings.database_url}{joiner}options={options}"})
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    for fmt in ("parquet", "csv"):
+        declare(f"census_{fmt}", f"""
+            description: Read by a session that prints times in India.
+            deliver: {{mart: analytics.ward_census, to: {{kind: folder, path: {outbox}, format: {fmt}}}}}
+        """)
+    parquet = run_connector("census_parquet", settings=settings)
+    assert pq.read_table(outbox / MART / f"{parquet.run_key}.parquet").to_pylist() == _with_built_at(rows, built_at)
+    text = run_connector("census_csv", settings=settings)
+    read = list(csv.reader(io.StringIO((outbox / MART / f"{text.run_key}.csv").read_text(), newline="")))
+    assert [line[2] for line in read[1:]] == [r[2].isoformat() for r in rows]
+    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S+00") for r in rows]
 
 
 def test_parquet_row_groups_gather_batches_up_to_their_size(monkeypatch):
