@@ -12,7 +12,8 @@ defines two names, and nothing else registers it (the engine finds the modules, 
   takes `settings` is given the engine's (elt.config.Settings), e.g. to land files in the warehouse's bucket.
 
 The engine owns the run record (`ops.connector_runs`), the cursor, exactly-once bookkeeping, audit and logging;
-a kind only moves bytes and says what it moved. No value from a data row may appear in anything a kind raises or
+a kind only moves bytes and says what it moved (a destination that writes CSV may take the file's bytes straight
+from Postgres: `CsvBytesDestination`, below). No value from a data row may appear in anything a kind raises or
 logs: name the connector, the location and the position (batch, row number), never a value.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -92,6 +93,26 @@ class Destination(Protocol):
     def deliver(self, ctx: RunContext, batches: Iterable[pyarrow.RecordBatch]) -> Delivered:
         """Write the batches (in order; memory must stay flat in the number of rows) so that a reader never sees a
         partial delivery, and say what was delivered. Raises DestinationRefused or DestinationUnavailable."""
+
+
+class CsvBytesDestination(Destination, Protocol):
+    """Optional, for a destination that writes CSV: it sets `csv_bytes` true (for the options that make it write
+    CSV) and the engine then calls `deliver_bytes` instead of `deliver`, with the file's bytes as Postgres's COPY
+    writes them (elt/connectors/stream.py, CsvCopy: the CSV conventions are set there, once), with no Arrow between
+    (decision 0030). The same duties as `deliver`: atomic, flat memory, no row values in errors."""
+
+    csv_bytes: bool
+
+    def deliver_bytes(self, ctx: RunContext, chunks: CsvChunks) -> Delivered:
+        """Write the chunks, in order, as one file, and say what was delivered (`chunks.rows` once they are read)."""
+
+
+class CsvChunks(Protocol):
+    """One CSV file (a header, then the rows) as chunks of bytes; `rows` counts its data rows once iterated."""
+
+    rows: int | None
+
+    def __iter__(self) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)

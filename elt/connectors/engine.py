@@ -11,7 +11,8 @@ A delivery:
    (`delivered`: a run that died after delivering, before recording), makes this run `skipped` or records what was
    found; nothing is sent. `full_reload` delivers again, onto the same object, table or file;
 4. writes the audit row when the connector moves patient-level data, then streams the rows in Arrow batches
-   (elt/connectors/stream.py) into the destination's `deliver`, and records rows, bytes, checksum and location.
+   (elt/connectors/stream.py) into the destination's `deliver` (or, to a destination that takes CSV bytes, COPY's
+   own CSV into its `deliver_bytes`), and records rows, bytes, checksum and location.
 
 A pull starts from the `cursor_after` of the connector's last succeeded pull (`since` overrides it, `full_reload`
 starts from nothing), calls the source's `pull`, and records the files it landed and the cursor after.
@@ -273,16 +274,17 @@ class _Delivery(_Run):
         return self.finish(outcome)
 
     def _send(self, ctx: RunContext, destination, select, schema):
-        from elt.connectors.stream import batches
+        from elt.connectors.stream import CsvCopy, batches
 
         # Not `with`: its exit would end the transaction with a round trip, which waits behind a COPY that a
         # destination left half read; closing drops the session, and Postgres ends the COPY and the read with it.
         data = psycopg.connect(self.settings.database_url, application_name=f"elt-connector-{ctx.connector}")
         try:
             data.read_only = True
-            rows = batches(data, select, schema)
+            as_csv = getattr(destination, "csv_bytes", False)  # COPY's CSV as it comes, no Arrow (base.py)
+            rows = CsvCopy(data, select, schema) if as_csv else batches(data, select, schema)
             try:
-                return destination.deliver(ctx, rows)
+                return destination.deliver_bytes(ctx, rows) if as_csv else destination.deliver(ctx, rows)
             finally:
                 rows.close()  # a destination that stopped early: the COPY is cancelled (psycopg) if still running
         finally:

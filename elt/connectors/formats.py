@@ -18,6 +18,8 @@ import pyarrow as pa
 
 Format = Literal["csv", "parquet", "json"]
 EXTENSIONS: dict[str, str] = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}
+ROW_GROUP_ROWS = 128 * 1024  # a Parquet row group: rows, or Arrow bytes if that comes first (_Parquet)
+ROW_GROUP_BYTES = 64 * 1024 * 1024
 CONTENT_TYPES: dict[str, str] = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet",
                                  "json": "application/x-ndjson"}
 
@@ -63,7 +65,7 @@ class CountingSink:
 
 
 def write_batches(batches: Iterable[pa.RecordBatch], fmt: Format, sink: CountingSink) -> int:
-    """Write every batch to `sink` in `fmt` (CSV with a header; Parquet, snappy; JSON: one object per line) and
+    """Write every batch to `sink` in `fmt` (CSV with a header; Parquet, zstd, in row groups of ROW_GROUP_ROWS; JSON: one object per line) and
     return the rows written. The first batch gives the schema; an iterable without one writes nothing."""
     writer = None
     rows = 0
@@ -79,11 +81,16 @@ def write_batches(batches: Iterable[pa.RecordBatch], fmt: Format, sink: Counting
     return rows
 
 
+def write_csv_chunks(chunks, sink: CountingSink) -> int:
+    """Write a CSV file's chunks (base.CsvChunks: COPY's own CSV) to `sink` as they come; return its data rows."""
+    for chunk in chunks:
+        sink.write(chunk)
+    return chunks.rows
+
+
 def _writer(fmt: Format, sink: CountingSink, schema: pa.Schema):
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="snappy")
+        return _Parquet(sink, schema)
     if fmt == "csv":
         return _Csv(sink, schema)
     return _JsonLines(sink)
@@ -117,6 +124,37 @@ class _Csv:
         self.writer.write_batch(csv_ready(batch))
 
     def close(self) -> None:
+        self.writer.close()
+
+
+class _Parquet:
+    """Parquet, zstd level 1, in row groups of ROW_GROUP_ROWS (or ROW_GROUP_BYTES of Arrow data, if less): the
+    batches are held until a group is full, because pyarrow closes a row group at every write (a group per batch
+    would be a few thousand rows). Memory: one row group, whatever the number of rows. zstd level 1, not snappy:
+    as fast to write and 45% fewer bytes to send (decision 0030, amended; benchmarks/README.md, issue 16)."""
+
+    def __init__(self, sink: CountingSink, schema: pa.Schema):
+        import pyarrow.parquet as pq
+
+        self.writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="zstd",
+                                       compression_level=1)
+        self.held: list[pa.RecordBatch] = []
+        self.rows = self.bytes = 0
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self.held.append(batch)
+        self.rows += batch.num_rows
+        self.bytes += batch.nbytes
+        if self.rows >= ROW_GROUP_ROWS or self.bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.held:
+            self.writer.write_table(pa.Table.from_batches(self.held), row_group_size=max(self.rows, 1))
+        self.held, self.rows, self.bytes = [], 0, 0
+
+    def close(self) -> None:
+        self._flush()
         self.writer.close()
 
 

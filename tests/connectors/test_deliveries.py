@@ -9,15 +9,19 @@ import hashlib
 import io
 import json
 import uuid
+from datetime import UTC
+from urllib.parse import quote
 
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from elt.connectors.base import ConnectorError, DestinationRefused
 from elt.connectors.engine import RunOptions, run_connector
 from tests.conftest import create_database, drop_database
-from tests.connectors.conftest import COLUMNS, MART, expected_arrow_rows
+from tests.connectors.conftest import AWKWARD, COLUMNS, MART, expected_arrow_rows
 
 
 def _runs(db, name: str) -> list[dict]:
@@ -51,6 +55,8 @@ def test_s3_parquet_delivery_matches_the_mart_and_a_rerun_sends_nothing(connecto
     assert key.startswith("commissioner/analytics.ward_census/as_of=") and key.endswith(f"/{first.run_key}.parquet")
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert (first.bytes, first.sha256) == (len(body), hashlib.sha256(body).hexdigest())
+    parquet = pq.ParquetFile(io.BytesIO(body))
+    assert parquet.metadata.num_row_groups == 1 and parquet.metadata.row_group(0).column(0).compression == "ZSTD"
     table = pq.read_table(io.BytesIO(body))
     assert table.column_names == [*COLUMNS, "built_at"]
     assert table.to_pylist() == _with_built_at(rows, built_at)
@@ -63,6 +69,39 @@ def test_s3_parquet_delivery_matches_the_mart_and_a_rerun_sends_nothing(connecto
     assert [r["status"] for r in records] == ["succeeded", "skipped"]
     assert records[0]["as_of"] == built_at and records[0]["location"] == f"s3://{bucket}/{key}"
     assert records[0]["trigger"] == "cli" and records[0]["error"] is None
+
+
+def test_deliveries_do_not_depend_on_the_sessions_time_zone(connectors, make_mart, tmp_path):
+    settings, declare = connectors
+    rows, built_at = make_mart(200)
+    options = quote("-c TimeZone=Asia/Kolkata", safe="")  # +05:30: what a server's default might be
+    joiner = "&" if "?" in settings.database_url else "?"
+    settings = settings.model_copy(update={"database_url": f"{settings.database_url}{joiner}options={options}"})
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    for fmt in ("parquet", "csv"):
+        declare(f"census_{fmt}", f"""
+            description: Read by a session that prints times in India.
+            deliver: {{mart: analytics.ward_census, to: {{kind: folder, path: {outbox}, format: {fmt}}}}}
+        """)
+    parquet = run_connector("census_parquet", settings=settings)
+    assert pq.read_table(outbox / MART / f"{parquet.run_key}.parquet").to_pylist() == _with_built_at(rows, built_at)
+    text = run_connector("census_csv", settings=settings)
+    read = list(csv.reader(io.StringIO((outbox / MART / f"{text.run_key}.csv").read_text(), newline="")))
+    assert [line[2] for line in read[1:]] == [r[2].isoformat() for r in rows]
+    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S+00") for r in rows]
+
+
+def test_parquet_row_groups_gather_batches_up_to_their_size(monkeypatch):
+    from elt.connectors import formats
+
+    monkeypatch.setattr(formats, "ROW_GROUP_ROWS", 1_000)
+    batches = [pa.RecordBatch.from_pydict({"n": list(range(start, start + 700))}) for start in range(0, 3_500, 700)]
+    sink = io.BytesIO()
+    assert formats.write_batches(batches, "parquet", formats.CountingSink(sink.write)) == 3_500
+    parquet = pq.ParquetFile(io.BytesIO(sink.getvalue()))
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)] == [1_400, 1_400, 700]
+    assert parquet.read().column("n").to_pylist() == list(range(3_500))
 
 
 def test_s3_csv_delivery_reads_back_row_for_row(connectors, make_mart, export_bucket):
@@ -82,7 +121,44 @@ def test_s3_csv_delivery_reads_back_row_for_row(connectors, make_mart, export_bu
     # names as sent, commas, quotes and newlines kept; csv.reader reads a null (empty) and "" both as ""
     assert [line[1] for line in read[1:]] == [r[1] or "" for r in rows]
     assert [int(line[5]) for line in read[1:]] == [r[5] for r in rows]
-    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S.%fZ") for r in rows]  # UTC
+    assert [line[6] for line in read[1:]] == [r[6].strftime("%Y-%m-%d %H:%M:%S+00") for r in rows]  # UTC
+
+
+def test_a_csv_delivery_is_postgres_own_csv_with_awkward_values_kept_apart(connectors, make_mart, tmp_path):
+    """The bytes path (stream.CsvCopy): no Arrow between COPY and the file. Read back with a parser that tells a
+    quoted empty field from an unquoted one: an empty string stays "" and a null stays empty."""
+    settings, declare = connectors
+    rows, built_at = make_mart(700)
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    declare("census_bytes", f"""
+        description: Ward census as CSV to a share.
+        deliver: {{mart: analytics.ward_census, to: {{kind: folder, path: {outbox}, format: csv}}}}
+    """)
+    dry = run_connector("census_bytes", RunOptions(dry_run=True), settings=settings)
+    outcome = run_connector("census_bytes", settings=settings)
+    target = outbox / MART / f"{outcome.run_key}.csv"
+    body = target.read_bytes()
+    assert (outcome.rows, outcome.bytes, outcome.sha256) == (700, len(body), hashlib.sha256(body).hexdigest())
+    assert (dry.rows, dry.bytes, dry.sha256) == (outcome.rows, outcome.bytes, outcome.sha256)
+    assert body.startswith(b"ward_id,ward_name,census_date,occupancy_rate,is_full,big_count,counted_at,built_at\n")
+
+    read = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
+    assert len(read) == 701 and all(len(line) == 8 for line in read)
+    assert [line[1] for line in read[1:]] == [r[1] or "" for r in rows]  # commas, quotes, newlines, non-ASCII
+    assert [line[3] for line in read[1:]] == ["" if r[3] is None else str(r[3]) for r in rows]  # exact digits
+    assert [line[4] for line in read[1:]] == ["true" if r[4] else "false" for r in rows]
+    assert [line[2] for line in read[1:]] == [r[2].isoformat() for r in rows]
+    utc = built_at.astimezone(UTC)  # Postgres writes a fraction of a second without trailing zeros
+    fraction = f".{utc.microsecond:06d}".rstrip("0") if utc.microsecond else ""
+    assert {line[7] for line in read[1:]} == {f"{utc:%Y-%m-%d %H:%M:%S}{fraction}+00"}
+
+    names = pacsv.read_csv(io.BytesIO(body), parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                           convert_options=pacsv.ConvertOptions(column_types={"ward_name": pa.string()},
+                                                                strings_can_be_null=True,
+                                                                quoted_strings_can_be_null=False))
+    assert names.column("ward_name").to_pylist() == [r[1] for r in rows]  # None and "" kept apart
+    assert AWKWARD[-1].encode("utf-8") in body  # UTF-8
 
 
 def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
@@ -102,21 +178,21 @@ def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
     import elt.connectors.stream as stream
 
     monkeypatch.setattr(s3_kind, "PART_BYTES", 5 * 1024 * 1024)
-    real = stream.batches
+    real = stream.CsvCopy._copy
     sent = []
 
-    def dying(*args, **kwargs):
-        rows = real(*args, **kwargs, block_bytes=1024 * 1024)
+    def dying(self):
+        chunks = real(self)
         try:
-            for number, batch in enumerate(rows):
+            for number, chunk in enumerate(chunks):  # 1 MiB each: a 5 MiB part is up before the 9th
                 if number == 8:
                     raise RuntimeError("the worker was killed")
-                sent.append(batch.num_rows)
-                yield batch
+                sent.append(len(chunk))
+                yield chunk
         finally:
-            rows.close()
+            chunks.close()
 
-    monkeypatch.setattr(stream, "batches", dying)
+    monkeypatch.setattr(stream.CsvCopy, "_copy", dying)
     with pytest.raises(RuntimeError):
         run_connector("big_csv", settings=settings)
     assert len(sent) == 8 and _objects(client, bucket) == []
@@ -124,7 +200,7 @@ def test_a_run_killed_mid_delivery_leaves_no_object_and_the_rerun_delivers_once(
     (failed,) = _runs(db, "big_csv")
     assert failed["status"] == "failed" and "RuntimeError" in failed["error"]
 
-    monkeypatch.setattr(stream, "batches", real)
+    monkeypatch.setattr(stream.CsvCopy, "_copy", real)
     done = run_connector("big_csv", settings=settings)
     (key,) = _objects(client, bucket)
     lines = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from elt.connectors.base import Delivered, DestinationRefused, DestinationUnavailable, RunContext
-from elt.connectors.formats import EXTENSIONS, CountingSink, count_rows, file_digest, write_batches
+from elt.connectors.formats import (
+    EXTENSIONS,
+    CountingSink,
+    count_rows,
+    file_digest,
+    write_batches,
+    write_csv_chunks,
+)
 
 
 class Options(BaseModel):
@@ -49,11 +56,22 @@ class FolderDestination:
         return Delivered(str(target), count_rows(target, self.options.format), size, sha,
                          {"found": "file already in the folder"})
 
+    @property
+    def csv_bytes(self) -> bool:
+        return self.options.format == "csv"
+
     def deliver(self, ctx: RunContext, batches: Iterable) -> Delivered:
+        return self._deliver(ctx, lambda sink: write_batches(batches, self.options.format, sink))
+
+    def deliver_bytes(self, ctx: RunContext, chunks) -> Delivered:
+        return self._deliver(ctx, lambda sink: write_csv_chunks(chunks, sink))
+
+    def _deliver(self, ctx: RunContext, write: Callable[[CountingSink], int]) -> Delivered:
+        """`write` puts the file into a sink and returns its rows: here the partial file, or nothing (dry run)."""
         target = self.target(ctx)
         if ctx.dry_run:
             sink = CountingSink()
-            rows = write_batches(batches, self.options.format, sink)
+            rows = write(sink)
             return Delivered(str(target), rows, sink.bytes, sink.sha256, {"dry_run": True})
         if not self.options.path.is_dir():
             raise DestinationUnavailable(f"connector {ctx.connector}: folder {self.options.path} does not exist "
@@ -63,7 +81,7 @@ class FolderDestination:
             target.parent.mkdir(exist_ok=True)
             with partial.open("wb") as stream:
                 sink = CountingSink(stream.write)
-                rows = write_batches(batches, self.options.format, sink)
+                rows = write(sink)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(partial, target)

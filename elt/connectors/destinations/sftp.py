@@ -140,16 +140,21 @@ class SftpDestination:
             self._check_sidecar(sftp, final, tally.digest.hexdigest())
         return tally.delivered(self._location(final), read_back=True)
 
+    csv_bytes = True  # the engine hands deliver_bytes Postgres's own CSV (base.CsvBytesDestination)
+
     def deliver(self, ctx: RunContext, batches: Iterable[pyarrow.RecordBatch]) -> Delivered:
+        return self.deliver_bytes(ctx, _csv_chunks(ctx, batches))
+
+    def deliver_bytes(self, ctx: RunContext, chunks: Iterable[bytes]) -> Delivered:
         name = _file_name(ctx)
         final, part = self._path(name), self._path(f".{name}.part")
         if ctx.dry_run:
             tally = _Tally()
-            for data in _csv_chunks(ctx, batches):
+            for data in chunks:
                 tally.add(data)
             return tally.delivered(self._location(final), dry_run=True)
         with self._sftp() as sftp:
-            tally = self._write(sftp, part, _csv_chunks(ctx, batches))
+            tally = self._write(sftp, part, iter(chunks))
             self._publish(sftp, part, final)
             self._write_sidecar(sftp, final, tally.digest.hexdigest())
         delivered = tally.delivered(self._location(final))
@@ -328,7 +333,9 @@ def _file_name(ctx: RunContext) -> str:
 
 def _csv_chunks(ctx: RunContext, batches: Iterable[pyarrow.RecordBatch]) -> Iterator[bytes]:
     """The CSV's bytes, one chunk per batch: a header of the first batch's columns (ctx.columns when there is no
-    batch), then its rows. Values as pyarrow's CSV writer formats them; a null is an empty field."""
+    batch), then its rows. Values as pyarrow's CSV writer formats them; a null is an empty field. (Only for `deliver`
+    called with batches: the engine hands deliver_bytes Postgres's own CSV, whose conventions docs/connectors-remote.md
+    gives.)"""
     import pyarrow
 
     header: list[str] | None = None
