@@ -205,3 +205,25 @@ def file_digest(path) -> tuple[int, str]:
             sha.update(block)
             size += len(block)
     return size, sha.hexdigest()
+
+
+class WritesOneFile:
+    """What a destination that writes one file per run in `options.format` shares (folder, s3): it takes
+    Postgres's own CSV bytes when the format is CSV (the engine's `deliver_bytes` path, decision 0030) and Arrow
+    batches otherwise; its `_deliver(ctx, write)` puts the file where it goes."""
+
+    options: object  # the kind's Options, with a `format`
+
+    @property
+    def csv_bytes(self) -> bool:
+        return self.options.format == "csv"
+
+    def deliver(self, ctx, batches: Iterable) -> object:
+        return self._deliver(ctx, lambda sink: write_batches(batches, self.options.format, sink))
+
+    def deliver_bytes(self, ctx, chunks) -> object:
+        return self._deliver(ctx, lambda sink: write_csv_chunks(chunks, sink))
+
+    def _deliver(self, ctx, write: Callable[[CountingSink], int]):
+        raise NotImplementedError
+

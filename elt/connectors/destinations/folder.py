@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +22,9 @@ from elt.connectors.base import Delivered, DestinationRefused, DestinationUnavai
 from elt.connectors.formats import (
     EXTENSIONS,
     CountingSink,
+    WritesOneFile,
     count_rows,
     file_digest,
-    write_batches,
-    write_csv_chunks,
 )
 
 
@@ -41,7 +40,7 @@ def open(options: Options) -> FolderDestination:  # noqa: A001 - the contract's 
     return FolderDestination(options)
 
 
-class FolderDestination:
+class FolderDestination(WritesOneFile):
     def __init__(self, options: Options):
         self.options = options
 
@@ -55,16 +54,6 @@ class FolderDestination:
         size, sha = file_digest(target)
         return Delivered(str(target), count_rows(target, self.options.format), size, sha,
                          {"found": "file already in the folder"})
-
-    @property
-    def csv_bytes(self) -> bool:
-        return self.options.format == "csv"
-
-    def deliver(self, ctx: RunContext, batches: Iterable) -> Delivered:
-        return self._deliver(ctx, lambda sink: write_batches(batches, self.options.format, sink))
-
-    def deliver_bytes(self, ctx: RunContext, chunks) -> Delivered:
-        return self._deliver(ctx, lambda sink: write_csv_chunks(chunks, sink))
 
     def _deliver(self, ctx: RunContext, write: Callable[[CountingSink], int]) -> Delivered:
         """`write` puts the file into a sink and returns its rows: here the partial file, or nothing (dry run)."""

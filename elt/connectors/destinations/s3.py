@@ -16,7 +16,7 @@ than one part is one PutObject, atomic too.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
@@ -37,10 +37,9 @@ from elt.connectors.formats import (
     CONTENT_TYPES,
     EXTENSIONS,
     CountingSink,
+    WritesOneFile,
     count_rows,
     file_digest,
-    write_batches,
-    write_csv_chunks,
 )
 
 PART_BYTES = 16 * 1024 * 1024  # S3 parts are at least 5 MiB (but the last); 16 MiB: ~640 parts for 10 GB
@@ -63,7 +62,7 @@ def open(options: Options) -> S3Destination:  # noqa: A001 - the contract's name
     return S3Destination(options)
 
 
-class S3Destination:
+class S3Destination(WritesOneFile):
     def __init__(self, options: Options):
         self.options = options
         secrets = options.credentials.resolve() if options.credentials else {}
@@ -99,16 +98,6 @@ class S3Destination:
                 size, sha = file_digest(copy.name)
                 rows = count_rows(copy.name, self.options.format)
         return Delivered(self.location(ctx), rows, size, sha, {"found": "object already in the bucket"})
-
-    @property
-    def csv_bytes(self) -> bool:
-        return self.options.format == "csv"
-
-    def deliver(self, ctx: RunContext, batches: Iterable) -> Delivered:
-        return self._deliver(ctx, lambda sink: write_batches(batches, self.options.format, sink))
-
-    def deliver_bytes(self, ctx: RunContext, chunks) -> Delivered:
-        return self._deliver(ctx, lambda sink: write_csv_chunks(chunks, sink))
 
     def _deliver(self, ctx: RunContext, write: Callable[[CountingSink], int]) -> Delivered:
         """`write` puts the file into a sink and returns its rows: here an upload, or nothing for a dry run."""
