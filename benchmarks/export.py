@@ -74,10 +74,12 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
 """
 
 
-def declare(folder: Path, name: str, subject: str, fmt: str) -> None:
-    (folder / f"{name}.yml").write_text(
-        f"description: benchmark\ndeliver:\n  {subject}\n  to: {{kind: s3, bucket: exports, format: {fmt}, "
-        "credentials: {env: {endpoint_url: S3_ENDPOINT_URL}}}\n")
+def declare(folder: Path, name: str, subject: str, fmt: str, to_folder: Path | None = None) -> None:
+    """A delivery to the S3 endpoint; with `to_folder`, to that local folder instead (the same CSV path without the
+    endpoint, which is moto, a Python server on the same cores: what the client itself costs)."""
+    to = (f"{{kind: folder, path: '{to_folder}', format: {fmt}}}" if to_folder else
+          f"{{kind: s3, bucket: exports, format: {fmt}, credentials: {{env: {{endpoint_url: S3_ENDPOINT_URL}}}}}}")
+    (folder / f"{name}.yml").write_text(f"description: benchmark\ndeliver:\n  {subject}\n  to: {to}\n")
 
 
 def child(script: str, *args: str, env: dict) -> dict:
@@ -120,28 +122,33 @@ def run_rounds(args, root: Path, postgres, s3) -> tuple:
     folder.mkdir()
     declare(folder, "bench_csv", "mart: analytics.bench_export", "csv")
     declare(folder, "bench_parquet", "mart: analytics.bench_export", "parquet")
+    (root / "out").mkdir()
+    declare(folder, "bench_csv_folder", "mart: analytics.bench_export", "csv", to_folder=root / "out")
     fifth = f"query: select * from analytics.bench_export where row_id <= {args.rows // 5}"  # noqa: S608 - YAML, a number
     declare(folder, "fifth_csv", fifth, "csv")
     declare(folder, "fifth_parquet", fifth, "parquet")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
            "AWS_DEFAULT_REGION": "us-east-1", "S3_ENDPOINT_URL": s3.endpoint_url}
-    floors, csvs, parquets = [], [], []
+    floors, csvs, parquets, local_csvs = [], [], [], []
     for number in range(1, args.rounds + 1):
         for runs, run in ((floors, lambda: child(FLOOR, url, str(root / "floor.csv"),
                                                  "select * from analytics.bench_export", env=env)),
                           (csvs, lambda: child(EXPORT, url, str(folder), "bench_csv", env=env)),
-                          (parquets, lambda: child(EXPORT, url, str(folder), "bench_parquet", env=env))):
+                          (parquets, lambda: child(EXPORT, url, str(folder), "bench_parquet", env=env)),
+                          (local_csvs, lambda: child(EXPORT, url, str(folder), "bench_csv_folder", env=env))):
             subprocess.run([psql, url, "-qc", "checkpoint"], check=True)
             runs.append(run())
         print(f"round {number}: COPY to a file {floors[-1]['seconds']:.2f} s, CSV to S3 {csvs[-1]['seconds']:.2f} s, "
-              f"Parquet to S3 {parquets[-1]['seconds']:.2f} s", flush=True)
+              f"Parquet to S3 {parquets[-1]['seconds']:.2f} s, CSV to a folder {local_csvs[-1]['seconds']:.2f} s",
+              flush=True)
     small = [child(EXPORT, url, str(folder), name, env=env) for name in ("fifth_csv", "fifth_parquet")]
     floor_size = (root / "floor.csv").stat().st_size
-    return floors, csvs, parquets, small, floor_size
+    return floors, csvs, parquets, local_csvs, small, floor_size
 
 
-def report(args, floors, csvs, parquets, small, floor_size) -> None:
-    floor, csv, parquet = (statistics.median(r["seconds"] for r in runs) for runs in (floors, csvs, parquets))
+def report(args, floors, csvs, parquets, local_csvs, small, floor_size) -> None:
+    floor, csv, parquet, local_csv = (statistics.median(r["seconds"] for r in runs)
+                                      for runs in (floors, csvs, parquets, local_csvs))
     csv_ratio, parquet_ratio = csv / floor, parquet / floor
     print(f"""
 rows: {args.rows:,}   (medians of {args.rounds} interleaved rounds; each side in its own process)
@@ -150,6 +157,8 @@ connector, CSV to S3               : {csv:7.2f} s   {csvs[-1]['bytes'] / 1e6:7.0
 connector, Parquet to S3           : {parquet:7.2f} s   {parquets[-1]['bytes'] / 1e6:7.0f} MB   peak {max(r['peak_mb'] for r in parquets):5.0f} MB
 ratio CSV / COPY                   : {csv_ratio:7.2f}   (target <= 1.5: {'met' if csv_ratio <= 1.5 else 'NOT met'})
 ratio Parquet / COPY               : {parquet_ratio:7.2f}   (target <= 2.5: {'met' if parquet_ratio <= 2.5 else 'NOT met'})
+connector, CSV to a local folder   : {local_csv:7.2f} s   ratio {local_csv / floor:5.2f}  (the same CSV path without the S3
+                                    endpoint, which is moto on the same two cores: the client's own share)
 memory at a fifth of the rows      : CSV peak {small[0]['peak_mb']:.0f} MB, Parquet peak {small[1]['peak_mb']:.0f} MB  (flat: about the same as above)
 rows delivered                     : {csvs[-1]['rows']:,} CSV, {parquets[-1]['rows']:,} Parquet; all runs {', '.join(sorted({r['status'] for r in csvs + parquets}))}
 """)
