@@ -356,7 +356,8 @@ class Stack:
     def write_stack_env(self) -> None:
         """Where the running stack is, for `./start.sh elt ...` and other tools started beside it."""
         keys = ["DATABASE_URL", "AIRFLOW_DATABASE_URL", "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
+                "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                CLINIC_CONNECTION]  # the demo clinic database: `elt connectors run clinic_ehr_pull` beside the stack
         lines = [f"{key}={self.env[key]}" for key in keys if self.env.get(key)]
         path = self.data_dir / "stack.env"
         path.write_text("# Written by ./start.sh while the stack runs; read by ./start.sh elt.\n" + "\n".join(lines) + "\n")
