@@ -190,6 +190,23 @@ def airflow():
     fake.stop()
 
 
+def table_contents(db, tables) -> dict[str, list[tuple]]:
+    """Every column of every row of each `schema.table`, in a fixed order; all but built_at, which says when a row
+    was written: what an incremental build is compared with a full rebuild by."""
+    from psycopg import sql
+
+    contents = {}
+    for table in tables:
+        schema, name = table.split(".")
+        columns = [column for (column,) in db.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
+            "and column_name <> 'built_at' order by ordinal_position", (schema, name))]
+        listed = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
+        contents[table] = db.execute(sql.SQL("select {} from {} order by {}").format(
+            listed, sql.Identifier(schema, name), listed)).fetchall()
+    return contents
+
+
 def shared_data(*parts: str) -> Path:
     """A file under ../shared/data, or skip with the reason when the folder is not beside the repository."""
     path = SHARED_DATA.joinpath(*parts)

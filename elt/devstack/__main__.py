@@ -174,6 +174,7 @@ class Stack:
         self.services: list[Service] = []
         self.env = dict(os.environ)
         self.deliveries_triggered: set[str] = set()  # connectors whose first delivery this start triggered
+        self.connectors = declared_connectors()  # read once a start: the status loop looks at them every 5 s
 
     # --- infrastructure -------------------------------------------------------------------------------
     def start_postgres(self) -> None:
@@ -204,7 +205,7 @@ class Stack:
         self.env.update(S3_ENDPOINT_URL=self.s3.endpoint_url, AWS_ACCESS_KEY_ID="local",
                         AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION=_env("AWS_DEFAULT_REGION", "us-east-1"))
         client = self.s3.client()
-        for bucket in export_buckets(declared_deliveries()):
+        for bucket in export_buckets([c for c in self.connectors if c.deliver is not None]):
             client.create_bucket(Bucket=bucket)  # moto answers an existing bucket of ours with success
 
     # --- Airflow -------------------------------------------------------------------------------------
@@ -411,7 +412,7 @@ class Stack:
         their run records: a pull at once (the clinic database), a mart delivery as soon as its mart is built (the
         bed occupancy export: when a KH03 workbook has loaded; Airflow's first scheduled run, before that, failed
         saying the mart is not built)."""
-        pending = [c for c in declared_connectors() if (c.pull is not None or c.deliver.mart)
+        pending = [c for c in self.connectors if (c.pull is not None or c.deliver.mart)
                    and c.name not in self.deliveries_triggered]
         if not pending:
             return

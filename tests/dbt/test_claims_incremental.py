@@ -14,13 +14,12 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
-from psycopg import sql
 
 from elt.config import Settings
 from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
-from tests.conftest import shared_data
+from tests.conftest import shared_data, table_contents
 
 SELECTION = declared_families(Settings())["claims"].dbt_select()  # its folders and the shared ledger view
 CORE_AND_MARTS = ("core.fct_claim_lines", "core.fct_claims", "core.int_claim_arrivals",
@@ -83,18 +82,8 @@ def resent_tuva_claim(claims: pd.DataFrame) -> tuple[str, bytes]:
 
 
 def contents(db) -> dict[str, list[tuple]]:
-    """Every column of every row of the claims core models and marts, in a fixed order; all but built_at, which
-    says when a row was written."""
-    found = {}
-    for table in CORE_AND_MARTS + MAYBE_EMPTY:
-        schema, name = table.split(".")
-        columns = [column for (column,) in db.execute(
-            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
-            "and column_name <> 'built_at' order by ordinal_position", (schema, name))]
-        listed = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
-        found[table] = db.execute(sql.SQL("select {} from {} order by {}").format(
-            listed, sql.Identifier(schema, name), listed)).fetchall()
-    return found
+    """The claims core models and marts, every column but built_at (tests/conftest.py table_contents)."""
+    return table_contents(db, CORE_AND_MARTS + MAYBE_EMPTY)
 
 
 def load(settings, store, files: dict[str, bytes]) -> None:

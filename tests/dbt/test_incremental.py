@@ -17,6 +17,7 @@ from elt.demo import generate_medilink_drops
 from elt.pipeline import connect, contracts_for, discover_new_files, ingest_file, reporting_period
 from elt.transform import DbtError, build, run_dbt
 from elt.warehouse import ledger
+from tests.conftest import table_contents
 
 PREFIX = "medical_records/input/"
 # fact -> (id column, date column)
@@ -61,18 +62,8 @@ DERIVED = ("core.int_triage_visits_daily", "core.int_medical_records_daily", "co
 
 
 def _contents(db) -> dict[str, list[tuple]]:
-    """Every column of every row of both facts and of the tables built from them through the daily rollups,
-    in a fixed order; all but built_at, which says when a row was written."""
-    contents = {}
-    for table in (*(f"core.{fact}" for fact in FACTS), *DERIVED):
-        schema, name = table.split(".")
-        columns = [column for (column,) in db.execute(
-            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
-            "and column_name <> 'built_at' order by ordinal_position", (schema, name))]
-        listed = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
-        contents[table] = db.execute(sql.SQL("select {} from {} order by {}").format(
-            listed, sql.Identifier(schema, name), listed)).fetchall()
-    return contents
+    """Both facts and the tables built from them through the daily rollups (tests/conftest.py table_contents)."""
+    return table_contents(db, (*(f"core.{fact}" for fact in FACTS), *DERIVED))
 
 
 def _row_versions(db, fact: str) -> dict[str, int]:

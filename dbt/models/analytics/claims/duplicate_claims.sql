@@ -105,8 +105,7 @@ suspected_duplicates as (
         original_claim_id,
         group_claim_count as copy_count,
         array[file_id] as file_ids
-    from service_groups
-    where group_claim_count > 1
+    from service_groups  -- only groups of two or more claims (duplicate_services)
 
 ),
 
