@@ -274,17 +274,28 @@ class _Delivery(_Run):
         return self.finish(outcome)
 
     def _send(self, ctx: RunContext, destination, select, schema):
-        from elt.connectors.stream import CsvCopy, batches
+        from elt.connectors.stream import batches
+
+        name = f"elt-connector-{ctx.connector}"
+        if getattr(destination, "csv_bytes", False):  # COPY's CSV as it comes, no Arrow (base.py)
+            return self._send_csv(ctx, destination, select, schema, name)
+        rows = batches(self.settings.database_url, select, schema, application_name=name)
+        try:
+            return destination.deliver(ctx, rows)
+        finally:
+            rows.close()  # a destination that stopped early: the read's session is closed, and Postgres ends it
+
+    def _send_csv(self, ctx: RunContext, destination, select, schema, name: str):
+        from elt.connectors.stream import CsvCopy
 
         # Not `with`: its exit would end the transaction with a round trip, which waits behind a COPY that a
         # destination left half read; closing drops the session, and Postgres ends the COPY and the read with it.
-        data = psycopg.connect(self.settings.database_url, application_name=f"elt-connector-{ctx.connector}")
+        data = psycopg.connect(self.settings.database_url, application_name=name)
         try:
             data.read_only = True
-            as_csv = getattr(destination, "csv_bytes", False)  # COPY's CSV as it comes, no Arrow (base.py)
-            rows = CsvCopy(data, select, schema) if as_csv else batches(data, select, schema)
+            rows = CsvCopy(data, select, schema)
             try:
-                return destination.deliver_bytes(ctx, rows) if as_csv else destination.deliver(ctx, rows)
+                return destination.deliver_bytes(ctx, rows)
             finally:
                 rows.close()  # a destination that stopped early: the COPY is cancelled (psycopg) if still running
         finally:

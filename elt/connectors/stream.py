@@ -1,12 +1,11 @@
 """A mart or query out of the warehouse as Arrow record batches, with memory flat in the number of rows.
 
-The rows leave Postgres as `COPY (select ...) TO STDOUT (FORMAT csv)`, the fastest way out of it, and are parsed by
-Arrow's streaming CSV reader (C++, a block at a time) into batches typed from the query's own columns: no Python
-object per value. The reading transaction is set to UTC and ISO dates (SESSION), so Arrow reads a timestamptz's
-`2026-01-05 02:00:00+00` as UTC itself. Types: integers, floats, booleans, dates, times and timestamps as themselves
-(timestamptz as UTC);
-a numeric with a declared precision and scale as a decimal; an unconstrained numeric (what dbt's arithmetic gives)
-as a float64; anything else (text, json, arrays, uuid) as its text.
+The rows leave Postgres through the ADBC PostgreSQL driver (decision 0036): it reads the result as binary COPY and
+builds Arrow arrays in C, a batch of about BATCH_BYTES at a time, on a read-only connection of its own: no text to
+parse, no Python object per value, no session setting to depend on. Types, from the query's own columns
+(`arrow_schema`): integers, floats, booleans, dates, times and timestamps as themselves (timestamptz as UTC); a
+numeric with a declared precision and scale as a decimal; an unconstrained numeric (what dbt's arithmetic gives) as a
+float64; anything else (text, json, arrays, uuid) as its text.
 
 A CSV delivery needs no Arrow at all: `CsvCopy` hands the destination COPY's own CSV bytes (header, strings quoted,
 booleans `true`/`false`, timestamps in UTC, numerics exact), joined into chunks of about CHUNK_BYTES (decision 0030).
@@ -19,18 +18,18 @@ from dataclasses import dataclass
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-# CSV read per batch: ~5,000 rows of a mart of 10 columns. With 4 MiB the process's peak grew with the rows (320-330 MB
-# at 1,000,000 rows, 190 at 200,000; cause not isolated: Arrow's pool backend moves it); 1 MiB is flat and as fast
-BLOCK_BYTES = 1024 * 1024
+# Arrow read per batch (the driver's hint): ~8,000 rows of a mart of 10 columns. Its default, 16 MiB, would hold
+# several of them while a Parquet row group fills
+BATCH_BYTES = 1024 * 1024
 SIMPLE_TYPES = {16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 700: pa.float32(),
                 701: pa.float64(), 1082: pa.date32(), 1083: pa.time64("us"), 1114: pa.timestamp("us")}
 NUMERIC, TIMESTAMPTZ = 1700, 1184
 CHUNK_BYTES = 1024 * 1024  # COPY's rows (one message each) joined into chunks of this size for a CSV delivery
-# the reading transaction's settings: what makes COPY's text the CSV file's documented conventions
-# (docs/connectors-remote.md), and what Arrow parses without help (timestamptz as `... +00`, which it reads as UTC)
+# the CSV reading transaction's settings: what makes COPY's text the CSV file's documented conventions
+# (docs/connectors-remote.md)
 SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "client_encoding": "UTF8", "extra_float_digits": "1"}
 
 
@@ -73,82 +72,46 @@ def _set_session(conn: psycopg.Connection) -> None:
         for name, value in SESSION.items())))
 
 
-def _copy_statement(select: Select, schema: pa.Schema) -> sql.Composed:
-    return sql.SQL("copy (select {} from ({}) as delivered) to stdout (format csv)").format(
-        sql.SQL(", ").join(sql.Identifier(f.name) for f in schema), sql.SQL(select.statement))
+def batches(database_url: str, select: Select, schema: pa.Schema, *, application_name: str = "elt-connector",
+            batch_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
+    """The select's rows as record batches of `schema`; at least one (empty when there are no rows). Read on a
+    connection of its own, read-only, which closes when the iterator ends or is closed (a destination that stopped
+    early: Postgres ends the read with the session)."""
+    import adbc_driver_postgresql.dbapi as adbc  # here: only Arrow deliveries load the driver
 
-
-class _CopyStream:
-    """COPY's output as a readable file object for Arrow's CSV reader. Postgres sends one message per row: a read
-    joins as many as the size asked for (one Python step per row, no slicing per row)."""
-
-    def __init__(self, copy):
-        self._chunks = iter(copy)
-        self._pending = b""
-        self.closed = False
-
-    def read(self, size: int = -1) -> bytes:
-        parts, have = [self._pending], len(self._pending)
-        for chunk in self._chunks:  # memoryviews that own their buffer: safe to keep until the join
-            parts.append(chunk)
-            have += len(chunk)
-            if 0 <= size <= have:
-                break
-        data = b"".join(parts)
-        if size < 0 or len(data) <= size:
-            self._pending = b""
-            return data
-        self._pending = data[size:]
-        return data[:size]
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def batches(conn: psycopg.Connection, select: Select, schema: pa.Schema,
-            block_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
-    """The select's rows as record batches of `schema`; at least one (empty when there are no rows). `conn` is
-    given to this alone until the iterator ends (a COPY holds it)."""
-    options = (pacsv.ReadOptions(column_names=schema.names, block_size=block_bytes or BLOCK_BYTES),
-               pacsv.ParseOptions(newlines_in_values=True),
-               pacsv.ConvertOptions(column_types={f.name: f.type for f in schema}, strings_can_be_null=True,
-                                    quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]))
     sent = False
-    _set_session(conn)
-    with conn.cursor().copy(_copy_statement(select, schema)) as copy:
-        stream = _CopyStream(copy)
-        first = stream.read(1)
-        if first:
-            reader = pacsv.open_csv(_Prefixed(first, stream), *options)
-            for batch in reader:
-                sent = True
-                yield batch.cast(schema) if batch.schema != schema else batch
+    with adbc.connect(_read_only(database_url, application_name), autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
+        cur.execute(_typed_select(select, schema).as_string(None))
+        for batch in cur.fetch_record_batch():
+            sent = True
+            yield batch.cast(schema)  # the driver's field metadata dropped, text numerics made decimals
     if not sent:
         yield pa.RecordBatch.from_pylist([], schema=schema)
 
 
-class _Prefixed:
-    """A stream with bytes already read put back in front (the first byte, read to tell an empty result)."""
+def _read_only(database_url: str, application_name: str) -> str:
+    """`database_url` as libpq connection parameters, with the session read-only and named (options kept)."""
+    options = conninfo_to_dict(database_url).get("options") or ""
+    return make_conninfo(database_url, application_name=application_name,
+                         options=f"{options} -c default_transaction_read_only=on".strip())
 
-    def __init__(self, head: bytes, stream: _CopyStream):
-        self._head, self._stream = head, stream
-        self.closed = False
 
-    def read(self, size: int = -1) -> bytes:
-        head, self._head = self._head, b""
-        if size >= 0 and size <= len(head):
-            self._head = head[size:]
-            return head[:size]
-        return head + self._stream.read(-1 if size < 0 else size - len(head))
+def _typed_select(select: Select, schema: pa.Schema) -> sql.Composed:
+    """The select with each column cast to what the driver turns into its Arrow type: text for what `schema` has as
+    text (json, arrays, uuid, intervals print as Postgres prints them) or as a decimal (cast by Arrow from the exact
+    digits), float8 for a float64 (an unconstrained numeric); the rest (integers, booleans, dates, times, timestamps)
+    arrive typed as they are."""
+    def column(field: pa.Field) -> sql.Composable:
+        name = sql.Identifier(field.name)
+        if pa.types.is_string(field.type) or pa.types.is_decimal(field.type):
+            return sql.SQL("{}::text as {}").format(name, name)
+        if pa.types.is_float64(field.type):
+            return sql.SQL("{}::float8 as {}").format(name, name)
+        return name
 
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
+    return sql.SQL("select {} from ({}) as delivered").format(
+        sql.SQL(", ").join(column(field) for field in schema), sql.SQL(select.statement))
 
 
 class CsvCopy:

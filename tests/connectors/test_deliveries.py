@@ -10,6 +10,7 @@ import io
 import json
 import uuid
 from datetime import UTC
+from decimal import Decimal
 from urllib.parse import quote
 
 import psycopg
@@ -266,6 +267,40 @@ def test_folder_delivery_is_renamed_into_place(connectors, make_mart, tmp_path, 
     assert [line["census_date"] for line in lines] == [r[2].isoformat() for r in rows]
     assert outcome.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
     assert run_connector("census_folder", settings=settings).status == "skipped"
+
+
+def test_parquet_keeps_each_column_type_the_stream_documents(connectors, db, tmp_path):
+    """The Arrow path (stream.batches, the ADBC driver): declared numerics as decimals with their scale, small
+    integers and reals at their width, times and plain timestamps as themselves, and what has no Arrow type of its
+    own (json, arrays, uuid, intervals, varchar) as the text Postgres prints; nulls stay null in every column."""
+    from datetime import datetime, time
+
+    settings, declare = connectors
+    db.execute("create schema if not exists analytics")
+    db.execute("drop table if exists analytics.odd_types")
+    db.execute("create table analytics.odd_types (amount numeric(8, 3), small smallint, ratio real, doc jsonb, "
+               "tags text[], id uuid, stay interval, seen timestamp, opens time, code varchar(5))")
+    db.execute("insert into analytics.odd_types values (12.345, 7, 1.5, '{\"b\": 1, \"a\": [1, 2]}', "
+               "'{x,\"y z\"}', '8f14e45f-ceea-467f-a0e6-7c2ab5f4c1d1', '1 day 02:00', '2026-01-05 02:00:00', "
+               "'08:30:15', 'AB12'), (null, null, null, null, null, null, null, null, null, null)")
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    declare("odd_types", f"""
+        description: Every kind of column a query may give.
+        deliver: {{query: "select * from analytics.odd_types", to: {{kind: folder, path: {outbox}, format: parquet}}}}
+    """)  # noqa: S608 - a YAML declaration; the only value put in is the test's folder
+    outcome = run_connector("odd_types", settings=settings)
+    (path,) = outbox.rglob("*.parquet")
+    table = pq.read_table(path)
+    assert [str(field.type) for field in table.schema] == [
+        "decimal128(8, 3)", "int16", "float", "string", "string", "string", "string", "timestamp[us]",
+        "time64[us]", "string"]
+    assert table.to_pylist() == [
+        {"amount": Decimal("12.345"), "small": 7, "ratio": 1.5, "doc": '{"a": [1, 2], "b": 1}', "tags": '{x,"y z"}',
+         "id": "8f14e45f-ceea-467f-a0e6-7c2ab5f4c1d1", "stay": "1 day 02:00:00", "seen": datetime(2026, 1, 5, 2),
+         "opens": time(8, 30, 15), "code": "AB12"},
+        dict.fromkeys(table.column_names)]
+    assert outcome.rows == 2
 
 
 @pytest.fixture
