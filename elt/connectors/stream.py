@@ -77,15 +77,23 @@ def batches(database_url: str, select: Select, schema: pa.Schema, *, application
     """The select's rows as record batches of `schema`; at least one (empty when there are no rows). Read on a
     connection of its own, read-only, which closes when the iterator ends or is closed (a destination that stopped
     early: Postgres ends the read with the session)."""
-    import adbc_driver_postgresql.dbapi as adbc  # here: only Arrow deliveries load the driver
+    # the driver's low-level API: its DB-API module imports pyarrow.dataset and pandas (0.6 s a process)
+    import adbc_driver_manager as adbc
+    import adbc_driver_postgresql
 
     sent = False
-    with adbc.connect(_read_only(database_url, application_name), autocommit=True) as conn, conn.cursor() as cur:
-        cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
-        cur.execute(_typed_select(select, schema).as_string(None))
-        for batch in cur.fetch_record_batch():
-            sent = True
-            yield batch.cast(schema)  # the driver's field metadata dropped, text numerics made decimals
+    with (adbc_driver_postgresql.connect(_read_only(database_url, application_name)) as database,
+          adbc.AdbcConnection(database) as conn, adbc.AdbcStatement(conn) as statement):
+        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
+        statement.set_sql_query(_typed_select(select, schema).as_string(None))
+        stream, _ = statement.execute_query()
+        reader = pa.RecordBatchReader.from_stream(stream)
+        try:
+            for batch in reader:
+                sent = True
+                yield batch.cast(schema)  # the driver's field metadata dropped, text numerics made decimals
+        finally:
+            reader.close()  # before the statement and connection it reads from
     if not sent:
         yield pa.RecordBatch.from_pylist([], schema=schema)
 
