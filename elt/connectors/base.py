@@ -11,6 +11,10 @@ defines two names, and nothing else registers it (the engine finds the modules, 
 * `open(options: Options) -> Destination` (or `-> Source`): the object that does the work. An `open` that also
   takes `settings` is given the engine's (elt.config.Settings), e.g. to land files in the warehouse's bucket.
 
+Every kind module is imported whenever declarations are read (the CLI, each connector DAG's parse, every run), so a
+kind loads its client library (boto3, paramiko, requests, pyarrow) when it is used, not at its top: inside `open` and
+the functions that need it, or as `lazy_module("name")`.
+
 The engine owns the run record (`ops.connector_runs`), the cursor, exactly-once bookkeeping, audit and logging;
 a kind only moves bytes and says what it moved (a destination that writes CSV may take the file's bytes straight
 from Postgres: `CsvBytesDestination`, below). No value from a data row may appear in anything a kind raises or
@@ -19,12 +23,15 @@ logs: name the connector, the location and the position (batch, row number), nev
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -171,3 +178,18 @@ def _airflow_connection(conn_id: str) -> dict[str, str]:
     if parts.port:
         values["port"] = str(parts.port)
     return {k: v for k, v in values.items() if v}
+
+
+def lazy_module(name: str) -> ModuleType:
+    """The top-level module `name`, loaded on its first attribute access (the standard library's recipe,
+    importlib.util.LazyLoader): a kind's client library costs nothing until a connector of that kind runs. A module
+    already loaded is returned as it is."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module

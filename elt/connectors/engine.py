@@ -197,7 +197,7 @@ class _Delivery(_Run):
     direction = "deliver"
 
     def run(self) -> RunOutcome:
-        from elt.connectors.stream import Select, arrow_schema
+        from elt.connectors.stream import Select, describe
 
         deliver = self.connector.deliver
         select = Select.of(deliver)
@@ -207,19 +207,19 @@ class _Delivery(_Run):
         outcome = self.outcome(run_key, "running", as_of=as_of,
                                source_files=_source_files(self.conn, self.settings, tables, as_of))
         try:
-            schema = arrow_schema(self.conn, select)
+            columns = describe(self.conn, select)
         except psycopg.Error as exc:
             refused = ConnectorError(f"connector {self.connector.name}: {deliver.subject} cannot be read "
                                      f"({type(exc).__name__}, SQLSTATE {exc.sqlstate}): check that it is built, "
                                      "or that the query runs")
             self.failed(outcome, "read the warehouse", refused)
             raise refused from None
-        ctx = RunContext(self.connector.name, run_key, as_of, self.started, columns=tuple(schema.names),
+        ctx = RunContext(self.connector.name, run_key, as_of, self.started, columns=tuple(c.name for c in columns),
                          mart=deliver.mart, dry_run=self.options.dry_run, resume_from=self._progress(run_key))
         destination = open_kind(self.connector, self.settings)
         self.lock(run_key)
         try:
-            return self._deliver_once(outcome, ctx, destination, select, schema)
+            return self._deliver_once(outcome, ctx, destination, select, columns)
         finally:
             self.unlock(run_key)
 
@@ -234,7 +234,7 @@ class _Delivery(_Run):
             (self.connector.name, run_key)).fetchone()
         return (row and row[0]) or {}
 
-    def _deliver_once(self, outcome: RunOutcome, ctx: RunContext, destination, select, schema) -> RunOutcome:
+    def _deliver_once(self, outcome: RunOutcome, ctx: RunContext, destination, select, columns) -> RunOutcome:
         if not (self.options.full_reload or self.options.dry_run):
             done = self._already(outcome, ctx, destination)
             if done is not None:
@@ -242,7 +242,7 @@ class _Delivery(_Run):
         self.start(outcome)
         try:
             self.audit(ctx.run_key)
-            delivered = self._send(ctx, destination, select, schema)
+            delivered = self._send(ctx, destination, select, columns)
         except BaseException as exc:
             self.failed(outcome, "deliver", exc)
             raise
@@ -273,19 +273,19 @@ class _Delivery(_Run):
         outcome.location, outcome.detail = found.location, {**found.detail, "sent": False}
         return self.finish(outcome)
 
-    def _send(self, ctx: RunContext, destination, select, schema):
-        from elt.connectors.stream import batches
+    def _send(self, ctx: RunContext, destination, select, columns):
+        from elt.connectors.stream import arrow_schema, batches
 
         name = f"elt-connector-{ctx.connector}"
         if getattr(destination, "csv_bytes", False):  # COPY's CSV as it comes, no Arrow (base.py)
-            return self._send_csv(ctx, destination, select, schema, name)
-        rows = batches(self.settings.database_url, select, schema, application_name=name)
+            return self._send_csv(ctx, destination, select, columns, name)
+        rows = batches(self.settings.database_url, select, arrow_schema(columns), application_name=name)
         try:
             return destination.deliver(ctx, rows)
         finally:
             rows.close()  # a destination that stopped early: the read's session is closed, and Postgres ends it
 
-    def _send_csv(self, ctx: RunContext, destination, select, schema, name: str):
+    def _send_csv(self, ctx: RunContext, destination, select, columns, name: str):
         from elt.connectors.stream import CsvCopy
 
         # Not `with`: its exit would end the transaction with a round trip, which waits behind a COPY that a
@@ -293,7 +293,7 @@ class _Delivery(_Run):
         data = psycopg.connect(self.settings.database_url, application_name=name)
         try:
             data.read_only = True
-            rows = CsvCopy(data, select, schema)
+            rows = CsvCopy(data, select, columns)
             try:
                 return destination.deliver_bytes(ctx, rows)
             finally:

@@ -12,9 +12,10 @@ import json
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pyarrow as pa
+if TYPE_CHECKING:  # loaded by the Arrow writers only: a CSV delivery of COPY's bytes does without it
+    import pyarrow as pa
 
 Format = Literal["csv", "parquet", "json"]
 EXTENSIONS: dict[str, str] = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}
@@ -99,6 +100,8 @@ def _writer(fmt: Format, sink: CountingSink, schema: pa.Schema):
 def csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The batch with its time-zoned timestamps as text in UTC, `2024-01-01 10:00:00.000000Z`, which is what Arrow's CSV
     writer prints for them too, but about thirty times faster (it looks the zone up for every value)."""
+    import pyarrow as pa
+
     zoned = [i for i, f in enumerate(batch.schema) if pa.types.is_timestamp(f.type) and f.type.tz]
     if not zoned:
         return batch
@@ -115,6 +118,7 @@ class _Csv:
     """CSV with a header (Arrow's writer: strings quoted, nulls empty), zoned timestamps as UTC text (csv_ready)."""
 
     def __init__(self, sink: CountingSink, schema: pa.Schema):
+        import pyarrow as pa
         import pyarrow.csv as pacsv
 
         empty = csv_ready(pa.RecordBatch.from_pylist([], schema=schema))
@@ -134,6 +138,7 @@ class _Parquet:
     as fast to write and 45% fewer bytes to send (decision 0030, amended; benchmarks/README.md, issue 16)."""
 
     def __init__(self, sink: CountingSink, schema: pa.Schema):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="zstd",
@@ -150,6 +155,8 @@ class _Parquet:
 
     def _flush(self) -> None:
         if self.held:
+            import pyarrow as pa
+
             self.writer.write_table(pa.Table.from_batches(self.held), row_group_size=max(self.rows, 1))
         self.held, self.rows, self.bytes = [], 0, 0
 

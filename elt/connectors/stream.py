@@ -15,18 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
-import pyarrow as pa
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:  # pyarrow is loaded by the Arrow deliveries only: a CSV delivery reads COPY's bytes
+    import pyarrow as pa
 
 # Arrow read per batch (the driver's hint): ~8,000 rows of a mart of 10 columns. Its default, 16 MiB, would hold
 # several of them while a Parquet row group fills
 BATCH_BYTES = 1024 * 1024
-SIMPLE_TYPES = {16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 700: pa.float32(),
-                701: pa.float64(), 1082: pa.date32(), 1083: pa.time64("us"), 1114: pa.timestamp("us")}
-NUMERIC, TIMESTAMPTZ = 1700, 1184
+# Postgres types (oids) with an Arrow type of their own: pyarrow's factory and its arguments
+SIMPLE_TYPES = {16: ("bool_",), 20: ("int64",), 21: ("int16",), 23: ("int32",), 700: ("float32",),
+                701: ("float64",), 1082: ("date32",), 1083: ("time64", "us"), 1114: ("timestamp", "us")}
+BOOLEAN, NUMERIC, TIMESTAMPTZ = 16, 1700, 1184
 CHUNK_BYTES = 1024 * 1024  # COPY's rows (one message each) joined into chunks of this size for a CSV delivery
 # the CSV reading transaction's settings: what makes COPY's text the CSV file's documented conventions
 # (docs/connectors-remote.md)
@@ -47,22 +51,46 @@ class Select:
         return cls(deliver.query)
 
 
-def arrow_schema(conn: psycopg.Connection, select: Select) -> pa.Schema:
-    """The Arrow schema of the select's result, from its columns as Postgres describes them (no row is read)."""
+@dataclass(frozen=True)
+class Column:
+    """One column of the select's result as Postgres describes it (type oid, and a numeric's precision and scale)."""
+
+    name: str
+    type_code: int
+    precision: int | None = None
+    scale: int | None = None
+
+    @property
+    def as_text(self) -> bool:
+        """No Arrow type of its own (text, json, arrays, uuid, intervals): delivered as the text Postgres prints."""
+        return self.type_code not in SIMPLE_TYPES and self.type_code not in (NUMERIC, TIMESTAMPTZ)
+
+    def arrow_type(self) -> pa.DataType:
+        import pyarrow as pa
+
+        if self.type_code in SIMPLE_TYPES:
+            factory, *arguments = SIMPLE_TYPES[self.type_code]
+            return getattr(pa, factory)(*arguments)
+        if self.type_code == TIMESTAMPTZ:
+            return pa.timestamp("us", tz="UTC")
+        if self.type_code == NUMERIC:
+            if self.precision and self.precision <= 38:
+                return pa.decimal128(self.precision, self.scale or 0)
+            return pa.float64()
+        return pa.string()
+
+
+def describe(conn: psycopg.Connection, select: Select) -> tuple[Column, ...]:
+    """The select's columns, as Postgres describes them (no row is read)."""
     cur = conn.execute(sql.SQL("select * from ({}) as delivered limit 0").format(sql.SQL(select.statement)))
-    return pa.schema([pa.field(column.name, _arrow_type(column)) for column in cur.description])
+    return tuple(Column(c.name, c.type_code, c.precision, c.scale) for c in cur.description)
 
 
-def _arrow_type(column) -> pa.DataType:
-    if column.type_code in SIMPLE_TYPES:
-        return SIMPLE_TYPES[column.type_code]
-    if column.type_code == TIMESTAMPTZ:
-        return pa.timestamp("us", tz="UTC")
-    if column.type_code == NUMERIC:
-        if column.precision and column.precision <= 38:
-            return pa.decimal128(column.precision, column.scale or 0)
-        return pa.float64()
-    return pa.string()
+def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    """The Arrow schema an Arrow delivery writes: each column's `arrow_type`."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(column.name, column.arrow_type()) for column in columns])
 
 
 def _set_session(conn: psycopg.Connection) -> None:
@@ -74,12 +102,13 @@ def _set_session(conn: psycopg.Connection) -> None:
 
 def batches(database_url: str, select: Select, schema: pa.Schema, *, application_name: str = "elt-connector",
             batch_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
-    """The select's rows as record batches of `schema`; at least one (empty when there are no rows). Read on a
-    connection of its own, read-only, which closes when the iterator ends or is closed (a destination that stopped
-    early: Postgres ends the read with the session)."""
+    """The select's rows as record batches of `schema` (`arrow_schema`); at least one (empty when there are no rows).
+    Read on a connection of its own, read-only, which closes when the iterator ends or is closed (a destination that
+    stopped early: Postgres ends the read with the session)."""
     # the driver's low-level API: its DB-API module imports pyarrow.dataset and pandas (0.6 s a process)
     import adbc_driver_manager as adbc
     import adbc_driver_postgresql
+    import pyarrow as pa
 
     sent = False
     with (adbc_driver_postgresql.connect(_read_only(database_url, application_name)) as database,
@@ -110,6 +139,8 @@ def _typed_select(select: Select, schema: pa.Schema) -> sql.Composed:
     text (json, arrays, uuid, intervals print as Postgres prints them) or as a decimal (cast by Arrow from the exact
     digits), float8 for a float64 (an unconstrained numeric); the rest (integers, booleans, dates, times, timestamps)
     arrive typed as they are."""
+    import pyarrow as pa
+
     def column(field: pa.Field) -> sql.Composable:
         name = sql.Identifier(field.name)
         if pa.types.is_string(field.type) or pa.types.is_decimal(field.type):
@@ -126,20 +157,20 @@ class CsvCopy:
     """The select's result as one CSV file's bytes, straight from `COPY ... TO STDOUT (FORMAT csv, HEADER)`: iterate
     for chunks of about CHUNK_BYTES; `rows` is the number of data rows once the iteration has ended (None before).
 
-    The file's conventions are set here, once (docs/connectors-remote.md): a header; strings (every column Arrow
-    would read as text: text, json, arrays, uuid) always quoted, so an empty string is `""` and a null an empty
+    The file's conventions are set here, once (docs/connectors-remote.md): a header; strings (every column without
+    an Arrow type of its own, `Column.as_text`: text, json, arrays, uuid) always quoted, so an empty string is `""` and a null an empty
     field; booleans `true`/`false`; dates `2026-01-05`; timestamps `2026-01-05 02:00:00` and, with a time zone,
     in UTC `2026-01-05 02:00:00+00`; numerics with the digits the mart holds; UTF-8, `\n` line ends."""
 
-    def __init__(self, conn: psycopg.Connection, select: Select, schema: pa.Schema):
-        self.conn, self.select, self.schema = conn, select, schema
+    def __init__(self, conn: psycopg.Connection, select: Select, columns: tuple[Column, ...]):
+        self.conn, self.select, self.columns = conn, select, columns
         self.rows: int | None = None
         self._chunks: Iterator[bytes] | None = None
 
     def statement(self) -> sql.Composed:
-        columns = [sql.SQL("{}::text as {}").format(sql.Identifier(f.name), sql.Identifier(f.name))
-                   if pa.types.is_boolean(f.type) else sql.Identifier(f.name) for f in self.schema]
-        quoted = [sql.Identifier(f.name) for f in self.schema if pa.types.is_string(f.type)]
+        columns = [sql.SQL("{}::text as {}").format(sql.Identifier(c.name), sql.Identifier(c.name))
+                   if c.type_code == BOOLEAN else sql.Identifier(c.name) for c in self.columns]
+        quoted = [sql.Identifier(c.name) for c in self.columns if c.as_text]
         options = sql.SQL("format csv, header")
         if quoted:
             options = sql.SQL("{}, force_quote ({})").format(options, sql.SQL(", ").join(quoted))

@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from elt.config import Settings
@@ -46,6 +44,9 @@ class ObjectStore:
     """One bucket of an S3-compatible store, configured from Settings."""
 
     def __init__(self, settings: Settings, *, bucket: str | None = None):
+        import boto3  # here, not at the top: a quarter of a second that importing the pipeline need not pay
+        from botocore.config import Config
+
         self.bucket = bucket or settings.s3_bucket
         self.client = boto3.client(
             "s3",

@@ -3,6 +3,8 @@ and a connector that moves patient-level data without saying so is refused. No d
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -28,6 +30,18 @@ def test_the_kinds_are_the_modules_of_the_packages():
     assert set(kinds("destination")) == modules >= {"s3", "folder", "postgres"}
     assert all(kind.options.model_fields["kind"].annotation.__args__ == (name,)
                for name, kind in kinds("destination").items())
+
+
+def test_reading_declarations_loads_no_kind_client_library():
+    """Every kind module is imported wherever declarations are read (each connector DAG's parse, the CLI, every run):
+    boto3, paramiko, requests and pyarrow load only when a connector of their kind runs (base.py). A module that
+    only sits in sys.modules as a lazy placeholder has not run, so its submodules tell."""
+    script = ("import sys; from elt.connectors.spec import kinds, load_connectors; kinds('destination'); "
+              "kinds('source'); from elt.config import REPO_ROOT; load_connectors(REPO_ROOT / 'airflow' / 'connectors'); "
+              "print(' '.join(m for m in ('boto3.session', 'paramiko.transport', 'requests.sessions', 'pyarrow.lib') "
+              "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert loaded.stdout.split() == []
 
 
 def test_a_good_declaration_loads_with_its_kind_options(tmp_path):

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import psycopg
-import pyarrow as pa
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,6 +33,9 @@ from elt.connectors.base import (
     RunContext,
 )
 from elt.connectors.formats import CountingSink, csv_ready
+
+if TYPE_CHECKING:  # loaded when a delivery runs (base.py: kinds load their clients when used)
+    import pyarrow as pa
 
 BOOKKEEPING = "connector_deliveries"
 # Postgres's errors that retrying cannot mend: the table's shape, permissions, data that does not fit it.
@@ -67,6 +69,8 @@ def open(options: Options) -> PostgresDestination:  # noqa: A001 - the contract'
 
 def _pg_type(kind: pa.DataType) -> str:
     """The Postgres type a new table's column gets for an Arrow type."""
+    import pyarrow as pa
+
     if pa.types.is_decimal(kind):
         return f"numeric({kind.precision}, {kind.scale})"
     if pa.types.is_timestamp(kind):

@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from elt.connectors.base import (
@@ -41,11 +40,13 @@ from elt.connectors.base import (
     DestinationRefused,
     DestinationUnavailable,
     RunContext,
+    lazy_module,
 )
 
 if TYPE_CHECKING:
     import pyarrow
 
+requests = lazy_module("requests")
 RETRIED_STATUSES = frozenset({408, 429})  # besides every 5xx: the endpoint asks to be tried again later
 
 

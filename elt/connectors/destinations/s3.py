@@ -20,9 +20,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
 from pydantic import BaseModel, ConfigDict, Field
 
 from elt.connectors.base import (
@@ -65,6 +62,9 @@ def open(options: Options) -> S3Destination:  # noqa: A001 - the contract's name
 class S3Destination(WritesOneFile):
     def __init__(self, options: Options):
         self.options = options
+        import boto3  # here, not at the top: scanning the kinds (spec.kinds) should not load every kind's client
+        from botocore.config import Config
+
         secrets = options.credentials.resolve() if options.credentials else {}
         self.client = boto3.client(
             "s3", endpoint_url=secrets.get("endpoint_url"), region_name=secrets.get("region"),
@@ -84,6 +84,8 @@ class S3Destination(WritesOneFile):
 
     def delivered(self, ctx: RunContext) -> Delivered | None:
         """The object of ctx.run_key, if a run completed it: read back for its rows, size and checksum."""
+        from botocore.exceptions import ClientError
+
         key = self.key(ctx)
         with _translated(ctx, self.location(ctx)):
             try:
@@ -167,6 +169,8 @@ class _Upload:
     def abort(self) -> None:
         if self.upload_id is None:
             return
+        from botocore.exceptions import BotoCoreError, ClientError
+
         self.pool.shutdown(wait=True, cancel_futures=True)  # no part lands after the abort
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
@@ -187,6 +191,8 @@ class _translated:
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None or isinstance(exc, ConnectorError):
             return False
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
+
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

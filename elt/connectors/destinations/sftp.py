@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import paramiko
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from elt.connectors.base import (
@@ -31,10 +30,13 @@ from elt.connectors.base import (
     DestinationRefused,
     DestinationUnavailable,
     RunContext,
+    lazy_module,
 )
 
 if TYPE_CHECKING:
     import pyarrow
+
+paramiko = lazy_module("paramiko")
 
 READ_WINDOW = 8 * 1024 * 1024    # read back a delivered file 8 MiB at a time ...
 READ_REQUEST = 32 * 1024         # ... in SFTP read requests of the size every server takes
@@ -86,16 +88,17 @@ class _HostKeyRefused(Exception):
         self.offered = offered
 
 
-class _PinnedOrRefused(paramiko.MissingHostKeyPolicy):
-    """paramiko asks this policy about every key it does not find in the loaded known_hosts: accept only the
-    pinned fingerprint (none pinned: refuse every unknown host, as `StrictHostKeyChecking yes` does)."""
+def _pinned_or_refused(pinned: str | None):
+    """The host key policy paramiko asks about every key it does not find in the loaded known_hosts: accept only the
+    pinned fingerprint (none pinned: refuse every unknown host, as `StrictHostKeyChecking yes` does). Made here, not
+    at the module's top, because its base class is paramiko's (loaded when a delivery runs: base.lazy_module)."""
 
-    def __init__(self, pinned: str | None):
-        self.pinned = pinned
+    class PinnedOrRefused(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            if pinned is None or fingerprint(key) != pinned:
+                raise _HostKeyRefused(fingerprint(key))
 
-    def missing_host_key(self, client, hostname, key):
-        if self.pinned is None or fingerprint(key) != self.pinned:
-            raise _HostKeyRefused(fingerprint(key))
+    return PinnedOrRefused()
 
 
 @dataclass
@@ -258,7 +261,7 @@ class SftpDestination:
             client.load_host_keys(str(self.options.known_hosts))
         elif not self.options.host_key_sha256:
             client.load_system_host_keys()
-        client.set_missing_host_key_policy(_PinnedOrRefused(self.options.host_key_sha256))
+        client.set_missing_host_key_policy(_pinned_or_refused(self.options.host_key_sha256))
 
     def _connect(self, client: paramiko.SSHClient) -> None:
         secrets = self.options.credentials.resolve()
