@@ -264,6 +264,18 @@ def test_warehouse_init_creates_every_login_before_the_api_starts():
     assert services["api"]["depends_on"].get("warehouse-init") == {"condition": "service_completed_successfully"}
 
 
+def test_airflow_init_makes_the_export_buckets_the_connectors_declare_once_minio_is_up():
+    """The connector DAGs run in the scheduler, after airflow-init; their s3 deliveries' buckets (derived from the
+    declarations, as ./start.sh derives them) must exist on MinIO by then, or the first delivery fails."""
+    services = compose()["services"]
+    init = services["airflow-init"]
+    assert init["depends_on"].get("minio") == {"condition": "service_healthy"}
+    assert services["airflow-scheduler"]["depends_on"].get("airflow-init") == {
+        "condition": "service_completed_successfully"}
+    script = (ROOT / "docker" / "airflow" / "init.sh").read_text()
+    assert "export_buckets(declared_deliveries())" in script and "ensure_bucket()" in script
+
+
 def test_no_login_password_is_shipped_and_each_is_documented():
     from elt.warehouse.roles import LOGINS
 

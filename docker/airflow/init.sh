@@ -8,6 +8,8 @@
 # 2. Writes SimpleAuthManager's passwords file from AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD (.env),
 #    so the UI login is the one configured rather than a generated one printed to a log. It is rewritten
 #    on every start, so a changed password in .env takes effect on the next `docker compose up`.
+# 3. Makes the buckets the declared s3 deliveries write to (airflow/connectors/*.yml) on the local MinIO, as
+#    ./start.sh does on its endpoint: derived from the declarations, so a new connector needs no edit here.
 # Between them it creates the `dbt_build` pool that every family's marts build runs in (without it, that task
 # would wait forever).
 set -euo pipefail
@@ -34,6 +36,17 @@ path.parent.mkdir(parents=True, exist_ok=True)
 path.touch(mode=0o600, exist_ok=True)
 path.chmod(0o600)
 path.write_text(json.dumps({user: password}) + "\n")
+PY
+
+echo "airflow-init: the export buckets the declared s3 deliveries name (local MinIO only)"
+python - <<'PY'
+from elt.config import get_settings
+from elt.devstack.__main__ import declared_deliveries, export_buckets
+from elt.storage.s3 import ObjectStore
+
+for bucket in export_buckets(declared_deliveries()):
+    ObjectStore(get_settings(), bucket=bucket).ensure_bucket()
+    print(f"  bucket {bucket}")
 PY
 
 echo "airflow-init: done"
