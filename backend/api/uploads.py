@@ -599,7 +599,9 @@ def openapi_operations(settings: ApiSettings) -> tuple[dict[str, dict[str, Any]]
     tags, security = ["drops"], [{"bearerKey": []}, {"headerKey": []}]
     # Machine-readable beside the prose: drop type -> the least role that may drop it, and replace a loaded period.
     roles = {"x-drop-roles": {name: {"drop_role": c.drop_role, "revision_role": c.revision_role or c.drop_role}
-                              for name, c in sorted(contracts.items())}}
+                              for name, c in sorted(contracts.items())},
+             # and drop type -> the form fields its uploads need beside the file (none for most)
+             "x-drop-fields": {name: sorted(c.landing.upload_fields) for name, c in sorted(contracts.items())}}
     paths = {
         "/api/v1/drops": {"post": {
             "operationId": "upload_drop", "tags": tags, "security": security, **roles,

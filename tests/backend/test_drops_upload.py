@@ -331,6 +331,9 @@ def test_the_openapi_document_tells_the_role_of_every_drop_type(client, settings
         assert f"`{name}`: {contract.drop_role}" in operation["description"]
     assert operation["x-drop-roles"]["medilink_patients"]["drop_role"] == "clinician"
     assert operation["x-drop-roles"]["nhs_kh03_overnight"] == {"drop_role": "analyst", "revision_role": "admin"}
+    assert operation["x-drop-fields"] == {name: sorted(c.landing.upload_fields) for name, c in contracts.items()}
+    assert operation["x-drop-fields"]["claims"] == ["month", "payer"]  # claims.yml's landing.upload_fields
+    assert operation["x-drop-fields"]["medilink_patients"] == operation["x-drop-fields"]["nhs_kh03_overnight"] == []
 
 
 def test_an_analyst_may_add_a_kh03_quarter_but_only_an_admin_may_replace_a_loaded_one(make_client, store, db,

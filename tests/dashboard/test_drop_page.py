@@ -55,6 +55,19 @@ def test_a_file_that_breaks_its_contract_is_refused_with_the_apis_reason(own_api
     assert list(store.list("")) == []
 
 
+def test_the_form_asks_for_the_fields_the_chosen_drop_type_needs(own_api, settings, monkeypatch):
+    """A claims batch needs its payer and month beside the file; a KH03 workbook states its own quarter and needs
+    nothing: the form follows the drop type chosen (the API's x-drop-fields)."""
+    url, _ = own_api
+    key = create_key(settings.database_url, "dashboard claims drops", "clinician")  # clinicians may drop claims
+    at = dashboard(url, key, monkeypatch, "06_drop_a_file")
+    at.selectbox(key="drop_type").set_value("nhs_kh03_overnight").run()
+    assert not at.exception and [t.key for t in at.text_input] == ["drop_url"]
+    at.selectbox(key="drop_type").set_value("claims").run()
+    assert sorted(t.key for t in at.text_input) == ["drop_url", "field_month", "field_payer"]
+    assert "YYYY-MM" in next(t for t in at.text_input if t.key == "field_month").help
+
+
 def submit(at) -> None:
     next(b for b in [*at.button, *at.form_submit_button] if b.label == "Drop it").click().run()
 

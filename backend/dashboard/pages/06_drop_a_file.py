@@ -22,10 +22,11 @@ def droppable() -> list[str]:
             if rank >= role_rank(context.roles, roles["drop_role"])]
 
 
-def extra_fields() -> dict[str, str]:
-    """The form fields some drop types need beside the file (a claims batch's payer and month), as the API lists them."""
+def extra_fields(drop_type: str) -> dict[str, str]:
+    """The form fields `drop_type` needs beside the file (a claims batch's payer and month), as the API lists them
+    (x-drop-fields), with the API's description of each."""
     schema = UPLOAD["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
-    return {name: field.get("description", "") for name, field in schema.items() if name not in ("file", "drop_type")}
+    return {name: schema.get(name, {}).get("description", "") for name in UPLOAD.get("x-drop-fields", {}).get(drop_type, [])}
 
 
 def send(drop_type: str, upload, url: str, fields: dict[str, str]) -> None:
@@ -80,11 +81,11 @@ types = droppable()
 if not types:
     st.info(f"No drop type may be dropped with a key of role {context.role}.")
     st.stop()
+drop_type = st.selectbox("Drop type", types, key="drop_type")  # outside the form: its fields follow the choice
 with st.form("drop"):
-    drop_type = st.selectbox("Drop type", types, key="drop_type")
     upload = st.file_uploader("A workbook or CSV", type=["csv", "xlsx", "xls"], key="drop_file")
     url = st.text_input("... or its URL (an allowed host, https)", key="drop_url")
-    fields = {name: st.text_input(name, help=text, key=f"field_{name}") for name, text in extra_fields().items()}
+    fields = {name: st.text_input(name, help=text, key=f"field_{name}") for name, text in extra_fields(drop_type).items()}
     submitted = st.form_submit_button("Drop it")
 if submitted:
     if upload is None and not url.strip():
