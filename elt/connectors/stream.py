@@ -127,11 +127,16 @@ def batches(database_url: str, select: Select, schema: pa.Schema, *, application
         yield pa.RecordBatch.from_pylist([], schema=schema)
 
 
+# the Arrow reading session: read-only, and rows in the table's order every time (a REST delivery resumes after the
+# batches an endpoint took: docs/connectors-remote.md), so no synchronised scan and no parallel workers
+READING = ("default_transaction_read_only=on", "synchronize_seqscans=off", "max_parallel_workers_per_gather=0")
+
+
 def _read_only(database_url: str, application_name: str) -> str:
-    """`database_url` as libpq connection parameters, with the session read-only and named (options kept)."""
+    """`database_url` as libpq connection parameters for the Arrow reading session (READING), named (options kept)."""
     options = conninfo_to_dict(database_url).get("options") or ""
     return make_conninfo(database_url, application_name=application_name,
-                         options=f"{options} -c default_transaction_read_only=on".strip())
+                         options=" ".join([options, *(f"-c {setting}" for setting in READING)]).strip())
 
 
 def _typed_select(select: Select, schema: pa.Schema) -> sql.Composed:

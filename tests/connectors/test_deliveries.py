@@ -303,6 +303,25 @@ def test_parquet_keeps_each_column_type_the_stream_documents(connectors, db, tmp
     assert outcome.rows == 2
 
 
+def test_an_arrow_delivery_reads_read_only_in_a_stable_order(connectors, tmp_path):
+    """The session that reads an Arrow delivery's rows: read-only, no synchronised scans and no parallel workers,
+    so an unchanged mart comes in the same order each time (a REST delivery resumes after the batches taken)."""
+    settings, declare = connectors
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    declare("session", f"""
+        description: What the reading session is set to.
+        deliver:
+          query: "select current_setting('transaction_read_only') as read_only,
+                  current_setting('synchronize_seqscans') as synchronized,
+                  current_setting('max_parallel_workers_per_gather') as workers"
+          to: {{kind: folder, path: {outbox}, format: parquet}}
+    """)  # noqa: S608 - a YAML declaration; the only value put in is the test's folder
+    run_connector("session", settings=settings)
+    (path,) = outbox.rglob("*.parquet")
+    assert pq.read_table(path).to_pylist() == [{"read_only": "on", "synchronized": "off", "workers": "0"}]
+
+
 @pytest.fixture
 def destination_db(pg_server_url, monkeypatch):
     name = f"hw_dest_{uuid.uuid4().hex[:8]}"
