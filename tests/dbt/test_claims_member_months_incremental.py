@@ -199,7 +199,8 @@ def test_months_stay_exact_when_a_build_of_the_members_was_missed_and_a_quiet_ni
         claims_settings, store, db, tmp_path):
     """March's file is taken in by a build of int_current_eligibility alone (the member months not built after it);
     April's by the whole selection: B's open span grows by two months at once, D's plan change of March is
-    written whole. A build with no new file then writes no row."""
+    written whole. A corrected February file loaded after them takes B back to February. A build with no new file
+    then writes no row."""
     settings = claims_settings
     load(settings, store, {month_key("2024-01", "members.csv"): JANUARY})
     build(settings, tmp_path, "base")
@@ -219,6 +220,12 @@ def test_months_stay_exact_when_a_build_of_the_members_was_missed_and_a_quiet_ni
     assert found["D"] == months("2023-12", "2024-02", "ppo") + months("2024-03", "2024-04", "hmo")
     assert found["C"] == months("2023-11", "2024-01", "ppo")  # January's file is still C's latest
     assert found["H"] == months("2024-04", "2024-04", "hmo")
+    # A corrected February file loads after April's and sends B again: its latest arrival is now February's, and
+    # its open span ends there again (the months it held to April are not all kept).
+    load(settings, store, {month_key("2024-02", "members_corrected.csv"): members(
+        "B,BlueCross,hmo,2023-10-01,,1971-02-02,M")})
+    build(settings, tmp_path, "corrected")
+    assert member_months(db)["B"] == months("2023-10", "2024-02", "hmo")
     nightly = table_contents(db, COMPARED)
 
     versions = {table: row_versions(db, table) for table in ("core.fct_member_months", "core.dim_members")}
