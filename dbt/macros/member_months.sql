@@ -9,8 +9,8 @@
 
 {#
     SQL: one row per member of `relation` (spans shaped as int_current_eligibility) with a digest of the spans as
-    sent (an open span without its end, which moves with the file), in file order (a tie between spans that start
-    on the same day goes to the later row); open_end: the last day of its open spans (the file's month);
+    sent (an open span without its end, which moves with the file), in file order (the order decides between spans
+    that start on the same day: a reordered file counts as a change); open_end: the last day of its open spans (the file's month);
     closed_end: the latest end of its other spans; built_at: when it last changed (a held version only).
 #}
 {% macro eligibility_versions(relation, filter=none) -%}
@@ -98,8 +98,8 @@
     Pre-hook of int_current_eligibility: no nested loops in its transaction. The planner has no statistics for the
     batch's CTEs, reads the winners of a 70,000-member night as one row, and joined them to the held versions by
     nested loops over CTE scans (70,000 x 70,000: over two minutes of a nightly at a third of the issue's size,
-    stopped; 1.8 s with hash joins). Its one index lookup (the held versions of the batch's members) becomes a
-    hash join over one row per span, a fraction of a second at 200,000 members.
+    stopped; 1.8 s with hash joins). Its index lookups of the held versions of the batch's members become hash
+    joins over the table's rows, one per span.
 #}
 {% macro no_nested_loops() -%}
     set local enable_nestloop = off
