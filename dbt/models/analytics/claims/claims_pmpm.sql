@@ -9,7 +9,10 @@
 #}
 with
 
-member_months as (
+-- Read twice (the enrolled counts, the claims' plans): not materialized, so that each reads the table itself. A
+-- materialized CTE has no index nor statistics, and the claims joined it by sorting both sides on disk (5.0 s against
+-- 2.4-2.6 s at a third of issue 15's size).
+member_months as not materialized (
 
     select * from {{ ref('fct_member_months') }}
 

@@ -4,7 +4,11 @@
     spans. Spans sent twice in that file are kept once.
 
     Incremental (delete+insert on the member): a run reads the spans of the files not in the table yet and
-    writes the members whose latest arrival they hold (macros/latest_arrival.sql; decision 0028).
+    writes the members whose latest arrival they hold (macros/latest_arrival.sql; decision 0028). built_at says
+    when the member's months last changed other than by growing: a member re-sent with the same spans keeps the
+    built_at of the version held, also when an open span's end moved on to the later file's month, as long as no
+    month it held changes (every closed span ended by the held open end). fct_member_months and dim_members
+    rewrite the members whose built_at is newer than their own last build, and extend the others' open spans.
 #}
 {{
     config(
@@ -17,6 +21,7 @@
             {'columns': ['file_id']},
             {'columns': ['built_at']},
         ],
+        pre_hook=["{{ no_nested_loops() }}"],
         post_hook=["{{ delete_rows_of_unloaded_files('eligibility') }}", "{{ analyze_this() }}"],
     )
 }}
@@ -50,7 +55,7 @@ latest_arrivals as (
 
 ),
 
-final as (
+current_spans as (
 
     select distinct on (spans.payer, spans.member_id, spans.enrollment_start_date, spans.enrollment_end_date, spans.plan)
         spans.payer,
@@ -61,10 +66,10 @@ final as (
         spans.birth_date,
         spans.enrollment_start_date,
         spans.enrollment_end_date,
+        spans.is_open_ended,
         spans.file_id,
         spans.source_row_number,
-        spans.loaded_at,
-        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
+        spans.loaded_at
     from spans
     inner join latest_arrivals
         on spans.payer = latest_arrivals.payer
@@ -72,6 +77,58 @@ final as (
         and spans.file_id = latest_arrivals.file_id
     order by spans.payer, spans.member_id, spans.enrollment_start_date, spans.enrollment_end_date, spans.plan,
         spans.source_row_number desc
+
+),
+
+{% if is_incremental() %}
+new_versions as (
+
+    {{ eligibility_versions('current_spans') }}
+
+),
+
+held_versions as (
+
+    {{ eligibility_versions(this, filter='(payer, member_id) in (select payer, member_id from new_versions)') }}
+
+),
+
+-- The held version's months stay as they are: the same spans in the same order, an open end that did not move
+-- back, and no closed span ending after the held open end (whose later months an open span's growth could
+-- take over); the months after the held ones are the new version's to add.
+unchanged_members as (
+
+    select
+        held_versions.payer,
+        held_versions.member_id,
+        held_versions.built_at
+    from held_versions
+    inner join new_versions
+        on held_versions.payer = new_versions.payer
+        and held_versions.member_id = new_versions.member_id
+        and held_versions.spans_digest = new_versions.spans_digest
+    where held_versions.open_end is null
+        or (new_versions.open_end >= held_versions.open_end
+            and coalesce(held_versions.closed_end <= held_versions.open_end, true))
+
+),
+{% endif %}
+
+final as (
+
+    select
+        current_spans.*,
+        {% if is_incremental() -%}
+        coalesce(unchanged_members.built_at, cast('{{ run_started_at.isoformat() }}' as timestamptz)) as built_at
+        {%- else -%}
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
+        {%- endif %}
+    from current_spans
+    {% if is_incremental() -%}
+    left join unchanged_members
+        on current_spans.payer = unchanged_members.payer
+        and current_spans.member_id = unchanged_members.member_id
+    {%- endif %}
 
 )
 

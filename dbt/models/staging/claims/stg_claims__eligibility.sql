@@ -51,7 +51,8 @@ final as (
         birth_date,
         enrollment_start_date,
         -- No end: still enrolled, as far as the file knows, to the end of the month it reports on.
-        coalesce(enrollment_end_date, period_end) as enrollment_end_date
+        coalesce(enrollment_end_date, period_end) as enrollment_end_date,
+        enrollment_end_date is null as is_open_ended
     from loaded_spans
 
 )
