@@ -3,7 +3,21 @@
     reason is a JSON object with the rule's id, the claim's statistic, the peer value it was compared with and
     the rule's weight; the score is the sum of the weights of the rules that fired, at most 1. A lead for an
     investigator, not a verdict. Every rule, threshold and weight: docs/claims-anomaly-rules.md.
+
+    Incremental (delete+insert on the claim; decision 0022's amendment): a run scores every claim, as a full
+    build does, and writes only the claims whose row differs from the one held (new, re-sent, or a reason whose
+    peer figures moved); the post-hook removes the claims fct_claims no longer holds. A new month moves the
+    peer figures of few claims' reasons, so a night writes thousands of rows, not every claim.
 #}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['payer', 'claim_id'],
+        on_schema_change='fail',
+        post_hook=["{{ delete_claims_no_longer_current() }}"],
+    )
+}}
 {#- The rules in the order a claim's reasons list them; each needs its weight in var('claims_anomaly_weights'). -#}
 {%- set rules = ['duplicate', 'cost_outlier', 'service_after_received', 'implausible_length_of_stay',
                  'benford_first_digit'] -%}
@@ -205,6 +219,28 @@ final as (
         on claims.payer = claim_reasons.payer
         and claims.claim_id = claim_reasons.claim_id
 
+){% if is_incremental() %},
+
+{#- Every column the table holds but built_at, which says when a row was written. #}
+{%- set compared = adapter.get_columns_in_relation(this) | map(attribute='name') | reject('equalto', 'built_at') | list %}
+
+-- The rows that differ from the ones held (new claims, re-sent ones, reasons whose peer figures moved).
+changed as (
+
+    select final.*
+    from final
+    where not exists (
+        select
+        from {{ this }} as held
+        where held.payer = final.payer
+            and held.claim_id = final.claim_id
+            and (held.{{ compared | join(', held.') }}) is not distinct from (final.{{ compared | join(', final.') }})
+    )
+
 )
 
+select * from changed
+{%- else %}
+
 select * from final
+{%- endif %}
