@@ -3,7 +3,7 @@
     procedure against every provider billing it (its peers, itself included): peer median, MAD, robust z-score
     and percentile. No verdict (z, percentile, peer figures null) when fewer than var('claims_min_peer_count')
     providers bill the procedure. Rules: docs/claims-anomaly-rules.md (rule cost_outlier). The claims and
-    allowed amounts per provider and procedure are kept per month of service in int_provider_procedure_months,
+    allowed amounts per provider and procedure are kept per reporting month in int_provider_procedure_months,
     which a night updates for the months it touched; the peer figures are recomputed from them here.
 #}
 {%- set min_peers = var('claims_min_peer_count') | int -%}

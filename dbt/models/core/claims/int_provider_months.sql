@@ -6,7 +6,7 @@
     month's claims, the bookkeeping of the incremental build.
 
     Incremental (delete+insert on the month): a build rebuilds the months whose claims changed since its last
-    build (macros/claims_marts.sql, claim_months_filter; decision 0022's amendment).
+    build (macros/claims_marts.sql, claim_months_to_rebuild; decision 0022's amendment).
 #}
 {{
     config(
@@ -14,16 +14,29 @@
         incremental_strategy='delete+insert',
         unique_key='service_month',
         on_schema_change='fail',
-        post_hook=["{{ analyze_this() }}"],
+        post_hook=["{{ delete_empty_claim_months() }}", "{{ analyze_this() }}"],
     )
 }}
 {%- set min_amount = var('claims_benford_min_amount') -%}
+{%- set months = claim_months_to_rebuild(ref('fct_claims')) -%}
 with
 
 claims as (
 
     select * from {{ ref('fct_claims') }}
-    where {{ claim_months_filter(ref('fct_claims')) }}
+    where {{ in_claim_months(months, 'service_month') }}
+
+),
+
+-- The leading digit of the whole part of a billed amount of at least the minimum (10 by default, so never 0).
+claim_digits as (
+
+    select
+        *,
+        case
+            when billed_amount >= {{ min_amount }} then left(cast(floor(billed_amount) as text), 1)
+        end as first_digit
+    from claims
 
 ),
 
@@ -38,14 +51,11 @@ provider_months as (
         sum(billed_amount) as billed_amount,
         sum(allowed_amount) as allowed_amount,
         sum(paid_amount) as paid_amount,
-        -- The leading digit of the whole part: amounts are at least the minimum (10 by default), so never 0.
         {%- for digit in range(1, 10) %}
-        count(*) filter (
-            where billed_amount >= {{ min_amount }} and left(cast(floor(billed_amount) as text), 1) = '{{ digit }}'
-        ) as first_digit_{{ digit }}_count,
+        count(*) filter (where first_digit = '{{ digit }}') as first_digit_{{ digit }}_count,
         {%- endfor %}
         cast(null as bigint) as month_claim_count
-    from claims
+    from claim_digits
     where rendering_npi is not null
     group by 1, 2
 
@@ -55,7 +65,7 @@ month_rows as (
 
     select
         cast(null as text) as rendering_npi,
-        service_month,
+        rebuilt_months.service_month,
         cast(null as bigint) as claim_count,
         cast(null as bigint) as member_count,
         cast(null as bigint) as denied_claim_count,
@@ -65,9 +75,11 @@ month_rows as (
         {%- for digit in range(1, 10) %}
         cast(null as bigint) as first_digit_{{ digit }}_count,
         {%- endfor %}
-        count(*) as month_claim_count
-    from claims
-    group by 2
+        count(claims.service_month) as month_claim_count
+    from {{ claim_months_relation(months, 'service_month', 'claims') }} as rebuilt_months
+    left join claims
+        on rebuilt_months.service_month = claims.service_month
+    group by rebuilt_months.service_month
 
 ),
 

@@ -1,28 +1,29 @@
 {#
-    One row per rendering provider (NPI), procedure code and month of service (the claim's, fct_claims) of the
-    current claims that are not denied: the claims with a line of the procedure from the provider and the sum of
-    those lines' allowed amounts, per claim (lines without an allowed amount left out). provider_cost_outliers adds
-    them up per provider and procedure. Plus one month row per month of service (provider columns null) with the
-    month's claims, the bookkeeping of the incremental build.
+    One row per rendering provider (NPI), procedure code and reporting month (of the file holding the claim's
+    current version) of the current claims that are not denied: the claims with a line of the procedure from the
+    provider and the sum of those lines' allowed amounts, per claim (lines without an allowed amount left out).
+    provider_cost_outliers adds them up per provider and procedure. Plus one month row per reporting month (provider
+    columns null) with the month's claims, the bookkeeping of the incremental build.
 
-    Incremental (delete+insert on the month): a build rebuilds the months whose claims changed since its last
-    build (macros/claims_marts.sql, claim_months_filter; decision 0022's amendment).
+    Incremental (delete+insert on the reporting month): a build rebuilds the months whose claims changed since its
+    last build (macros/claims_marts.sql, claim_months_to_rebuild; decision 0022's amendment), as int_provider_payer_months.
 #}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key='service_month',
+        unique_key='reporting_month',
         on_schema_change='fail',
-        post_hook=["{{ analyze_this() }}"],
+        post_hook=["{{ delete_empty_claim_months() }}", "{{ analyze_this() }}"],
     )
 }}
+{%- set months = claim_months_to_rebuild(ref('fct_claims'), 'reporting_month') -%}
 with
 
 claims as (
 
-    select payer, claim_id, service_month from {{ ref('fct_claims') }}
-    where {{ claim_months_filter(ref('fct_claims')) }}
+    select payer, claim_id, reporting_month from {{ ref('fct_claims') }}
+    where {{ in_claim_months(months, 'reporting_month') }}
 
 ),
 
@@ -39,7 +40,7 @@ claim_procedures as (
     select
         claim_lines.rendering_npi,
         claim_lines.procedure_code,
-        claims.service_month,
+        claims.reporting_month,
         claim_lines.payer,
         claim_lines.claim_id,
         sum(claim_lines.allowed_amount) as allowed_amount
@@ -60,7 +61,7 @@ provider_procedure_months as (
     select
         rendering_npi,
         procedure_code,
-        service_month,
+        reporting_month,
         count(*) as claim_count,
         sum(allowed_amount) as allowed_amount,
         cast(null as bigint) as month_claim_count
@@ -74,12 +75,14 @@ month_rows as (
     select
         cast(null as text) as rendering_npi,
         cast(null as text) as procedure_code,
-        service_month,
+        rebuilt_months.reporting_month,
         cast(null as bigint) as claim_count,
         cast(null as numeric) as allowed_amount,
-        count(*) as month_claim_count
-    from claims
-    group by 3
+        count(claims.reporting_month) as month_claim_count
+    from {{ claim_months_relation(months, 'reporting_month', 'claims') }} as rebuilt_months
+    left join claims
+        on rebuilt_months.reporting_month = claims.reporting_month
+    group by rebuilt_months.reporting_month
 
 ),
 
