@@ -8,7 +8,8 @@ from elt.transform import dbt_connection_env, run_dbt
 
 # Declared under `unit_tests:` in dbt/models/*/_*.yml: the moving average, the age band, the priority mapping,
 # blood-pressure parsing, the row filters, the 12-month window, the bed-occupancy changes and flags, the claims
-# month spans, latest arrival and PMPM, the claims robust z-score, Benford MAD and readmission window, and the
+# month spans, latest arrival and PMPM, the claims robust z-score, Benford MAD and readmission window and
+# the per-month provider aggregates behind them, and the
 # disclosure control of every de-identified mart, one or more per model.
 UNIT_TESTS = {
     "bed_occupancy_trends_85_and_92_pct_flags", "bed_occupancy_trends_quarter_and_year_changes",
@@ -20,6 +21,7 @@ UNIT_TESTS = {
     "facility_stats_disclosure_control", "fct_triage_visits_keeps_only_rows_naming_one_patient",
     "fct_triage_visits_maps_triage_level_to_priority", "fct_triage_visits_parses_blood_pressure",
     "int_facility_activity_counts", "int_condition_visits_daily_age_band_on_the_visit_day",
+    "int_provider_months_counts_sums_and_first_digits", "int_provider_procedure_months_claims_of_a_procedure",
     "int_condition_patients_first_sighting_per_age_band", "int_patient_windows_window_counts_and_sightings",
     "patient_summary_window_flags_and_last_reading",
     "provider_benford_mad_bands_and_minimum_claims", "provider_cost_outliers_robust_z_mad_zero_and_minimum_peers",

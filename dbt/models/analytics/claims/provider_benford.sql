@@ -3,25 +3,34 @@
     claims. Mean absolute deviation (MAD) of the nine first-digit shares from Benford's log10(1 + 1/d), and
     Nigrini's conformity band; no verdict below var('claims_benford_min_claims') amounts. Amounts below
     var('claims_benford_min_amount') are left out. Rules: docs/claims-anomaly-rules.md (rule benford_first_digit).
+    The digit counts are kept per month of service in int_provider_months, which a night updates for the months
+    it touched; this table adds them up.
 #}
 {%- set bands = var('claims_benford_mad_bands') -%}
 with
 
-claims as (
+provider_months as (
 
-    select * from {{ ref('fct_claims') }}
+    select * from {{ ref('int_provider_months') }}
 
 ),
 
-amounts as (
+-- The digit counts of each provider's months (int_provider_months: amounts of at least the minimum only).
+digit_counts as (
 
     select
-        rendering_npi,
-        -- The leading digit of the whole part: amounts are at least the minimum (10 by default), so never 0.
-        cast(left(cast(floor(billed_amount) as text), 1) as integer) as first_digit
-    from claims
-    where rendering_npi is not null
-        and billed_amount >= {{ var('claims_benford_min_amount') }}
+        provider_months.rendering_npi,
+        digits.first_digit,
+        cast(sum(digits.digit_count) as bigint) as digit_count
+    from provider_months
+    cross join lateral (
+        values
+            {%- for digit in range(1, 10) %}
+            ({{ digit }}, provider_months.first_digit_{{ digit }}_count){% if not loop.last %},{% endif %}
+            {%- endfor %}
+    ) as digits (first_digit, digit_count)
+    where provider_months.rendering_npi is not null
+    group by 1, 2
 
 ),
 
@@ -29,20 +38,10 @@ providers as (
 
     select
         rendering_npi,
-        count(*) as claim_count
-    from amounts
+        cast(sum(digit_count) as bigint) as claim_count
+    from digit_counts
     group by 1
-
-),
-
-digit_counts as (
-
-    select
-        rendering_npi,
-        first_digit,
-        count(*) as digit_count
-    from amounts
-    group by 1, 2
+    having sum(digit_count) > 0
 
 ),
 

@@ -1,31 +1,31 @@
 {#
     One row per rendering provider (NPI) per month of service: claims, members, billed / allowed / paid, the
     allowed-to-billed and paid-to-allowed ratios and the denial rate, over the current version of each claim.
+    Kept per month in int_provider_months, which a night updates for the months it touched.
     De-identified: counts under disclosure control, and a month whose claim count is withheld shows nothing else.
 #}
 with
 
-claims as (
+provider_months as (
 
-    select * from {{ ref('fct_claims') }}
+    select * from {{ ref('int_provider_months') }}
 
 ),
 
+-- The provider rows (the month rows keep the incremental build's bookkeeping).
 monthly as (
 
     select
         rendering_npi,
         service_month,
-        count(*) as claim_count,
-        count(distinct member_key) as member_count,
-        count(*) filter (where claim_status = 'denied') as denied_claim_count,
-        sum(billed_amount) as billed_amount,
-        sum(allowed_amount) as allowed_amount,
-        sum(paid_amount) as paid_amount
-    from claims
+        claim_count,
+        member_count,
+        denied_claim_count,
+        billed_amount,
+        allowed_amount,
+        paid_amount
+    from provider_months
     where rendering_npi is not null
-        and service_month is not null
-    group by 1, 2
 
 ),
 

@@ -2,44 +2,30 @@
     One row per rendering provider (NPI) and procedure code: the provider's allowed cost per claim for the
     procedure against every provider billing it (its peers, itself included): peer median, MAD, robust z-score
     and percentile. No verdict (z, percentile, peer figures null) when fewer than var('claims_min_peer_count')
-    providers bill the procedure. Rules: docs/claims-anomaly-rules.md (rule cost_outlier).
+    providers bill the procedure. Rules: docs/claims-anomaly-rules.md (rule cost_outlier). The claims and
+    allowed amounts per provider and procedure are kept per reporting month in int_provider_procedure_months,
+    which a night updates for the months it touched; the peer figures are recomputed from them here.
 #}
 {%- set min_peers = var('claims_min_peer_count') | int -%}
 with
 
-claim_lines as (
+provider_procedure_months as (
 
-    select * from {{ ref('fct_claim_lines') }}
-
-),
-
--- A claim's allowed amount for the procedure (its lines with that code); denied claims cost nothing and are
--- left out, so that they do not pull a provider's cost per claim down.
-claim_procedures as (
-
-    select
-        rendering_npi,
-        procedure_code,
-        payer,
-        claim_id,
-        sum(allowed_amount) as allowed_amount
-    from claim_lines
-    where rendering_npi is not null
-        and procedure_code is not null
-        and allowed_amount is not null
-        and claim_status is distinct from 'denied'
-    group by 1, 2, 3, 4
+    select * from {{ ref('int_provider_procedure_months') }}
 
 ),
 
+-- A provider's claims of the procedure and their allowed amounts, added up over its months (the month rows,
+-- with null providers, keep the incremental build's bookkeeping).
 provider_procedures as (
 
     select
         rendering_npi,
         procedure_code,
-        count(*) as claim_count,
-        avg(allowed_amount) as allowed_per_claim
-    from claim_procedures
+        cast(sum(claim_count) as bigint) as claim_count,
+        sum(allowed_amount) / sum(claim_count) as allowed_per_claim
+    from provider_procedure_months
+    where rendering_npi is not null
     group by 1, 2
 
 ),

@@ -1,21 +1,15 @@
 {#
     One row per provider number seen on a current claim line as the rendering or the billing provider: the
     months it has claims in, how many claims and which payers. (Aetna sends a tax id where the others send an
-    NPI: such a number is a provider here too.)
+    NPI: such a number is a provider here too.) Added up from int_provider_payer_months (per provider, payer and
+    reporting month), which a night updates for the months it touched.
 #}
 with
 
-claim_lines as (
+provider_payer_months as (
 
-    select * from {{ ref('fct_claim_lines') }}
-
-),
-
-provider_lines as (
-
-    select rendering_npi as npi, payer, claim_id, service_from_date from claim_lines where rendering_npi is not null
-    union all
-    select billing_npi as npi, payer, claim_id, service_from_date from claim_lines where billing_npi is not null
+    select * from {{ ref('int_provider_payer_months') }}
+    where npi is not null
 
 ),
 
@@ -23,12 +17,13 @@ final as (
 
     select
         npi,
-        cast(date_trunc('month', min(service_from_date)) as date) as first_claim_month,
-        cast(date_trunc('month', max(service_from_date)) as date) as last_claim_month,
-        count(distinct (payer, claim_id)) as claims,
+        cast(date_trunc('month', min(first_service_date)) as date) as first_claim_month,
+        cast(date_trunc('month', max(last_service_date)) as date) as last_claim_month,
+        -- A claim has one reporting month (its current version's file): its claims in each month add up.
+        cast(sum(claim_count) as bigint) as claims,
         array_agg(distinct payer order by payer) as payers,
         cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
-    from provider_lines
+    from provider_payer_months
     group by 1
 
 )

@@ -1,0 +1,140 @@
+"""The incremental anomaly list and provider aggregates (decision 0022's amendment): a night that re-sends a claim,
+adds a month that moves a procedure's peer median and sets a claims file aside gives exactly the rows a full refresh
+gives, in every column of every row, and leaves the rows it did not need to change as they were.
+
+Small BlueCross files go through the real loader from the S3 endpoint; `dbt build` of the claims selection runs once
+on the base, once incrementally after the night's files, then with --full-refresh. Disclosure control is off
+(threshold 1, base 1) so that every count is compared exactly.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from elt.config import Settings
+from elt.families import declared_families
+from elt.pipeline import ingest_file
+from elt.transform import run_dbt
+from tests.conftest import table_contents
+
+SELECTION = declared_families(Settings())["claims"].dbt_select()
+CHANGED = ("analytics.claim_anomaly_scores", "analytics.provider_claim_metrics", "analytics.provider_cost_outliers",
+           "analytics.provider_benford", "core.dim_providers", "core.int_provider_months",
+           "core.int_provider_procedure_months", "core.int_provider_payer_months")
+
+BLUECROSS_HEADER = ("ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,ServiceToDate,DiagnosisCode,"
+                    "ProcedureCode,BilledAmount,AllowedAmount,PaidAmount,Status,Type\n")
+
+
+def npi(number: int) -> str:
+    return f"{1000000000 + number}"
+
+
+def bluecross_claims(*rows: tuple[str, int, str, str, int]) -> bytes:
+    """(claim id, provider number, service day, procedure, allowed) rows: billed twice allowed, paid allowed - 10;
+    the member is the provider's (M<provider number>)."""
+    lines = [f"{claim},M{provider},{npi(provider)},{day},{day},{day},E11.9,{procedure},{2 * allowed}.00,"
+             f"{allowed}.00,{allowed - 10}.00,Paid,Professional\n" for claim, provider, day, procedure, allowed in rows]
+    return (BLUECROSS_HEADER + "".join(lines)).encode()
+
+
+def key(month: str, name: str = "batch") -> str:
+    year, number = month.split("-")
+    return f"claims/provider=bluecross/year={year}/month={number}/{name}.csv"
+
+
+# The base. 99213: providers 1 to 11 at 100 to 110 per claim, provider 21 at 125 and provider 12 at 1000: median
+# 106, MAD 3 (deviations 0 to 6, 19 and 894), so 12 (z 201) and 21 (z 0.6745 * 19 / 3 = 4.27) are high-cost
+# outliers. 99214: eleven providers at 50, no spread, nothing fires. 99215 (too few peers):
+# October's O1, November's V1 and V2, December's D1; a later file reporting on September sends V2 and re-sends D1.
+BASE = {
+    key("2023-10"): bluecross_claims(("O1", 4, "2023-10-02", "99215", 60)),
+    key("2023-11"): bluecross_claims(("V1", 1, "2023-11-10", "99215", 70)),
+    key("2023-12"): bluecross_claims(("D1", 3, "2023-12-05", "99215", 80)),
+    key("2024-01"): bluecross_claims(
+        *[(f"J{p}", p, "2024-01-10", "99213", 99 + p) for p in range(1, 12)], ("J12", 12, "2024-01-10", "99213", 1000),
+        ("J21", 21, "2024-01-10", "99213", 125),
+        *[(f"K{p}", p, "2024-01-12", "99214", 50) for p in range(1, 12)]),
+    key("2023-09", "late"): bluecross_claims(("V2", 2, "2023-11-20", "99215", 75), ("D1", 3, "2023-12-05", "99215", 90)),
+}
+# The night: February re-sends J1 at 130 and brings providers 13 to 20 to 99213 at 200 (peer median 125 now: the
+# 11th of 101-110, 125, 130, eight 200s and 1000), so J21, which nobody re-sent, is no outlier any more; the
+# September file is set aside, so V2 goes (November loses a claim and gains none), D1 falls back to December's
+# version and September has no claim left.
+NIGHT = {
+    key("2024-02"): bluecross_claims(("J1", 1, "2024-01-10", "99213", 130),
+                                     *[(f"F{p}", p, "2024-02-03", "99213", 200) for p in range(13, 21)]),
+}
+SET_ASIDE = key("2023-09", "late")
+
+
+def load(settings, store, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        store.put(name, data)
+        assert ingest_file(name, settings=settings).status == "loaded", name
+
+
+def row_versions(db, table: str, where: str) -> list[tuple]:
+    """The rows' xmin: a row an incremental build did not rewrite keeps it."""
+    return db.execute(f"select xmin::text from {table} where {where} order by 1").fetchall()  # noqa: S608 - constants
+
+
+def cost_reason(db, claim_id: str) -> tuple:
+    reasons = db.execute("select reasons from analytics.claim_anomaly_scores where claim_id = %s",
+                         (claim_id,)).fetchone()[0]
+    return tuple((reason["rule_id"], Decimal(str(reason["peer_value"]))) for reason in reasons
+                 if reason["rule_id"] == "cost_outlier")
+
+
+@pytest.fixture
+def claims_settings(settings):
+    return settings.model_copy(update={"sdc_threshold": 1, "sdc_rounding_base": 1})
+
+
+def test_a_night_that_moves_a_peer_median_re_sends_and_sets_aside_equals_a_full_refresh(
+        claims_settings, store, db, tmp_path):
+    settings = claims_settings
+    load(settings, store, BASE)
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "base")], settings=settings)
+    assert cost_reason(db, "J12") == (("cost_outlier", Decimal("106")),)
+    assert cost_reason(db, "J21") == (("cost_outlier", Decimal("106")),)
+    untouched_scores = "claim_id like 'K%%' or claim_id = 'O1'"
+    scores_before = row_versions(db, "analytics.claim_anomaly_scores", untouched_scores)
+    october = {"core.int_provider_months": "service_month = '2023-10-01'",
+               "core.int_provider_procedure_months": "reporting_month = '2023-10-01'",
+               "core.int_provider_payer_months": "reporting_month = '2023-10-01'"}
+    october_before = {table: row_versions(db, table, where) for table, where in october.items()}
+    assert len(scores_before) == 12
+    assert all(len(rows) == 2 for rows in october_before.values())  # O1's provider row and the month row
+
+    load(settings, store, NIGHT)
+    db.execute("update ops.file_ledger set status = 'quarantined' where key = %s", (SET_ASIDE,))
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "nightly")], settings=settings)
+    nightly = table_contents(db, CHANGED)
+
+    # The outlier's reason carries the new peer median, J21 has none; V2 left with its file; D1 is December's
+    # version again.
+    assert cost_reason(db, "J12") == (("cost_outlier", Decimal("125")),)
+    assert cost_reason(db, "J21") == ()
+    assert db.execute("select claim_id, allowed_amount from analytics.claim_anomaly_scores "
+                      "where claim_id in ('V1', 'V2', 'D1', 'J1') order by 1").fetchall() == [
+        ("D1", Decimal("80.00")), ("J1", Decimal("130.00")), ("V1", Decimal("70.00"))]
+    assert db.execute("select claim_count from core.int_provider_months where service_month = '2023-11-01' "
+                      "and rendering_npi is not null").fetchall() == [(1,)]
+    # January's file now holds its 24 claims but J1 (re-sent in February); September's set-aside file none.
+    assert db.execute("select reporting_month::text, month_claim_count from core.int_provider_payer_months "
+                      "where reporting_month in ('2023-09-01', '2024-01-01') and npi is null").fetchall() == [
+        ("2024-01-01", 23)]
+    # What nothing touched is the very rows the first build wrote: scores whose figures did not move, the month
+    # (of service, of reporting) no claim of the night was in.
+    assert row_versions(db, "analytics.claim_anomaly_scores", untouched_scores) == scores_before
+    assert {table: row_versions(db, table, where) for table, where in october.items()} == october_before
+
+    run_dbt(["build", "--full-refresh", "--select", *SELECTION, "--target-path", str(tmp_path / "full")],
+            settings=settings)
+    full = table_contents(db, CHANGED)
+    for table in CHANGED:
+        assert full[table], table
+        assert nightly[table] == full[table], table
