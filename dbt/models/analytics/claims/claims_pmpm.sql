@@ -7,6 +7,10 @@
     disclosure control (macros/disclosure_control.sql); a group whose count is withheld shows nothing else
     about it, and the rates are worked out from the published member months.
 #}
+-- Each claim finds its member's plan among every member month (3 M claims, 6.4 M member months at issue 15's size):
+-- the hash of that join spills to disk in the analytics marts' 64 MB (this model was 33 s of the night). It runs
+-- after the project's pre-hook, so this setting wins, for this model's transaction only.
+{{ config(pre_hook="set local work_mem = '512MB'") }}
 with
 
 -- Read twice (the enrolled counts, the claims' plans): not materialized, so that each reads the table itself. A
