@@ -67,18 +67,3 @@
 {% macro delete_empty_claim_months() -%}
     delete from {{ this }} where month_claim_count = 0
 {%- endmacro %}
-
-
-{#
-    Post-hook of claim_anomaly_scores (incremental, delete+insert on the claim): the claims fct_claims no longer
-    holds (their only loaded file set aside) leave. delete+insert replaces only the claims of the new batch.
-#}
-{% macro delete_claims_no_longer_current() -%}
-    delete from {{ this }} as held
-    where not exists (
-        select
-        from {{ ref('fct_claims') }} as claims
-        where claims.payer = held.payer
-            and claims.claim_id = held.claim_id
-    )
-{%- endmacro %}
