@@ -20,6 +20,7 @@ from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.conftest import shared_data, table_contents
+from tests.dbt.claims_files import bluecross_claims, bluecross_members
 
 SELECTION = declared_families(Settings())["claims"].dbt_select()  # its folders and the shared ledger view
 CORE_AND_MARTS = ("core.fct_claim_lines", "core.fct_claims", "core.int_claim_arrivals",
@@ -27,21 +28,6 @@ CORE_AND_MARTS = ("core.fct_claim_lines", "core.fct_claims", "core.int_claim_arr
                   "analytics.claims_pmpm")
 # Compared too, but may be empty on these files (no claim here is sent twice unchanged or under a second id).
 MAYBE_EMPTY = ("analytics.duplicate_claims",)
-
-BLUECROSS_HEADER = ("ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,ServiceToDate,DiagnosisCode,"
-                    "ProcedureCode,BilledAmount,AllowedAmount,PaidAmount,Status,Type\n")
-MEMBERS_HEADER = "member_id,payer,plan,start_date,end_date,birth_date,sex\n"
-
-
-def bluecross_claims(*rows: tuple[str, str, str, str]) -> bytes:
-    """(claim id, member, service day, paid) rows: billed is twice paid, allowed paid plus 10."""
-    lines = [f"{claim},{member},1234567890,{day},{day},{day},E11.9,99213,{2 * paid}.00,{paid + 10}.00,{paid}.00,"
-             "Paid,Professional\n" for claim, member, day, paid in rows]
-    return (BLUECROSS_HEADER + "".join(lines)).encode()
-
-
-def bluecross_members(*rows: str) -> bytes:
-    return (MEMBERS_HEADER + "".join(f"{row}\n" for row in rows)).encode()
 
 
 # key -> contents, loaded in this order. The base:

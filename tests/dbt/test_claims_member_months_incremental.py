@@ -23,25 +23,12 @@ from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.conftest import table_contents
+from tests.dbt.claims_files import bluecross_claims as claims
+from tests.dbt.claims_files import bluecross_members as members
 
 SELECTION = declared_families(Settings())["claims"].dbt_select()
 COMPARED = ("core.int_current_eligibility", "core.fct_member_months", "core.dim_members", "core.fct_claims",
             "analytics.claims_pmpm")
-
-CLAIMS_HEADER = ("ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,ServiceToDate,DiagnosisCode,"
-                 "ProcedureCode,BilledAmount,AllowedAmount,PaidAmount,Status,Type\n")
-MEMBERS_HEADER = "member_id,payer,plan,start_date,end_date,birth_date,sex\n"
-
-
-def claims(*rows: tuple[str, str, str, int]) -> bytes:
-    """(claim id, member, service day, paid) rows: billed is twice paid, allowed paid plus 10."""
-    lines = [f"{claim},{member},1234567890,{day},{day},{day},E11.9,99213,{2 * paid}.00,{paid + 10}.00,{paid}.00,"
-             "Paid,Professional\n" for claim, member, day, paid in rows]
-    return (CLAIMS_HEADER + "".join(lines)).encode()
-
-
-def members(*rows: str) -> bytes:
-    return (MEMBERS_HEADER + "".join(f"{row}\n" for row in rows)).encode()
 
 
 def month_key(month: str, name: str, drop: str = "eligibility") -> str:

@@ -19,14 +19,12 @@ from elt.families import declared_families
 from elt.pipeline import ingest_file
 from elt.transform import run_dbt
 from tests.conftest import table_contents
+from tests.dbt.claims_files import BLUECROSS_HEADER
 
 SELECTION = declared_families(Settings())["claims"].dbt_select()
 CHANGED = ("analytics.claim_anomaly_scores", "analytics.provider_claim_metrics", "analytics.provider_cost_outliers",
            "analytics.provider_benford", "core.dim_providers", "core.int_provider_months",
            "core.int_provider_procedure_months", "core.int_provider_payer_months")
-
-BLUECROSS_HEADER = ("ClaimID,MemberID,ProviderNPI,ClaimDate,ServiceFromDate,ServiceToDate,DiagnosisCode,"
-                    "ProcedureCode,BilledAmount,AllowedAmount,PaidAmount,Status,Type\n")
 
 
 def npi(number: int) -> str:
