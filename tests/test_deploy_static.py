@@ -273,7 +273,7 @@ def test_airflow_init_makes_the_export_buckets_the_connectors_declare_once_minio
     assert services["airflow-scheduler"]["depends_on"].get("airflow-init") == {
         "condition": "service_completed_successfully"}
     script = (ROOT / "docker" / "airflow" / "init.sh").read_text()
-    assert "export_buckets(declared_deliveries())" in script and "ensure_bucket()" in script
+    assert "export_buckets(connectors.values())" in script and "ensure_bucket()" in script
 
 
 def test_no_login_password_is_shipped_and_each_is_documented():

@@ -32,18 +32,9 @@ def _warehouse() -> Settings:
 
 def _declared() -> tuple[dict[str, Any], list[str]]:
     """The connectors that load, by name, and what is wrong with those that do not."""
-    from elt.connectors.spec import ConnectorSpecError, load_connector
+    from elt.connectors.spec import load_declared
 
-    folder = _warehouse().connectors_dir
-    connectors, problems = {}, []
-    for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]) if folder.is_dir() else []:
-        try:
-            connector = load_connector(path)
-        except ConnectorSpecError as exc:
-            problems.append(str(exc))
-            continue
-        connectors[connector.name] = connector
-    return connectors, problems
+    return load_declared(_warehouse().connectors_dir)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

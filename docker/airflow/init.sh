@@ -41,11 +41,13 @@ PY
 echo "airflow-init: the export buckets the declared s3 deliveries name (local MinIO only)"
 python - <<'PY'
 from elt.config import get_settings
-from elt.devstack.__main__ import declared_deliveries, export_buckets
+from elt.connectors.spec import export_buckets, load_declared
 from elt.storage.s3 import ObjectStore
 
-for bucket in export_buckets(declared_deliveries()):
-    ObjectStore(get_settings(), bucket=bucket).ensure_bucket()
+settings = get_settings()
+connectors, problems = load_declared(settings.connectors_dir)  # a bad file is left out: `elt connectors check`
+for bucket in export_buckets(connectors.values()):
+    ObjectStore(settings, bucket=bucket).ensure_bucket()
     print(f"  bucket {bucket}")
 PY
 

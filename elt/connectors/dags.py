@@ -106,18 +106,9 @@ def render(*, only: str | None = None, settings=None) -> dict:
     """{dag_id: DAG} of every declared connector (`only`: that DAG alone). A declaration that does not load is logged
     and left out, so one bad file does not take the other connectors' DAGs down (`elt connectors check` names it)."""
     from elt.config import get_settings
-    from elt.connectors.spec import ConnectorSpecError, load_connector
+    from elt.connectors.spec import load_declared
 
-    settings = settings or get_settings()
-    folder = settings.connectors_dir
-    dags = {}
-    for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]) if folder.is_dir() else []:
-        if only is not None and only != f"connector_{path.stem}":
-            continue
-        try:
-            connector = load_connector(path)
-        except ConnectorSpecError as exc:
-            log.error("connector left out of the DAGs: %s", exc)
-            continue
-        dags[connector.dag_id] = connector_dag(connector)
-    return dags
+    connectors, problems = load_declared((settings or get_settings()).connectors_dir)
+    for problem in problems:
+        log.error("connector left out of the DAGs: %s", problem)
+    return {c.dag_id: connector_dag(c) for c in connectors.values() if only is None or only == c.dag_id}

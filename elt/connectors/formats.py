@@ -233,4 +233,3 @@ class WritesOneFile:
 
     def _deliver(self, ctx, write: Callable[[CountingSink], int]):
         raise NotImplementedError
-

@@ -240,12 +240,34 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def declaration_paths(directory: Path) -> list[Path]:
+    """The declaration files in `directory` (*.yml and *.yaml), by name; none when the folder does not exist."""
+    return sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]) if directory.is_dir() else []
+
+
 def load_connectors(directory: Path) -> dict[str, Connector]:
-    """Every declaration in `directory` (*.yml and *.yaml), by name; none when the folder does not exist."""
-    if not directory.is_dir():
-        return {}
-    paths = sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")])
-    return {connector.name: connector for connector in map(load_connector, paths)}
+    """Every declaration in `directory`, by name; the first that does not load raises (ConnectorSpecError)."""
+    return {connector.name: connector for connector in map(load_connector, declaration_paths(directory))}
+
+
+def load_declared(directory: Path) -> tuple[dict[str, Connector], list[str]]:
+    """(the declarations in `directory` that load, by name; what is wrong with each that does not): for what one bad
+    file must not stop (the DAGs, the API's list, the local stack). `elt connectors check` names the file and field."""
+    connectors, problems = {}, []
+    for path in declaration_paths(directory):
+        try:
+            connector = load_connector(path)
+        except ConnectorSpecError as exc:
+            problems.append(str(exc))
+            continue
+        connectors[connector.name] = connector
+    return connectors, problems
+
+
+def export_buckets(connectors) -> list[str]:
+    """The buckets the s3 deliveries among `connectors` write to: a local endpoint makes them (./start.sh, compose's
+    airflow-init); a real store's owner makes its own."""
+    return sorted({c.options.bucket for c in connectors if c.deliver is not None and c.kind.name == "s3"})
 
 
 def patient_level_schemas(contracts: dict) -> set[str]:

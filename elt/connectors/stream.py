@@ -32,9 +32,10 @@ SIMPLE_TYPES = {16: ("bool_",), 20: ("int64",), 21: ("int16",), 23: ("int32",), 
                 701: ("float64",), 1082: ("date32",), 1083: ("time64", "us"), 1114: ("timestamp", "us")}
 BOOLEAN, NUMERIC, TIMESTAMPTZ = 16, 1700, 1184
 CHUNK_BYTES = 1024 * 1024  # COPY's rows (one message each) joined into chunks of this size for a CSV delivery
-# the CSV reading transaction's settings: what makes COPY's text the CSV file's documented conventions
-# (docs/connectors-remote.md)
-SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "client_encoding": "UTF8", "extra_float_digits": "1"}
+# how values print when they leave as text, whatever the server's defaults: COPY's CSV (the file's documented
+# conventions, docs/connectors-remote.md) and the text columns of an Arrow delivery (intervals, arrays of dates)
+SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "client_encoding": "UTF8",
+           "extra_float_digits": "1"}
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,18 @@ def batches(database_url: str, select: Select, schema: pa.Schema, *, application
         yield pa.RecordBatch.from_pylist([], schema=schema)
 
 
-# the Arrow reading session: read-only, and rows in the table's order every time (a REST delivery resumes after the
-# batches an endpoint took: docs/connectors-remote.md), so no synchronised scan and no parallel workers
-READING = ("default_transaction_read_only=on", "synchronize_seqscans=off", "max_parallel_workers_per_gather=0")
+# the Arrow reading session: SESSION, read-only, and rows in the table's order every time (a REST delivery resumes
+# after the batches an endpoint took: docs/connectors-remote.md), so no synchronised scan and no parallel workers
+READING = {**SESSION, "default_transaction_read_only": "on", "synchronize_seqscans": "off",
+           "max_parallel_workers_per_gather": "0"}
 
 
 def _read_only(database_url: str, application_name: str) -> str:
     """`database_url` as libpq connection parameters for the Arrow reading session (READING), named (options kept)."""
+    # libpq splits options at spaces: one inside a value (DateStyle's "ISO, YMD") is escaped with a backslash
+    settings = [f"-c {name}=" + value.replace(" ", "\\ ") for name, value in READING.items()]
     options = conninfo_to_dict(database_url).get("options") or ""
-    return make_conninfo(database_url, application_name=application_name,
-                         options=" ".join([options, *(f"-c {setting}" for setting in READING)]).strip())
+    return make_conninfo(database_url, application_name=application_name, options=" ".join([options, *settings]).strip())
 
 
 def _typed_select(select: Select, schema: pa.Schema) -> sql.Composed:

@@ -61,32 +61,16 @@ def landing_prefixes() -> list[str]:
     return sorted({contracts[drop_type].landing.prefix for f in families.values() for drop_type in f.drop_types})
 
 
-def declared_deliveries() -> list:
-    """The declared connectors that deliver (CONNECTORS_DIR)."""
-    return [c for c in declared_connectors() if c.deliver is not None]
-
-
 def declared_connectors() -> list:
     """The declared connectors (CONNECTORS_DIR); a file that does not load is logged and left out (`./start.sh elt
     connectors check` says why)."""
     from elt.config import get_settings
-    from elt.connectors.spec import ConnectorSpecError, load_connector
+    from elt.connectors.spec import load_declared
 
-    folder = get_settings().connectors_dir
-    found = []
-    for path in sorted(folder.glob("*.yml")) if folder.is_dir() else []:
-        try:
-            connector = load_connector(path)
-        except ConnectorSpecError as exc:
-            log.warning("connector left out: %s", exc)
-            continue
-        found.append(connector)
-    return found
-
-
-def export_buckets(connectors: list) -> list[str]:
-    """The buckets the s3 deliveries write to: the local endpoint makes them (a real store's owner makes its own)."""
-    return sorted({c.options.bucket for c in connectors if c.kind.name == "s3"})
+    connectors, problems = load_declared(get_settings().connectors_dir)
+    for problem in problems:
+        log.warning("connector left out: %s", problem)
+    return list(connectors.values())
 
 
 # Variables that carry the warehouse owner's or Airflow's database credentials: the API's process is not given them.
@@ -204,8 +188,10 @@ class Stack:
         self.s3.start()
         self.env.update(S3_ENDPOINT_URL=self.s3.endpoint_url, AWS_ACCESS_KEY_ID="local",
                         AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION=_env("AWS_DEFAULT_REGION", "us-east-1"))
+        from elt.connectors.spec import export_buckets
+
         client = self.s3.client()
-        for bucket in export_buckets([c for c in self.connectors if c.deliver is not None]):
+        for bucket in export_buckets(self.connectors):
             client.create_bucket(Bucket=bucket)  # moto answers an existing bucket of ours with success
 
     # --- Airflow -------------------------------------------------------------------------------------

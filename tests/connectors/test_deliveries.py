@@ -305,8 +305,12 @@ def test_parquet_keeps_each_column_type_the_stream_documents(connectors, db, tmp
 
 def test_an_arrow_delivery_reads_read_only_in_a_stable_order(connectors, tmp_path):
     """The session that reads an Arrow delivery's rows: read-only, no synchronised scans and no parallel workers,
-    so an unchanged mart comes in the same order each time (a REST delivery resumes after the batches taken)."""
+    so an unchanged mart comes in the same order each time (a REST delivery resumes after the batches taken); and
+    values that leave as text print as the CSV path prints them, whatever the server's own styles say."""
     settings, declare = connectors
+    options = quote("-c IntervalStyle=iso_8601 -c DateStyle=SQL,\\ DMY", safe="")  # a server's other defaults
+    joiner = "&" if "?" in settings.database_url else "?"
+    settings = settings.model_copy(update={"database_url": f"{settings.database_url}{joiner}options={options}"})
     outbox = tmp_path / "outbox"
     outbox.mkdir()
     declare("session", f"""
@@ -314,12 +318,14 @@ def test_an_arrow_delivery_reads_read_only_in_a_stable_order(connectors, tmp_pat
         deliver:
           query: "select current_setting('transaction_read_only') as read_only,
                   current_setting('synchronize_seqscans') as synchronized,
-                  current_setting('max_parallel_workers_per_gather') as workers"
+                  current_setting('max_parallel_workers_per_gather') as workers,
+                  interval '1 day 2 hours' as stay, array[date '2026-01-05'] as days"
           to: {{kind: folder, path: {outbox}, format: parquet}}
     """)  # noqa: S608 - a YAML declaration; the only value put in is the test's folder
     run_connector("session", settings=settings)
     (path,) = outbox.rglob("*.parquet")
-    assert pq.read_table(path).to_pylist() == [{"read_only": "on", "synchronized": "off", "workers": "0"}]
+    assert pq.read_table(path).to_pylist() == [{"read_only": "on", "synchronized": "off", "workers": "0",
+                                                "stay": "1 day 02:00:00", "days": "{2026-01-05}"}]
 
 
 @pytest.fixture

@@ -111,13 +111,13 @@ def test_the_stack_makes_the_buckets_its_s3_deliveries_write_to_and_runs_their_f
     """The export bucket is derived from the declarations (airflow/connectors), not named twice; a delivery's DAG is
     triggered once its mart has a build, and not while it has none."""
     from elt.config import Settings
-    from elt.connectors.spec import load_connectors
-    from elt.devstack.__main__ import _built, declared_deliveries, export_buckets
+    from elt.connectors.spec import export_buckets, load_connectors
+    from elt.devstack.__main__ import _built, declared_connectors
     from tests.conftest import create_database, drop_database
 
     declared = load_connectors(Settings().connectors_dir)
     buckets = {c.options.bucket for c in declared.values() if c.deliver is not None and c.kind.name == "s3"}
-    assert export_buckets(declared_deliveries()) == sorted(buckets) and "health-exports" in buckets
+    assert export_buckets(declared_connectors()) == sorted(buckets) and "health-exports" in buckets
     url = create_database(pg_server_url, "hw_devstack_built")
     with psycopg.connect(url, autocommit=True) as conn:
         assert not _built(conn, "analytics.bed_occupancy_trends")
