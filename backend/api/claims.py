@@ -193,6 +193,8 @@ ANOMALY_SCORES = Resource(
         Column("billed_amount", "number"),
         Column("allowed_amount", "number"),
         Column("paid_amount", "number"),
+        Column("reporting_month", "date", "The month of the file holding the claim's current version: the claim "
+                                          "is scored against its peers as of this month.", filter="range"),
         Column("anomaly_score", "number", filter="range", sortable=True),
         Column("reason_count", "integer"),
         Column("reasons", "json", "The rules that fired, in rule order: [{rule_id, statistic, peer_value, weight, "

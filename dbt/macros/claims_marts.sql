@@ -67,3 +67,75 @@
 {% macro delete_empty_claim_months() -%}
     delete from {{ this }} where month_claim_count = 0
 {%- endmacro %}
+
+
+{#
+    claim_anomaly_scores scores whole the claims of every month from the first whose claims changed since its last
+    build (decision 0022's second amendment): the months of fct_claims's rows written since then, and the months
+    whose number of claims differs from the number of rows the table holds for them (a month that only loses
+    claims, to a re-send reported in another month or with a file set aside). Returns that first month as
+    'YYYY-MM-DD', 'none' when no month changed, and none in a full build (every claim).
+#}
+{% macro claim_months_to_rescore(claims_relation) -%}
+    {%- if not is_incremental() -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set month_query -%}
+        select min(reporting_month) from (
+            select reporting_month from {{ claims_relation }} where {{ written_since_last_build() }}
+            union all
+            select coalesce(held.reporting_month, current_months.reporting_month)
+            from (select reporting_month, count(*) as claim_count from {{ this }} group by 1) as held
+            full join (
+                select reporting_month, count(*) as claim_count from {{ claims_relation }} group by 1
+            ) as current_months
+                on held.reporting_month = current_months.reporting_month
+            where held.claim_count is distinct from current_months.claim_count
+        ) as changed
+    {%- endset -%}
+    {%- set first_month = run_query(month_query).columns[0].values()[0] if execute else none -%}
+    {{ return(first_month | string if first_month is not none else 'none') }}
+{%- endmacro %}
+
+
+{# The claims claim_anomaly_scores scores whole (claim_months_to_rescore's first month). #}
+{% macro rescored_months_filter(first_month, month_column='reporting_month') -%}
+    {%- if first_month is none -%}
+        true
+    {%- elif first_month == 'none' -%}
+        false
+    {%- else -%}
+        {{ month_column }} >= date '{{ first_month }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#
+    Post-hook of claim_anomaly_scores: the rows of the months it scored whole that this build did not write (their
+    claims are gone). The first such month is the one the model's SQL was compiled with (its `rescore_from_month`
+    comment): looking it up again after the write would find nothing changed.
+#}
+{% macro delete_unscored_claims() -%}
+    {%- set found = modules.re.search('rescore_from_month: (\\d{4}-\\d{2}-\\d{2})', model.compiled_code or '') -%}
+    {%- if found -%}
+        delete from {{ this }}
+        where reporting_month >= date '{{ found.group(1) }}'
+            and built_at < timestamptz '{{ run_started_at.isoformat() }}'
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+
+{# A rule's weight (var claims_anomaly_weights) and its place in a claim's reasons, from its id. #}
+{% macro rule_weight(rule_id, rules, weights) -%}
+    case {{ rule_id }}
+        {%- for rule in rules %}
+        when '{{ rule }}' then cast({{ weights[rule] }} as numeric)
+        {%- endfor %}
+    end
+{%- endmacro %}
+
+{% macro rule_order(rule_id, rules) -%}
+    case {{ rule_id }}{% for rule in rules %} when '{{ rule }}' then {{ loop.index }}{% endfor %} end
+{%- endmacro %}

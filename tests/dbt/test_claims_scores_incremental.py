@@ -1,10 +1,10 @@
-"""The incremental provider aggregates and the anomaly list built on them (decision 0022's amendment): a night that
-re-sends a claim, adds a month that moves a procedure's peer median and sets a claims file aside gives exactly the
-rows a full refresh gives, in every column of every row, and the per-month tables leave the months it did not touch
-as they were.
+"""The incremental provider aggregates and the anomaly list built on them (decision 0022's amendments): nights that
+re-send a claim, add a month that moves a procedure's peer median and set a claims file aside give exactly the rows
+a full refresh gives, in every column of every row; the per-month tables leave the months they did not touch as they
+were, and the anomaly list, scored as of each claim's reporting month, the months before the first that changed.
 
 Small BlueCross files go through the real loader from the S3 endpoint; `dbt build` of the claims selection runs once
-on the base, once incrementally after the night's files, then with --full-refresh. Disclosure control is off
+on the base, once incrementally after each night, then with --full-refresh. Disclosure control is off
 (threshold 1, base 1) so that every count is compared exactly.
 """
 
@@ -58,14 +58,19 @@ BASE = {
         *[(f"K{p}", p, "2024-01-12", "99214", 50) for p in range(1, 12)]),
     key("2023-09", "late"): bluecross_claims(("V2", 2, "2023-11-20", "99215", 75), ("D1", 3, "2023-12-05", "99215", 90)),
 }
-# The night: February re-sends J1 at 130 and brings providers 13 to 20 to 99213 at 200 (peer median 125 now: the
-# 11th of 101-110, 125, 130, eight 200s and 1000), so J21, which nobody re-sent, is no outlier any more; the
-# September file is set aside, so V2 goes (November loses a claim and gains none), D1 falls back to December's
-# version and September has no claim left.
+# The first night: February re-sends J1 at 130, brings providers 13 to 20 to 99213 at 200 and provider 12's F12 at
+# 1000. January is rescored (J1 left it): its 99213 peers are providers 2 to 11 (101-110), 12 (1000) and 21 (125),
+# median 106.5 (the 6th and 7th of twelve), MAD 3 (deviations 0.5, 0.5, 1.5, 1.5, 2.5 | 3.5, 3.5, 4.5, 5.5,
+# 18.5, 893.5), so J12 and J21 (z 0.6745 * 18.5 / 3 = 4.16) stay outliers as of January. February's peers add provider 1 at 130
+# and eight at 200: median 125 (the 11th of 101-110, 125, 130, eight 200s and 1000), MAD 23 (the 11th of 0, 5,
+# 15-24, eight 75s, 875): F12 fires (z 0.6745 * 875 / 23 = 25.7), J1 (0.15) and the 200s (2.2) do not; in the
+# provider mart, which is as of February, provider 21 (z 0) is no outlier any more.
 NIGHT = {
-    key("2024-02"): bluecross_claims(("J1", 1, "2024-01-10", "99213", 130),
+    key("2024-02"): bluecross_claims(("J1", 1, "2024-01-10", "99213", 130), ("F12", 12, "2024-02-03", "99213", 1000),
                                      *[(f"F{p}", p, "2024-02-03", "99213", 200) for p in range(13, 21)]),
 }
+# The second night sets the September file aside: V2 goes (November loses a claim and gains none), D1 falls back to
+# December's version and September has no claim left.
 SET_ASIDE = key("2023-09", "late")
 
 
@@ -92,7 +97,7 @@ def claims_settings(settings):
     return settings.model_copy(update={"sdc_threshold": 1, "sdc_rounding_base": 1})
 
 
-def test_a_night_that_moves_a_peer_median_re_sends_and_sets_aside_equals_a_full_refresh(
+def test_nights_that_move_a_peer_median_re_send_and_set_aside_equal_a_full_refresh(
         claims_settings, store, db, tmp_path):
     settings = claims_settings
     load(settings, store, BASE)
@@ -105,18 +110,31 @@ def test_a_night_that_moves_a_peer_median_re_sends_and_sets_aside_equals_a_full_
     october_before = {table: row_versions(db, table, where) for table, where in october.items()}
     assert all(len(rows) == 2 for rows in october_before.values())  # O1's provider row and the month row
 
+    months_before_january = "reporting_month < '2024-01-01'"
+    scores_before_january = row_versions(db, "analytics.claim_anomaly_scores", months_before_january)
+    assert len(scores_before_january) == 4  # O1, V1, and V2 and D1 (the September file holds its latest version)
+
     load(settings, store, NIGHT)
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "first")], settings=settings)
+    assert cost_reason(db, "J12") == (("cost_outlier", Decimal("106.50")),)
+    assert cost_reason(db, "J21") == (("cost_outlier", Decimal("106.50")),)
+    assert cost_reason(db, "F12") == (("cost_outlier", Decimal("125")),)
+    assert [cost_reason(db, claim) for claim in ("J1", "F13", "F20")] == [(), (), ()]
+    assert db.execute("select is_high_cost_outlier from analytics.provider_cost_outliers "
+                      "where rendering_npi = %s and procedure_code = '99213'", (npi(21),)).fetchone() == (False,)
+    # A later month leaves the rows of the months before the first it changed as they were.
+    assert row_versions(db, "analytics.claim_anomaly_scores", months_before_january) == scores_before_january
+
     db.execute("update ops.file_ledger set status = 'quarantined' where key = %s", (SET_ASIDE,))
-    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "nightly")], settings=settings)
+    run_dbt(["build", "--select", *SELECTION, "--target-path", str(tmp_path / "second")], settings=settings)
     nightly = table_contents(db, CHANGED)
 
-    # The outlier's reason carries the new peer median, J21 has none; V2 left with its file; D1 is December's
-    # version again.
-    assert cost_reason(db, "J12") == (("cost_outlier", Decimal("125")),)
-    assert cost_reason(db, "J21") == ()
-    assert db.execute("select claim_id, allowed_amount from analytics.claim_anomaly_scores "
+    # V2 left with its file; D1 is December's version again; the January claims kept their figures.
+    assert cost_reason(db, "J21") == (("cost_outlier", Decimal("106.50")),)
+    assert db.execute("select claim_id, allowed_amount, reporting_month::text from analytics.claim_anomaly_scores "
                       "where claim_id in ('V1', 'V2', 'D1', 'J1') order by 1").fetchall() == [
-        ("D1", Decimal("80.00")), ("J1", Decimal("130.00")), ("V1", Decimal("70.00"))]
+        ("D1", Decimal("80.00"), "2023-12-01"), ("J1", Decimal("130.00"), "2024-02-01"),
+        ("V1", Decimal("70.00"), "2023-11-01")]
     assert db.execute("select claim_count from core.int_provider_months where service_month = '2023-11-01' "
                       "and rendering_npi is not null").fetchall() == [(1,)]
     # January's file now holds its 24 claims but J1 (re-sent in February); September's set-aside file none.
@@ -124,7 +142,7 @@ def test_a_night_that_moves_a_peer_median_re_sends_and_sets_aside_equals_a_full_
                       "where reporting_month in ('2023-09-01', '2024-01-01') and npi is null").fetchall() == [
         ("2024-01-01", 23)]
     # What nothing touched is the very rows the first build wrote: the month (of service, of reporting) no claim of
-    # the night was in.
+    # the nights was in.
     assert {table: row_versions(db, table, where) for table, where in october.items()} == october_before
 
     run_dbt(["build", "--full-refresh", "--select", *SELECTION, "--target-path", str(tmp_path / "full")],

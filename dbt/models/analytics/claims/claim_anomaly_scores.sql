@@ -4,10 +4,26 @@
     the rule's weight; the score is the sum of the weights of the rules that fired, at most 1. A lead for an
     investigator, not a verdict. Every rule, threshold and weight: docs/claims-anomaly-rules.md.
 
-    A table rebuilt whole each build (decision 0022's amendment, revised after the full-size run: writing only the
-    rows that differ took 43-46 s of a full-size night against 32-33 s for the table, because every claim whose
-    reason carries a peer figure that a new month moves, a fifth of them, is rewritten anyway).
+    Scored as of the claim's reporting month (decision 0022's second amendment): the provider-level reasons
+    (cost_outlier, benford_first_digit) compare the claim with its peers as they stood when that month was reported,
+    every month received up to it, macros/claims_peers.sql computing the figures as the provider marts do; the
+    claim-level reasons (duplicate, dates) are current. So a later month leaves a claim's row as it was, and an
+    incremental build writes:
+    * every claim of the months from the first whose claims changed since its last build (claim_months_to_rescore:
+      new, re-sent or set-aside claims; a re-send changes the month it leaves too): all their reasons computed;
+    * the claims that are or were suspected duplicates, from earlier months: their duplicate reason recomputed, their
+      other reasons kept from the held row (the months they were scored as of did not change).
+    A post-hook removes the rows of the rescored months that the build did not write (their claims are gone).
 #}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['payer', 'claim_id'],
+        on_schema_change='fail',
+        post_hook=["{{ delete_unscored_claims() }}", "{{ analyze_this() }}"],
+    )
+}}
 {#- The rules in the order a claim's reasons list them; each needs its weight in var('claims_anomaly_weights'). -#}
 {%- set rules = ['duplicate', 'cost_outlier', 'service_after_received', 'implausible_length_of_stay',
                  'benford_first_digit'] -%}
@@ -17,37 +33,115 @@
                                         ~ ' and nothing else, not to ' ~ weights.keys() | sort | join(', ')) -}}
 {%- endif -%}
 {%- set bands = var('claims_benford_mad_bands') -%}
+{#- The first month to rescore whole: none in a full build (every claim), 'none' when no claim changed. -#}
+{%- set first_month = claim_months_to_rescore(ref('fct_claims')) -%}
+-- rescore_from_month: {{ first_month }} (read by the post-hook delete_unscored_claims)
 with
 
+-- The claims scored whole: every claim of a full build, the claims of the months from the first that changed in an
+-- incremental one (fct_claims's reporting_month index).
 claims as (
 
     select * from {{ ref('fct_claims') }}
+    where {{ rescored_months_filter(first_month) }}
 
 ),
 
 claim_lines as (
 
-    select * from {{ ref('fct_claim_lines') }}
+    select claim_lines.*
+    from claims
+    inner join {{ ref('fct_claim_lines') }} as claim_lines
+        on claims.payer = claim_lines.payer
+        and claims.claim_id = claim_lines.claim_id
 
 ),
 
 duplicates as (
 
     select * from {{ ref('duplicate_claims') }}
+    where duplicate_type = 'suspected_duplicate'
 
 ),
 
-cost_outliers as (
+{% if is_incremental() %}
+-- The claims of earlier months that are suspected duplicates now or had the duplicate reason when last scored: the
+-- only reason of theirs that can have changed (a claim of their group arrived, changed or went). Their rows are
+-- current otherwise: a claim that changed or went changed its month, which is then rescored whole.
+held_duplicates as (
 
-    select * from {{ ref('provider_cost_outliers') }}
+    select *
+    from {{ this }} as held
+    where not ({{ rescored_months_filter(first_month, 'held.reporting_month') }})
+        and (
+            'duplicate' = any(held.rule_ids)
+            or exists (
+                select 1 from duplicates
+                where duplicates.payer = held.payer and duplicates.claim_id = held.claim_id
+            )
+        )
+
+),
+{% endif %}
+
+-- The months whose claims are scored, and the months received up to each: a claim's peers are every claim of its
+-- reporting month and the months before (macros/claims_peers.sql computes the figures the provider marts do).
+scored_months as (
+
+    select distinct reporting_month as scored_month from claims
 
 ),
 
-benford as (
+provider_procedures as (
 
-    select * from {{ ref('provider_benford') }}
+    select
+        scored_months.scored_month,
+        procedure_months.rendering_npi,
+        procedure_months.procedure_code,
+        cast(sum(procedure_months.claim_count) as bigint) as claim_count,
+        sum(procedure_months.allowed_amount) / sum(procedure_months.claim_count) as allowed_per_claim
+    from scored_months
+    inner join {{ ref('int_provider_procedure_months') }} as procedure_months
+        on procedure_months.reporting_month <= scored_months.scored_month
+    where procedure_months.rendering_npi is not null
+    group by 1, 2, 3
 
 ),
+
+{{ cost_peer_ctes('cost_figures', 'provider_procedures', ['scored_month']) }},
+
+-- The first digits of the billed amounts per provider and reporting month (int_provider_months counts them per
+-- month of service, which late claims change after the fact), then added up to each scored month.
+digit_months as (
+
+    select
+        rendering_npi,
+        reporting_month,
+        cast(left(cast(floor(billed_amount) as text), 1) as integer) as first_digit,
+        count(*) as digit_count
+    from {{ ref('fct_claims') }}
+    where rendering_npi is not null
+        and billed_amount >= {{ var('claims_benford_min_amount') }}
+        and reporting_month <= (select max(scored_month) from scored_months)
+    group by 1, 2, 3
+
+),
+
+digit_counts as (
+
+    select
+        scored_months.scored_month,
+        digit_months.rendering_npi,
+        digit_months.first_digit,
+        cast(sum(digit_months.digit_count) as bigint) as digit_count
+    from scored_months
+    inner join digit_months
+        on digit_months.reporting_month <= scored_months.scored_month
+    group by 1, 2, 3
+
+),
+
+{{ benford_ctes('benford_figures', 'digit_counts', ['scored_month']) }},
 
 duplicate_reasons as (
 
@@ -59,31 +153,32 @@ duplicate_reasons as (
         cast(1 as numeric) as peer_value,
         jsonb_build_object('original_claim_id', original_claim_id) as detail
     from duplicates
-    where duplicate_type = 'suspected_duplicate'
-        and not is_original
+    where not is_original
 
 ),
 
--- The claim's line whose provider and procedure stand furthest above their peers.
+-- The claim's line whose provider and procedure stand furthest above their peers as of the claim's month.
 cost_reasons as (
 
     select distinct on (claim_lines.payer, claim_lines.claim_id)
         claim_lines.payer,
         claim_lines.claim_id,
         'cost_outlier' as rule_id,
-        cost_outliers.allowed_per_claim as statistic,
-        cost_outliers.peer_median_allowed_per_claim as peer_value,
+        round(cost_figures.allowed_per_claim, 2) as statistic,
+        round(cost_figures.peer_median, 2) as peer_value,
         jsonb_build_object(
-            'procedure_code', cost_outliers.procedure_code,
-            'robust_z', cost_outliers.robust_z,
-            'peer_provider_count', cost_outliers.peer_provider_count
+            'procedure_code', cost_figures.procedure_code,
+            'robust_z', round(cost_figures.robust_z, 4),
+            'peer_provider_count', cost_figures.peer_provider_count
         ) as detail
     from claim_lines
-    inner join cost_outliers
-        on claim_lines.rendering_npi = cost_outliers.rendering_npi
-        and claim_lines.procedure_code = cost_outliers.procedure_code
-    where cost_outliers.is_high_cost_outlier
-    order by claim_lines.payer, claim_lines.claim_id, cost_outliers.robust_z desc
+    inner join cost_figures
+        on claim_lines.reporting_month = cost_figures.scored_month
+        and claim_lines.rendering_npi = cost_figures.rendering_npi
+        and claim_lines.procedure_code = cost_figures.procedure_code
+    where cost_figures.has_verdict
+        and cost_figures.robust_z > {{ var('claims_outlier_z') }}
+    order by claim_lines.payer, claim_lines.claim_id, cost_figures.robust_z desc
 
 ),
 
@@ -121,45 +216,51 @@ benford_reasons as (
         claims.payer,
         claims.claim_id,
         'benford_first_digit' as rule_id,
-        benford.first_digit_mad as statistic,
+        round(benford_figures.first_digit_mad, 6) as statistic,
         cast({{ bands['marginal'] }} as numeric) as peer_value,
-        jsonb_build_object('conformity', benford.conformity) as detail
+        jsonb_build_object('conformity', benford_figures.conformity) as detail
     from claims
-    inner join benford
-        on claims.rendering_npi = benford.rendering_npi
-    where benford.is_nonconforming
+    inner join benford_figures
+        on claims.reporting_month = benford_figures.scored_month
+        and claims.rendering_npi = benford_figures.rendering_npi
+    where benford_figures.has_verdict
+        and benford_figures.first_digit_mad > {{ bands['marginal'] }}
 
 ),
 
 reasons as (
 
-    select * from duplicate_reasons
+    select payer, claim_id, rule_id, jsonb_build_object('rule_id', rule_id, 'statistic', statistic,
+        'peer_value', peer_value, 'weight', {{ rule_weight('rule_id', rules, weights) }}) || detail as reason
+    from (
+        select * from duplicate_reasons
+        where exists (select 1 from claims where claims.payer = duplicate_reasons.payer
+                                               and claims.claim_id = duplicate_reasons.claim_id)
+        union all
+        select * from cost_reasons
+        union all
+        select * from service_after_received_reasons
+        union all
+        select * from length_of_stay_reasons
+        union all
+        select * from benford_reasons
+    ) as fired
+    {% if is_incremental() %}
     union all
-    select * from cost_reasons
+    -- The earlier months' duplicates: the reasons they were scored with but the duplicate one, and that one now.
+    select held_duplicates.payer, held_duplicates.claim_id, held_reason ->> 'rule_id', held_reason
+    from held_duplicates
+    cross join jsonb_array_elements(held_duplicates.reasons) as held_reason
+    where held_reason ->> 'rule_id' <> 'duplicate'
     union all
-    select * from service_after_received_reasons
-    union all
-    select * from length_of_stay_reasons
-    union all
-    select * from benford_reasons
-
-),
-
-weighted as (
-
-    select
-        *,
-        case rule_id
-            {%- for rule_id in rules %}
-            when '{{ rule_id }}' then {{ loop.index }}
-            {%- endfor %}
-        end as rule_order,
-        case rule_id
-            {%- for rule_id in rules %}
-            when '{{ rule_id }}' then cast({{ weights[rule_id] }} as numeric)
-            {%- endfor %}
-        end as weight
-    from reasons
+    select duplicate_reasons.payer, duplicate_reasons.claim_id, duplicate_reasons.rule_id,
+        jsonb_build_object('rule_id', rule_id, 'statistic', statistic, 'peer_value', peer_value,
+            'weight', {{ rule_weight('rule_id', rules, weights) }}) || detail
+    from duplicate_reasons
+    inner join held_duplicates
+        on duplicate_reasons.payer = held_duplicates.payer
+        and duplicate_reasons.claim_id = held_duplicates.claim_id
+    {% endif %}
 
 ),
 
@@ -168,46 +269,42 @@ claim_reasons as (
     select
         payer,
         claim_id,
-        least(1, sum(weight)) as anomaly_score,
-        jsonb_agg(
-            jsonb_build_object(
-                'rule_id', rule_id,
-                'statistic', statistic,
-                'peer_value', peer_value,
-                'weight', weight
-            ) || detail
-            order by rule_order
-        ) as reasons,
-        array_agg(rule_id order by rule_order) as rule_ids
-    from weighted
+        least(1, sum(cast(reason ->> 'weight' as numeric))) as anomaly_score,
+        jsonb_agg(reason order by {{ rule_order('rule_id', rules) }}) as reasons,
+        array_agg(rule_id order by {{ rule_order('rule_id', rules) }}) as rule_ids
+    from reasons
     group by 1, 2
+
+),
+
+{%- set claim_columns = ['payer', 'claim_id', 'member_key', 'rendering_npi', 'claim_type', 'claim_status', 'claim_date',
+                         'service_from_date', 'procedure_code', 'billed_amount', 'allowed_amount', 'paid_amount',
+                         'reporting_month'] %}
+scored_claims as (
+
+    select {{ claim_columns | join(', ') }} from claims
+    {% if is_incremental() %}
+    union all
+    select {{ claim_columns | join(', ') }} from held_duplicates
+    {% endif %}
 
 ),
 
 final as (
 
     select
-        claims.payer,
-        claims.claim_id,
-        claims.member_key,
-        claims.rendering_npi,
-        claims.claim_type,
-        claims.claim_status,
-        claims.claim_date,
-        claims.service_from_date,
-        claims.procedure_code,
-        claims.billed_amount,
-        claims.allowed_amount,
-        claims.paid_amount,
+        {%- for column in claim_columns %}
+        scored_claims.{{ column }},
+        {%- endfor %}
         cast(coalesce(claim_reasons.anomaly_score, 0) as numeric(3, 2)) as anomaly_score,
         coalesce(cardinality(claim_reasons.rule_ids), 0) as reason_count,
         coalesce(claim_reasons.reasons, '[]'::jsonb) as reasons,
         coalesce(claim_reasons.rule_ids, cast(array[] as text[])) as rule_ids,
         cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
-    from claims
+    from scored_claims
     left join claim_reasons
-        on claims.payer = claim_reasons.payer
-        and claims.claim_id = claim_reasons.claim_id
+        on scored_claims.payer = claim_reasons.payer
+        and scored_claims.claim_id = claim_reasons.claim_id
 
 )
 

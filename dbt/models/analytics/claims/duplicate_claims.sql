@@ -7,6 +7,10 @@
       then arrival, then claim id) is the original, the others fire the `duplicate` anomaly rule.
     Claim-level and de-identified (member_key only). Rules: docs/claims-anomaly-rules.md.
 #}
+-- Two hash aggregates over every claim and every arrival (3 M each at issue 15's size): at the analytics marts'
+-- 64 MB they spill to disk, and this model is on the night's longest chain (fct_claims, duplicate_claims,
+-- claim_anomaly_scores). For this model's transaction only, as claims_pmpm.
+{{ config(pre_hook="set local work_mem = '512MB'") }}
 with
 
 -- Read twice (the service groups, then the details of the few claims listed): NOT MATERIALIZED keeps Postgres

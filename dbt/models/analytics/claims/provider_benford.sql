@@ -34,54 +34,7 @@ digit_counts as (
 
 ),
 
-providers as (
-
-    select
-        rendering_npi,
-        cast(sum(digit_count) as bigint) as claim_count
-    from digit_counts
-    group by 1
-    having sum(digit_count) > 0
-
-),
-
-digit_shares as (
-
-    select
-        providers.rendering_npi,
-        digits.digit,
-        coalesce(digit_counts.digit_count, 0)::numeric / providers.claim_count as actual_share,
-        log(1 + 1.0 / digits.digit) as benford_share
-    from providers
-    cross join generate_series(1, 9) as digits (digit)
-    left join digit_counts
-        on providers.rendering_npi = digit_counts.rendering_npi
-        and digits.digit = digit_counts.first_digit
-
-),
-
-deviations as (
-
-    select
-        rendering_npi,
-        avg(abs(actual_share - benford_share)) as first_digit_mad
-    from digit_shares
-    group by 1
-
-),
-
-scored as (
-
-    select
-        providers.rendering_npi,
-        providers.claim_count,
-        providers.claim_count >= {{ var('claims_benford_min_claims') }} as has_verdict,
-        deviations.first_digit_mad
-    from providers
-    inner join deviations
-        on providers.rendering_npi = deviations.rendering_npi
-
-),
+{{ benford_ctes('scored', 'digit_counts') }},
 
 marked as (
 
@@ -99,13 +52,7 @@ final as (
         {{ sdc_publish('claim_count', 'is_claim_count_suppressed') }} as claim_count,
         has_verdict,
         case when has_verdict then round(first_digit_mad, 6) end as first_digit_mad,
-        case
-            when not has_verdict then null
-            when first_digit_mad <= {{ bands['close'] }} then 'close'
-            when first_digit_mad <= {{ bands['acceptable'] }} then 'acceptable'
-            when first_digit_mad <= {{ bands['marginal'] }} then 'marginal'
-            else 'nonconformity'
-        end as conformity,
+        conformity,
         case when has_verdict then first_digit_mad > {{ bands['marginal'] }} end as is_nonconforming,
         is_claim_count_suppressed,
         cast('{{ run_started_at.isoformat() }}' as timestamptz) as built_at
