@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import csv
 import importlib.util
 import os
@@ -669,13 +670,20 @@ def main() -> int:
     parser.add_argument("--months", type=int, default=36, help="months of claims in the base (36)")
     parser.add_argument("--rounds", type=int, default=3, help="nights, each after a full build (3)")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR (new or empty) and leave it: the files, and the database under DIR/pg "
+                             "(stopped) to study the plans afterwards, e.g. with EmbeddedPostgres(DIR / 'pg', port)")
     args = parser.parse_args()
     if args.months < 2 or args.rounds < 1 or args.lines < args.months * 100 or args.members < 300:
         parser.error("needs --months >= 2, --rounds >= 1, --lines >= 100 per month and --members >= 300")
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1",
                       DO_NOT_TRACK="1")
-    with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
+    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: not empty")
+    with (contextlib.nullcontext(str(args.keep)) if args.keep
+          else tempfile.TemporaryDirectory(prefix="bench-claims-")) as tmp:
         root = Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         csvs = root / "csv"
         csvs.mkdir()

@@ -10,6 +10,8 @@ on the base, once incrementally after each night, then with --full-refresh. Disc
 
 from __future__ import annotations
 
+import json
+import math
 from decimal import Decimal
 
 import pytest
@@ -39,6 +41,14 @@ def bluecross_claims(*rows: tuple[str, int, str, str, int]) -> bytes:
     return (BLUECROSS_HEADER + "".join(lines)).encode()
 
 
+def benford_claims(month: str, count: int) -> bytes:
+    """Provider 40's claims of procedure 99212 (nobody else bills it), one member each, every billed amount from 900
+    to 999: all first digits 9."""
+    lines = [f"B{month}{n:03},MB{month}{n:03},{npi(40)},{month}-05,{month}-05,{month}-05,E11.9,99212,"
+             f"{900 + n % 100}.00,400.00,390.00,Paid,Professional\n" for n in range(count)]
+    return (BLUECROSS_HEADER + "".join(lines)).encode()
+
+
 def key(month: str, name: str = "batch") -> str:
     year, number = month.split("-")
     return f"claims/provider=bluecross/year={year}/month={number}/{name}.csv"
@@ -57,6 +67,8 @@ BASE = {
         ("J21", 21, "2024-01-10", "99213", 125),
         *[(f"K{p}", p, "2024-01-12", "99214", 50) for p in range(1, 12)]),
     key("2023-09", "late"): bluecross_claims(("V2", 2, "2023-11-20", "99215", 75), ("D1", 3, "2023-12-05", "99215", 90)),
+    # Benford: 150 amounts of provider 40 in January, below the minimum of 300 for a verdict.
+    key("2024-01", "benford"): benford_claims("2024-01", 150),
 }
 # The first night: February re-sends J1 at 130, brings providers 13 to 20 to 99213 at 200 and provider 12's F12 at
 # 1000. January is rescored (J1 left it): its 99213 peers are providers 2 to 11 (101-110), 12 (1000) and 21 (125),
@@ -65,7 +77,11 @@ BASE = {
 # and eight at 200: median 125 (the 11th of 101-110, 125, 130, eight 200s and 1000), MAD 23 (the 11th of 0, 5,
 # 15-24, eight 75s, 875): F12 fires (z 0.6745 * 875 / 23 = 25.7), J1 (0.15) and the 200s (2.2) do not; in the
 # provider mart, which is as of February, provider 21 (z 0) is no outlier any more.
+# February's 150 more make 300 as of February, every first digit a 9: MAD = (2/9) * (1 - log10(10/9)), the share of
+# 9 off by 1 - log10(10/9) and the eight others' shares, which add up to log10(9) = 1 - log10(10/9), all missing.
+BENFORD_MAD = Decimal(str(round(2 / 9 * (1 - math.log10(10 / 9)), 6)))
 NIGHT = {
+    key("2024-02", "benford"): benford_claims("2024-02", 150),
     key("2024-02"): bluecross_claims(("J1", 1, "2024-01-10", "99213", 130), ("F12", 12, "2024-02-03", "99213", 1000),
                                      *[(f"F{p}", p, "2024-02-03", "99213", 200) for p in range(13, 21)]),
 }
@@ -122,6 +138,14 @@ def test_nights_that_move_a_peer_median_re_send_and_set_aside_equal_a_full_refre
     assert [cost_reason(db, claim) for claim in ("J1", "F13", "F20")] == [(), (), ()]
     assert db.execute("select is_high_cost_outlier from analytics.provider_cost_outliers "
                       "where rendering_npi = %s and procedure_code = '99213'", (npi(21),)).fetchone() == (False,)
+    # Provider 40's January claims were scored on 150 amounts (no verdict), February's on 300.
+    benford = dict(db.execute(
+        "select reporting_month::text, array_agg(distinct reasons::text) from analytics.claim_anomaly_scores "
+        "where rendering_npi = %s group by 1", (npi(40),)).fetchall())
+    assert benford["2024-01-01"] == ["[]"]
+    [february] = benford["2024-02-01"]
+    assert [(r["rule_id"], Decimal(str(r["statistic"])), r["conformity"]) for r in json.loads(february)] == [
+        ("benford_first_digit", BENFORD_MAD, "nonconformity")]
     # A later month leaves the rows of the months before the first it changed as they were.
     assert row_versions(db, "analytics.claim_anomaly_scores", months_before_january) == scores_before_january
 
@@ -137,10 +161,10 @@ def test_nights_that_move_a_peer_median_re_send_and_set_aside_equal_a_full_refre
         ("V1", Decimal("70.00"), "2023-11-01")]
     assert db.execute("select claim_count from core.int_provider_months where service_month = '2023-11-01' "
                       "and rendering_npi is not null").fetchall() == [(1,)]
-    # January's file now holds its 24 claims but J1 (re-sent in February); September's set-aside file none.
+    # January's files now hold their 174 claims but J1 (re-sent in February); September's set-aside file none.
     assert db.execute("select reporting_month::text, month_claim_count from core.int_provider_payer_months "
                       "where reporting_month in ('2023-09-01', '2024-01-01') and npi is null").fetchall() == [
-        ("2024-01-01", 23)]
+        ("2024-01-01", 173)]
     # What nothing touched is the very rows the first build wrote: the month (of service, of reporting) no claim of
     # the nights was in.
     assert {table: row_versions(db, table, where) for table, where in october.items()} == october_before

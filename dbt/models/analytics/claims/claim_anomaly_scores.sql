@@ -84,11 +84,36 @@ held_duplicates as (
 ),
 {% endif %}
 
--- The months whose claims are scored, and the months received up to each: a claim's peers are every claim of its
--- reporting month and the months before (macros/claims_peers.sql computes the figures the provider marts do).
+-- The months whose claims are scored. A claim's peers are every claim of its reporting month and the months before
+-- (macros/claims_peers.sql computes the figures as the provider marts do, per scored month).
 scored_months as (
 
     select distinct reporting_month as scored_month from claims
+
+),
+
+scored_range as (
+
+    select min(scored_month) as first_month, max(scored_month) as last_month from scored_months
+
+),
+
+-- Each provider's running claims and allowed amounts per procedure, month by month, and the months each running
+-- total holds for (until the provider's next month with the procedure): one row per provider, procedure and scored
+-- month, not one per month added up again for every later month.
+procedure_running as (
+
+    select
+        rendering_npi,
+        procedure_code,
+        reporting_month,
+        lead(reporting_month) over running as next_month,
+        sum(claim_count) over running as claim_count,
+        sum(allowed_amount) over running as allowed_amount
+    from {{ ref('int_provider_procedure_months') }}
+    where rendering_npi is not null
+        and reporting_month <= (select last_month from scored_range)
+    window running as (partition by rendering_npi, procedure_code order by reporting_month)
 
 ),
 
@@ -96,34 +121,39 @@ provider_procedures as (
 
     select
         scored_months.scored_month,
-        procedure_months.rendering_npi,
-        procedure_months.procedure_code,
-        cast(sum(procedure_months.claim_count) as bigint) as claim_count,
-        sum(procedure_months.allowed_amount) / sum(procedure_months.claim_count) as allowed_per_claim
-    from scored_months
-    inner join {{ ref('int_provider_procedure_months') }} as procedure_months
-        on procedure_months.reporting_month <= scored_months.scored_month
-    where procedure_months.rendering_npi is not null
-    group by 1, 2, 3
+        procedure_running.rendering_npi,
+        procedure_running.procedure_code,
+        cast(procedure_running.claim_count as bigint) as claim_count,
+        procedure_running.allowed_amount / procedure_running.claim_count as allowed_per_claim
+    from {{ as_of_scored_months('procedure_running') }}
 
 ),
 
 {{ cost_peer_ctes('cost_figures', 'provider_procedures', ['scored_month']) }},
 
 -- The first digits of the billed amounts per provider and reporting month (int_provider_months counts them per
--- month of service, which late claims change after the fact), then added up to each scored month.
-digit_months as (
+-- month of service, which late claims change after the fact), running totals as above.
+digit_running as (
 
     select
         rendering_npi,
+        first_digit,
         reporting_month,
-        cast(left(cast(floor(billed_amount) as text), 1) as integer) as first_digit,
-        count(*) as digit_count
-    from {{ ref('fct_claims') }}
-    where rendering_npi is not null
-        and billed_amount >= {{ var('claims_benford_min_amount') }}
-        and reporting_month <= (select max(scored_month) from scored_months)
-    group by 1, 2, 3
+        lead(reporting_month) over running as next_month,
+        sum(digit_count) over running as digit_count
+    from (
+        select
+            rendering_npi,
+            reporting_month,
+            cast(left(cast(floor(billed_amount) as text), 1) as integer) as first_digit,
+            count(*) as digit_count
+        from {{ ref('fct_claims') }}
+        where rendering_npi is not null
+            and billed_amount >= {{ var('claims_benford_min_amount') }}
+            and reporting_month <= (select last_month from scored_range)
+        group by 1, 2, 3
+    ) as digit_months
+    window running as (partition by rendering_npi, first_digit order by reporting_month)
 
 ),
 
@@ -131,13 +161,10 @@ digit_counts as (
 
     select
         scored_months.scored_month,
-        digit_months.rendering_npi,
-        digit_months.first_digit,
-        cast(sum(digit_months.digit_count) as bigint) as digit_count
-    from scored_months
-    inner join digit_months
-        on digit_months.reporting_month <= scored_months.scored_month
-    group by 1, 2, 3
+        digit_running.rendering_npi,
+        digit_running.first_digit,
+        cast(digit_running.digit_count as bigint) as digit_count
+    from {{ as_of_scored_months('digit_running') }}
 
 ),
 
