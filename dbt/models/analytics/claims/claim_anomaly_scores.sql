@@ -39,7 +39,7 @@
 with
 
 -- The claims scored whole: every claim of a full build, the claims of the months from the first that changed in an
--- incremental one (fct_claims's reporting_month index).
+-- incremental one.
 claims as (
 
     select * from {{ ref('fct_claims') }}
