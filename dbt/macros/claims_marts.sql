@@ -18,17 +18,29 @@
     {%- if not is_incremental() -%}
         {{ return(none) }}
     {%- endif -%}
+    {{ return(changed_claim_months(claims_relation, month_column,
+        'select ' ~ month_column ~ ', month_claim_count as claim_count from ' ~ this
+        ~ ' where month_claim_count is not null')) }}
+{%- endmacro %}
+
+
+{#
+    The months (of `month_column`, as 'YYYY-MM-DD', in order) whose claims differ from what the model holds: the
+    months of fct_claims's rows written since its last build, and the months whose claim count in `claims_relation`
+    differs from the one `held_counts` (a query of month_column, claim_count) gives. Shared by the per-month tables
+    (their month rows hold the counts) and claim_anomaly_scores (its rows, counted).
+#}
+{% macro changed_claim_months(claims_relation, month_column, held_counts) -%}
     {%- set months_query -%}
         select {{ month_column }} from {{ claims_relation }} where {{ written_since_last_build() }}
         union
-        select held.{{ month_column }}
-        from {{ this }} as held
-        left join (
-            select {{ month_column }}, count(*) as month_claim_count from {{ claims_relation }} group by 1
+        select coalesce(held.{{ month_column }}, current_months.{{ month_column }})
+        from ({{ held_counts }}) as held
+        full join (
+            select {{ month_column }}, count(*) as claim_count from {{ claims_relation }} group by 1
         ) as current_months
             on held.{{ month_column }} = current_months.{{ month_column }}
-        where held.month_claim_count is not null
-            and held.month_claim_count <> coalesce(current_months.month_claim_count, 0)
+        where held.claim_count is distinct from current_months.claim_count
         order by 1
     {%- endset -%}
     {{ return(run_query(months_query).columns[0].values() | map('string') | list if execute else []) }}
@@ -80,21 +92,9 @@
     {%- if not is_incremental() -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set month_query -%}
-        select min(reporting_month) from (
-            select reporting_month from {{ claims_relation }} where {{ written_since_last_build() }}
-            union all
-            select coalesce(held.reporting_month, current_months.reporting_month)
-            from (select reporting_month, count(*) as claim_count from {{ this }} group by 1) as held
-            full join (
-                select reporting_month, count(*) as claim_count from {{ claims_relation }} group by 1
-            ) as current_months
-                on held.reporting_month = current_months.reporting_month
-            where held.claim_count is distinct from current_months.claim_count
-        ) as changed
-    {%- endset -%}
-    {%- set first_month = run_query(month_query).columns[0].values()[0] if execute else none -%}
-    {{ return(first_month | string if first_month is not none else 'none') }}
+    {%- set months = changed_claim_months(claims_relation, 'reporting_month',
+        'select reporting_month, count(*) as claim_count from ' ~ this ~ ' group by 1') -%}
+    {{ return(months[0] if months else 'none') }}
 {%- endmacro %}
 
 

@@ -255,14 +255,29 @@ benford_reasons as (
 
 ),
 
+{%- set claim_columns = ['payer', 'claim_id', 'member_key', 'rendering_npi', 'claim_type', 'claim_status', 'claim_date',
+                         'service_from_date', 'procedure_code', 'billed_amount', 'allowed_amount', 'paid_amount',
+                         'reporting_month'] %}
+-- The claims this build writes (read twice: NOT MATERIALIZED keeps Postgres from copying every claim aside).
+scored_claims as not materialized (
+
+    select {{ claim_columns | join(', ') }} from claims
+    {% if is_incremental() %}
+    union all
+    select {{ claim_columns | join(', ') }} from held_duplicates
+    {% endif %}
+
+),
+
 reasons as (
 
     select payer, claim_id, rule_id, jsonb_build_object('rule_id', rule_id, 'statistic', statistic,
         'peer_value', peer_value, 'weight', {{ rule_weight('rule_id', rules, weights) }}) || detail as reason
     from (
+        -- The duplicate reason is current for every claim written, an earlier month's duplicate included.
         select * from duplicate_reasons
-        where exists (select 1 from claims where claims.payer = duplicate_reasons.payer
-                                               and claims.claim_id = duplicate_reasons.claim_id)
+        where exists (select 1 from scored_claims where scored_claims.payer = duplicate_reasons.payer
+                                                      and scored_claims.claim_id = duplicate_reasons.claim_id)
         union all
         select * from cost_reasons
         union all
@@ -274,19 +289,11 @@ reasons as (
     ) as fired
     {% if is_incremental() %}
     union all
-    -- The earlier months' duplicates: the reasons they were scored with but the duplicate one, and that one now.
+    -- The earlier months' duplicates keep the other reasons they were scored with.
     select held_duplicates.payer, held_duplicates.claim_id, held_reason ->> 'rule_id', held_reason
     from held_duplicates
     cross join jsonb_array_elements(held_duplicates.reasons) as held_reason
     where held_reason ->> 'rule_id' <> 'duplicate'
-    union all
-    select duplicate_reasons.payer, duplicate_reasons.claim_id, duplicate_reasons.rule_id,
-        jsonb_build_object('rule_id', rule_id, 'statistic', statistic, 'peer_value', peer_value,
-            'weight', {{ rule_weight('rule_id', rules, weights) }}) || detail
-    from duplicate_reasons
-    inner join held_duplicates
-        on duplicate_reasons.payer = held_duplicates.payer
-        and duplicate_reasons.claim_id = held_duplicates.claim_id
     {% endif %}
 
 ),
@@ -301,19 +308,6 @@ claim_reasons as (
         array_agg(rule_id order by {{ rule_order('rule_id', rules) }}) as rule_ids
     from reasons
     group by 1, 2
-
-),
-
-{%- set claim_columns = ['payer', 'claim_id', 'member_key', 'rendering_npi', 'claim_type', 'claim_status', 'claim_date',
-                         'service_from_date', 'procedure_code', 'billed_amount', 'allowed_amount', 'paid_amount',
-                         'reporting_month'] %}
-scored_claims as (
-
-    select {{ claim_columns | join(', ') }} from claims
-    {% if is_incremental() %}
-    union all
-    select {{ claim_columns | join(', ') }} from held_duplicates
-    {% endif %}
 
 ),
 
